@@ -1,0 +1,204 @@
+use std::collections::HashMap;
+use std::io::Write as _;
+
+use serde::Deserialize;
+
+use super::*;
+
+/// A section shaped like the producers' own: a provider that needs a secret when enabled.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Demo {
+    provider: DemoProvider,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DemoProvider {
+    enabled: bool,
+    api_key: Secret,
+    interval_secs: u64,
+}
+
+impl Default for DemoProvider {
+    fn default() -> Self {
+        Self { enabled: true, api_key: Secret::default(), interval_secs: 60 }
+    }
+}
+
+impl Section for Demo {
+    // The news section's name, so the seed variable NEWS_API_KEY is not involved but generic
+    // overrides are: keys are news.provider.*.
+    const NAME: &'static str = "news";
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.provider.enabled {
+            require_secret("news.provider.api_key", &self.provider.api_key, "news.provider.enabled is true")?;
+        }
+        Ok(())
+    }
+}
+
+fn file(yaml: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    f.write_all(yaml.as_bytes()).unwrap();
+    f
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+const VALID: &str = "news:\n  provider:\n    api_key: from-file\n";
+
+#[test]
+fn the_shipped_config_file_parses_with_defaults_equal_to_the_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/config.yaml");
+    // The file repeats the defaults; the Kafka and runtime sections must agree with the code.
+    #[derive(Debug, Default, Deserialize)]
+    struct Any {}
+    impl Section for Any {
+        const NAME: &'static str = "none";
+        fn validate(&self) -> Result<(), ConfigError> {
+            Ok(())
+        }
+    }
+    let cfg = load_with_env::<Any>(&path, &HashMap::new()).unwrap();
+    let d = KafkaConfig::default();
+    assert_eq!(cfg.core.kafka.topics, d.topics);
+    assert_eq!(
+        (
+            cfg.core.kafka.linger_ms,
+            cfg.core.kafka.batch_size_bytes,
+            cfg.core.kafka.acks.as_str(),
+            cfg.core.kafka.compression_type.as_str()
+        ),
+        (10, 16_384, "all", "snappy"),
+        "seed defaults"
+    );
+    assert_eq!(cfg.core.runtime.shutdown_timeout_secs, RuntimeConfig::default().shutdown_timeout_secs);
+    assert_eq!(cfg.core.telemetry.metrics_addr.port(), 9090);
+    assert_eq!(cfg.core.telemetry.health_addr.port(), 8081);
+}
+
+#[test]
+fn missing_secret_names_the_key_and_the_variable() {
+    let f = file("news:\n  provider:\n    enabled: true\n");
+    let err = load_with_env::<Demo>(f.path(), &HashMap::new()).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("news.provider.api_key"));
+    let msg = err.to_string();
+    assert!(msg.contains("missing secret") && msg.contains("FINSTREAM__NEWS__PROVIDER__API_KEY"), "{msg}");
+    // Disabled provider: no secret needed.
+    let f = file("news:\n  provider:\n    enabled: false\n");
+    assert!(load_with_env::<Demo>(f.path(), &HashMap::new()).is_ok());
+}
+
+#[test]
+fn unknown_keys_are_refused_at_every_level() {
+    for (yaml, key) in [
+        ("kafka:\n  lingerms: 5\n", "kafka.lingerms"),
+        ("telemetry:\n  metric_addr: 0.0.0.0:1\n", "telemetry.metric_addr"),
+        ("kafka:\n  topics:\n    market_ticks: { name: x, partitions: 1, rf: 3 }\n", "kafka.topics.market_ticks.rf"),
+        ("nonsense: 1\n", "nonsense"),
+        ("news:\n  provider:\n    api_key: k\n    apikey: k\n", "news.provider.apikey"),
+    ] {
+        let f = file(yaml);
+        let err = load_with_env::<Demo>(f.path(), &env(&[("FINSTREAM__NEWS__PROVIDER__API_KEY", "k")])).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{yaml}: {err}");
+        assert!(err.to_string().contains("unknown key"), "{err}");
+    }
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    for (yaml, key) in [
+        ("kafka:\n  linger_ms: soon\n", "kafka.linger_ms"),
+        ("kafka:\n  acks: maybe\n", "kafka.acks"),
+        ("kafka:\n  brokers: ''\n", "kafka.brokers"),
+        ("kafka:\n  compression_type: brotli\n", "kafka.compression_type"),
+        (
+            "kafka:\n  topics:\n    news_articles: { name: 'bad name', partitions: 8 }\n",
+            "kafka.topics.news_articles.name",
+        ),
+        ("kafka:\n  topics:\n    sec_filings: { name: sec, partitions: 0 }\n", "kafka.topics.sec_filings.partitions"),
+        ("telemetry:\n  log_level: 'info,[bad'\n", "telemetry.log_level"),
+        ("telemetry:\n  log_format: xml\n", "telemetry.log_format"),
+        ("runtime:\n  shutdown_timeout_secs: 0\n", "runtime.shutdown_timeout_secs"),
+    ] {
+        let f = file(&format!("{VALID}{yaml}"));
+        let err = load_with_env::<Demo>(f.path(), &HashMap::new()).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{yaml}: {err}");
+    }
+}
+
+#[test]
+fn environment_overrides_file_and_seed_names_work() {
+    let f = file(&format!("{VALID}kafka:\n  brokers: file:9092\n  linger_ms: 10\ntelemetry:\n  log_level: info\n"));
+    let cfg = load_with_env::<Demo>(
+        f.path(),
+        &env(&[
+            ("KAFKA_BROKERS", "a:1,b:2"),
+            ("LOG_LEVEL", "debug"),
+            ("SCHEMA_REGISTRY_URL", "http://registry:8081"),
+            ("FINSTREAM__KAFKA__LINGER_MS", "5"),
+            ("FINSTREAM__NEWS__PROVIDER__API_KEY", "from-env"),
+            ("FINSTREAM__KAFKA__CREATE_TOPICS", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.core.kafka.brokers, "a:1,b:2");
+    assert_eq!(cfg.core.kafka.linger_ms, 5);
+    assert!(cfg.core.kafka.create_topics);
+    assert_eq!(cfg.core.kafka.schema_registry_url, "http://registry:8081");
+    assert_eq!(cfg.core.telemetry.log_level, "debug");
+    assert_eq!(cfg.section.provider.api_key.expose(), "from-env");
+}
+
+#[test]
+fn empty_variables_count_as_unset() {
+    let f = file(&format!("{VALID}kafka:\n  brokers: file:9092\n"));
+    let cfg =
+        load_with_env::<Demo>(f.path(), &env(&[("KAFKA_BROKERS", ""), ("FINSTREAM__NEWS__PROVIDER__API_KEY", "")]))
+            .unwrap();
+    assert_eq!(cfg.core.kafka.brokers, "file:9092");
+    assert_eq!(cfg.section.provider.api_key.expose(), "from-file");
+}
+
+#[test]
+fn every_seed_variable_maps_to_a_key() {
+    let seed = [
+        "KAFKA_BROKERS",
+        "SCHEMA_REGISTRY_URL",
+        "MARKET_WS_URL",
+        "MARKET_API_KEY",
+        "NEWS_API_KEY",
+        "ALPHAVANTAGE_API_KEY",
+        "TWITTER_API_KEY",
+        "TWITTER_API_SECRET",
+        "TWITTER_BEARER_TOKEN",
+        "REDDIT_CLIENT_ID",
+        "REDDIT_CLIENT_SECRET",
+        "LOG_LEVEL",
+    ];
+    for var in seed {
+        assert!(SEED_ENV.iter().any(|(v, _)| *v == var), "{var} is not mapped");
+    }
+    assert_eq!(env_var_for("market.api_key"), "MARKET_API_KEY");
+    assert_eq!(env_var_for("kafka.linger_ms"), "FINSTREAM__KAFKA__LINGER_MS");
+}
+
+#[test]
+fn secrets_and_credential_properties_are_redacted_in_debug() {
+    let f = file(
+        "news:\n  provider:\n    api_key: sk-very-secret\nkafka:\n  properties:\n    sasl.password: hunter2\n    sasl.mechanism: SCRAM-SHA-512\n",
+    );
+    let cfg = load_with_env::<Demo>(f.path(), &HashMap::new()).unwrap();
+    let dump = format!("{cfg:?}");
+    assert!(!dump.contains("sk-very-secret") && !dump.contains("hunter2"), "{dump}");
+    assert!(dump.contains("SCRAM-SHA-512"), "non-secret properties stay visible: {dump}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let err = load_with_env::<Demo>(std::path::Path::new("/nonexistent/config.yaml"), &HashMap::new()).unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+}

@@ -1,0 +1,122 @@
+//! The shared HTTP client: pooling, timeouts, gzip, a redirect limit, and bodies read with a
+//! size cap (applied after decompression, so a small gzip bomb cannot expand without bound).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
+
+/// HTTP client settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `User-Agent` sent with every request.
+    pub user_agent: String,
+    /// Whole-request timeout (connect + headers + body).
+    pub timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Largest accepted body, after decompression.
+    pub max_body_bytes: usize,
+    /// Redirects followed at most.
+    pub max_redirects: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            user_agent: concat!("finstream-ingest/", env!("CARGO_PKG_VERSION")).into(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_redirects: 5,
+        }
+    }
+}
+
+/// Why a request produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Connect, TLS, timeout or reset: worth retrying.
+    #[error("request failed: {0}")]
+    Transport(String),
+    /// The body exceeded the cap.
+    #[error("response body larger than {limit} bytes")]
+    TooLarge {
+        /// The cap.
+        limit: usize,
+    },
+}
+
+/// A response with its body fully read.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Body (decompressed).
+    pub body: Bytes,
+    /// When the response headers arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+impl HttpResponse {
+    /// A header as text, if present and valid.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Builds the client.
+pub fn client(cfg: &HttpConfig) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(cfg.user_agent.clone())
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.connect_timeout)
+        .gzip(true)
+        .redirect(reqwest::redirect::Policy::limited(cfg.max_redirects))
+        .build()
+}
+
+/// Sends `req` and reads the body, refusing bodies over `max_body_bytes`. Errors never include
+/// the URL (it may carry an API key in its query).
+pub async fn fetch(req: reqwest::RequestBuilder, max_body_bytes: usize) -> Result<HttpResponse, FetchError> {
+    let mut resp = req.send().await.map_err(|e| FetchError::Transport(describe(&e)))?;
+    let received_at = Utc::now();
+    if resp.content_length().is_some_and(|n| n > max_body_bytes as u64) {
+        return Err(FetchError::TooLarge { limit: max_body_bytes });
+    }
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Transport(describe(&e)))? {
+        if body.len() + chunk.len() > max_body_bytes {
+            return Err(FetchError::TooLarge { limit: max_body_bytes });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(HttpResponse { status, headers, body: body.freeze(), received_at })
+}
+
+/// A reqwest error without its URL.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_redirect() {
+        "too many redirects"
+    } else if e.is_decode() || e.is_body() {
+        "body could not be read"
+    } else {
+        "request error"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
+}

@@ -1,0 +1,490 @@
+//! The Kafka sink: the only code that produces to Kafka.
+//!
+//! A source gets a typed [`Route`] per (record type, provider) once, then hands records to
+//! [`Sink::send`] / [`Sink::try_send`]. The sink validates, serializes into a reused buffer,
+//! attaches the design.md headers and enqueues into librdkafka; delivery reports (on
+//! librdkafka's polling thread) update the metrics. Invalid input goes to the route's `.dlq`
+//! topic with the raw payload and the reason. No future is awaited per record.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::marker::PhantomData;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus::IntCounter;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use tokio_util::sync::CancellationToken;
+
+use super::context::{MAX_ROUTES, RouteStats, SinkContext, pack};
+use crate::config::{ConfigError, KafkaConfig, Topics};
+use crate::record::{DeadLetter, Record, TopicKind, ValidationError, ts};
+use crate::telemetry::metrics::{REASON_DELIVERY, REASON_INVALID, REASON_REJECTED};
+use crate::telemetry::{Health, Metrics};
+
+/// What happened to a record handed to the sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Enqueued for delivery; the delivery report will count it as sent or failed.
+    Enqueued,
+    /// Refused by validation; the raw input went to the dead-letter topic.
+    DeadLettered(ValidationError),
+}
+
+/// Why the sink could not take a record.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// librdkafka's queue is full (Kafka slow or down): retry later. [`Sink::send`] waits.
+    #[error("the Kafka producer queue is full")]
+    QueueFull,
+    /// Kafka will never take this record (too large, unknown topic…); it was counted as failed
+    /// with reason `rejected`.
+    #[error("record rejected by the Kafka client: {0}")]
+    Rejected(KafkaError),
+    /// The record could not be serialized (a bug in a record type).
+    #[error("cannot serialize record: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Why the sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A librdkafka property was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The client could not be created.
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(String),
+}
+
+/// Where records of type `R` from one provider go, with their metric handles resolved.
+pub struct Route<R> {
+    index: usize,
+    dlq_index: usize,
+    topic: Arc<str>,
+    dlq_topic: Arc<str>,
+    provider: Arc<str>,
+    invalid: IntCounter,
+    rejected: IntCounter,
+    conn_epoch: Option<u64>,
+    _record: PhantomData<fn(&R)>,
+}
+
+impl<R> fmt::Debug for Route<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route").field("topic", &self.topic).field("provider", &self.provider).finish_non_exhaustive()
+    }
+}
+
+impl<R> Route<R> {
+    /// The topic records go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The dead-letter topic of this route.
+    pub fn dlq_topic(&self) -> &str {
+        &self.dlq_topic
+    }
+
+    /// The provider label.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// Sets the `conn_epoch` header of the following records (WebSocket sources bump it on
+    /// every reconnect).
+    pub fn set_conn_epoch(&mut self, epoch: u64) {
+        self.conn_epoch = Some(epoch);
+    }
+}
+
+/// The Kafka sink. Cheap to clone; all clones share one producer.
+#[derive(Clone)]
+pub struct Sink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    producer: ThreadedProducer<SinkContext>,
+    producer_name: String,
+    topics: Topics,
+}
+
+impl fmt::Debug for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sink").field("producer", &self.inner.producer_name).finish_non_exhaustive()
+    }
+}
+
+/// The librdkafka properties of a config, in the order they are applied (later wins).
+pub fn client_properties(cfg: &KafkaConfig, client_id: &str) -> Vec<(String, String)> {
+    let mut p: Vec<(String, String)> = [
+        ("bootstrap.servers", cfg.brokers.clone()),
+        // Same key -> partition mapping as the Java client, so Kafka Streams / Flink jobs that
+        // join our topics with Java-produced ones see co-partitioned keys.
+        ("partitioner", "murmur2_random".to_string()),
+        ("client.id", if cfg.client_id.is_empty() { client_id.to_string() } else { cfg.client_id.clone() }),
+        ("acks", cfg.acks.clone()),
+        ("enable.idempotence", cfg.enable_idempotence.to_string()),
+        ("compression.type", cfg.compression_type.clone()),
+        ("linger.ms", cfg.linger_ms.to_string()),
+        ("batch.size", cfg.batch_size_bytes.to_string()),
+        ("message.timeout.ms", cfg.delivery_timeout_ms.to_string()),
+        ("queue.buffering.max.messages", cfg.queue_max_messages.to_string()),
+        ("queue.buffering.max.kbytes", cfg.queue_max_kbytes.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    p.extend(cfg.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+    p
+}
+
+/// The config key a librdkafka property came from, for error messages.
+fn config_key_of(property: &str, cfg: &KafkaConfig) -> String {
+    if cfg.properties.contains_key(property) {
+        return format!("kafka.properties.{property}");
+    }
+    match property {
+        "bootstrap.servers" => "kafka.brokers",
+        "client.id" => "kafka.client_id",
+        "acks" => "kafka.acks",
+        "enable.idempotence" => "kafka.enable_idempotence",
+        "compression.type" => "kafka.compression_type",
+        "linger.ms" => "kafka.linger_ms",
+        "batch.size" => "kafka.batch_size_bytes",
+        "message.timeout.ms" => "kafka.delivery_timeout_ms",
+        "queue.buffering.max.messages" => "kafka.queue_max_messages",
+        "queue.buffering.max.kbytes" => "kafka.queue_max_kbytes",
+        _ => "kafka.properties",
+    }
+    .to_string()
+}
+
+thread_local! {
+    /// Serialization buffer, reused for every record sent from this thread.
+    static BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+}
+
+/// A short header value formatted on the stack (headers need bytes, not a `String`).
+struct StackStr {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl StackStr {
+    fn of(v: impl fmt::Display) -> Self {
+        let mut s = StackStr { buf: [0; 40], len: 0 };
+        let _ = write!(s, "{v}");
+        s
+    }
+    fn ts(t: DateTime<Utc>) -> Self {
+        Self::of(ts::Rfc3339(t))
+    }
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.buf.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl Sink {
+    /// Creates the producer with the seed defaults and the config's overrides. Does not wait for
+    /// the brokers: readiness reports whether they answer (see [`Sink::check_kafka`]).
+    pub fn new(
+        cfg: &KafkaConfig,
+        producer_name: &str,
+        metrics: Metrics,
+        health: Health,
+        fatal: CancellationToken,
+    ) -> Result<Self, SinkError> {
+        let mut cc = ClientConfig::new();
+        for (k, v) in client_properties(cfg, producer_name) {
+            cc.set(k, v);
+        }
+        let ctx = SinkContext::new(metrics, health, fatal);
+        let producer: ThreadedProducer<SinkContext> = cc.create_with_context(ctx).map_err(|e| match e {
+            // Never print the value: it may be a password.
+            KafkaError::ClientConfig(_, desc, key, _) => {
+                SinkError::Config(ConfigError::key(config_key_of(&key, cfg), format!("refused by librdkafka: {desc}")))
+            }
+            other => SinkError::Create(other.to_string()),
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner { producer, producer_name: producer_name.into(), topics: cfg.topics.clone() }),
+        })
+    }
+
+    /// The producer's name (the `producer` header).
+    pub fn producer_name(&self) -> &str {
+        &self.inner.producer_name
+    }
+
+    /// The configured topics.
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
+    }
+
+    fn ctx(&self) -> &SinkContext {
+        self.inner.producer.context()
+    }
+
+    fn topic_name(&self, kind: TopicKind) -> &str {
+        let t = &self.inner.topics;
+        match kind {
+            TopicKind::MarketTicks => &t.market_ticks.name,
+            TopicKind::NewsArticles => &t.news_articles.name,
+            TopicKind::SocialPosts => &t.social_posts.name,
+            TopicKind::SecFilings => &t.sec_filings.name,
+            TopicKind::AltDataRecords => &t.altdata_records.name,
+            TopicKind::Events => &t.events.name,
+        }
+    }
+
+    fn dlq_name(&self, kind: TopicKind) -> String {
+        let t = &self.inner.topics;
+        match kind {
+            TopicKind::MarketTicks => t.market_ticks.dlq_name(),
+            TopicKind::NewsArticles => t.news_articles.dlq_name(),
+            TopicKind::SocialPosts => t.social_posts.dlq_name(),
+            TopicKind::SecFilings => t.sec_filings.dlq_name(),
+            TopicKind::AltDataRecords => t.altdata_records.dlq_name(),
+            // An invalid lifecycle event is our bug, not bad input: it stays in the events
+            // topic, recognisable by its `ingest.dead_letter/v1` schema header.
+            TopicKind::Events => t.events.name.clone(),
+        }
+    }
+
+    fn register(&self, topic: &str, provider: &str) -> usize {
+        let m = &self.ctx().metrics;
+        let mut routes = self.ctx().routes.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = routes.iter().position(|r| r.topic == topic && r.provider == provider) {
+            return i;
+        }
+        assert!(routes.len() < MAX_ROUTES, "too many Kafka routes");
+        routes.push(RouteStats {
+            topic: topic.to_string(),
+            provider: provider.to_string(),
+            sent: m.messages_sent.with_label_values(&[provider, topic]),
+            failed_delivery: m.messages_failed.with_label_values(&[provider, topic, REASON_DELIVERY]),
+            latency: m.latency.with_label_values(&[provider, topic]),
+        });
+        routes.len() - 1
+    }
+
+    /// The route for records of type `R` from `provider`, to `R::TOPIC` (and its `.dlq`).
+    pub fn route<R: Record>(&self, provider: &str) -> Route<R> {
+        let topic = self.topic_name(R::TOPIC).to_string();
+        self.route_to(&topic, &self.dlq_name(R::TOPIC), provider)
+    }
+
+    /// A route to explicitly named topics (tests with unique topics, custom deployments).
+    pub fn route_to<R: Record>(&self, topic: &str, dlq_topic: &str, provider: &str) -> Route<R> {
+        let m = &self.ctx().metrics;
+        Route {
+            index: self.register(topic, provider),
+            dlq_index: self.register(dlq_topic, provider),
+            topic: topic.into(),
+            dlq_topic: dlq_topic.into(),
+            provider: provider.into(),
+            invalid: m.messages_failed.with_label_values(&[provider, topic, REASON_INVALID]),
+            rejected: m.messages_failed.with_label_values(&[provider, topic, REASON_REJECTED]),
+            conn_epoch: None,
+            _record: PhantomData,
+        }
+    }
+
+    /// Validates `record` and enqueues it, or dead-letters `raw` (the provider's input it was
+    /// made from) when validation fails. Never blocks; `Err(QueueFull)` means retry later.
+    pub fn try_send<R: Record>(&self, route: &Route<R>, record: &R, raw: &[u8]) -> Result<Outcome, SendError> {
+        if let Err(e) = record.validate() {
+            self.dead_letter(route, raw, &e.to_string(), record.received_at())?;
+            return Ok(Outcome::DeadLettered(e));
+        }
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            serde_json::to_writer(&mut *buf, record)?;
+            let event_time = StackStr::ts(record.event_time());
+            let received_at = StackStr::ts(record.received_at());
+            let headers = self.headers(route, R::SCHEMA, record.provider(), &event_time, &received_at);
+            let key = record.key();
+            let sent = self.enqueue(route.index, &route.topic, key.as_bytes(), &buf, headers);
+            match sent {
+                Err(SendError::Rejected(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))) => {
+                    // Too big for Kafka: keep it as a dead letter rather than lose it.
+                    self.dead_letter(
+                        route,
+                        &buf,
+                        "record larger than the Kafka message size limit",
+                        record.received_at(),
+                    )?;
+                    Ok(Outcome::DeadLettered(ValidationError::new(
+                        "record",
+                        "larger than the Kafka message size limit",
+                    )))
+                }
+                Err(SendError::Rejected(e)) => {
+                    route.rejected.inc();
+                    Err(SendError::Rejected(e))
+                }
+                other => other.map(|()| Outcome::Enqueued),
+            }
+        })
+    }
+
+    /// As [`Sink::try_send`], waiting while librdkafka's queue is full (backpressure: the source
+    /// slows down to what Kafka takes). Returns early with `QueueFull` if `shutdown` fires.
+    pub async fn send<R: Record>(
+        &self,
+        route: &Route<R>,
+        record: &R,
+        raw: &[u8],
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, SendError> {
+        let mut wait = Duration::from_millis(1);
+        loop {
+            match self.try_send(route, record, raw) {
+                Err(SendError::QueueFull) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => return Err(SendError::QueueFull),
+                    }
+                    wait = (wait * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes `raw` (input that could not be parsed or validated) to the route's `.dlq` topic
+    /// with `reason`, and counts it as failed with reason `invalid`.
+    pub fn dead_letter<R>(
+        &self,
+        route: &Route<R>,
+        raw: &[u8],
+        reason: &str,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), SendError> {
+        route.invalid.inc();
+        let letter =
+            DeadLetter::new(&self.inner.producer_name, &route.provider, &route.topic, reason, raw, received_at);
+        let payload = serde_json::to_vec(&letter)?;
+        let now = StackStr::ts(Utc::now());
+        let received = StackStr::ts(received_at);
+        let headers = self.headers(route, DeadLetter::SCHEMA, &route.provider, &now, &received);
+        self.enqueue(route.dlq_index, &route.dlq_topic, route.provider.as_bytes(), &payload, headers)
+    }
+
+    fn headers<R>(
+        &self,
+        route: &Route<R>,
+        schema: &str,
+        provider: &str,
+        event_time: &StackStr,
+        received_at: &StackStr,
+    ) -> OwnedHeaders {
+        let mut h = OwnedHeaders::new_with_capacity(7)
+            .insert(Header { key: "producer", value: Some(self.inner.producer_name.as_bytes()) })
+            .insert(Header { key: "provider", value: Some(provider.as_bytes()) })
+            .insert(Header { key: "schema", value: Some(schema.as_bytes()) })
+            .insert(Header { key: "content-type", value: Some(b"application/json".as_slice()) })
+            .insert(Header { key: "event_time", value: Some(event_time.as_bytes()) })
+            .insert(Header { key: "received_at", value: Some(received_at.as_bytes()) });
+        if let Some(epoch) = route.conn_epoch {
+            let b = StackStr::of(epoch);
+            h = h.insert(Header { key: "conn_epoch", value: Some(b.as_bytes()) });
+        }
+        h
+    }
+
+    fn enqueue(
+        &self,
+        route: usize,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), SendError> {
+        let ctx = self.ctx();
+        let rec = BaseRecord::with_opaque_to(topic, pack(route, ctx.epoch)).key(key).payload(payload).headers(headers);
+        ctx.metrics.kafka_in_flight.inc();
+        match self.inner.producer.send(rec) {
+            Ok(()) => Ok(()),
+            Err((e, _)) => {
+                ctx.metrics.kafka_in_flight.dec();
+                match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Err(SendError::QueueFull),
+                    other => Err(SendError::Rejected(other)),
+                }
+            }
+        }
+    }
+
+    /// Records handed to librdkafka and not yet acknowledged or failed.
+    pub fn in_flight(&self) -> i32 {
+        self.inner.producer.in_flight_count()
+    }
+
+    /// Waits up to `timeout` for every enqueued record to be acknowledged or to fail. Returns
+    /// the number still in flight when it gave up (0 = all settled).
+    pub async fn flush(&self, timeout: Duration) -> usize {
+        let sink = self.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let _ = sink.inner.producer.flush(timeout);
+            sink.in_flight()
+        })
+        .await;
+        usize::try_from(res.unwrap_or(i32::MAX)).unwrap_or(0)
+    }
+
+    /// Asks the brokers for metadata and checks that every routed topic exists. Updates health
+    /// and returns the outcome.
+    pub async fn check_kafka(&self, timeout: Duration) -> Result<String, String> {
+        let sink = self.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let md = sink
+                .inner
+                .producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map_err(|e| format!("metadata request failed: {e}"))?;
+            let wanted: Vec<String> = {
+                let routes = sink.ctx().routes.read().unwrap_or_else(PoisonError::into_inner);
+                let mut t: Vec<String> = routes.iter().map(|r| r.topic.clone()).collect();
+                t.sort();
+                t.dedup();
+                t
+            };
+            let missing: Vec<&str> = wanted
+                .iter()
+                .filter(|w| !md.topics().iter().any(|t| t.name() == w.as_str() && t.error().is_none()))
+                .map(String::as_str)
+                .collect();
+            if missing.is_empty() {
+                Ok(format!("{} broker(s), {} topic(s) present", md.brokers().len(), wanted.len()))
+            } else {
+                Err(format!("missing topics: {}", missing.join(", ")))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("check panicked: {e}")));
+        match &outcome {
+            Ok(d) => self.ctx().health.set_kafka(true, d.clone()),
+            Err(d) => self.ctx().health.set_kafka(false, d.clone()),
+        }
+        outcome
+    }
+}

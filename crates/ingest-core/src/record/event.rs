@@ -1,0 +1,215 @@
+//! `ingest.event/v1` (lifecycle events on `ingest.events`) and `ingest.dead_letter/v1` (the
+//! value of every `.dlq` record).
+//!
+//! ```json
+//! {"producer":"market-producer","provider":"polygon","kind":"gap",
+//!  "at":"2024-01-02T14:30:05.2Z","from":"2024-01-02T14:30:01.1Z","to":"2024-01-02T14:30:05.2Z",
+//!  "conn_epoch":3,"message":"reconnected after close 1006"}
+//! ```
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Record, TopicKind, ValidationError, check, ts};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The producer process started and reached Kafka.
+    Started,
+    /// The producer process is stopping (`message` says why).
+    Stopped,
+    /// A source connected (and authenticated).
+    Connected,
+    /// A source lost its connection.
+    Disconnected,
+    /// Data between `from` and `to` was not received (WebSocket sources cannot replay).
+    Gap,
+    /// A source re-sent its subscriptions after reconnecting.
+    Resubscribed,
+    /// A provider told us to slow down.
+    RateLimited,
+    /// A circuit breaker changed state (`state`).
+    BreakerState,
+}
+
+/// A lifecycle event, keyed by producer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestEvent {
+    /// `market-producer`, …
+    pub producer: String,
+    /// Provider the event is about; `process` for the producer process itself.
+    pub provider: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// When it happened.
+    #[serde(with = "ts")]
+    pub at: DateTime<Utc>,
+    /// Start of a gap window.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "ts::option")]
+    pub from: Option<DateTime<Utc>>,
+    /// End of a gap window.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "ts::option")]
+    pub to: Option<DateTime<Utc>>,
+    /// Breaker state (`closed`, `open`, `half_open`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Connection epoch of WebSocket sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn_epoch: Option<u64>,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl IngestEvent {
+    /// An event of `kind` now, with no detail.
+    pub fn new(producer: &str, provider: &str, kind: EventKind) -> Self {
+        Self {
+            producer: producer.into(),
+            provider: provider.into(),
+            kind,
+            at: Utc::now(),
+            from: None,
+            to: None,
+            state: None,
+            conn_epoch: None,
+            message: None,
+        }
+    }
+
+    /// Adds a message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
+
+impl Record for IngestEvent {
+    const SCHEMA: &'static str = "ingest.event/v1";
+    const TOPIC: TopicKind = TopicKind::Events;
+
+    fn key(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.producer)
+    }
+    fn provider(&self) -> &str {
+        &self.provider
+    }
+    fn event_time(&self) -> DateTime<Utc> {
+        self.at
+    }
+    fn received_at(&self) -> DateTime<Utc> {
+        self.at
+    }
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        check::non_empty("producer", &self.producer)?;
+        if self.kind == EventKind::Gap {
+            match (self.from, self.to) {
+                (Some(f), Some(t)) if f <= t => {}
+                _ => return Err(ValidationError::new("from", "a gap needs from <= to")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The value of a dead-letter record: what we received, why it was refused, and where it was
+/// headed. `raw` is the payload as text when it is UTF-8, else base64 (`raw_encoding`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Producer that refused it.
+    pub producer: String,
+    /// Provider that sent it.
+    pub provider: String,
+    /// The topic it was meant for.
+    pub topic: String,
+    /// Why it was refused.
+    pub error: String,
+    /// The raw input (possibly cut, see `raw_truncated`).
+    pub raw: String,
+    /// `utf8` or `base64`.
+    pub raw_encoding: String,
+    /// Length of the whole raw input in bytes.
+    pub raw_bytes: usize,
+    /// True when `raw` holds only the first [`DeadLetter::MAX_RAW_BYTES`] bytes.
+    pub raw_truncated: bool,
+    /// When we received the input.
+    #[serde(with = "ts")]
+    pub received_at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    /// Schema header value.
+    pub const SCHEMA: &'static str = "ingest.dead_letter/v1";
+    /// Raw inputs are cut to this size so that a dead letter always fits a Kafka message.
+    pub const MAX_RAW_BYTES: usize = 256 * 1024;
+
+    /// Builds a dead letter, encoding `raw` losslessly (text or base64) and capping its size.
+    pub fn new(
+        producer: &str,
+        provider: &str,
+        topic: &str,
+        error: &str,
+        raw: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        use base64::Engine as _;
+        let cut = &raw[..raw.len().min(Self::MAX_RAW_BYTES)];
+        let (raw_text, encoding) = match std::str::from_utf8(cut) {
+            Ok(s) => (s.to_owned(), "utf8"),
+            // A cut through a multi-byte character is still text up to that character.
+            Err(e) if e.error_len().is_none() && cut.len() < raw.len() => {
+                (String::from_utf8_lossy(&cut[..e.valid_up_to()]).into_owned(), "utf8")
+            }
+            Err(_) => (base64::engine::general_purpose::STANDARD.encode(cut), "base64"),
+        };
+        Self {
+            producer: producer.into(),
+            provider: provider.into(),
+            topic: topic.into(),
+            error: error.into(),
+            raw: raw_text,
+            raw_encoding: encoding.into(),
+            raw_bytes: raw.len(),
+            raw_truncated: cut.len() < raw.len(),
+            received_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::testutil::t0;
+
+    #[test]
+    fn dead_letter_keeps_text_and_base64_encodes_binary() {
+        let d = DeadLetter::new("p", "polygon", "market.ticks.raw", "bad", br#"[{"ev":"T"}]"#, t0());
+        assert_eq!((d.raw.as_str(), d.raw_encoding.as_str(), d.raw_truncated), (r#"[{"ev":"T"}]"#, "utf8", false));
+        let d = DeadLetter::new("p", "polygon", "t", "bad", &[0xff, 0xfe, b'a'], t0());
+        assert_eq!((d.raw.as_str(), d.raw_encoding.as_str(), d.raw_bytes), ("//5h", "base64", 3));
+    }
+
+    #[test]
+    fn dead_letter_caps_huge_payloads() {
+        let raw = vec![b'x'; DeadLetter::MAX_RAW_BYTES + 10];
+        let d = DeadLetter::new("p", "x", "t", "too big", &raw, t0());
+        assert!(d.raw_truncated);
+        assert_eq!(d.raw.len(), DeadLetter::MAX_RAW_BYTES);
+        assert_eq!(d.raw_bytes, raw.len());
+    }
+
+    #[test]
+    fn gap_needs_ordered_window() {
+        let mut e = IngestEvent::new("market-producer", "polygon", EventKind::Gap);
+        assert!(e.validate().is_err());
+        e.from = Some(t0());
+        e.to = Some(t0());
+        assert_eq!(e.validate(), Ok(()));
+        assert_eq!(serde_json::to_value(&e).unwrap()["kind"], "gap");
+    }
+}

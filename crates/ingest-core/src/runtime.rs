@@ -1,0 +1,371 @@
+//! Process wiring: CLI, config, telemetry, the sink, the sources, signals and shutdown.
+//!
+//! A producer binary is `fn main() -> ExitCode { ingest_core::main(SPEC, build_sources) }`.
+//! Exit codes (design.md §4): 0 clean stop, 1 fatal runtime error (fatal Kafka error, fatal
+//! source error, records left undelivered at shutdown, port taken), 2 usage or config error.
+//!
+//! Shutdown (SIGTERM/SIGINT, or a fatal error): readiness turns false, sources are cancelled and
+//! awaited, a `stopped` event is queued, Kafka is flushed, servers stop; all within
+//! `runtime.shutdown_timeout_secs`. A second signal exits at once with 1.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH, Section};
+use crate::kafka::admin::{design_topics, ensure_topics};
+use crate::kafka::{Sink, SinkError};
+use crate::record::{EventKind, IngestEvent};
+use crate::source::{Source, SourceCtx};
+use crate::telemetry::{self, Health, Metrics, ServerAddrs, logging};
+
+/// Identity of a producer binary.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerSpec {
+    /// Binary and `producer` label (`market-producer`).
+    pub name: &'static str,
+    /// Version (`env!("CARGO_PKG_VERSION")`).
+    pub version: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+}
+
+/// Provider label of the process's own lifecycle events.
+pub const PROCESS_PROVIDER: &str = "process";
+
+/// The flags every producer has, plus its own (`A`).
+#[derive(Debug, Parser)]
+struct Cli<A: Args> {
+    /// Config file (YAML). Environment variables override it; see README.
+    #[arg(long, value_name = "PATH", env = "FINSTREAM_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Validate the configuration (file + environment) and exit: 0 if valid, 2 if not.
+    #[arg(long)]
+    check_config: bool,
+    #[command(flatten)]
+    extra: A,
+}
+
+/// No producer-specific flags.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct NoArgs {}
+
+/// Why a run ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad configuration discovered while starting (exit 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Anything else (exit 1).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl RunError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            RunError::Config(_) => ExitCode::from(2),
+            RunError::Fatal(_) => ExitCode::from(1),
+        }
+    }
+}
+
+/// Runs a producer binary to completion. `build` turns the loaded config (and the producer's
+/// own flags) into its sources; a `ConfigError` from it exits 2.
+pub fn main<S, A, F>(spec: ProducerSpec, build: F) -> ExitCode
+where
+    S: Section,
+    A: Args,
+    F: FnOnce(&Config<S>, &A) -> Result<Vec<Box<dyn Source>>, ConfigError>,
+{
+    let cmd = Cli::<A>::command().name(spec.name).bin_name(spec.name).version(spec.version).about(spec.about);
+    let cli = match cmd.try_get_matches().and_then(|m| Cli::<A>::from_arg_matches(&m)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let loaded = config::load_dotenv().and_then(|()| config::load::<S>(&cli.config));
+    let cfg = match loaded {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{}: {}: {e}", spec.name, cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let sources = match build(&cfg, &cli.extra) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {}: {e}", spec.name, cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!(
+            "{}: {}: configuration is valid (section `{}`, {} source(s))",
+            spec.name,
+            cli.config.display(),
+            S::NAME,
+            sources.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    logging::init(&cfg.core.telemetry.log_level, cfg.core.telemetry.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name(spec.name).build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", spec.name);
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        // Registered before anything starts: a signal during startup is buffered and then
+        // shuts down gracefully instead of killing the process with the default action.
+        let signals =
+            Signals::install().map_err(|e| RunError::Fatal(format!("cannot install signal handlers: {e}")))?;
+        let running = start(spec, &cfg, sources).await?;
+        tokio::spawn(signals.handle(running.shutdown_token()));
+        running.wait().await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!(producer = spec.name, "stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(producer = spec.name, error = %e, "stopped with an error");
+            eprintln!("{}: {e}", spec.name);
+            e.exit_code()
+        }
+    }
+}
+
+/// SIGTERM and SIGINT streams.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// First SIGTERM/SIGINT: graceful shutdown. Second: exit 1 at once.
+    async fn handle(mut self, shutdown: CancellationToken) {
+        let name = tokio::select! { _ = self.term.recv() => "SIGTERM", _ = self.int.recv() => "SIGINT" };
+        tracing::info!(signal = name, "shutting down");
+        shutdown.cancel();
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
+        tracing::error!("second signal: exiting without waiting for the flush");
+        std::process::exit(1);
+    }
+}
+
+/// A started producer: servers bound, sink created, sources running.
+#[derive(Debug)]
+pub struct Running {
+    /// Where metrics and health are served.
+    pub addrs: ServerAddrs,
+    /// The sink (tests use it to send through the same producer).
+    pub sink: Sink,
+    /// Health state.
+    pub health: Health,
+    /// Metrics.
+    pub metrics: Metrics,
+    shutdown: CancellationToken,
+    supervisor: tokio::task::JoinHandle<Result<(), RunError>>,
+}
+
+impl Running {
+    /// Cancelling it starts the graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the producer stopped (after shutdown or a fatal error).
+    pub async fn wait(self) -> Result<(), RunError> {
+        self.supervisor.await.unwrap_or_else(|e| Err(RunError::Fatal(format!("supervisor panicked: {e}"))))
+    }
+}
+
+/// Starts a producer in this process: binds the telemetry servers, creates the sink (and the
+/// topics if configured), starts the Kafka readiness probe and the sources.
+pub async fn start<S: Section>(
+    spec: ProducerSpec,
+    cfg: &Config<S>,
+    sources: Vec<Box<dyn Source>>,
+) -> Result<Running, RunError> {
+    let core = &cfg.core;
+    let metrics = Metrics::new(spec.name, spec.version);
+    let health = Health::new(spec.name, spec.version);
+    let shutdown = CancellationToken::new();
+    let fatal = CancellationToken::new();
+    let sink =
+        Sink::new(&core.kafka, spec.name, metrics.clone(), health.clone(), fatal.clone()).map_err(|e| match e {
+            SinkError::Config(c) => RunError::Config(c),
+            SinkError::Create(m) => RunError::Fatal(m),
+        })?;
+    if !core.kafka.schema_registry_url.is_empty() {
+        tracing::info!(url = %core.kafka.schema_registry_url, "schema registry configured; records carry a `schema` header (registration not implemented yet)");
+    }
+    if core.kafka.create_topics {
+        match ensure_topics(&core.kafka.brokers, core.kafka.replication_factor, &design_topics(&core.kafka)).await {
+            Ok(created) if !created.is_empty() => tracing::info!(?created, "created missing topics"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not create topics; readiness will report missing ones"),
+        }
+    }
+    let servers_stop = CancellationToken::new();
+    let mut servers = JoinSet::new();
+    let addrs = telemetry::serve(&core.telemetry, metrics.clone(), health.clone(), servers_stop.clone(), &mut servers)
+        .await
+        .map_err(|e| RunError::Fatal(e.to_string()))?;
+    tracing::info!(producer = spec.name, version = spec.version, metrics = %addrs.metrics, health = %addrs.health, brokers = %core.kafka.brokers, "starting");
+
+    let events = sink.route::<IngestEvent>(PROCESS_PROVIDER);
+    let _ = sink.try_send(
+        &events,
+        &IngestEvent::new(spec.name, PROCESS_PROVIDER, EventKind::Started)
+            .with_message(format!("version {}", spec.version)),
+        b"",
+    );
+
+    let probe_stop = CancellationToken::new();
+    tokio::spawn(kafka_probe(
+        sink.clone(),
+        Duration::from_secs(core.kafka.healthcheck_interval_secs),
+        probe_stop.clone(),
+    ));
+
+    let sources_stop = CancellationToken::new();
+    let mut running = JoinSet::new();
+    if sources.is_empty() {
+        tracing::warn!(
+            producer = spec.name,
+            "no sources are enabled in this build/config; only lifecycle events are produced"
+        );
+    }
+    for source in sources {
+        let name = source.name().to_string();
+        let ctx = SourceCtx {
+            producer: spec.name.to_string(),
+            sink: sink.clone(),
+            health: health.register_source(&name, source.stale_after()),
+            metrics: metrics.clone(),
+            shutdown: sources_stop.clone(),
+        };
+        running.spawn(async move { (name, source.run(ctx).await) });
+    }
+
+    let supervisor = tokio::spawn(supervise(Supervised {
+        spec,
+        timeout: Duration::from_secs(core.runtime.shutdown_timeout_secs),
+        sink: sink.clone(),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+        fatal,
+        sources_stop,
+        probe_stop,
+        servers_stop,
+        running,
+        servers,
+    }));
+    Ok(Running { addrs, sink, health, metrics, shutdown, supervisor })
+}
+
+async fn kafka_probe(sink: Sink, every: Duration, stop: CancellationToken) {
+    let mut was_ok = None;
+    loop {
+        let outcome = sink.check_kafka(Duration::from_secs(5)).await;
+        let ok = outcome.is_ok();
+        if was_ok != Some(ok) {
+            match &outcome {
+                Ok(detail) => tracing::info!(%detail, "Kafka reachable"),
+                Err(error) => tracing::warn!(%error, "Kafka not ready"),
+            }
+            was_ok = Some(ok);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+struct Supervised {
+    spec: ProducerSpec,
+    timeout: Duration,
+    sink: Sink,
+    health: Health,
+    shutdown: CancellationToken,
+    fatal: CancellationToken,
+    sources_stop: CancellationToken,
+    probe_stop: CancellationToken,
+    servers_stop: CancellationToken,
+    running: JoinSet<(String, Result<(), crate::source::FatalError>)>,
+    servers: JoinSet<()>,
+}
+
+async fn supervise(mut s: Supervised) -> Result<(), RunError> {
+    let mut failure: Option<String> = None;
+    let mut reason = "shutdown requested".to_string();
+    loop {
+        tokio::select! {
+            () = s.shutdown.cancelled() => break,
+            () = s.fatal.cancelled() => {
+                failure = s.health.fatal().or(Some("fatal Kafka error".into()));
+                reason = "fatal Kafka error".into();
+                break;
+            }
+            Some(done) = s.running.join_next(), if !s.running.is_empty() => match done {
+                Ok((name, Err(e))) => {
+                    tracing::error!(source = %name, error = %e, "source stopped with a fatal error");
+                    s.health.set_fatal(e.to_string());
+                    reason = format!("source {name} failed");
+                    failure = Some(e.to_string());
+                    break;
+                }
+                Ok((name, Ok(()))) => tracing::warn!(source = %name, "source ended on its own"),
+                Err(e) => {
+                    s.health.set_fatal(format!("a source panicked: {e}"));
+                    failure = Some(format!("a source panicked: {e}"));
+                    reason = "source panicked".into();
+                    break;
+                }
+            },
+        }
+    }
+    let deadline = Instant::now() + s.timeout;
+    s.health.set_stopping();
+    s.sources_stop.cancel();
+    s.probe_stop.cancel();
+    if tokio::time::timeout_at(deadline, async { while s.running.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!("sources did not stop in time; aborting them");
+        s.running.abort_all();
+    }
+    let events = s.sink.route::<IngestEvent>(PROCESS_PROVIDER);
+    let _ = s.sink.try_send(
+        &events,
+        &IngestEvent::new(s.spec.name, PROCESS_PROVIDER, EventKind::Stopped).with_message(reason),
+        b"",
+    );
+    let left = s.sink.flush(deadline.saturating_duration_since(Instant::now())).await;
+    s.servers_stop.cancel();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), async { while s.servers.join_next().await.is_some() {} }).await;
+    match (failure, left) {
+        (Some(f), _) => Err(RunError::Fatal(f)),
+        (None, 0) => Ok(()),
+        (None, n) => {
+            Err(RunError::Fatal(format!("{n} record(s) were not acknowledged by Kafka before the shutdown timeout")))
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Every metric the producers export, defined once. Labels are bounded: producer (a constant
+//! label on the registry), provider, topic, reason/outcome. Never a symbol or an id.
+
+use std::collections::HashMap;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// `producer_messages_sent_total`: records acknowledged by Kafka.
+pub const MESSAGES_SENT: &str = "producer_messages_sent_total";
+/// `producer_messages_failed_total`: inputs not delivered, by reason (`invalid`, `delivery`, …).
+pub const MESSAGES_FAILED: &str = "producer_messages_failed_total";
+/// `producer_latency_seconds`: from hand-off to the sink until Kafka acknowledged.
+pub const LATENCY: &str = "producer_latency_seconds";
+/// `producer_api_calls_total`: calls to a provider, by outcome.
+pub const API_CALLS: &str = "producer_api_calls_total";
+/// `producer_circuit_breaker_state`: 0 closed, 1 open, 2 half-open.
+pub const BREAKER_STATE: &str = "producer_circuit_breaker_state";
+/// `producer_kafka_in_flight_messages`: handed to librdkafka, not yet acknowledged or failed.
+pub const KAFKA_IN_FLIGHT: &str = "producer_kafka_in_flight_messages";
+/// `producer_kafka_errors_total`: client-level errors reported by librdkafka, by kind.
+pub const KAFKA_ERRORS: &str = "producer_kafka_errors_total";
+/// `producer_up`: 1 while the process runs (build info in labels).
+pub const UP: &str = "producer_up";
+
+/// The reason label of [`MESSAGES_FAILED`] for input that failed parsing or validation (it went
+/// to the dead-letter topic).
+pub const REASON_INVALID: &str = "invalid";
+/// The reason label for records Kafka did not acknowledge within the delivery timeout.
+pub const REASON_DELIVERY: &str = "delivery";
+/// The reason label for records refused before reaching librdkafka (too large, unknown topic…).
+pub const REASON_REJECTED: &str = "rejected";
+
+/// The registry and handles of one producer process.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// [`MESSAGES_SENT`] {provider, topic}
+    pub messages_sent: IntCounterVec,
+    /// [`MESSAGES_FAILED`] {provider, topic, reason}
+    pub messages_failed: IntCounterVec,
+    /// [`LATENCY`] {provider, topic}
+    pub latency: HistogramVec,
+    /// [`API_CALLS`] {provider, outcome}
+    pub api_calls: IntCounterVec,
+    /// [`BREAKER_STATE`] {provider}
+    pub breaker_state: IntGaugeVec,
+    /// [`KAFKA_IN_FLIGHT`]
+    pub kafka_in_flight: IntGauge,
+    /// [`KAFKA_ERRORS`] {kind}
+    pub kafka_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// A fresh registry whose every series carries `producer="<producer>"`.
+    pub fn new(producer: &str, version: &str) -> Self {
+        let labels = HashMap::from([("producer".to_string(), producer.to_string())]);
+        let registry = Registry::new_custom(None, Some(labels)).expect("constant labels are valid");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        let messages_sent = counter(MESSAGES_SENT, "Records acknowledged by Kafka.", &["provider", "topic"]);
+        let messages_failed = counter(
+            MESSAGES_FAILED,
+            "Inputs not delivered: invalid (dead-lettered), delivery (not acknowledged), rejected.",
+            &["provider", "topic", "reason"],
+        );
+        let api_calls = counter(API_CALLS, "Calls to provider APIs by outcome.", &["provider", "outcome"]);
+        let kafka_errors = counter(KAFKA_ERRORS, "Client-level errors reported by librdkafka.", &["kind"]);
+        let latency = HistogramVec::new(
+            HistogramOpts::new(LATENCY, "Seconds from hand-off to the sink until Kafka acknowledged.").buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["provider", "topic"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(latency.clone())).expect("metric registered once");
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(BREAKER_STATE, "Circuit breaker state: 0 closed, 1 open, 2 half-open."),
+            &["provider"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(breaker_state.clone())).expect("metric registered once");
+        let kafka_in_flight =
+            IntGauge::new(KAFKA_IN_FLIGHT, "Records handed to librdkafka and not yet settled.").expect("valid metric");
+        registry.register(Box::new(kafka_in_flight.clone())).expect("metric registered once");
+        let up = IntGaugeVec::new(Opts::new(UP, "1 while the producer runs."), &["version"]).expect("valid metric");
+        registry.register(Box::new(up.clone())).expect("metric registered once");
+        up.with_label_values(&[version]).set(1);
+        Self {
+            registry,
+            messages_sent,
+            messages_failed,
+            latency,
+            api_calls,
+            breaker_state,
+            kafka_in_flight,
+            kafka_errors,
+        }
+    }
+
+    /// The registry, for crate-specific metrics a producer adds.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_metric_names_are_exported_with_producer_label() {
+        let m = Metrics::new("market-producer", "0.1.0");
+        m.messages_sent.with_label_values(&["polygon", "market.ticks.raw"]).inc();
+        m.messages_failed.with_label_values(&["polygon", "market.ticks.raw", REASON_INVALID]).inc();
+        m.latency.with_label_values(&["polygon", "market.ticks.raw"]).observe(0.003);
+        m.api_calls.with_label_values(&["polygon", "ok"]).inc();
+        m.breaker_state.with_label_values(&["polygon"]).set(0);
+        let text = m.render();
+        for name in [MESSAGES_SENT, MESSAGES_FAILED, "producer_latency_seconds_bucket", API_CALLS, BREAKER_STATE] {
+            assert!(text.contains(&format!("{name}{{")), "{name} missing in\n{text}");
+        }
+        assert!(text.contains(r#"producer_messages_sent_total{provider="polygon",topic="market.ticks.raw",producer="market-producer"} 1"#), "{text}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Telemetry: Prometheus metrics, the health endpoints and logs.
+
+pub mod health;
+pub mod logging;
+pub mod metrics;
+mod server;
+
+pub use self::health::{Health, SourceHealth};
+pub use self::metrics::Metrics;
+pub use self::server::{ServerAddrs, serve};

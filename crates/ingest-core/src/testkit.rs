@@ -1,0 +1,252 @@
+//! Test helpers shared by the crates' integration tests (feature `testkit`): the real local
+//! Kafka (never a mock), unique topics, bounded polling, an independent consumer, and the CLI
+//! contract every producer binary must honour.
+//!
+//! Tests that need Kafka fail, not skip, when it is unreachable: `make test` starts it.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+
+use crate::kafka::admin::{TopicToCreate, ensure_topics};
+
+/// `KAFKA_BROKERS` or the local default.
+pub fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| "127.0.0.1:9092".into())
+}
+
+/// A topic name no other test (or test run) uses.
+pub fn unique_topic(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("test.{prefix}.{}.{}.{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Creates topics on the real broker; panics with a clear message if Kafka is unreachable.
+pub async fn create_topics(topics: &[TopicToCreate]) {
+    let brokers = kafka_brokers();
+    ensure_topics(&brokers, 1, topics)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test topics on Kafka at {brokers} (run `make kafka-up`): {e}"));
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads `topic` from the beginning with an independent rdkafka consumer (read_committed)
+/// until `n` records arrived, or panics after `timeout` saying how many came.
+pub fn consume(topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique_topic("group"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer config is valid");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(m.detach()),
+            Some(Err(e)) => panic!("consumer error on {topic}: {e}"),
+            None => {}
+        }
+    }
+    assert!(out.len() >= n, "expected {n} records on {topic} within {timeout:?}, got {}", out.len());
+    out
+}
+
+/// The value of header `key` of a message, as text.
+pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
+    let h = m.headers()?;
+    h.iter().find(|h| h.key == key).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), to check partitioning.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    let len = data.len();
+    let mut h = SEED ^ u32::try_from(len).unwrap_or(u32::MAX);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// The partition the Java client (and our sink) picks for `key`.
+pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    i32::try_from((murmur2(key) & 0x7fff_ffff) % u32::try_from(partitions).unwrap_or(1)).unwrap_or(0)
+}
+
+fn run(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).current_dir(workspace_root()).env_remove("FINSTREAM_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+}
+
+/// The repository root (where `configs/config.yaml` is).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("crates/ingest-core is two levels down")
+}
+
+/// Checks the CLI contract of a producer binary (design.md §4):
+/// `--help`/`--version` exit 0; `--check-config` exits 0 with `valid_env` and 2 with a message
+/// naming the key for an unknown key, a bad value and (for `secret`) a missing secret; SIGTERM
+/// of a running producer exits 0 promptly.
+pub fn check_cli_contract(bin: &Path, name: &str, valid_env: &[(&str, &str)], secret: Option<(&str, &str)>) {
+    let out = run(bin, &["--help"], &[]);
+    assert!(out.status.success(), "--help failed");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--check-config") && help.contains("--config"), "{help}");
+
+    let out = run(bin, &["--version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{name} {}", env!("CARGO_PKG_VERSION")));
+
+    let out = run(bin, &["--no-such-flag"], &[]);
+    assert_eq!(out.status.code(), Some(2), "usage error must exit 2");
+
+    let out = run(bin, &["--check-config"], valid_env);
+    assert!(out.status.success(), "valid config refused: {}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = tempfile_dir();
+    let original = std::fs::read_to_string(workspace_root().join("configs/config.yaml")).expect("configs/config.yaml");
+    let unknown = dir.join("unknown.yaml");
+    std::fs::write(&unknown, original.replace("  linger_ms: 10", "  linger_ms: 10\n  lingr_ms: 5")).expect("write");
+    let out = run(bin, &["--check-config", "--config", unknown.to_str().expect("utf8 path")], valid_env);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`kafka.lingr_ms`") && err.contains("unknown key"), "{err}");
+
+    let mut bad = valid_env.to_vec();
+    bad.push(("KAFKA_BROKERS", "not-a-broker"));
+    let out = run(bin, &["--check-config"], &bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`kafka.brokers`"));
+
+    if let Some((var, key)) = secret {
+        let env: Vec<(&str, &str)> = valid_env.iter().filter(|(k, _)| *k != var).copied().chain([(var, "")]).collect();
+        let out = run(bin, &["--check-config"], &env);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("`{key}`")) && err.contains("missing secret") && err.contains(var), "{err}");
+    }
+
+    check_sigterm(bin, valid_env);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(unique_topic("cli"));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Starts the binary with OS-assigned ports, waits until it logged that it started, sends
+/// SIGTERM and expects exit 0 within 20 s (the shutdown timeout is 10 s).
+fn check_sigterm(bin: &Path, env: &[(&str, &str)]) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(workspace_root())
+        .env("FINSTREAM__TELEMETRY__METRICS_ADDR", "127.0.0.1:0")
+        .env("FINSTREAM__TELEMETRY__HEALTH_ADDR", "127.0.0.1:0")
+        .env("KAFKA_BROKERS", kafka_brokers())
+        .env("LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn producer");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut log = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let up = line.contains("starting");
+                log.push(line);
+                if up {
+                    break;
+                }
+            }
+            Err(_) if started.elapsed() > Duration::from_secs(20) => {
+                let _ = child.kill();
+                panic!("producer did not start within 20s:\n{}", log.join("\n"));
+            }
+            Err(_) => {}
+        }
+    }
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("producer did not exit within 20s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+        log.push(line);
+    }
+    assert_eq!(status.code(), Some(0), "SIGTERM must exit 0; log:\n{}", log.join("\n"));
+    assert!(log.iter().any(|l| l.contains("stopped cleanly")), "{}", log.join("\n"));
+}

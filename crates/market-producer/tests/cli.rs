@@ -1,0 +1,13 @@
+//! The CLI and exit-code contract of `market-producer` (design.md §4), against the real local Kafka.
+
+use std::path::Path;
+
+#[test]
+fn cli_contract() {
+    ingest_core::testkit::check_cli_contract(
+        Path::new(env!("CARGO_BIN_EXE_market-producer")),
+        "market-producer",
+        &[("MARKET_API_KEY", "test-key")],
+        Some(("MARKET_API_KEY", "market.api_key")),
+    );
+}

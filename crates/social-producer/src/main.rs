@@ -1,0 +1,28 @@
+//! social-producer: posts from Reddit, the X v2 filtered stream and StockTwits, normalized to
+//! `social.post/v1` on `social.posts.raw`.
+//!
+//! This binary is thin: it parses the CLI and config and hands its sources to
+//! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
+
+mod config;
+
+use std::process::ExitCode;
+
+use ingest_core::ProducerSpec;
+use ingest_core::runtime::NoArgs;
+
+const SPEC: ProducerSpec = ProducerSpec {
+    name: env!("CARGO_PKG_NAME"),
+    version: env!("CARGO_PKG_VERSION"),
+    about: "Streams and polls social posts (Reddit, X, StockTwits) into Kafka",
+};
+
+fn main() -> ExitCode {
+    ingest_core::main::<config::SocialConfig, NoArgs, _>(SPEC, |cfg, _| {
+        // The social sources are not built yet: the producer runs, serves metrics and health and
+        // publishes lifecycle events, and the runtime warns at start that no source is enabled.
+        // It never pretends to ingest.
+        let _ = cfg;
+        Ok(Vec::new())
+    })
+}
