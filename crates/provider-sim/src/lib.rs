@@ -1,0 +1,144 @@
+//! provider-sim: local stand-ins for the providers, speaking their exact wire protocols
+//! (`../shared/providers.md`), so that tests, benchmarks and `make run` demo mode never need
+//! the network.
+//!
+//! This module is the harness every simulator runs in: an HTTP/WebSocket server on an address
+//! of the caller's choosing (`127.0.0.1:0` in tests), a log of every request it received (tests
+//! assert on it: reconnect schedules, headers, query parameters), and explicit shutdown. The
+//! simulators themselves are axum routers mounted with [`Sim::start`]; the harness adds
+//! `GET /_sim/health` and `GET /_sim/requests`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One request the simulator received.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// When it arrived.
+    pub at: DateTime<Utc>,
+    /// HTTP method.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// Request headers (names lower-case).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The shared request log. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog(Arc<Mutex<Vec<LoggedRequest>>>);
+
+impl RequestLog {
+    /// Everything logged so far, oldest first.
+    pub fn all(&self) -> Vec<LoggedRequest> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The requests to `path`.
+    pub fn to_path(&self, path: &str) -> Vec<LoggedRequest> {
+        self.all().into_iter().filter(|r| r.path == path).collect()
+    }
+
+    fn push(&self, r: LoggedRequest) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(r);
+    }
+}
+
+async fn log_request(State(log): State<RequestLog>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/_sim/") {
+        log.push(LoggedRequest {
+            at: Utc::now(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().map(str::to_string),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+        });
+    }
+    next.run(req).await
+}
+
+/// A running simulator server.
+#[derive(Debug)]
+pub struct Sim {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// What it received.
+    pub log: RequestLog,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Sim {
+    /// Serves `simulators` (plus the harness routes) on `addr`.
+    pub async fn start(addr: SocketAddr, simulators: Router) -> std::io::Result<Sim> {
+        let log = RequestLog::default();
+        let harness = Router::new()
+            .route("/_sim/health", get(|| async { "ok" }))
+            .route("/_sim/requests", get(|State(log): State<RequestLog>| async move { axum::Json(log.all()) }))
+            .with_state(log.clone());
+        let app = simulators.merge(harness).layer(middleware::from_fn_with_state(log.clone(), log_request));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(s.cancelled_owned())
+                .await
+        });
+        Ok(Sim { addr, log, stop, task })
+    }
+
+    /// `http://<addr>` of the server.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.stop.cancel();
+        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn logs_simulator_requests_but_not_harness_ones() {
+        let routes = Router::new().route("/v2/everything", get(|| async { "{}" }));
+        let sim = Sim::start("127.0.0.1:0".parse().unwrap(), routes).await.unwrap();
+        let client = reqwest::Client::new();
+        let r = client.get(format!("{}/v2/everything?q=tsla", sim.http_url())).header("X-Api-Key", "k").send().await;
+        assert_eq!(r.unwrap().status(), 200);
+        assert_eq!(
+            client.get(format!("{}/_sim/health", sim.http_url())).send().await.unwrap().text().await.unwrap(),
+            "ok"
+        );
+        let logged: Vec<serde_json::Value> =
+            client.get(format!("{}/_sim/requests", sim.http_url())).send().await.unwrap().json().await.unwrap();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0]["path"], "/v2/everything");
+        assert_eq!(logged[0]["query"], "q=tsla");
+        let got = sim.log.to_path("/v2/everything");
+        assert!(got[0].headers.iter().any(|(k, v)| k == "x-api-key" && v == "k"));
+        sim.stop().await.unwrap();
+    }
+}
