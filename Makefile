@@ -1,0 +1,85 @@
+# FinStream ingest. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PRODUCERS := market news social sec altdata
+KAFKA_PORT ?= 9092
+export KAFKA_PORT
+# Tests always use the local broker started by `make kafka-up`.
+TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT)
+DOCKER ?= docker
+IMAGE_PREFIX ?= finstream
+IMAGE_TAG ?= dev
+
+.PHONY: help deps build test test-unit test-integration bench run $(addprefix run-,$(PRODUCERS)) \
+        kafka-up kafka-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
+        docker-build fmt fmt-check lint coverage clean
+
+help: ## this list
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+
+deps: ## install system packages, Kafka jars (Maven Central) and Rust crates
+	scripts/deps.sh
+
+build: ## build all crates (debug)
+	cargo build --workspace --all-targets --locked
+
+test: kafka-up ## all tests (unit + integration) against the real local Kafka
+	$(TEST_ENV) cargo test --workspace --locked
+
+test-unit: ## unit tests only (no Kafka needed)
+	cargo test --workspace --locked --lib --bins
+
+test-integration: kafka-up ## integration tests only (real Kafka)
+	$(TEST_ENV) cargo test --workspace --locked --test '*'
+
+bench: ## benchmarks
+	@echo "no benchmarks yet: the market-data pipeline benchmark comes with the market-producer"
+
+run: ## local Kafka + all five producers (demo mode without API keys); run-<market|news|social|sec|altdata> for one
+	scripts/run-local.sh all
+
+$(addprefix run-,$(PRODUCERS)): run-%:
+	scripts/run-local.sh $*
+
+kafka-up: ## start the single-node local Kafka (127.0.0.1:$KAFKA_PORT) and create the topics
+	scripts/kafka.sh up
+
+kafka-down: ## stop the single-node local Kafka
+	scripts/kafka.sh down
+
+kafka-cluster-up: ## start a three-node local Kafka cluster (RF=3, min.insync.replicas=2)
+	scripts/kafka.sh cluster-up
+
+kafka-cluster-down: ## stop the three-node cluster
+	scripts/kafka.sh cluster-down
+
+kafka-topics: ## list topics and partition counts
+	scripts/kafka.sh topics
+
+kafka-clean: ## stop local Kafka and delete its data
+	scripts/kafka.sh clean
+
+docker-build: ## build one image per producer (needs a Docker engine)
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "docker-build: no Docker engine reachable ($(DOCKER) info failed)"; exit 1; }
+	for p in $(PRODUCERS); do \
+	  $(DOCKER) build --build-arg PRODUCER=$$p-producer -t $(IMAGE_PREFIX)/$$p-producer:$(IMAGE_TAG) . || exit 1; \
+	done
+
+fmt: ## format the code
+	cargo fmt --all
+
+fmt-check: ## check formatting
+	cargo fmt --all -- --check
+
+lint: ## clippy, warnings are errors
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+coverage: kafka-up ## HTML coverage report in coverage/ (installs cargo-tarpaulin if missing)
+	@command -v cargo-tarpaulin >/dev/null || cargo install cargo-tarpaulin --locked
+	$(TEST_ENV) cargo tarpaulin --workspace --out Html --output-dir coverage --skip-clean --timeout 300
+	@echo "coverage report: coverage/tarpaulin-report.html"
+
+clean: ## remove build output (not the Kafka data: make kafka-clean)
+	cargo clean
+	rm -rf coverage
