@@ -49,7 +49,7 @@ deps() {
   log "resolving Apache Kafka jars from Maven Central into $lib"
   rm -rf "$lib" && mkdir -p "$lib"
   mvn -B -q -Dstyle.color=never -f "$here/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$lib" >&2 \
+    -DincludeScope=runtime -DoutputDirectory="$lib" 2>&1 | sed "s/\x1b\[[0-9;]*m//g" >&2 \
     || die "Maven could not resolve the Kafka jars (see output above)"
   local bindings
   bindings=$(find "$lib" -name 'log4j-slf4j-impl-*.jar' -o -name 'slf4j-reload4j-*.jar' \
