@@ -281,20 +281,29 @@ pub async fn start<S: Section>(
     Ok(Running { addrs, sink, health, metrics, shutdown, supervisor })
 }
 
+/// Watches Kafka: fatal client state on every client error (at once), reachability and topics
+/// every `every`.
 async fn kafka_probe(sink: Sink, every: Duration, stop: CancellationToken) {
     let mut was_ok = None;
+    let mut next_check = Instant::now();
     loop {
-        let outcome = sink.check_kafka(Duration::from_secs(5)).await;
-        let ok = outcome.is_ok();
-        if was_ok != Some(ok) {
-            match &outcome {
-                Ok(detail) => tracing::info!(%detail, "Kafka reachable"),
-                Err(error) => tracing::warn!(%error, "Kafka not ready"),
+        if sink.check_fatal().is_some() {
+            return;
+        }
+        if Instant::now() >= next_check {
+            let outcome = sink.check_kafka(Duration::from_secs(5)).await;
+            if was_ok != Some(outcome.is_ok()) {
+                match &outcome {
+                    Ok(detail) => tracing::info!(%detail, "Kafka reachable"),
+                    Err(error) => tracing::warn!(%error, "Kafka not ready"),
+                }
+                was_ok = Some(outcome.is_ok());
             }
-            was_ok = Some(ok);
+            next_check = Instant::now() + every;
         }
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep_until(next_check) => {}
+            () = sink.client_error() => {}
             () = stop.cancelled() => return,
         }
     }

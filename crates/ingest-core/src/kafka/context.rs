@@ -56,6 +56,9 @@ pub struct SinkContext {
     pub(crate) health: Health,
     /// Cancelled on a fatal client error; the runtime exits 1.
     pub(crate) fatal: CancellationToken,
+    /// Woken on every client error, so the sink can ask librdkafka whether it is now in a
+    /// fatal state (the error event carries the underlying code, not `__FATAL`).
+    pub(crate) errors: Arc<tokio::sync::Notify>,
     /// Last time (ms since epoch) a delivery failure was logged; failures are counted always,
     /// logged at most once per second.
     last_failure_log_ms: AtomicU64,
@@ -76,6 +79,7 @@ impl SinkContext {
             metrics,
             health,
             fatal,
+            errors: Arc::new(tokio::sync::Notify::new()),
             last_failure_log_ms: AtomicU64::new(0),
             suppressed_failures: AtomicU64::new(0),
         }
@@ -111,18 +115,16 @@ impl ClientContext for SinkContext {
         let code = error.rdkafka_error_code();
         let kind = code.map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
         self.metrics.kafka_errors.with_label_values(&[&kind]).inc();
+        // Fatal state is not decided here: the error event carries the underlying code, so the
+        // sink asks librdkafka itself (`Sink::check_fatal`) when woken below.
         match code {
-            Some(RDKafkaErrorCode::Fatal) => {
-                tracing::error!(error = reason, "fatal Kafka client error; the producer will exit");
-                self.health.set_fatal(format!("fatal Kafka error: {reason}"));
-                self.fatal.cancel();
-            }
             Some(RDKafkaErrorCode::AllBrokersDown) => {
                 tracing::warn!(error = reason, "all Kafka brokers are down; records are held and retried");
                 self.health.set_kafka(false, format!("all brokers down: {reason}"));
             }
             _ => tracing::warn!(error = reason, kind, "Kafka client error"),
         }
+        self.errors.notify_one();
     }
 }
 

@@ -433,6 +433,46 @@ impl Sink {
         }
     }
 
+    /// Test hook (feature `testkit`): makes librdkafka raise a fatal error on this producer
+    /// through its own `rd_kafka_test_fatal_error`, which exists because real fatal errors of
+    /// the idempotent producer cannot be provoked on demand. Everything after (the error event,
+    /// our callback, health, exit) is the production path.
+    #[cfg(feature = "testkit")]
+    #[allow(unsafe_code, reason = "FFI call into librdkafka's test hook")]
+    pub fn inject_fatal_error(&self, reason: &str) {
+        let reason = std::ffi::CString::new(reason).unwrap_or_default();
+        let code = rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
+        // SAFETY: the client pointer is valid while `self` holds the producer, and `reason` is a
+        // NUL-terminated string that outlives the call (librdkafka copies it).
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.inner.producer.client().native_ptr(),
+                code,
+                reason.as_ptr(),
+            );
+        }
+    }
+
+    /// If librdkafka is in a fatal state (the producer is unusable: fenced, out-of-order
+    /// sequence, …), records it in health, fires the fatal token (the runtime exits 1) and
+    /// returns the error.
+    pub fn check_fatal(&self) -> Option<String> {
+        let (code, reason) = self.inner.producer.client().fatal_error()?;
+        let message = format!("fatal Kafka error ({code:?}): {reason}");
+        if !self.ctx().fatal.is_cancelled() {
+            tracing::error!(error = %message, "the Kafka producer is unusable; stopping");
+        }
+        self.ctx().health.set_fatal(message.clone());
+        self.ctx().fatal.cancel();
+        Some(message)
+    }
+
+    /// Resolves at the next client error reported by librdkafka (or at once if one came since
+    /// the last call).
+    pub async fn client_error(&self) {
+        self.ctx().errors.notified().await;
+    }
+
     /// Records handed to librdkafka and not yet acknowledged or failed.
     pub fn in_flight(&self) -> i32 {
         self.inner.producer.in_flight_count()

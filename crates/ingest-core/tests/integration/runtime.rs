@@ -274,3 +274,63 @@ async fn a_fatal_source_error_stops_the_producer_with_an_error() {
     let msg = err.to_string();
     assert!(msg.contains("locked") && msg.contains("HTTP 401"), "{msg}");
 }
+
+#[tokio::test]
+async fn a_fatal_kafka_error_fails_health_and_stops_the_producer() {
+    let mut core = CoreConfig::default();
+    core.kafka.brokers = testkit::kafka_brokers();
+    core.telemetry.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    core.telemetry.health_addr = "127.0.0.1:0".parse().unwrap();
+    let cfg = Config { core, section: NoSection {} };
+    let spec = ProducerSpec { name: "itest-kafka-fatal", version: "0", about: "test" };
+    let running = runtime::start(spec, &cfg, vec![]).await.expect("start");
+    running.sink.inject_fatal_error("injected by the test");
+    // The runtime shuts its servers down right after a fatal error, so watch the state /health
+    // serves (its HTTP mapping is tested below) rather than race the shutdown.
+    let health = running.health.clone();
+    let live = testkit::wait_for(Duration::from_secs(15), "health to report fatal", || {
+        let l = health.liveness();
+        async move { (l.status == "fatal").then_some(l) }
+    })
+    .await;
+    assert!(live.error.as_deref().unwrap_or("").contains("injected by the test"), "{live:?}");
+    assert!(!running.health.readiness().ready);
+    let err = tokio::time::timeout(Duration::from_secs(15), running.wait()).await.expect("stops").unwrap_err();
+    assert!(matches!(err, runtime::RunError::Fatal(_)), "exit code 1, not a config error: {err:?}");
+    assert!(err.to_string().contains("injected by the test"), "{err}");
+}
+
+#[tokio::test]
+async fn health_endpoints_answer_503_with_reasons_when_fatal_or_not_ready() {
+    use ingest_core::telemetry::{self, Health, Metrics};
+    let health = Health::new("itest", "1.2.3");
+    let cfg = ingest_core::config::TelemetryConfig {
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        health_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let addrs =
+        telemetry::serve(&cfg, Metrics::new("itest", "1.2.3"), health.clone(), stop.clone(), &mut tasks).await.unwrap();
+    let base = format!("http://{}", addrs.health);
+    let (code, body) = get_text(&format!("{base}/ready")).await;
+    assert_eq!(code, 503);
+    assert!(body.contains("kafka: not checked yet"), "{body}");
+    health.set_kafka(true, "ok");
+    assert_eq!(get_text(&format!("{base}/ready")).await.0, 200);
+    health.set_fatal("fenced");
+    let (code, body) = get_text(&format!("{base}/health")).await;
+    assert_eq!(code, 503);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["error"].as_str(), v["version"].as_str()),
+        (Some("fatal"), Some("fenced"), Some("1.2.3"))
+    );
+    let (code, body) = get_text(&format!("{base}/ready")).await;
+    assert!(code == 503 && body.contains("fatal: fenced"), "{body}");
+    let (code, text) = get_text(&format!("http://{}/metrics", addrs.metrics)).await;
+    assert!(code == 200 && text.contains("producer_up{version=\"1.2.3\",producer=\"itest\"} 1"), "{text}");
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+}
