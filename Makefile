@@ -77,7 +77,8 @@ lint: ## clippy, warnings are errors
 
 coverage: kafka-up ## HTML coverage report in coverage/ (installs cargo-tarpaulin if missing)
 	@command -v cargo-tarpaulin >/dev/null || cargo install cargo-tarpaulin --locked
-	$(TEST_ENV) cargo tarpaulin --workspace --out Html --output-dir coverage --skip-clean --timeout 300
+	$(TEST_ENV) cargo tarpaulin --workspace --out Html --output-dir coverage --target-dir target/tarpaulin \
+	  --skip-clean --follow-exec --timeout 300
 	@echo "coverage report: coverage/tarpaulin-report.html"
 
 clean: ## remove build output (not the Kafka data: make kafka-clean)
