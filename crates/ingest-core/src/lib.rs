@@ -18,5 +18,6 @@ pub mod source;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod ws;
 
 pub use runtime::{ProducerSpec, main};

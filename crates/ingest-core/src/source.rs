@@ -193,7 +193,7 @@ impl<P: Poller> PollingSource<P> {
         let s = &self.settings;
         let fatal = |message: String| FatalError { source_name: p.name().to_string(), message };
         let client = http::client(&s.http).map_err(|e| fatal(format!("cannot build HTTP client: {e}")))?;
-        let route: Route<P::Record> = ctx.sink.route(p.provider());
+        let route: Route = ctx.sink.route::<P::Record>(p.provider());
         let limiter = RateLimiter::new(s.rate_per_second, s.rate_burst);
         let mut backoff = Backoff::new(s.backoff);
         let gauge = ctx.metrics.breaker_state.with_label_values(&[p.provider()]);
@@ -312,7 +312,7 @@ impl<P: Poller> PollingSource<P> {
     async fn deliver(
         &self,
         ctx: &SourceCtx,
-        route: &Route<P::Record>,
+        route: &Route,
         records: Vec<(P::Record, Vec<u8>)>,
         rejects: Vec<Reject>,
         resp: &HttpResponse,

@@ -52,18 +52,37 @@ where
 }
 
 /// Reads `topic` from the beginning with an independent rdkafka consumer (read_committed)
-/// until `n` records arrived, or panics after `timeout` saying how many came.
+/// until `n` records arrived, or panics after `timeout` saying how many came. Partitions are
+/// assigned explicitly once the topic's metadata shows a leader for each (a subscription to a
+/// topic created a moment ago could otherwise see no partitions for minutes).
 pub fn consume(topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
         .set("group.id", unique_topic("group"))
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
         .expect("consumer config is valid");
-    consumer.subscribe(&[topic]).expect("subscribe");
     let deadline = Instant::now() + timeout;
+    let partitions = loop {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
+        let ready = md.ok().and_then(|md| {
+            let t = md.topics().iter().find(|t| t.name() == topic)?;
+            let ps: Vec<i32> = t.partitions().iter().filter(|p| p.leader() >= 0).map(|p| p.id()).collect();
+            (t.error().is_none() && !ps.is_empty() && ps.len() == t.partitions().len()).then_some(ps)
+        });
+        if let Some(ps) = ready {
+            break ps;
+        }
+        assert!(Instant::now() < deadline, "topic {topic} has no ready partitions (is Kafka up?)");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("valid offset");
+    }
+    consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
     while out.len() < n && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
@@ -249,4 +268,103 @@ fn check_sigterm(bin: &Path, env: &[(&str, &str)]) {
     }
     assert_eq!(status.code(), Some(0), "SIGTERM must exit 0; log:\n{}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains("stopped cleanly")), "{}", log.join("\n"));
+}
+
+/// A producer binary running for a test: logs captured, health address learned from its
+/// startup line, SIGTERM (then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct ProducerProcess {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Where `/health` and `/ready` are served.
+    pub health: std::net::SocketAddr,
+}
+
+impl ProducerProcess {
+    /// Starts `bin` from the workspace root with OS-assigned telemetry ports, the local Kafka
+    /// and `env`; waits (up to 30 s) until it logged that it started.
+    pub fn spawn(bin: &Path, env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(workspace_root())
+            .env_remove("FINSTREAM_CONFIG")
+            .env("FINSTREAM__TELEMETRY__METRICS_ADDR", "127.0.0.1:0")
+            .env("FINSTREAM__TELEMETRY__HEALTH_ADDR", "127.0.0.1:0")
+            .env("KAFKA_BROKERS", kafka_brokers())
+            .env("LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let health = loop {
+            let found = log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .find_map(|l| l.split("health=").nth(1)?.split_whitespace().next()?.parse().ok());
+            if let Some(addr) = found {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "producer exited with {status} before starting:\n{}",
+                    log.lock().map(|l| l.join("\n")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "producer did not start within 30s");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, log, health }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).join("\n")
+    }
+
+    /// Waits up to `timeout` for it to exit on its own; its exit code (None if killed by a
+    /// signal). Panics on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                // Let the log reader catch up with the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return s.code();
+            }
+            assert!(Instant::now() < deadline, "producer still running after {timeout:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout`; the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.wait_exit(timeout)
+    }
+}
+
+impl Drop for ProducerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

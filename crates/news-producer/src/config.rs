@@ -71,6 +71,7 @@ pub(crate) struct NewsConfig {
 
 impl Section for NewsConfig {
     const NAME: &'static str = "news";
+    const LIST_KEYS: &'static [&'static str] = &["news.newsapi.queries", "news.alphavantage.tickers"];
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.newsapi.enabled && !self.alphavantage.enabled {

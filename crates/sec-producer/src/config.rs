@@ -37,6 +37,7 @@ impl Default for SecConfig {
 
 impl Section for SecConfig {
     const NAME: &'static str = "sec";
+    const LIST_KEYS: &'static [&'static str] = &["sec.form_types", "sec.ciks"];
 
     fn validate(&self) -> Result<(), ConfigError> {
         let ua = self.user_agent.trim();

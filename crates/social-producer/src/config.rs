@@ -98,6 +98,7 @@ pub(crate) struct SocialConfig {
 
 impl Section for SocialConfig {
     const NAME: &'static str = "social";
+    const LIST_KEYS: &'static [&'static str] = &["social.reddit.subreddits", "social.stocktwits.symbols"];
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.reddit.enabled && !self.twitter.enabled && !self.stocktwits.enabled {

@@ -120,6 +120,10 @@ pub trait Section: DeserializeOwned + Default + std::fmt::Debug {
     /// Top-level key of the section.
     const NAME: &'static str;
 
+    /// Keys (full dotted paths) whose values are lists, so that `FINSTREAM__…` variables set
+    /// them from comma-separated text (`FINSTREAM__MARKET__SYMBOLS=AAPL,MSFT`).
+    const LIST_KEYS: &'static [&'static str] = &[];
+
     /// Checks values that serde cannot (ranges, URLs, secrets of enabled providers). Keys in the
     /// returned errors are full dotted paths.
     fn validate(&self) -> Result<(), ConfigError>;
@@ -196,13 +200,19 @@ pub fn load_with_env<S: Section>(path: &Path, env: &HashMap<String, String>) -> 
         .filter(|(k, v)| k.starts_with(&format!("{ENV_PREFIX}__")) && !v.is_empty())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    builder = builder.add_source(
-        config::Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            .source(Some(generic)),
-    );
+    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(generic));
+    // Without registered keys config-rs would split every variable; so only with some.
+    if !S::LIST_KEYS.is_empty() {
+        environment = environment.list_separator(",");
+        for key in S::LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+    }
+    builder = builder.add_source(environment);
     let merged = builder.build().map_err(|e| from_config_error(path, e))?;
 
     let mut file: FileConfig =

@@ -154,6 +154,30 @@ fn environment_overrides_file_and_seed_names_work() {
 }
 
 #[test]
+fn declared_list_keys_take_comma_separated_values_and_others_stay_text() {
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Lists {
+        symbols: Vec<String>,
+    }
+    impl Section for Lists {
+        const NAME: &'static str = "market";
+        const LIST_KEYS: &'static [&'static str] = &["market.symbols"];
+        fn validate(&self) -> Result<(), ConfigError> {
+            Ok(())
+        }
+    }
+    let f = file("market:\n  symbols: [X]\n");
+    let cfg = load_with_env::<Lists>(
+        f.path(),
+        &env(&[("FINSTREAM__MARKET__SYMBOLS", "AAPL,MSFT"), ("FINSTREAM__KAFKA__BROKERS", "a:1,b:2")]),
+    )
+    .unwrap();
+    assert_eq!(cfg.section.symbols, ["AAPL", "MSFT"]);
+    assert_eq!(cfg.core.kafka.brokers, "a:1,b:2");
+}
+
+#[test]
 fn empty_variables_count_as_unset() {
     let f = file(&format!("{VALID}kafka:\n  brokers: file:9092\n"));
     let cfg =

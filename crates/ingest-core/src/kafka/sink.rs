@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::marker::PhantomData;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -61,8 +60,11 @@ pub enum SinkError {
     Create(String),
 }
 
-/// Where records of type `R` from one provider go, with their metric handles resolved.
-pub struct Route<R> {
+/// Where records of one type from one provider go, with their metric handles resolved. Made by
+/// [`Sink::route`] for a record type; sending another record type through it is a bug (checked
+/// in debug builds).
+pub struct Route {
+    kind: TopicKind,
     index: usize,
     dlq_index: usize,
     topic: Arc<str>,
@@ -71,16 +73,15 @@ pub struct Route<R> {
     invalid: IntCounter,
     rejected: IntCounter,
     conn_epoch: Option<u64>,
-    _record: PhantomData<fn(&R)>,
 }
 
-impl<R> fmt::Debug for Route<R> {
+impl fmt::Debug for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Route").field("topic", &self.topic).field("provider", &self.provider).finish_non_exhaustive()
     }
 }
 
-impl<R> Route<R> {
+impl Route {
     /// The topic records go to.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -285,15 +286,16 @@ impl Sink {
     }
 
     /// The route for records of type `R` from `provider`, to `R::TOPIC` (and its `.dlq`).
-    pub fn route<R: Record>(&self, provider: &str) -> Route<R> {
+    pub fn route<R: Record>(&self, provider: &str) -> Route {
         let topic = self.topic_name(R::TOPIC).to_string();
-        self.route_to(&topic, &self.dlq_name(R::TOPIC), provider)
+        self.route_to::<R>(&topic, &self.dlq_name(R::TOPIC), provider)
     }
 
     /// A route to explicitly named topics (tests with unique topics, custom deployments).
-    pub fn route_to<R: Record>(&self, topic: &str, dlq_topic: &str, provider: &str) -> Route<R> {
+    pub fn route_to<R: Record>(&self, topic: &str, dlq_topic: &str, provider: &str) -> Route {
         let m = &self.ctx().metrics;
         Route {
+            kind: R::TOPIC,
             index: self.register(topic, provider),
             dlq_index: self.register(dlq_topic, provider),
             topic: topic.into(),
@@ -302,13 +304,13 @@ impl Sink {
             invalid: m.messages_failed.with_label_values(&[provider, topic, REASON_INVALID]),
             rejected: m.messages_failed.with_label_values(&[provider, topic, REASON_REJECTED]),
             conn_epoch: None,
-            _record: PhantomData,
         }
     }
 
     /// Validates `record` and enqueues it, or dead-letters `raw` (the provider's input it was
     /// made from) when validation fails. Never blocks; `Err(QueueFull)` means retry later.
-    pub fn try_send<R: Record>(&self, route: &Route<R>, record: &R, raw: &[u8]) -> Result<Outcome, SendError> {
+    pub fn try_send<R: Record>(&self, route: &Route, record: &R, raw: &[u8]) -> Result<Outcome, SendError> {
+        debug_assert_eq!(route.kind, R::TOPIC, "record sent through a route made for another record type");
         if let Err(e) = record.validate() {
             self.dead_letter(route, raw, &e.to_string(), record.received_at())?;
             return Ok(Outcome::DeadLettered(e));
@@ -349,7 +351,7 @@ impl Sink {
     /// slows down to what Kafka takes). Returns early with `QueueFull` if `shutdown` fires.
     pub async fn send<R: Record>(
         &self,
-        route: &Route<R>,
+        route: &Route,
         record: &R,
         raw: &[u8],
         shutdown: &CancellationToken,
@@ -371,9 +373,9 @@ impl Sink {
 
     /// Writes `raw` (input that could not be parsed or validated) to the route's `.dlq` topic
     /// with `reason`, and counts it as failed with reason `invalid`.
-    pub fn dead_letter<R>(
+    pub fn dead_letter(
         &self,
-        route: &Route<R>,
+        route: &Route,
         raw: &[u8],
         reason: &str,
         received_at: DateTime<Utc>,
@@ -388,9 +390,9 @@ impl Sink {
         self.enqueue(route.dlq_index, &route.dlq_topic, route.provider.as_bytes(), &payload, headers)
     }
 
-    fn headers<R>(
+    fn headers(
         &self,
-        route: &Route<R>,
+        route: &Route,
         schema: &str,
         provider: &str,
         event_time: &StackStr,

@@ -3,15 +3,21 @@
 //! ```json
 //! {"symbol":"MSFT","event_type":"trade","price":114.125,"volume":100.0,
 //!  "timestamp":"2018-09-04T04:53:38.784Z","bid_price":114.12,"ask_price":114.13,
-//!  "exchange":"NASDAQ","mic":"XNAS","exchange_code":"4","sequence":3681328,
-//!  "conditions":["0","12"],"trade_id":"12345","provider":"polygon",
+//!  "exchange":"NASDAQ","mic":"XNAS","exchange_code":"12","sequence":3681328,
+//!  "conditions":[0,12],"trade_id":"12345","provider":"polygon",
 //!  "received_at":"2018-09-04T04:53:38.801Z"}
 //! ```
+//!
+//! The type borrows from the frame it was parsed from (`'a`), so the hot path builds a tick
+//! without allocating: text fields are `Cow`s, `conditions` is the provider's JSON array passed
+//! through as is (Polygon sends numbers, Alpaca and Finnhub strings).
 
 use std::borrow::Cow;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use super::{Record, TopicKind, ValidationError, check, ts};
 
@@ -27,11 +33,46 @@ pub enum TickType {
     Bar,
 }
 
+/// A provider code (exchange id, trade id) that is a number for some providers and a string
+/// for others; always written as a JSON string (`12`, `"D"` → `"12"`, `"D"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code<'a> {
+    /// A numeric code.
+    Int(i64),
+    /// A textual code.
+    Str(Cow<'a, str>),
+}
+
+impl fmt::Display for Code<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Code::Int(i) => write!(f, "{i}"),
+            Code::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Serialize for Code<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Code::Int(i) => s.collect_str(i),
+            Code::Str(v) => s.serialize_str(v),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Code<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Code::Str(<Cow<'a, str> as Deserialize>::deserialize(d)?))
+    }
+}
+
 /// A normalized market-data event (design.md §2, "Market tick").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MarketTick {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MarketTick<'a> {
     /// Ticker or pair as the provider names it (`AAPL`, `BTC-USD`). Kafka key.
-    pub symbol: String,
+    #[serde(borrow)]
+    pub symbol: Cow<'a, str>,
     /// trade, quote or bar.
     pub event_type: TickType,
     /// Trade price, quote midpoint or bar close.
@@ -52,22 +93,23 @@ pub struct MarketTick {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ask_size: Option<f64>,
     /// Readable venue name (`NASDAQ`), when the code is known.
-    pub exchange: Option<String>,
+    #[serde(borrow)]
+    pub exchange: Option<Cow<'a, str>>,
     /// ISO 10383 market identifier code (`XNAS`), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    pub mic: Option<Cow<'a, str>>,
     /// The provider's raw exchange code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exchange_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    pub exchange_code: Option<Code<'a>>,
     /// The provider's sequence number, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<u64>,
-    /// Trade or quote condition codes as the provider sends them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<String>,
+    /// Trade or quote condition codes: the provider's JSON array, unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    pub conditions: Option<&'a RawValue>,
     /// The provider's trade id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trade_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    pub trade_id: Option<Code<'a>>,
     /// Bar open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<f64>,
@@ -87,13 +129,37 @@ pub struct MarketTick {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "ts::option")]
     pub window_end: Option<DateTime<Utc>>,
     /// `polygon`, `alpaca`, `finnhub`, …
-    pub provider: String,
+    #[serde(borrow)]
+    pub provider: Cow<'a, str>,
     /// When we received the frame.
     #[serde(with = "ts")]
     pub received_at: DateTime<Utc>,
 }
 
-impl Record for MarketTick {
+impl PartialEq for MarketTick<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        fn raw(r: Option<&RawValue>) -> Option<&str> {
+            r.map(RawValue::get)
+        }
+        self.symbol == o.symbol
+            && self.event_type == o.event_type
+            && self.price == o.price
+            && self.volume == o.volume
+            && self.timestamp == o.timestamp
+            && (self.bid_price, self.ask_price, self.bid_size, self.ask_size)
+                == (o.bid_price, o.ask_price, o.bid_size, o.ask_size)
+            && (&self.exchange, &self.mic, &self.exchange_code) == (&o.exchange, &o.mic, &o.exchange_code)
+            && self.sequence == o.sequence
+            && raw(self.conditions) == raw(o.conditions)
+            && self.trade_id == o.trade_id
+            && (self.open, self.high, self.low, self.vwap) == (o.open, o.high, o.low, o.vwap)
+            && (self.window_start, self.window_end) == (o.window_start, o.window_end)
+            && self.provider == o.provider
+            && self.received_at == o.received_at
+    }
+}
+
+impl Record for MarketTick<'_> {
     const SCHEMA: &'static str = "market.tick/v1";
     const TOPIC: TopicKind = TopicKind::MarketTicks;
 
@@ -161,7 +227,7 @@ mod tests {
     use super::*;
     use crate::record::testutil::t0;
 
-    pub(crate) fn trade() -> MarketTick {
+    pub(crate) fn trade() -> MarketTick<'static> {
         MarketTick {
             symbol: "MSFT".into(),
             event_type: TickType::Trade,
@@ -174,10 +240,10 @@ mod tests {
             ask_size: None,
             exchange: Some("NASDAQ".into()),
             mic: Some("XNAS".into()),
-            exchange_code: Some("4".into()),
+            exchange_code: Some(Code::Int(12)),
             sequence: Some(3_681_328),
-            conditions: vec!["12".into()],
-            trade_id: Some("12345".into()),
+            conditions: serde_json::from_str("[0,12]").ok(),
+            trade_id: Some(Code::Str("12345".into())),
             open: None,
             high: None,
             low: None,
@@ -200,16 +266,20 @@ mod tests {
         assert_eq!(v["event_type"], "trade");
         assert_eq!(v["timestamp"], "2024-01-02T14:30:00.106Z");
         assert_eq!(v["bid_price"], serde_json::Value::Null);
+        assert_eq!(v["exchange_code"], "12", "codes are always strings");
+        assert_eq!(v["conditions"], serde_json::json!([0, 12]), "conditions pass through unchanged");
         assert_eq!(t.key(), "MSFT");
-        let back: MarketTick = serde_json::from_value(v).unwrap();
-        assert_eq!(back, t);
+        let text = serde_json::to_string(&t).unwrap();
+        let back: MarketTick<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.exchange_code, Some(Code::Str("12".into())));
+        assert_eq!(MarketTick { exchange_code: Some(Code::Int(12)), ..back }, t);
     }
 
     #[test]
     fn refuses_bad_values_naming_the_field() {
-        type Mutate = fn(&mut MarketTick);
+        type Mutate = fn(&mut MarketTick<'static>);
         let cases: &[(&str, Mutate)] = &[
-            ("symbol", |t| t.symbol = String::new()),
+            ("symbol", |t| t.symbol = "".into()),
             ("symbol", |t| t.symbol = "MS FT".into()),
             ("price", |t| t.price = f64::NAN),
             ("price", |t| t.price = -1.0),

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use self::altdata::AltDataRecord;
 pub use self::event::{DeadLetter, EventKind, IngestEvent};
-pub use self::market::{MarketTick, TickType};
+pub use self::market::{Code, MarketTick, TickType};
 pub use self::news::{NewsArticle, SentimentSource};
 pub use self::sec::{FilingParty, SecFiling};
 pub use self::social::{Engagement, Platform, SocialPost};

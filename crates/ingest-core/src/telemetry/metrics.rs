@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// `producer_messages_sent_total`: records acknowledged by Kafka.
@@ -21,6 +21,12 @@ pub const BREAKER_STATE: &str = "producer_circuit_breaker_state";
 pub const KAFKA_IN_FLIGHT: &str = "producer_kafka_in_flight_messages";
 /// `producer_kafka_errors_total`: client-level errors reported by librdkafka, by kind.
 pub const KAFKA_ERRORS: &str = "producer_kafka_errors_total";
+/// `producer_ws_reconnects_total`: WebSocket connections that ended (or failed) and were retried.
+pub const WS_RECONNECTS: &str = "producer_ws_reconnects_total";
+/// `producer_ws_gaps_total`: disconnect-to-resubscribe windows (each also a `gap` event).
+pub const WS_GAPS: &str = "producer_ws_gaps_total";
+/// `producer_ws_gap_seconds_total`: total length of those windows.
+pub const WS_GAP_SECONDS: &str = "producer_ws_gap_seconds_total";
 /// `producer_up`: 1 while the process runs (build info in labels).
 pub const UP: &str = "producer_up";
 
@@ -31,6 +37,8 @@ pub const REASON_INVALID: &str = "invalid";
 pub const REASON_DELIVERY: &str = "delivery";
 /// The reason label for records refused before reaching librdkafka (too large, unknown topic…).
 pub const REASON_REJECTED: &str = "rejected";
+/// The reason label for records still waiting for queue space when shutdown cut the wait.
+pub const REASON_SHUTDOWN: &str = "shutdown";
 
 /// The registry and handles of one producer process.
 #[derive(Debug, Clone)]
@@ -50,6 +58,12 @@ pub struct Metrics {
     pub kafka_in_flight: IntGauge,
     /// [`KAFKA_ERRORS`] {kind}
     pub kafka_errors: IntCounterVec,
+    /// [`WS_RECONNECTS`] {provider}
+    pub ws_reconnects: IntCounterVec,
+    /// [`WS_GAPS`] {provider}
+    pub ws_gaps: IntCounterVec,
+    /// [`WS_GAP_SECONDS`] {provider}
+    pub ws_gap_seconds: CounterVec,
 }
 
 impl Metrics {
@@ -70,6 +84,13 @@ impl Metrics {
         );
         let api_calls = counter(API_CALLS, "Calls to provider APIs by outcome.", &["provider", "outcome"]);
         let kafka_errors = counter(KAFKA_ERRORS, "Client-level errors reported by librdkafka.", &["kind"]);
+        let ws_reconnects =
+            counter(WS_RECONNECTS, "WebSocket connections that ended or failed and were retried.", &["provider"]);
+        let ws_gaps = counter(WS_GAPS, "Disconnect-to-resubscribe windows of WebSocket sources.", &["provider"]);
+        let ws_gap_seconds =
+            CounterVec::new(Opts::new(WS_GAP_SECONDS, "Total seconds of WebSocket gaps."), &["provider"])
+                .expect("valid metric");
+        registry.register(Box::new(ws_gap_seconds.clone())).expect("metric registered once");
         let latency = HistogramVec::new(
             HistogramOpts::new(LATENCY, "Seconds from hand-off to the sink until Kafka acknowledged.").buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -99,6 +120,9 @@ impl Metrics {
             breaker_state,
             kafka_in_flight,
             kafka_errors,
+            ws_reconnects,
+            ws_gaps,
+            ws_gap_seconds,
         }
     }
 

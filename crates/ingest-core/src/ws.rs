@@ -1,0 +1,388 @@
+//! A reconnecting WebSocket client for streaming sources.
+//!
+//! The runner owns the connection lifecycle; a provider implements [`WsSession`] (what to send
+//! on open, what each frame means). The runner guarantees:
+//! - reconnect with jittered exponential backoff that resets only after a connection stayed
+//!   healthy for `healthy_after`;
+//! - on every connection: a new connection epoch, [`WsSession::on_open`] (auth, subscribe), and a
+//!   `connected` event; after a disconnect, a `gap` event from the last data received before it
+//!   to the moment the new subscription is live, and the `producer_ws_gaps_total` counter;
+//! - WebSocket pings every `ping_interval`; a connection with no frame at all (pongs included)
+//!   for `dead_after` is dropped;
+//! - a staleness watchdog: subscribed but no data for `stale_after` → not ready, reconnect;
+//! - a handshake deadline: not subscribed within `handshake_timeout` → reconnect;
+//! - frames larger than `max_frame_bytes` are refused by the WebSocket layer (the connection is
+//!   failed, the session told via [`WsSession::on_transport_error`]);
+//! - HTTP 401/403 on the upgrade, or [`Step::Fatal`] from the session, stop the source (exit 1).
+//!
+//! Text frames with invalid UTF-8 fail the connection (RFC 6455 §8.1); the session hears about
+//! it and the gap is published like any other disconnect.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{SinkExt, StreamExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::record::{EventKind, IngestEvent};
+use crate::resilience::{Backoff, BackoffConfig};
+use crate::source::{FatalError, SourceCtx};
+
+/// Connection settings of a streaming source.
+#[derive(Clone)]
+pub struct WsSettings {
+    /// Where to connect. May hold a credential in its query (Finnhub): never logged; see
+    /// [`WsSettings::display_url`].
+    pub url: String,
+    /// Largest accepted frame/message, in bytes.
+    pub max_frame_bytes: usize,
+    /// How often to send a WebSocket ping.
+    pub ping_interval: Duration,
+    /// No frame at all (data, control, pong) for this long: the connection is dead.
+    pub dead_after: Duration,
+    /// Subscribed but no data for this long: stale (not ready, reconnect).
+    pub stale_after: Duration,
+    /// TCP + TLS + upgrade deadline.
+    pub connect_timeout: Duration,
+    /// Connected but not subscribed within this: reconnect.
+    pub handshake_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: BackoffConfig,
+    /// A connection that stayed subscribed this long resets the backoff.
+    pub healthy_after: Duration,
+}
+
+impl std::fmt::Debug for WsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsSettings")
+            .field("url", &self.display_url())
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("stale_after", &self.stale_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsSettings {
+    /// The URL without its query string (which may carry a token), for logs and events.
+    pub fn display_url(&self) -> &str {
+        self.url.split('?').next().unwrap_or_default()
+    }
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_frame_bytes: 1024 * 1024,
+            ping_interval: Duration::from_secs(25),
+            dead_after: Duration::from_secs(60),
+            stale_after: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(15),
+            backoff: BackoffConfig {
+                base: Duration::from_millis(250),
+                max: Duration::from_secs(30),
+                factor: 2.0,
+                jitter: 0.5,
+            },
+            healthy_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A received data frame.
+#[derive(Debug, Clone, Copy)]
+pub enum Frame<'a> {
+    /// A text frame (valid UTF-8, checked by the WebSocket layer).
+    Text(&'a str),
+    /// A binary frame (any bytes).
+    Binary(&'a [u8]),
+}
+
+impl Frame<'_> {
+    /// The frame's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Frame::Text(s) => s.as_bytes(),
+            Frame::Binary(b) => b,
+        }
+    }
+}
+
+/// What a frame meant, as far as the connection is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing for the runner to do.
+    Continue,
+    /// The frame carried data (freshness).
+    Data,
+    /// The subscription is live now (readiness; end of a gap).
+    Subscribed,
+    /// Drop this connection and reconnect (with backoff), for this reason.
+    Reconnect(String),
+    /// Stop the source: retrying cannot help (bad credentials, plan without access).
+    Fatal(String),
+}
+
+/// A provider's protocol over the connection. Implementations stay free of I/O: they return
+/// messages to send in `out`.
+pub trait WsSession: Send {
+    /// Provider label (events, logs).
+    fn provider(&self) -> &str;
+
+    /// A new connection is open (`epoch` counts connections from 1). Push the first messages
+    /// (auth, subscriptions) to `out`, or nothing if the server speaks first.
+    fn on_open(&mut self, epoch: u64, out: &mut Vec<String>);
+
+    /// One frame; replies go to `out`.
+    fn on_frame(&mut self, frame: Frame<'_>, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step;
+
+    /// The connection failed with `error` (after which the runner reconnects). Sessions record
+    /// what they must, e.g. a dead letter for a refused oversized frame.
+    fn on_transport_error(&mut self, _error: &WsError) {}
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum WsError {
+    /// Could not connect or upgrade.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// The upgrade was refused with this HTTP status.
+    #[error("upgrade refused with HTTP {0}")]
+    Http(u16),
+    /// A frame exceeded the limit.
+    #[error("frame larger than {limit} bytes refused")]
+    FrameTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A text frame was not valid UTF-8.
+    #[error("text frame with invalid UTF-8")]
+    InvalidUtf8,
+    /// Any other WebSocket protocol or I/O error.
+    #[error("connection error: {0}")]
+    Protocol(String),
+    /// The server closed the connection.
+    #[error("server closed the connection ({0})")]
+    Closed(String),
+    /// Nothing received for the dead-connection limit.
+    #[error("no frame for {0:?}")]
+    Dead(Duration),
+    /// Subscribed, but no data for the staleness limit.
+    #[error("no data for {0:?} while subscribed")]
+    Stale(Duration),
+    /// Not subscribed in time.
+    #[error("not subscribed within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The session asked to reconnect.
+    #[error("{0}")]
+    Session(String),
+}
+
+fn classify(e: tungstenite::Error, limit: usize) -> WsError {
+    use tungstenite::error::{CapacityError, Error as E};
+    match e {
+        E::Capacity(CapacityError::MessageTooLong { .. }) => WsError::FrameTooLarge { limit },
+        E::Capacity(other) => WsError::Protocol(other.to_string()),
+        E::Utf8(_) => WsError::InvalidUtf8,
+        E::Http(resp) => WsError::Http(resp.status().as_u16()),
+        E::ConnectionClosed | E::AlreadyClosed => WsError::Closed("connection closed".into()),
+        other => WsError::Protocol(other.to_string()),
+    }
+}
+
+/// Runs `session` until shutdown (`Ok`) or a fatal condition (`Err`).
+pub async fn run<S: WsSession>(session: &mut S, settings: &WsSettings, ctx: &SourceCtx) -> Result<(), FatalError> {
+    let provider = session.provider().to_string();
+    let fatal = |message: String| FatalError { source_name: provider.clone(), message };
+    let reconnects = ctx.metrics.ws_reconnects.with_label_values(&[&provider]);
+    let gaps = ctx.metrics.ws_gaps.with_label_values(&[&provider]);
+    let gap_seconds = ctx.metrics.ws_gap_seconds.with_label_values(&[&provider]);
+    let mut backoff = Backoff::new(settings.backoff);
+    let mut epoch = 0u64;
+    // Start of the current gap: the last data received before a disconnect.
+    let mut gap_from: Option<DateTime<Utc>> = None;
+    let mut last_data_at: Option<DateTime<Utc>> = None;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(settings.max_frame_bytes))
+        .max_frame_size(Some(settings.max_frame_bytes));
+    let mut out = Vec::new();
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        epoch += 1;
+        let connected = tokio::select! {
+            r = tokio::time::timeout(settings.connect_timeout, tokio_tungstenite::connect_async_with_config(settings.url.as_str(), Some(config), true)) => r,
+            () = ctx.shutdown.cancelled() => return Ok(()),
+        };
+        let ended = match connected {
+            Err(_) => WsError::Connect(format!("timed out after {:?}", settings.connect_timeout)),
+            Ok(Err(e)) => match classify(e, settings.max_frame_bytes) {
+                WsError::Http(code @ (401 | 403)) => {
+                    ctx.health.set_connected(false, format!("upgrade refused with HTTP {code}"));
+                    return Err(fatal(format!(
+                        "{} refused the connection with HTTP {code}: check the API key",
+                        settings.display_url()
+                    )));
+                }
+                WsError::Protocol(m) => WsError::Connect(m),
+                other => other,
+            },
+            Ok(Ok((mut ws, _))) => {
+                tracing::info!(provider, url = settings.display_url(), epoch, "connected");
+                ctx.event(&IngestEvent {
+                    conn_epoch: Some(epoch),
+                    ..IngestEvent::new(&ctx.producer, &provider, EventKind::Connected)
+                });
+                out.clear();
+                session.on_open(epoch, &mut out);
+                let mut conn = Conn {
+                    opened: Instant::now(),
+                    last_frame: Instant::now(),
+                    subscribed_at: None,
+                    last_data: None,
+                    next_ping: Instant::now() + settings.ping_interval,
+                };
+                let ended = 'conn: loop {
+                    for m in out.drain(..) {
+                        if let Err(e) = ws.send(Message::text(m)).await {
+                            break 'conn classify(e, settings.max_frame_bytes);
+                        }
+                    }
+                    let tick = conn.next_deadline(settings);
+                    tokio::select! {
+                        msg = ws.next() => {
+                            let now = Instant::now();
+                            conn.last_frame = now;
+                            let received_at = Utc::now();
+                            let step = match msg {
+                                Some(Ok(Message::Text(t))) => session.on_frame(Frame::Text(t.as_str()), received_at, &mut out),
+                                Some(Ok(Message::Binary(b))) => session.on_frame(Frame::Binary(&b), received_at, &mut out),
+                                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Step::Continue,
+                                Some(Ok(Message::Close(frame))) => {
+                                    let why = frame.map_or_else(|| "no close frame".to_string(), |f| format!("code {}: {}", u16::from(f.code), f.reason));
+                                    break 'conn WsError::Closed(why);
+                                }
+                                Some(Err(e)) => break 'conn classify(e, settings.max_frame_bytes),
+                                None => break 'conn WsError::Closed("stream ended".into()),
+                            };
+                            match step {
+                                Step::Continue => {}
+                                Step::Data => {
+                                    conn.last_data = Some(now);
+                                    last_data_at = Some(received_at);
+                                    ctx.health.mark_data();
+                                }
+                                Step::Subscribed => {
+                                    if conn.subscribed_at.is_none() {
+                                        conn.subscribed_at = Some(now);
+                                        ctx.health.set_connected(true, format!("subscribed (epoch {epoch})"));
+                                        ctx.health.mark_data();
+                                        if let Some(from) = gap_from.take() {
+                                            let to = received_at;
+                                            let secs = (to - from).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                                            gaps.inc();
+                                            gap_seconds.inc_by(secs.max(0.0));
+                                            tracing::warn!(provider, epoch, gap_secs = secs, "resumed after a gap; data in the window was not received");
+                                            let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Gap);
+                                            (e.from, e.to, e.conn_epoch) = (Some(from), Some(to), Some(epoch));
+                                            e.message = Some("disconnect to resubscribe; WebSocket feeds cannot replay".into());
+                                            ctx.event(&e);
+                                        }
+                                        let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Resubscribed);
+                                        e.conn_epoch = Some(epoch);
+                                        if epoch > 1 {
+                                            ctx.event(&e);
+                                        }
+                                    }
+                                }
+                                Step::Reconnect(why) => break 'conn WsError::Session(why),
+                                Step::Fatal(why) => {
+                                    let _ = ws.close(None).await;
+                                    ctx.health.set_connected(false, why.clone());
+                                    return Err(fatal(why));
+                                }
+                            }
+                        }
+                        () = tokio::time::sleep_until(tick) => {
+                            if let Some(e) = conn.check(settings) {
+                                break 'conn e;
+                            }
+                            if Instant::now() >= conn.next_ping {
+                                conn.next_ping = Instant::now() + settings.ping_interval;
+                                if let Err(e) = ws.send(Message::Ping(Default::default())).await {
+                                    break 'conn classify(e, settings.max_frame_bytes);
+                                }
+                            }
+                        }
+                        () = ctx.shutdown.cancelled() => {
+                            let _ = ws.close(None).await;
+                            return Ok(());
+                        }
+                    }
+                };
+                let _ = ws.close(None).await;
+                if let Some(since) = conn.subscribed_at {
+                    backoff.reset_if_healthy(since.elapsed(), settings.healthy_after);
+                }
+                ended
+            }
+        };
+        // Disconnected (or never connected): the gap starts at the last data we received.
+        if gap_from.is_none() {
+            gap_from = Some(last_data_at.unwrap_or_else(Utc::now));
+        }
+        session.on_transport_error(&ended);
+        reconnects.inc();
+        ctx.health.set_connected(false, ended.to_string());
+        let delay = backoff.next_delay();
+        tracing::warn!(provider, epoch, error = %ended, retry_in_secs = delay.as_secs_f64(), "disconnected");
+        let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Disconnected).with_message(ended.to_string());
+        e.conn_epoch = Some(epoch);
+        ctx.event(&e);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = ctx.shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Timing state of one connection.
+struct Conn {
+    opened: Instant,
+    last_frame: Instant,
+    subscribed_at: Option<Instant>,
+    last_data: Option<Instant>,
+    next_ping: Instant,
+}
+
+impl Conn {
+    /// The next moment a timer must be checked.
+    fn next_deadline(&self, s: &WsSettings) -> Instant {
+        let mut t = self.next_ping.min(self.last_frame + s.dead_after);
+        match self.subscribed_at {
+            Some(sub) => t = t.min(self.last_data.unwrap_or(sub).max(sub) + s.stale_after),
+            None => t = t.min(self.opened + s.handshake_timeout),
+        }
+        t
+    }
+
+    /// A reason to drop the connection, if a limit passed.
+    fn check(&self, s: &WsSettings) -> Option<WsError> {
+        let now = Instant::now();
+        if now >= self.last_frame + s.dead_after {
+            return Some(WsError::Dead(s.dead_after));
+        }
+        match self.subscribed_at {
+            Some(sub) if now >= self.last_data.unwrap_or(sub).max(sub) + s.stale_after => {
+                Some(WsError::Stale(s.stale_after))
+            }
+            None if now >= self.opened + s.handshake_timeout => Some(WsError::HandshakeTimeout(s.handshake_timeout)),
+            _ => None,
+        }
+    }
+}
