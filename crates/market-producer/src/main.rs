@@ -4,12 +4,22 @@
 //! This binary is thin: it parses the CLI and config and hands its sources to
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
 
+mod book;
 mod config;
+mod emit;
+mod exchanges;
+mod frame;
+mod polygon;
+mod source;
 
 use std::process::ExitCode;
 
 use ingest_core::ProducerSpec;
+use ingest_core::config::ConfigError;
 use ingest_core::runtime::NoArgs;
+use ingest_core::source::Source;
+
+use crate::config::MarketProvider;
 
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
@@ -19,10 +29,13 @@ const SPEC: ProducerSpec = ProducerSpec {
 
 fn main() -> ExitCode {
     ingest_core::main::<config::MarketConfig, NoArgs, _>(SPEC, |cfg, _| {
-        // The WebSocket sources are not built yet (market-data issue): the producer runs,
-        // serves metrics and health and publishes lifecycle events, and the runtime warns at
-        // start that no source is enabled. It never pretends to ingest.
-        let _ = cfg;
-        Ok(Vec::new())
+        if cfg.section.provider != MarketProvider::Polygon {
+            return Err(ConfigError::key(
+                "market.provider",
+                format!("{} is not implemented in this version (polygon is)", cfg.section.provider.label()),
+            ));
+        }
+        let source: Box<dyn Source> = Box::new(source::MarketSource::new(cfg.section.clone()));
+        Ok(vec![source])
     })
 }

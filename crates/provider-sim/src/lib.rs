@@ -8,6 +8,8 @@
 //! simulators themselves are axum routers mounted with [`Sim::start`]; the harness adds
 //! `GET /_sim/health` and `GET /_sim/requests`.
 
+pub mod polygon;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 

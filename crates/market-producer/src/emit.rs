@@ -1,0 +1,78 @@
+//! The market sources' way to the sink: ticks, dead letters, and backpressure.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ingest_core::kafka::{Route, SendError, Sink};
+use ingest_core::record::MarketTick;
+use ingest_core::source::SourceCtx;
+use ingest_core::telemetry::metrics::REASON_SHUTDOWN;
+use prometheus::IntCounter;
+use tokio_util::sync::CancellationToken;
+
+use crate::book::QuoteBook;
+
+/// Sends a session's ticks. When librdkafka's queue is full the WebSocket reader waits here
+/// (librdkafka drains on its own thread, so this cannot deadlock) and TCP pushes back on the
+/// provider: the "block the source" policy. Only shutdown ends a wait early, and a tick given
+/// up that way is counted (`producer_messages_failed_total{reason="shutdown"}`).
+#[derive(Debug)]
+pub(crate) struct Emitter {
+    sink: Sink,
+    route: Route,
+    shutdown: CancellationToken,
+    unsent: IntCounter,
+    /// Latest bid/ask per symbol.
+    pub(crate) book: QuoteBook,
+}
+
+impl Emitter {
+    pub(crate) fn new(ctx: &SourceCtx, provider: &str, max_symbols: usize) -> Self {
+        let route = ctx.sink.route::<MarketTick<'_>>(provider);
+        let unsent = ctx.metrics.messages_failed.with_label_values(&[provider, route.topic(), REASON_SHUTDOWN]);
+        Self {
+            sink: ctx.sink.clone(),
+            route,
+            shutdown: ctx.shutdown.clone(),
+            unsent,
+            book: QuoteBook::new(max_symbols),
+        }
+    }
+
+    /// Tags the following records with the connection epoch.
+    pub(crate) fn set_epoch(&mut self, epoch: u64) {
+        self.route.set_conn_epoch(epoch);
+    }
+
+    /// Validates and sends `tick` (or dead-letters `raw` if it is invalid).
+    pub(crate) fn send(&self, tick: &MarketTick<'_>, raw: &[u8]) {
+        self.with_backpressure(|| self.sink.try_send(&self.route, tick, raw).map(drop));
+    }
+
+    /// Dead-letters input that could not be turned into a tick.
+    pub(crate) fn dead_letter(&self, raw: &[u8], reason: &str, received_at: DateTime<Utc>) {
+        self.with_backpressure(|| self.sink.dead_letter(&self.route, raw, reason, received_at));
+    }
+
+    fn with_backpressure(&self, mut attempt: impl FnMut() -> Result<(), SendError>) {
+        let mut wait = Duration::from_micros(50);
+        loop {
+            match attempt() {
+                Ok(()) => return,
+                Err(SendError::QueueFull) if self.shutdown.is_cancelled() => {
+                    self.unsent.inc();
+                    return;
+                }
+                Err(SendError::QueueFull) => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_millis(10));
+                }
+                // Counted by the sink (reason `rejected`); nothing to retry.
+                Err(error) => {
+                    tracing::error!(%error, "tick not accepted by the Kafka client");
+                    return;
+                }
+            }
+        }
+    }
+}

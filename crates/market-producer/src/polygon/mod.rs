@@ -1,0 +1,173 @@
+//! Polygon.io / Massive real-time WebSocket (stocks and crypto clusters).
+//!
+//! Handshake (providers.md §1), all frames JSON arrays:
+//! ```text
+//! S> [{"ev":"status","status":"connected","message":"Connected Successfully"}]
+//! C> {"action":"auth","params":"<API_KEY>"}
+//! S> [{"ev":"status","status":"auth_success","message":"authenticated"}]
+//! C> {"action":"subscribe","params":"T.AAPL,Q.AAPL,AM.*"}
+//! S> [{"ev":"status","status":"success","message":"subscribed to: T.AAPL"}]   (one per param)
+//! ```
+//! `auth_failed` is fatal (exit 1); `auth_timeout`, `max_connections` (the oldest connection of
+//! a key is dropped when another opens), `force_disconnect` and `slow_consumer` reconnect.
+
+pub(crate) mod normalize;
+pub(crate) mod wire;
+
+use chrono::{DateTime, Utc};
+use ingest_core::config::Secret;
+use ingest_core::ws::{Frame, Step, WsSession};
+
+use crate::emit::Emitter;
+use crate::frame::for_each_element;
+use wire::Msg;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitConnected,
+    AwaitAuth,
+    Subscribing,
+    Live,
+}
+
+/// One Polygon connection's protocol state.
+#[derive(Debug)]
+pub(crate) struct PolygonSession {
+    key: Secret,
+    params: String,
+    expected_acks: usize,
+    acks: usize,
+    state: State,
+    emit: Emitter,
+}
+
+impl PolygonSession {
+    /// `params`: the subscription, e.g. `T.AAPL,Q.AAPL`.
+    pub(crate) fn new(key: Secret, params: String, emit: Emitter) -> Self {
+        let expected_acks = params.split(',').filter(|p| !p.is_empty()).count();
+        Self { key, params, expected_acks, acks: 0, state: State::AwaitConnected, emit }
+    }
+
+    fn on_status(&mut self, m: &Msg<'_>, out: &mut Vec<String>) -> Step {
+        let message = m.message.as_deref().unwrap_or("");
+        match m.status.unwrap_or("") {
+            "connected" => {
+                self.state = State::AwaitAuth;
+                out.push(wire::auth(self.key.expose()));
+                Step::Continue
+            }
+            "auth_success" => {
+                self.state = State::Subscribing;
+                self.acks = 0;
+                out.push(wire::subscribe(&self.params));
+                Step::Continue
+            }
+            "auth_failed" => Step::Fatal(format!(
+                "Polygon authentication failed ({message}); check MARKET_API_KEY and that the plan includes WebSocket access"
+            )),
+            "auth_timeout" | "auth_required" => Step::Reconnect(format!("Polygon: {message}")),
+            "success" if self.state == State::Subscribing && message.starts_with("subscribed to") => self.ack(),
+            "error" if self.state == State::Subscribing => {
+                tracing::warn!(provider = "polygon", message, "subscription refused");
+                self.ack()
+            }
+            "max_connections" => Step::Reconnect(format!(
+                "Polygon max_connections ({message}): another client uses this key; the oldest connection is dropped"
+            )),
+            "force_disconnect" | "slow_consumer" => {
+                Step::Reconnect(format!("Polygon {}: {message}", m.status.unwrap_or("")))
+            }
+            other => {
+                tracing::info!(provider = "polygon", status = other, message, "status message");
+                Step::Continue
+            }
+        }
+    }
+
+    fn ack(&mut self) -> Step {
+        self.acks += 1;
+        if self.acks >= self.expected_acks && self.state == State::Subscribing {
+            self.state = State::Live;
+            return Step::Subscribed;
+        }
+        Step::Continue
+    }
+
+    fn on_element(&mut self, el: &str, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step {
+        let msg: Msg<'_> = match serde_json::from_str(el) {
+            Ok(m) => m,
+            Err(e) => {
+                self.emit.dead_letter(el.as_bytes(), &format!("malformed event: {e}"), received_at);
+                return Step::Data;
+            }
+        };
+        if msg.ev == "status" {
+            return self.on_status(&msg, out);
+        }
+        match normalize::normalize(&msg, received_at, &mut self.emit.book) {
+            Ok(tick) => self.emit.send(&tick, el.as_bytes()),
+            Err(reason) => self.emit.dead_letter(el.as_bytes(), &reason, received_at),
+        }
+        Step::Data
+    }
+}
+
+/// The most significant of two steps (fatal > reconnect > subscribed > data > continue).
+pub(crate) fn merge(a: Step, b: Step) -> Step {
+    fn rank(s: &Step) -> u8 {
+        match s {
+            Step::Continue => 0,
+            Step::Data => 1,
+            Step::Subscribed => 2,
+            Step::Reconnect(_) => 3,
+            Step::Fatal(_) => 4,
+        }
+    }
+    if rank(&b) > rank(&a) { b } else { a }
+}
+
+impl WsSession for PolygonSession {
+    fn provider(&self) -> &str {
+        normalize::PROVIDER
+    }
+
+    fn on_open(&mut self, epoch: u64, _out: &mut Vec<String>) {
+        // The server speaks first ("connected"); auth follows it.
+        self.state = State::AwaitConnected;
+        self.acks = 0;
+        self.emit.set_epoch(epoch);
+    }
+
+    fn on_frame(&mut self, frame: Frame<'_>, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step {
+        let text = match frame {
+            Frame::Text(t) => t,
+            Frame::Binary(b) => match std::str::from_utf8(b) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.emit.dead_letter(b, &format!("binary frame is not UTF-8 JSON: {e}"), received_at);
+                    return Step::Data;
+                }
+            },
+        };
+        let mut step = Step::Continue;
+        let parsed = for_each_element(text, |el| {
+            let s = self.on_element(el.get(), received_at, out);
+            step = merge(std::mem::replace(&mut step, Step::Continue), s);
+        });
+        if let Err(e) = parsed {
+            self.emit.dead_letter(
+                text.as_bytes(),
+                &format!("malformed frame (not a JSON array of events): {e}"),
+                received_at,
+            );
+            step = merge(step, Step::Data);
+        }
+        step
+    }
+
+    fn on_transport_error(&mut self, error: &ingest_core::ws::WsError) {
+        if let ingest_core::ws::WsError::FrameTooLarge { .. } = error {
+            self.emit.dead_letter(b"", &error.to_string(), Utc::now());
+        }
+    }
+}

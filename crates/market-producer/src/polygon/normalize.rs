@@ -1,0 +1,150 @@
+//! Polygon events → `market.tick/v1`. Pure: no I/O, no allocation on the success path.
+//!
+//! - `T`/`XT` trades: price `p`, size `s`, conditions `c` (passed through), trade id `i`,
+//!   exchange `x` (stocks: venue name + MIC from the table), sequence `q`; bid/ask from the last
+//!   quote of the symbol.
+//! - `Q`/`XQ` quotes: `price` = midpoint, `volume` = 0; stock sizes are round lots → × 100 shares
+//!   (crypto sizes are units).
+//! - `A`/`AM` (stocks) and `XAS`/`XA` (crypto) bars: `price` = close `c`, `volume` = `v`,
+//!   open/high/low/vwap, window `s`..`e`; `timestamp` = window start.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use ingest_core::record::{Code, MarketTick, TickType};
+use serde_json::value::RawValue;
+
+use super::wire::Msg;
+use crate::book::QuoteBook;
+use crate::exchanges;
+
+/// Provider label of Polygon records.
+pub(crate) const PROVIDER: &str = "polygon";
+
+/// Shares per round lot (Polygon stock quote sizes are in round lots).
+const ROUND_LOT: f64 = 100.0;
+
+/// Why an event could not be turned into a tick (it is dead-lettered with this reason).
+pub(crate) type Reason = Cow<'static, str>;
+
+fn num(raw: Option<&RawValue>, field: &'static str) -> Result<f64, Reason> {
+    let raw = raw.ok_or_else(|| Reason::from(format!("missing `{field}`")))?;
+    serde_json::from_str::<f64>(raw.get()).map_err(|_| format!("`{field}` is not a number: {}", raw.get()).into())
+}
+
+fn int(raw: Option<&RawValue>, field: &'static str) -> Result<i64, Reason> {
+    let raw = raw.ok_or_else(|| Reason::from(format!("missing `{field}`")))?;
+    serde_json::from_str::<i64>(raw.get()).map_err(|_| format!("`{field}` is not an integer: {}", raw.get()).into())
+}
+
+fn req<T>(v: Option<T>, field: &'static str) -> Result<T, Reason> {
+    v.ok_or_else(|| format!("missing `{field}`").into())
+}
+
+fn millis(ms: i64, field: &'static str) -> Result<DateTime<Utc>, Reason> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("`{field}` is not a valid time: {ms}").into())
+}
+
+/// A code that is a number or a string in the frame.
+fn code<'a>(raw: Option<&'a RawValue>) -> Option<Code<'a>> {
+    let raw = raw?;
+    if let Ok(i) = serde_json::from_str::<i64>(raw.get()) {
+        return Some(Code::Int(i));
+    }
+    serde_json::from_str::<Cow<'a, str>>(raw.get()).ok().map(Code::Str)
+}
+
+fn blank<'a>(
+    symbol: &'a str,
+    event_type: TickType,
+    timestamp: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+) -> MarketTick<'a> {
+    MarketTick {
+        symbol: Cow::Borrowed(symbol),
+        event_type,
+        price: 0.0,
+        volume: 0.0,
+        timestamp,
+        bid_price: None,
+        ask_price: None,
+        bid_size: None,
+        ask_size: None,
+        exchange: None,
+        mic: None,
+        exchange_code: None,
+        sequence: None,
+        conditions: None,
+        trade_id: None,
+        open: None,
+        high: None,
+        low: None,
+        vwap: None,
+        window_start: None,
+        window_end: None,
+        provider: Cow::Borrowed(PROVIDER),
+        received_at,
+    }
+}
+
+/// Converts one data event. `Ok(None)` for events that carry no tick (there are none among the
+/// handled types today; status messages never reach here).
+pub(crate) fn normalize<'a>(
+    m: &Msg<'a>,
+    received_at: DateTime<Utc>,
+    book: &mut QuoteBook,
+) -> Result<MarketTick<'a>, Reason> {
+    match m.ev {
+        "T" | "XT" => {
+            let crypto = m.ev == "XT";
+            let symbol = req(if crypto { m.pair } else { m.sym }, if crypto { "pair" } else { "sym" })?;
+            let mut t = blank(symbol, TickType::Trade, millis(req(m.t, "t")?, "t")?, received_at);
+            t.price = num(m.p, "p")?;
+            t.volume = num(m.s, "s")?;
+            if let Some((bid, ask)) = book.get(symbol) {
+                (t.bid_price, t.ask_price) = (Some(bid), Some(ask));
+            }
+            t.exchange_code = code(m.x);
+            if !crypto {
+                if let Some(Code::Int(id)) = t.exchange_code {
+                    if let Some(v) = exchanges::by_polygon_id(id) {
+                        (t.exchange, t.mic) = (Some(Cow::Borrowed(v.name)), Some(Cow::Borrowed(v.mic)));
+                    }
+                }
+            }
+            t.sequence = m.q;
+            t.conditions = m.c.filter(|c| c.get().starts_with('['));
+            t.trade_id = code(m.i);
+            Ok(t)
+        }
+        "Q" | "XQ" => {
+            let crypto = m.ev == "XQ";
+            let symbol = req(if crypto { m.pair } else { m.sym }, if crypto { "pair" } else { "sym" })?;
+            let mut t = blank(symbol, TickType::Quote, millis(req(m.t, "t")?, "t")?, received_at);
+            let (bid, ask) = (req(m.bp, "bp")?, req(m.ap, "ap")?);
+            let lot = if crypto { 1.0 } else { ROUND_LOT };
+            t.price = (bid + ask) / 2.0;
+            (t.bid_price, t.ask_price) = (Some(bid), Some(ask));
+            (t.bid_size, t.ask_size) = (m.bs.map(|s| s * lot), m.as_.map(|s| s * lot));
+            t.sequence = m.q;
+            book.update(symbol, bid, ask);
+            Ok(t)
+        }
+        "A" | "AM" | "XA" | "XAS" => {
+            let crypto = m.ev.starts_with('X');
+            let symbol = req(if crypto { m.pair } else { m.sym }, if crypto { "pair" } else { "sym" })?;
+            let start = millis(int(m.s, "s")?, "s")?;
+            let mut t = blank(symbol, TickType::Bar, start, received_at);
+            t.price = num(m.c, "c")?;
+            t.volume = req(m.v, "v")?;
+            (t.open, t.high, t.low, t.vwap) = (m.o, m.h, m.l, m.vw);
+            t.window_start = Some(start);
+            t.window_end = m.e.map(|e| millis(e, "e")).transpose()?;
+            Ok(t)
+        }
+        other => Err(format!("unknown event type `{other}`").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

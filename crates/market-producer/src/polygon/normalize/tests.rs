@@ -1,0 +1,94 @@
+//! Table-driven over the fixtures in `test_data/polygon/`: each `*.frame.json` is a frame in
+//! Polygon's exact format, `*.expected.jsonl` the ticks it must produce, in order.
+
+use std::path::Path;
+
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+
+use super::*;
+use crate::frame::for_each_element;
+use crate::polygon::wire::Msg;
+
+fn received_at() -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(1_704_205_800_123).unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/polygon").join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// JSON equality with a relative tolerance on numbers (midpoints are computed in f64).
+fn assert_json_eq(got: &Value, want: &Value, path: &str) {
+    match (got, want) {
+        (Value::Number(g), Value::Number(w)) => {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{path}: {g} != {w}");
+        }
+        (Value::Object(g), Value::Object(w)) => {
+            let mut gk: Vec<_> = g.keys().collect();
+            let mut wk: Vec<_> = w.keys().collect();
+            gk.sort();
+            wk.sort();
+            assert_eq!(gk, wk, "{path}: keys");
+            for (k, wv) in w {
+                assert_json_eq(&g[k], wv, &format!("{path}.{k}"));
+            }
+        }
+        (Value::Array(g), Value::Array(w)) => {
+            assert_eq!(g.len(), w.len(), "{path}: length");
+            for (i, (gv, wv)) in g.iter().zip(w).enumerate() {
+                assert_json_eq(gv, wv, &format!("{path}[{i}]"));
+            }
+        }
+        _ => assert_eq!(got, want, "{path}"),
+    }
+}
+
+#[test]
+fn frames_normalize_to_the_expected_ticks() {
+    for case in ["stocks_mixed", "crypto"] {
+        let frame = fixture(&format!("{case}.frame.json"));
+        let expected: Vec<Value> =
+            fixture(&format!("{case}.expected.jsonl")).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut book = QuoteBook::new(100);
+        let mut got = Vec::new();
+        for_each_element(&frame, |el| {
+            let msg: Msg<'_> = serde_json::from_str(el.get()).unwrap();
+            let tick = normalize(&msg, received_at(), &mut book).unwrap();
+            got.push(serde_json::to_value(&tick).unwrap());
+        })
+        .unwrap();
+        assert_eq!(got.len(), expected.len(), "{case}: tick count");
+        for (i, (g, w)) in got.iter().zip(&expected).enumerate() {
+            assert_json_eq(g, w, &format!("{case}[{i}]"));
+        }
+    }
+}
+
+#[test]
+fn bad_events_are_refused_with_a_reason() {
+    for line in fixture("bad_events.jsonl").lines() {
+        let case: Value = serde_json::from_str(line).unwrap();
+        let raw = case["event"].to_string();
+        let want = case["reason"].as_str().unwrap();
+        let msg: Msg<'_> = serde_json::from_str(&raw).unwrap();
+        let err = normalize(&msg, received_at(), &mut QuoteBook::new(10)).expect_err(&raw);
+        assert!(err.contains(want), "{raw}: got `{err}`, want `{want}`");
+    }
+}
+
+#[test]
+fn stock_quote_sizes_are_round_lots_and_trades_pick_up_the_latest_quote() {
+    let mut book = QuoteBook::new(10);
+    let q: Msg<'_> =
+        serde_json::from_str(r#"{"ev":"Q","sym":"X","bp":10.0,"bs":2,"ap":10.2,"as":3,"t":1536036818784}"#).unwrap();
+    let tick = normalize(&q, received_at(), &mut book).unwrap();
+    assert_eq!((tick.bid_size, tick.ask_size), (Some(200.0), Some(300.0)));
+    let t: Msg<'_> = serde_json::from_str(r#"{"ev":"T","sym":"X","p":10.1,"s":1,"t":1536036818785}"#).unwrap();
+    let tick = normalize(&t, received_at(), &mut book).unwrap();
+    assert_eq!((tick.bid_price, tick.ask_price), (Some(10.0), Some(10.2)));
+    let other: Msg<'_> = serde_json::from_str(r#"{"ev":"T","sym":"Y","p":1.0,"s":1,"t":1536036818785}"#).unwrap();
+    assert_eq!(normalize(&other, received_at(), &mut book).unwrap().bid_price, None, "null until a quote is seen");
+}

@@ -1,0 +1,6 @@
+//! market-producer against the real local Kafka and provider-sim (never the network).
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
+
+mod cli;
+mod polygon;

@@ -1,0 +1,257 @@
+//! The Polygon path end to end: the market-producer binary, provider-sim's Polygon simulator on
+//! 127.0.0.1:0, and the real local Kafka, checked with an independent consumer.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ingest_core::kafka::admin::TopicToCreate;
+use ingest_core::record::{DeadLetter, EventKind, IngestEvent};
+use ingest_core::testkit::{self, ProducerProcess, header};
+use provider_sim::Sim;
+use provider_sim::polygon::{PolygonConfig, PolygonHandle};
+use rdkafka::message::{Message, OwnedMessage};
+use serde_json::Value;
+
+const KEY: &str = "pk-test-0123456789";
+
+struct Setup {
+    sim: Sim,
+    polygon: PolygonHandle,
+    topic: String,
+    dlq: String,
+    events: String,
+    producer: ProducerProcess,
+}
+
+/// Unique topics, a simulator and a producer subscribed to MSFT and AAPL trades and quotes.
+async fn start(key_in_sim: &str, extra_env: &[(&str, &str)]) -> Setup {
+    let stem = testkit::unique_topic("market");
+    let (topic, dlq, events) = (format!("{stem}.raw"), format!("{stem}.dlq"), format!("{stem}.events"));
+    testkit::create_topics(&[
+        TopicToCreate::new(&topic, 4),
+        TopicToCreate::new(&dlq, 1),
+        TopicToCreate::new(&events, 1),
+    ])
+    .await;
+    let polygon = PolygonHandle::new(PolygonConfig { api_key: key_in_sim.into(), ..PolygonConfig::default() });
+    let sim = Sim::start("127.0.0.1:0".parse().unwrap(), polygon.router()).await.unwrap();
+    let url = format!("ws://{}/stocks", sim.addr);
+    let mut env: Vec<(&str, &str)> = vec![
+        ("MARKET_PROVIDER", "polygon"),
+        ("MARKET_API_KEY", KEY),
+        ("MARKET_WS_URL", &url),
+        ("FINSTREAM__MARKET__SYMBOLS", "MSFT,AAPL"),
+        ("FINSTREAM__MARKET__CHANNELS", "trades,quotes"),
+        ("FINSTREAM__MARKET__RECONNECT_BASE_MS", "50"),
+        ("FINSTREAM__KAFKA__TOPICS__MARKET_TICKS__NAME", &topic),
+        ("FINSTREAM__KAFKA__TOPICS__EVENTS__NAME", &events),
+        ("FINSTREAM__KAFKA__HEALTHCHECK_INTERVAL_SECS", "1"),
+    ];
+    env.extend_from_slice(extra_env);
+    let producer = ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env);
+    Setup { sim, polygon, topic, dlq, events, producer }
+}
+
+async fn wait_subscribed(p: &PolygonHandle, n: usize) {
+    testkit::wait_for(Duration::from_secs(30), "a subscribed connection", || async move {
+        (p.subscribed_connections() == n).then_some(())
+    })
+    .await;
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/polygon").join(name)).unwrap()
+}
+
+fn value(m: &OwnedMessage) -> Value {
+    serde_json::from_slice(m.payload().unwrap()).unwrap()
+}
+
+fn events_of(topic: &str, n: usize) -> Vec<IngestEvent> {
+    testkit::consume(topic, n, Duration::from_secs(30))
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect()
+}
+
+/// Waits until the events topic holds an event of `kind` (and returns all events so far).
+async fn wait_event(topic: &str, kind: EventKind, min_total: usize) -> Vec<IngestEvent> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = min_total;
+    loop {
+        let evs = events_of(topic, n);
+        if evs.iter().any(|e| e.kind == kind) {
+            return evs;
+        }
+        assert!(Instant::now() < deadline, "no {kind:?} event in {evs:#?}");
+        n = evs.len() + 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_flow_values_headers_and_readiness() {
+    let s = start(KEY, &[]).await;
+    wait_subscribed(&s.polygon, 1).await;
+    let sent = s.polygon.client_messages();
+    assert_eq!(serde_json::from_str::<Value>(&sent[0]).unwrap(), serde_json::json!({"action":"auth","params":KEY}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&sent[1]).unwrap(),
+        serde_json::json!({"action":"subscribe","params":"T.MSFT,Q.MSFT,T.AAPL,Q.AAPL"})
+    );
+
+    assert_eq!(s.polygon.push(&fixture("stocks_mixed.frame.json")), 1);
+    let got = testkit::consume(&s.topic, 5, Duration::from_secs(30));
+    let expected: Vec<Value> =
+        fixture("stocks_mixed.expected.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut by_seq_or_symbol: Vec<Value> = got.iter().map(value).collect();
+    // Partitions interleave; order within a key is what Kafka keeps, so compare as sets keyed
+    // by (symbol, sequence, event type).
+    let k = |v: &Value| format!("{}|{}|{}|{}", v["symbol"], v["sequence"], v["event_type"], v["timestamp"]);
+    by_seq_or_symbol.sort_by_key(k);
+    let mut want = expected.clone();
+    want.sort_by_key(k);
+    for (g, w) in by_seq_or_symbol.iter().zip(&want) {
+        for (field, wv) in w.as_object().unwrap() {
+            if field == "received_at" {
+                continue;
+            }
+            let gv = &g[field];
+            match (gv.as_f64(), wv.as_f64()) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-9, "{field}: {gv} != {wv}"),
+                _ => assert_eq!(gv, wv, "{field} of {}", k(w)),
+            }
+        }
+    }
+    for m in &got {
+        let v = value(m);
+        assert_eq!(m.key().map(|k| String::from_utf8_lossy(k).into_owned()), v["symbol"].as_str().map(String::from));
+        assert_eq!(header(m, "schema").as_deref(), Some("market.tick/v1"));
+        assert_eq!(header(m, "provider").as_deref(), Some("polygon"));
+        assert_eq!(header(m, "conn_epoch").as_deref(), Some("1"));
+    }
+
+    let url = format!("http://{}/ready", s.producer.health);
+    let ready: Value = testkit::wait_for(Duration::from_secs(30), "/ready 200", || {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(&url).await.ok()?;
+            if r.status() != 200 {
+                return None;
+            }
+            serde_json::from_str::<Value>(&r.text().await.ok()?).ok()
+        }
+    })
+    .await;
+    assert_eq!(ready["sources"][0]["name"], "polygon");
+    assert!(!s.producer.log().contains(KEY), "the API key must never be logged");
+    drop(s.sim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_resubscribes_and_publishes_the_gap() {
+    let s = start(KEY, &[]).await;
+    wait_subscribed(&s.polygon, 1).await;
+    s.polygon.push(r#"[{"ev":"T","sym":"MSFT","x":12,"i":"1","p":100.5,"s":10,"t":1704205800000,"q":1}]"#);
+    testkit::consume(&s.topic, 1, Duration::from_secs(30));
+
+    s.polygon.drop_all();
+    // The producer reconnects, re-authenticates and resubscribes the whole set.
+    testkit::wait_for(Duration::from_secs(30), "a second auth", || {
+        let p = s.polygon.clone();
+        async move { (p.client_messages().iter().filter(|m| m.contains("\"auth\"")).count() == 2).then_some(()) }
+    })
+    .await;
+    wait_subscribed(&s.polygon, 1).await;
+    let subs: Vec<String> = s.polygon.client_messages().into_iter().filter(|m| m.contains("subscribe")).collect();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(subs[0], subs[1], "the full set is resubscribed");
+
+    let evs = wait_event(&s.events, EventKind::Gap, 4).await;
+    let gap = evs.iter().find(|e| e.kind == EventKind::Gap).unwrap();
+    let (from, to) = (gap.from.unwrap(), gap.to.unwrap());
+    assert!(from <= to, "{gap:?}");
+    assert!(to - from < chrono::Duration::seconds(30), "{gap:?}");
+    assert_eq!(gap.conn_epoch, Some(2));
+    let kinds: Vec<EventKind> = evs.iter().map(|e| e.kind).collect();
+    for k in [EventKind::Started, EventKind::Connected, EventKind::Disconnected] {
+        assert!(kinds.contains(&k), "{kinds:?}");
+    }
+
+    s.polygon.push(r#"[{"ev":"T","sym":"MSFT","x":12,"i":"2","p":100.6,"s":10,"t":1704205801000,"q":2}]"#);
+    let got = testkit::consume(&s.topic, 2, Duration::from_secs(30));
+    assert!(
+        got.iter().any(|m| header(m, "conn_epoch").as_deref() == Some("2")),
+        "records after the reconnect carry epoch 2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failure_exits_1_with_a_clear_message() {
+    let mut s = start("another-key", &[]).await;
+    let code = s.producer.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(1));
+    let log = s.producer.log();
+    assert!(log.contains("authentication failed") && log.contains("MARKET_API_KEY"), "{log}");
+    assert!(!log.contains(KEY), "the API key must never be logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_is_dead_lettered_and_the_stream_continues() {
+    let s = start(KEY, &[]).await;
+    wait_subscribed(&s.polygon, 1).await;
+    s.polygon.push("this is not json");
+    s.polygon.push(r#"[{"ev":"T","sym":"MSFT","p":"abc","s":1,"t":1704205800000}, {"ev":"T","sym":"MSFT","x":12,"p":101.0,"s":5,"t":1704205800001,"q":7}]"#);
+    s.polygon.push(r#"[{"ev":"T","sym":"MSFT","p":-3.0,"s":1,"t":1704205800002}]"#);
+    s.polygon.push(r#"[{"ev":"NOPE","sym":"MSFT"}]"#);
+    s.polygon.push_binary(&[0x5b, 0xff, 0xfe, 0x5d]);
+    s.polygon.push(r#"[{"ev":"T","sym":"AAPL","x":10,"p":150.0,"s":5,"t":1704205800003,"q":8}]"#);
+
+    let letters: Vec<DeadLetter> = testkit::consume(&s.dlq, 5, Duration::from_secs(30))
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect();
+    let reasons: Vec<&str> = letters.iter().map(|l| l.error.as_str()).collect();
+    assert!(reasons[0].contains("malformed frame"), "{reasons:?}");
+    assert_eq!(letters[0].raw, "this is not json");
+    assert!(reasons[1].contains("`p` is not a number"), "{reasons:?}");
+    assert!(reasons[2].contains("invalid `price`"), "{reasons:?}");
+    assert!(reasons[3].contains("unknown event type `NOPE`"), "{reasons:?}");
+    assert!(reasons[4].contains("not UTF-8"), "{reasons:?}");
+    assert_eq!((letters[4].raw_encoding.as_str(), letters[4].raw.as_str()), ("base64", "W//+XQ=="));
+
+    let good = testkit::consume(&s.topic, 2, Duration::from_secs(30));
+    let mut prices: Vec<f64> = good.iter().map(|m| value(m)["price"].as_f64().unwrap()).collect();
+    prices.sort_by(f64::total_cmp);
+    assert_eq!(prices, [101.0, 150.0], "valid events of the same frames went through");
+    assert_eq!(s.polygon.subscribed_connections(), 1, "no reconnect was needed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_feed_is_stale_and_reconnected() {
+    let s = start(KEY, &[("FINSTREAM__MARKET__STALE_AFTER_SECS", "2")]).await;
+    wait_subscribed(&s.polygon, 1).await;
+    let evs = wait_event(&s.events, EventKind::Disconnected, 3).await;
+    let d = evs.iter().find(|e| e.kind == EventKind::Disconnected).unwrap();
+    assert!(d.message.as_deref().unwrap_or("").contains("no data for"), "{d:?}");
+    testkit::wait_for(Duration::from_secs(30), "a second auth", || {
+        let p = s.polygon.clone();
+        async move { (p.client_messages().iter().filter(|m| m.contains("\"auth\"")).count() >= 2).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_refused_recorded_and_survived() {
+    let s = start(KEY, &[("FINSTREAM__MARKET__MAX_FRAME_BYTES", "2048")]).await;
+    wait_subscribed(&s.polygon, 1).await;
+    let big = format!(r#"[{{"ev":"T","sym":"MSFT","pad":"{}","p":1.0,"s":1,"t":1704205800000}}]"#, "x".repeat(4096));
+    s.polygon.push(&big);
+    let letters = testkit::consume(&s.dlq, 1, Duration::from_secs(30));
+    let l: DeadLetter = serde_json::from_slice(letters[0].payload().unwrap()).unwrap();
+    assert!(l.error.contains("larger than 2048 bytes"), "{l:?}");
+    wait_event(&s.events, EventKind::Gap, 4).await;
+    wait_subscribed(&s.polygon, 1).await;
+    s.polygon.push(r#"[{"ev":"T","sym":"MSFT","x":12,"p":100.5,"s":10,"t":1704205800000,"q":1}]"#);
+    testkit::consume(&s.topic, 1, Duration::from_secs(30));
+}

@@ -1,0 +1,276 @@
+//! Polygon.io / Massive real-time WebSocket simulator (providers.md §1), mounted at `/stocks`
+//! and `/crypto`.
+//!
+//! Speaks the real handshake: `connected` status on open, `{"action":"auth"}` →
+//! `auth_success` / `auth_failed` (then close), `auth_timeout` when no auth comes in time,
+//! `{"action":"subscribe","params":"T.AAPL,Q.AAPL"}` → one `subscribed to: …` ack per param. One
+//! connection per key: a new connection makes the oldest one receive `max_connections` and be
+//! closed. Every server message is a JSON array.
+//!
+//! Tests drive it through [`PolygonHandle`]: push frames to subscribed connections, drop them
+//! abruptly, send arbitrary bytes, or start the firehose (generated trades with per-symbol
+//! increasing sequence numbers).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+pub struct PolygonConfig {
+    /// The API key that authenticates.
+    pub api_key: String,
+    /// Time a client has to authenticate.
+    pub auth_timeout: Duration,
+    /// Connections allowed per key (the oldest is dropped beyond this).
+    pub max_connections: usize,
+}
+
+impl Default for PolygonConfig {
+    fn default() -> Self {
+        Self { api_key: "demo".into(), auth_timeout: Duration::from_secs(10), max_connections: 1 }
+    }
+}
+
+/// Firehose: generated trades for `symbols`, `events_per_frame` per frame, `frames_per_sec`
+/// (0 = as fast as the socket takes), `total` events then stop (0 = endless).
+#[derive(Debug, Clone)]
+pub struct Firehose {
+    /// Tickers to cycle through.
+    pub symbols: Vec<String>,
+    /// Events in each frame.
+    pub events_per_frame: usize,
+    /// Frame rate; 0 = unthrottled.
+    pub frames_per_sec: u64,
+    /// Events to send in all; 0 = endless.
+    pub total: u64,
+}
+
+enum Cmd {
+    Send(Message),
+    Drop,
+}
+
+struct Conn {
+    key: String,
+    opened: u64,
+    subscribed: Vec<String>,
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+#[derive(Default)]
+struct Shared {
+    conns: HashMap<u64, Conn>,
+    client_messages: Vec<String>,
+    firehose: Option<Firehose>,
+}
+
+/// Control of a running Polygon simulator. Cheap to clone.
+#[derive(Clone)]
+pub struct PolygonHandle {
+    cfg: Arc<PolygonConfig>,
+    shared: Arc<Mutex<Shared>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for PolygonHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolygonHandle").finish_non_exhaustive()
+    }
+}
+
+fn array(events: serde_json::Value) -> Message {
+    Message::Text(Utf8Bytes::from(events.to_string()))
+}
+
+fn status(status: &str, message: &str) -> Message {
+    array(json!([{"ev": "status", "status": status, "message": message}]))
+}
+
+impl PolygonHandle {
+    /// A simulator with `cfg`; mount [`PolygonHandle::router`].
+    pub fn new(cfg: PolygonConfig) -> Self {
+        Self { cfg: Arc::new(cfg), shared: Arc::default(), next_id: Arc::new(AtomicU64::new(1)) }
+    }
+
+    /// The routes: `GET /stocks` and `GET /crypto` (WebSocket upgrade).
+    pub fn router(&self) -> Router {
+        Router::new().route("/stocks", get(upgrade)).route("/crypto", get(upgrade)).with_state(self.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connections that completed a subscription.
+    pub fn subscribed_connections(&self) -> usize {
+        self.lock().conns.values().filter(|c| !c.subscribed.is_empty()).count()
+    }
+
+    /// Every message clients sent (auth, subscribe), oldest first.
+    pub fn client_messages(&self) -> Vec<String> {
+        self.lock().client_messages.clone()
+    }
+
+    /// Sends a text frame to every subscribed connection; returns how many got it.
+    pub fn push(&self, frame: &str) -> usize {
+        self.send_all(&Message::Text(Utf8Bytes::from(frame)))
+    }
+
+    /// Sends a binary frame to every subscribed connection.
+    pub fn push_binary(&self, bytes: &[u8]) -> usize {
+        self.send_all(&Message::Binary(bytes.to_vec().into()))
+    }
+
+    fn send_all(&self, m: &Message) -> usize {
+        self.lock()
+            .conns
+            .values()
+            .filter(|c| !c.subscribed.is_empty())
+            .filter(|c| c.tx.send(Cmd::Send(m.clone())).is_ok())
+            .count()
+    }
+
+    /// Sends a status message (e.g. `force_disconnect`) to every connection.
+    pub fn push_status(&self, status_name: &str, message: &str) {
+        for c in self.lock().conns.values() {
+            let _ = c.tx.send(Cmd::Send(status(status_name, message)));
+        }
+    }
+
+    /// Drops every connection without a close frame (a network failure, as seen by clients).
+    pub fn drop_all(&self) {
+        for c in self.lock().conns.values() {
+            let _ = c.tx.send(Cmd::Drop);
+        }
+    }
+
+    /// Starts (or replaces) the firehose on every subscribed connection, present and future.
+    pub fn firehose(&self, f: Firehose) {
+        self.lock().firehose = Some(f);
+    }
+}
+
+async fn upgrade(State(h): State<PolygonHandle>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| serve(socket, h))
+}
+
+async fn serve(socket: WebSocket, h: PolygonHandle) {
+    let id = h.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut cmds) = mpsc::unbounded_channel();
+    let (mut out, mut inp) = socket.split();
+    if out.send(status("connected", "Connected Successfully")).await.is_err() {
+        return;
+    }
+    let auth_deadline = tokio::time::sleep(h.cfg.auth_timeout);
+    tokio::pin!(auth_deadline);
+    let mut authed = false;
+    let mut seq: HashMap<String, u64> = HashMap::new();
+    let mut sent = 0u64;
+    let mut hose_tick = tokio::time::interval(Duration::from_millis(1));
+    loop {
+        let hose = if authed {
+            let s = h.lock();
+            s.conns.get(&id).filter(|c| !c.subscribed.is_empty()).and(s.firehose.clone())
+        } else {
+            None
+        };
+        tokio::select! {
+            msg = inp.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                let Message::Text(text) = msg else { continue };
+                h.lock().client_messages.push(text.to_string());
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let params = v["params"].as_str().unwrap_or_default().to_string();
+                match v["action"].as_str() {
+                    Some("auth") if params == h.cfg.api_key => {
+                        authed = true;
+                        register(&h, id, &params, tx.clone());
+                        if out.send(status("auth_success", "authenticated")).await.is_err() { break }
+                    }
+                    Some("auth") => {
+                        let _ = out.send(status("auth_failed", "authentication failed")).await;
+                        let _ = out.close().await;
+                        break;
+                    }
+                    Some("subscribe") if authed => {
+                        for p in params.split(',').filter(|p| !p.is_empty()) {
+                            if let Some(c) = h.lock().conns.get_mut(&id) { c.subscribed.push(p.to_string()); }
+                            if out.send(status("success", &format!("subscribed to: {p}"))).await.is_err() { break }
+                        }
+                    }
+                    Some(_) if !authed => {
+                        let refused = out.send(status("auth_required", "authentication required")).await;
+                        if refused.is_err() { break }
+                    }
+                    _ => {}
+                }
+            }
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Send(m)) => if out.send(m).await.is_err() { break },
+                Some(Cmd::Drop) | None => break,
+            },
+            () = &mut auth_deadline, if !authed => {
+                let _ = out.send(status("auth_timeout", "No authentication request received.")).await;
+                let _ = out.close().await;
+                break;
+            }
+            _ = hose_tick.tick(), if hose.is_some() => {
+                let Some(f) = hose else { continue };
+                if f.total > 0 && sent >= f.total { continue }
+                let frame = firehose_frame(&f, &mut seq, &mut sent);
+                if out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err() { break }
+                if let Some(us) = 1_000_000u64.checked_div(f.frames_per_sec) {
+                    tokio::time::sleep(Duration::from_micros(us)).await;
+                }
+            }
+        }
+    }
+    h.lock().conns.remove(&id);
+}
+
+/// Registers an authenticated connection, dropping the oldest of the key beyond the limit.
+fn register(h: &PolygonHandle, id: u64, key: &str, tx: mpsc::UnboundedSender<Cmd>) {
+    let mut s = h.lock();
+    s.conns.insert(id, Conn { key: key.into(), opened: id, subscribed: Vec::new(), tx });
+    let mut same: Vec<(u64, u64)> = s.conns.iter().filter(|(_, c)| c.key == key).map(|(i, c)| (c.opened, *i)).collect();
+    same.sort_unstable();
+    while same.len() > h.cfg.max_connections {
+        let (_, oldest) = same.remove(0);
+        if let Some(c) = s.conns.remove(&oldest) {
+            let _ =
+                c.tx.send(Cmd::Send(status("max_connections", "Maximum number of websocket connections exceeded.")));
+            let _ = c.tx.send(Cmd::Drop);
+        }
+    }
+}
+
+/// One firehose frame of trades, round-robin over the symbols.
+fn firehose_frame(f: &Firehose, seq: &mut HashMap<String, u64>, sent: &mut u64) -> String {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut events = Vec::with_capacity(f.events_per_frame);
+    for _ in 0..f.events_per_frame {
+        if f.total > 0 && *sent >= f.total {
+            break;
+        }
+        let sym = &f.symbols[usize::try_from(*sent).unwrap_or(0) % f.symbols.len().max(1)];
+        let q = seq.entry(sym.clone()).or_insert(0);
+        *q += 1;
+        let price = 100.0 + (*q % 1000) as f64 / 100.0;
+        events.push(
+            json!({"ev":"T","sym":sym,"x":12,"i":q.to_string(),"z":3,"p":price,"s":100,"c":[0,12],"t":now_ms,"q":*q}),
+        );
+        *sent += 1;
+    }
+    serde_json::Value::Array(events).to_string()
+}
