@@ -3,9 +3,10 @@
 #
 #   scripts/run-local.sh [all|market|news|social|sec|altdata]
 #
-# Credentials come from the environment or .env. Where one is missing, a placeholder `demo`
-# value is used so the producers start (demo mode); no source in this version contacts a
-# provider yet, so nothing is sent anywhere with it. Each producer gets its own ports:
+# Credentials come from the environment or .env. Without MARKET_API_KEY the market producer
+# streams from provider-sim's Polygon simulator on 127.0.0.1:$PROVIDER_SIM_PORT (demo mode:
+# generated trades). Other missing credentials get a placeholder `demo` value so those
+# producers start; they have no sources yet. Each producer gets its own ports:
 #   market 9101/8181, news 9102/8182, social 9103/8183, sec 9104/8184, altdata 9105/8185
 # (metrics/health). Logs: .local/run/<producer>.log, and prefixed on this terminal.
 # Ctrl-C stops the producers gracefully (Kafka keeps running: `make kafka-down`).
@@ -23,15 +24,22 @@ esac
 port=${KAFKA_PORT:-9092}
 export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:$port}
 
+sim_port=${PROVIDER_SIM_PORT:-9400}
+demo_market=0
+if [[ -z ${MARKET_API_KEY:-} ]]; then
+  demo_market=1
+  export MARKET_API_KEY=demo MARKET_PROVIDER=polygon MARKET_WS_URL=ws://127.0.0.1:$sim_port/stocks
+fi
 demo=()
-for var in MARKET_API_KEY NEWS_API_KEY ALPHAVANTAGE_API_KEY REDDIT_CLIENT_ID REDDIT_CLIENT_SECRET TWITTER_BEARER_TOKEN; do
+for var in NEWS_API_KEY ALPHAVANTAGE_API_KEY REDDIT_CLIENT_ID REDDIT_CLIENT_SECRET TWITTER_BEARER_TOKEN; do
   if [[ -z ${!var:-} ]]; then
     export "$var=demo"
     demo+=("$var")
   fi
 done
 export SEC_USER_AGENT=${SEC_USER_AGENT:-"FinStream ingest demo demo@example.com"}
-((${#demo[@]})) && echo "run-local: demo mode for ${demo[*]} (placeholder credentials)"
+((demo_market)) && echo "run-local: demo mode for market data: provider-sim on 127.0.0.1:$sim_port"
+((${#demo[@]})) && echo "run-local: placeholder credentials for ${demo[*]}"
 
 scripts/kafka.sh up
 cargo build --workspace --bins --quiet
@@ -45,6 +53,14 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+if ((demo_market)) && [[ " ${producers[*]} " == *" market "* ]]; then
+  symbols=$(awk '/^market:/{m=1} m && /^  symbols:/{gsub(/.*\[|\].*| /,""); print; exit}' configs/config.yaml)
+  setsid target/debug/provider-sim --listen "127.0.0.1:$sim_port" --polygon-key demo \
+    --firehose-symbols "${symbols:-AAPL,MSFT}" --firehose-fps 20 > >(trap "" INT; tee .local/run/provider-sim.log | sed -u "s/^/[sim] /") 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$sim_port") 2>/dev/null && break; sleep 0.1; done
+fi
+
 n=0
 for p in "${producers[@]}"; do
   case $p in market) n=1 ;; news) n=2 ;; social) n=3 ;; sec) n=4 ;; altdata) n=5 ;; esac
@@ -55,5 +71,6 @@ for p in "${producers[@]}"; do
   pids+=($!)
   echo "run-local: $p-producer  metrics http://127.0.0.1:910$n/metrics  ready http://127.0.0.1:818$n/ready"
 done
-echo "run-local: watch records with: kcat -b $KAFKA_BROKERS -C -t ingest.events -f '%k %s\\n'"
+echo "run-local: watch records with: kcat -b $KAFKA_BROKERS -C -t market.ticks.raw -f '%k %s\\n'"
+echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t ingest.events -f '%k %s\\n'"
 wait

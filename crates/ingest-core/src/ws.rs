@@ -5,8 +5,9 @@
 //! - reconnect with jittered exponential backoff that resets only after a connection stayed
 //!   healthy for `healthy_after`;
 //! - on every connection: a new connection epoch, [`WsSession::on_open`] (auth, subscribe), and a
-//!   `connected` event; after a disconnect, a `gap` event from the last data received before it
-//!   to the moment the new subscription is live, and the `producer_ws_gaps_total` counter;
+//!   `connected` event; after a disconnect (once a subscription had been live), a `gap` event
+//!   from the last data received before it to the moment the new subscription is live, and the
+//!   `producer_ws_gaps_total` counter;
 //! - WebSocket pings every `ping_interval`; a connection with no frame at all (pongs included)
 //!   for `dead_after` is dropped;
 //! - a staleness watchdog: subscribed but no data for `stale_after` → not ready, reconnect;
@@ -203,9 +204,11 @@ pub async fn run<S: WsSession>(session: &mut S, settings: &WsSettings, ctx: &Sou
     let gap_seconds = ctx.metrics.ws_gap_seconds.with_label_values(&[&provider]);
     let mut backoff = Backoff::new(settings.backoff);
     let mut epoch = 0u64;
-    // Start of the current gap: the last data received before a disconnect.
+    // Start of the current gap: the last data received before a disconnect. There is no gap
+    // before the first subscription: nothing was being missed yet.
     let mut gap_from: Option<DateTime<Utc>> = None;
     let mut last_data_at: Option<DateTime<Utc>> = None;
+    let mut ever_subscribed = false;
     let config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_frame_bytes))
         .max_frame_size(Some(settings.max_frame_bytes));
@@ -280,6 +283,7 @@ pub async fn run<S: WsSession>(session: &mut S, settings: &WsSettings, ctx: &Sou
                                 Step::Subscribed => {
                                     if conn.subscribed_at.is_none() {
                                         conn.subscribed_at = Some(now);
+                                        ever_subscribed = true;
                                         ctx.health.set_connected(true, format!("subscribed (epoch {epoch})"));
                                         ctx.health.mark_data();
                                         if let Some(from) = gap_from.take() {
@@ -333,7 +337,7 @@ pub async fn run<S: WsSession>(session: &mut S, settings: &WsSettings, ctx: &Sou
             }
         };
         // Disconnected (or never connected): the gap starts at the last data we received.
-        if gap_from.is_none() {
+        if ever_subscribed && gap_from.is_none() {
             gap_from = Some(last_data_at.unwrap_or_else(Utc::now));
         }
         session.on_transport_error(&ended);

@@ -1,11 +1,17 @@
-//! `provider-sim --listen 127.0.0.1:9400`: runs the simulator harness for demo mode and manual
-//! testing. Each provider's simulator is mounted here as it is implemented; `GET /_sim/requests`
-//! shows what the producers sent.
+//! `provider-sim`: the provider simulators on one port, for demo mode and manual testing.
+//!
+//! ```text
+//! provider-sim --listen 127.0.0.1:9400 --polygon-key demo --firehose-symbols AAPL,MSFT --firehose-fps 20
+//! ```
+//! Polygon/Massive WebSocket at `ws://<listen>/stocks` (and `/crypto`); `GET /_sim/requests`
+//! shows what clients sent.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use provider_sim::polygon::{Firehose, PolygonConfig, PolygonHandle};
 
 /// Local simulators of the data providers.
 #[derive(Debug, Parser)]
@@ -14,19 +20,52 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9400", env = "PROVIDER_SIM_LISTEN")]
     listen: SocketAddr,
+    /// API key the Polygon simulator accepts.
+    #[arg(long, default_value = "demo")]
+    polygon_key: String,
+    /// Stream generated trades for these symbols to subscribed Polygon clients (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    firehose_symbols: Vec<String>,
+    /// Firehose frames per second (0 = as fast as the client reads).
+    #[arg(long, default_value_t = 20)]
+    firehose_fps: u64,
+    /// Trades per firehose frame.
+    #[arg(long, default_value_t = 5)]
+    firehose_events_per_frame: usize,
+    /// Stop after this many trades per connection (0 = endless).
+    #[arg(long, default_value_t = 0)]
+    firehose_total: u64,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let sim = match provider_sim::Sim::start(cli.listen, axum::Router::new()).await {
+    let polygon = PolygonHandle::new(PolygonConfig {
+        api_key: cli.polygon_key.clone(),
+        auth_timeout: Duration::from_secs(10),
+        max_connections: 1,
+    });
+    if !cli.firehose_symbols.is_empty() {
+        polygon.firehose(Firehose {
+            symbols: cli.firehose_symbols.clone(),
+            events_per_frame: cli.firehose_events_per_frame,
+            frames_per_sec: cli.firehose_fps,
+            total: cli.firehose_total,
+        });
+    }
+    let sim = match provider_sim::Sim::start(cli.listen, polygon.router()).await {
         Ok(sim) => sim,
         Err(e) => {
             eprintln!("provider-sim: cannot listen on {}: {e}", cli.listen);
             return ExitCode::from(1);
         }
     };
-    eprintln!("provider-sim: listening on {} (request log: {}/_sim/requests)", sim.addr, sim.http_url());
+    eprintln!(
+        "provider-sim: listening on {} (polygon: ws://{}/stocks; request log: {}/_sim/requests)",
+        sim.addr,
+        sim.addr,
+        sim.http_url()
+    );
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut term) => {
             tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
