@@ -134,8 +134,9 @@ pub trait WsSession: Send {
     fn provider(&self) -> &str;
 
     /// A new connection is open (`epoch` counts connections from 1). Push the first messages
-    /// (auth, subscriptions) to `out`, or nothing if the server speaks first.
-    fn on_open(&mut self, epoch: u64, out: &mut Vec<String>);
+    /// (auth, subscriptions) to `out`, or nothing if the server speaks first. Return
+    /// [`Step::Subscribed`] for protocols without a subscription acknowledgement.
+    fn on_open(&mut self, epoch: u64, out: &mut Vec<String>) -> Step;
 
     /// One frame; replies go to `out`.
     fn on_frame(&mut self, frame: Frame<'_>, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step;
@@ -242,7 +243,7 @@ pub async fn run<S: WsSession>(session: &mut S, settings: &WsSettings, ctx: &Sou
                     ..IngestEvent::new(&ctx.producer, &provider, EventKind::Connected)
                 });
                 out.clear();
-                session.on_open(epoch, &mut out);
+                let mut pending = Some(session.on_open(epoch, &mut out));
                 let mut conn = Conn {
                     opened: Instant::now(),
                     last_frame: Instant::now(),
@@ -258,20 +259,30 @@ pub async fn run<S: WsSession>(session: &mut S, settings: &WsSettings, ctx: &Sou
                     }
                     let tick = conn.next_deadline(settings);
                     tokio::select! {
-                        msg = ws.next() => {
+                        // The step of on_open first (without reading), then frames.
+                        msg = async { match pending.take() { Some(step) => Err(step), None => Ok(ws.next().await) } } => {
                             let now = Instant::now();
-                            conn.last_frame = now;
                             let received_at = Utc::now();
                             let step = match msg {
-                                Some(Ok(Message::Text(t))) => session.on_frame(Frame::Text(t.as_str()), received_at, &mut out),
-                                Some(Ok(Message::Binary(b))) => session.on_frame(Frame::Binary(&b), received_at, &mut out),
-                                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Step::Continue,
-                                Some(Ok(Message::Close(frame))) => {
+                                Err(from_open) => from_open,
+                                Ok(Some(Ok(Message::Text(t)))) => {
+                                    conn.last_frame = now;
+                                    session.on_frame(Frame::Text(t.as_str()), received_at, &mut out)
+                                }
+                                Ok(Some(Ok(Message::Binary(b)))) => {
+                                    conn.last_frame = now;
+                                    session.on_frame(Frame::Binary(&b), received_at, &mut out)
+                                }
+                                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
+                                    conn.last_frame = now;
+                                    Step::Continue
+                                }
+                                Ok(Some(Ok(Message::Close(frame)))) => {
                                     let why = frame.map_or_else(|| "no close frame".to_string(), |f| format!("code {}: {}", u16::from(f.code), f.reason));
                                     break 'conn WsError::Closed(why);
                                 }
-                                Some(Err(e)) => break 'conn classify(e, settings.max_frame_bytes),
-                                None => break 'conn WsError::Closed("stream ended".into()),
+                                Ok(Some(Err(e))) => break 'conn classify(e, settings.max_frame_bytes),
+                                Ok(None) => break 'conn WsError::Closed("stream ended".into()),
                             };
                             match step {
                                 Step::Continue => {}

@@ -146,8 +146,16 @@ impl MarketConfig {
     /// The WebSocket settings of this config.
     pub(crate) fn ws_settings(&self) -> ingest_core::ws::WsSettings {
         use std::time::Duration;
+        // Finnhub takes the token in the query; the runner never logs the query.
+        let url = match self.provider {
+            MarketProvider::Finnhub => {
+                let sep = if self.ws_url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}token={}", self.ws_url, self.api_key.expose())
+            }
+            _ => self.ws_url.clone(),
+        };
         ingest_core::ws::WsSettings {
-            url: self.ws_url.clone(),
+            url,
             max_frame_bytes: self.max_frame_bytes,
             ping_interval: Duration::from_secs(self.ping_interval_secs),
             dead_after: Duration::from_secs(self.dead_after_secs),

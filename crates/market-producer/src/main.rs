@@ -8,6 +8,7 @@ mod book;
 mod config;
 mod emit;
 mod exchanges;
+mod finnhub;
 mod frame;
 mod polygon;
 mod source;
@@ -29,10 +30,13 @@ const SPEC: ProducerSpec = ProducerSpec {
 
 fn main() -> ExitCode {
     ingest_core::main::<config::MarketConfig, NoArgs, _>(SPEC, |cfg, _| {
-        if cfg.section.provider != MarketProvider::Polygon {
+        if cfg.section.provider == MarketProvider::Alpaca {
             return Err(ConfigError::key(
                 "market.provider",
-                format!("{} is not implemented in this version (polygon is)", cfg.section.provider.label()),
+                format!(
+                    "{} is not implemented in this version (polygon and finnhub are)",
+                    cfg.section.provider.label()
+                ),
             ));
         }
         let source: Box<dyn Source> = Box::new(source::MarketSource::new(cfg.section.clone()));

@@ -7,6 +7,7 @@ use ingest_core::source::{FatalError, Source, SourceCtx};
 
 use crate::config::{MarketConfig, MarketProvider};
 use crate::emit::Emitter;
+use crate::finnhub::FinnhubSession;
 use crate::polygon::PolygonSession;
 
 /// Bound of the per-symbol quote book (a wildcard subscription cannot grow it without limit).
@@ -40,6 +41,10 @@ impl Source for MarketSource {
             match self.cfg.provider {
                 MarketProvider::Polygon => {
                     let mut session = PolygonSession::new(self.cfg.api_key.clone(), self.cfg.polygon_params(), emit);
+                    ingest_core::ws::run(&mut session, &settings, &ctx).await
+                }
+                MarketProvider::Finnhub => {
+                    let mut session = FinnhubSession::new(self.cfg.symbols.clone(), emit);
                     ingest_core::ws::run(&mut session, &settings, &ctx).await
                 }
                 other => Err(FatalError {

@@ -131,11 +131,12 @@ impl WsSession for PolygonSession {
         normalize::PROVIDER
     }
 
-    fn on_open(&mut self, epoch: u64, _out: &mut Vec<String>) {
+    fn on_open(&mut self, epoch: u64, _out: &mut Vec<String>) -> Step {
         // The server speaks first ("connected"); auth follows it.
         self.state = State::AwaitConnected;
         self.acks = 0;
         self.emit.set_epoch(epoch);
+        Step::Continue
     }
 
     fn on_frame(&mut self, frame: Frame<'_>, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step {

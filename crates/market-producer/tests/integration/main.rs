@@ -3,4 +3,6 @@
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
 mod cli;
+mod common;
+mod finnhub;
 mod polygon;

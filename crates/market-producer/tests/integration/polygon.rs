@@ -2,15 +2,16 @@
 //! 127.0.0.1:0, and the real local Kafka, checked with an independent consumer.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ingest_core::kafka::admin::TopicToCreate;
-use ingest_core::record::{DeadLetter, EventKind, IngestEvent};
+use ingest_core::record::{DeadLetter, EventKind};
 use ingest_core::testkit::{self, ProducerProcess, header};
 use provider_sim::Sim;
 use provider_sim::polygon::{PolygonConfig, PolygonHandle};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 use serde_json::Value;
+
+use crate::common::{Topics, value, wait_event};
 
 const KEY: &str = "pk-test-0123456789";
 
@@ -25,14 +26,7 @@ struct Setup {
 
 /// Unique topics, a simulator and a producer subscribed to MSFT and AAPL trades and quotes.
 async fn start(key_in_sim: &str, extra_env: &[(&str, &str)]) -> Setup {
-    let stem = testkit::unique_topic("market");
-    let (topic, dlq, events) = (format!("{stem}.raw"), format!("{stem}.dlq"), format!("{stem}.events"));
-    testkit::create_topics(&[
-        TopicToCreate::new(&topic, 4),
-        TopicToCreate::new(&dlq, 1),
-        TopicToCreate::new(&events, 1),
-    ])
-    .await;
+    let Topics { topic, dlq, events } = Topics::create().await;
     let polygon = PolygonHandle::new(PolygonConfig { api_key: key_in_sim.into(), ..PolygonConfig::default() });
     let sim = Sim::start("127.0.0.1:0".parse().unwrap(), polygon.router()).await.unwrap();
     let url = format!("ws://{}/stocks", sim.addr);
@@ -61,32 +55,6 @@ async fn wait_subscribed(p: &PolygonHandle, n: usize) {
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/polygon").join(name)).unwrap()
-}
-
-fn value(m: &OwnedMessage) -> Value {
-    serde_json::from_slice(m.payload().unwrap()).unwrap()
-}
-
-fn events_of(topic: &str, n: usize) -> Vec<IngestEvent> {
-    testkit::consume(topic, n, Duration::from_secs(30))
-        .iter()
-        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
-        .collect()
-}
-
-/// Waits until the events topic holds an event of `kind` (and returns all events so far).
-async fn wait_event(topic: &str, kind: EventKind, min_total: usize) -> Vec<IngestEvent> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut n = min_total;
-    loop {
-        let evs = events_of(topic, n);
-        if evs.iter().any(|e| e.kind == kind) {
-            return evs;
-        }
-        assert!(Instant::now() < deadline, "no {kind:?} event in {evs:#?}");
-        n = evs.len() + 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
