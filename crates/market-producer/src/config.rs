@@ -108,6 +108,9 @@ impl Section for MarketConfig {
             require_secret("market.api_secret", &self.api_secret, "Alpaca needs a key id and a secret key")?;
         }
         require_symbols("market.symbols", &self.symbols, false)?;
+        if self.provider == MarketProvider::Alpaca && self.channels.contains(&Channel::SecondBars) {
+            return Err(ConfigError::key("market.channels", "Alpaca has no second bars (trades, quotes, minute_bars)"));
+        }
         if self.channels.is_empty() {
             return Err(ConfigError::key(
                 "market.channels",

@@ -47,7 +47,6 @@ pub(crate) fn by_polygon_id(id: i64) -> Option<Venue> {
 }
 
 /// The venue of a participant code (Alpaca's `x`).
-#[cfg_attr(not(test), expect(dead_code, reason = "used once the Alpaca session lands"))]
 pub(crate) fn by_participant(code: &str) -> Option<Venue> {
     match code.as_bytes() {
         [c] => VENUES

@@ -4,6 +4,7 @@
 //! This binary is thin: it parses the CLI and config and hands its sources to
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
 
+mod alpaca;
 mod book;
 mod config;
 mod emit;
@@ -16,11 +17,8 @@ mod source;
 use std::process::ExitCode;
 
 use ingest_core::ProducerSpec;
-use ingest_core::config::ConfigError;
 use ingest_core::runtime::NoArgs;
 use ingest_core::source::Source;
-
-use crate::config::MarketProvider;
 
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
@@ -30,15 +28,6 @@ const SPEC: ProducerSpec = ProducerSpec {
 
 fn main() -> ExitCode {
     ingest_core::main::<config::MarketConfig, NoArgs, _>(SPEC, |cfg, _| {
-        if cfg.section.provider == MarketProvider::Alpaca {
-            return Err(ConfigError::key(
-                "market.provider",
-                format!(
-                    "{} is not implemented in this version (polygon and finnhub are)",
-                    cfg.section.provider.label()
-                ),
-            ));
-        }
         let source: Box<dyn Source> = Box::new(source::MarketSource::new(cfg.section.clone()));
         Ok(vec![source])
     })

@@ -5,7 +5,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use ingest_core::source::{FatalError, Source, SourceCtx};
 
-use crate::config::{MarketConfig, MarketProvider};
+use crate::alpaca::AlpacaSession;
+use crate::config::{Channel, MarketConfig, MarketProvider};
 use crate::emit::Emitter;
 use crate::finnhub::FinnhubSession;
 use crate::polygon::PolygonSession;
@@ -47,10 +48,18 @@ impl Source for MarketSource {
                     let mut session = FinnhubSession::new(self.cfg.symbols.clone(), emit);
                     ingest_core::ws::run(&mut session, &settings, &ctx).await
                 }
-                other => Err(FatalError {
-                    source_name: other.label().into(),
-                    message: format!("the {} source is not implemented in this version", other.label()),
-                }),
+                MarketProvider::Alpaca => {
+                    let with =
+                        |c: Channel| if self.cfg.channels.contains(&c) { self.cfg.symbols.clone() } else { Vec::new() };
+                    let subscribe = crate::alpaca::wire::subscribe(
+                        &with(Channel::Trades),
+                        &with(Channel::Quotes),
+                        &with(Channel::MinuteBars),
+                    );
+                    let mut session =
+                        AlpacaSession::new(self.cfg.api_key.clone(), self.cfg.api_secret.clone(), subscribe, emit);
+                    ingest_core::ws::run(&mut session, &settings, &ctx).await
+                }
             }
         })
     }

@@ -8,6 +8,7 @@
 //! simulators themselves are axum routers mounted with [`Sim::start`]; the harness adds
 //! `GET /_sim/health` and `GET /_sim/requests`.
 
+pub mod alpaca;
 pub mod finnhub;
 pub mod polygon;
 

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
+mod alpaca;
 mod cli;
 mod common;
 mod finnhub;
