@@ -73,6 +73,10 @@ pub(crate) struct MarketConfig {
     pub(crate) reconnect_max_secs: u64,
     /// A connection subscribed this long resets the reconnect backoff.
     pub(crate) healthy_after_secs: u64,
+    /// This replica's index, `0..replica_count` (`REPLICA_INDEX`, e.g. a StatefulSet ordinal).
+    pub(crate) replica_index: u32,
+    /// Replicas sharing `symbols` (`REPLICA_COUNT`); each streams its own deterministic share.
+    pub(crate) replica_count: u32,
 }
 
 impl Default for MarketConfig {
@@ -92,6 +96,8 @@ impl Default for MarketConfig {
             reconnect_base_ms: 250,
             reconnect_max_secs: 30,
             healthy_after_secs: 30,
+            replica_index: 0,
+            replica_count: 1,
         }
     }
 }
@@ -138,6 +144,27 @@ impl Section for MarketConfig {
                 return Err(ConfigError::key(key, "must be positive"));
             }
         }
+        if self.replica_count == 0 {
+            return Err(ConfigError::key("market.replica_count", "must be at least 1 (REPLICA_COUNT)"));
+        }
+        if self.replica_index >= self.replica_count {
+            return Err(ConfigError::key(
+                "market.replica_index",
+                format!("must be below market.replica_count ({}) (REPLICA_INDEX)", self.replica_count),
+            ));
+        }
+        if self.replica_count > 1 && self.symbols.iter().any(|s| s.contains('*')) {
+            return Err(ConfigError::key("market.symbols", "a wildcard cannot be sharded across replicas"));
+        }
+        if self.shard().is_empty() {
+            return Err(ConfigError::key(
+                "market.replica_index",
+                format!(
+                    "replica {} of {} owns none of market.symbols; use fewer replicas",
+                    self.replica_index, self.replica_count
+                ),
+            ));
+        }
         if self.dead_after_secs <= self.ping_interval_secs {
             return Err(ConfigError::key("market.dead_after_secs", "must be longer than market.ping_interval_secs"));
         }
@@ -146,6 +173,11 @@ impl Section for MarketConfig {
 }
 
 impl MarketConfig {
+    /// The symbols this replica streams (all of them with one replica).
+    pub(crate) fn shard(&self) -> Vec<String> {
+        crate::shard::select(&self.symbols, self.replica_index, self.replica_count)
+    }
+
     /// The WebSocket settings of this config.
     pub(crate) fn ws_settings(&self) -> ingest_core::ws::WsSettings {
         use std::time::Duration;
@@ -179,7 +211,7 @@ impl MarketConfig {
     pub(crate) fn polygon_params(&self) -> String {
         let crypto = self.ws_url.trim_end_matches('/').ends_with("/crypto");
         let mut out = String::new();
-        for s in &self.symbols {
+        for s in &self.shard() {
             for c in &self.channels {
                 let prefix = match (c, crypto) {
                     (Channel::Trades, false) => "T",

@@ -12,6 +12,7 @@ mod exchanges;
 mod finnhub;
 mod frame;
 mod polygon;
+mod shard;
 mod source;
 
 use std::process::ExitCode;

@@ -45,12 +45,11 @@ impl Source for MarketSource {
                     ingest_core::ws::run(&mut session, &settings, &ctx).await
                 }
                 MarketProvider::Finnhub => {
-                    let mut session = FinnhubSession::new(self.cfg.symbols.clone(), emit);
+                    let mut session = FinnhubSession::new(self.cfg.shard(), emit);
                     ingest_core::ws::run(&mut session, &settings, &ctx).await
                 }
                 MarketProvider::Alpaca => {
-                    let with =
-                        |c: Channel| if self.cfg.channels.contains(&c) { self.cfg.symbols.clone() } else { Vec::new() };
+                    let with = |c: Channel| if self.cfg.channels.contains(&c) { self.cfg.shard() } else { Vec::new() };
                     let subscribe = crate::alpaca::wire::subscribe(
                         &with(Channel::Trades),
                         &with(Channel::Quotes),

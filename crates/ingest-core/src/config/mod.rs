@@ -43,6 +43,8 @@ pub const SEED_ENV: &[(&str, &str)] = &[
     ("MARKET_PROVIDER", "market.provider"),
     ("MARKET_API_SECRET", "market.api_secret"),
     ("SEC_USER_AGENT", "sec.user_agent"),
+    ("REPLICA_INDEX", "market.replica_index"),
+    ("REPLICA_COUNT", "market.replica_count"),
 ];
 
 /// Prefix of the generic overrides: `FINSTREAM__KAFKA__LINGER_MS` sets `kafka.linger_ms`.

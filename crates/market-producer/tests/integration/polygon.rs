@@ -223,3 +223,39 @@ async fn an_oversized_frame_is_refused_recorded_and_survived() {
     s.polygon.push(r#"[{"ev":"T","sym":"MSFT","x":12,"p":100.5,"s":10,"t":1704205800000,"q":1}]"#);
     testkit::consume(&s.topic, 1, Duration::from_secs(30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_cover_each_symbol_exactly_once() {
+    let polygon =
+        PolygonHandle::new(PolygonConfig { api_key: KEY.into(), max_connections: 2, ..PolygonConfig::default() });
+    let sim = Sim::start("127.0.0.1:0".parse().unwrap(), polygon.router()).await.unwrap();
+    let url = format!("ws://{}/stocks", sim.addr);
+    let symbols = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,SPY,QQQ,IWM";
+    let spawn = |index: &str| {
+        ProducerProcess::spawn(
+            Path::new(env!("CARGO_BIN_EXE_market-producer")),
+            &[
+                ("MARKET_API_KEY", KEY),
+                ("MARKET_WS_URL", &url),
+                ("FINSTREAM__MARKET__SYMBOLS", symbols),
+                ("FINSTREAM__MARKET__CHANNELS", "trades"),
+                ("REPLICA_COUNT", "2"),
+                ("REPLICA_INDEX", index),
+            ],
+        )
+    };
+    let (_a, _b) = (spawn("0"), spawn("1"));
+    wait_subscribed(&polygon, 2).await;
+    let mut got: Vec<String> = polygon
+        .client_messages()
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(m).ok())
+        .filter(|v| v["action"] == "subscribe")
+        .flat_map(|v| v["params"].as_str().unwrap().split(',').map(String::from).collect::<Vec<_>>())
+        .collect();
+    assert!(got.len() < 2 * 10, "each replica subscribed only its share");
+    got.sort();
+    let mut want: Vec<String> = symbols.split(',').map(|s| format!("T.{s}")).collect();
+    want.sort();
+    assert_eq!(got, want, "together exactly the whole set, no symbol twice");
+}
