@@ -326,6 +326,9 @@ struct Supervised {
 async fn supervise(mut s: Supervised) -> Result<(), RunError> {
     let mut failure: Option<String> = None;
     let mut reason = "shutdown requested".to_string();
+    // A producer whose sources all finished (a replay) stops by itself; one that never had a
+    // source runs until it is told to stop.
+    let had_sources = !s.running.is_empty();
     loop {
         tokio::select! {
             () = s.shutdown.cancelled() => break,
@@ -342,7 +345,13 @@ async fn supervise(mut s: Supervised) -> Result<(), RunError> {
                     failure = Some(e.to_string());
                     break;
                 }
-                Ok((name, Ok(()))) => tracing::warn!(source = %name, "source ended on its own"),
+                Ok((name, Ok(()))) => {
+                    tracing::info!(source = %name, "source finished");
+                    if had_sources && s.running.is_empty() {
+                        reason = "all sources finished".into();
+                        break;
+                    }
+                }
                 Err(e) => {
                     s.health.set_fatal(format!("a source panicked: {e}"));
                     failure = Some(format!("a source panicked: {e}"));

@@ -284,9 +284,15 @@ impl ProducerProcess {
     /// Starts `bin` from the workspace root with OS-assigned telemetry ports, the local Kafka
     /// and `env`; waits (up to 30 s) until it logged that it started.
     pub fn spawn(bin: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with_args(bin, &[], env)
+    }
+
+    /// As [`ProducerProcess::spawn`], with command-line arguments.
+    pub fn spawn_with_args(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::{BufRead, BufReader};
         let mut cmd = Command::new(bin);
-        cmd.current_dir(workspace_root())
+        cmd.args(args)
+            .current_dir(workspace_root())
             .env_remove("FINSTREAM_CONFIG")
             .env("FINSTREAM__TELEMETRY__METRICS_ADDR", "127.0.0.1:0")
             .env("FINSTREAM__TELEMETRY__HEALTH_ADDR", "127.0.0.1:0")

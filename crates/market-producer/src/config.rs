@@ -204,6 +204,7 @@ impl MarketConfig {
                 jitter: 0.5,
             },
             healthy_after: Duration::from_secs(self.healthy_after_secs),
+            record_to: None,
         }
     }
 

@@ -12,14 +12,32 @@ mod exchanges;
 mod finnhub;
 mod frame;
 mod polygon;
+mod replay;
 mod shard;
 mod source;
 
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+
 use ingest_core::ProducerSpec;
-use ingest_core::runtime::NoArgs;
 use ingest_core::source::Source;
+
+use crate::replay::{ReplaySource, Speed};
+
+/// market-producer's own flags.
+#[derive(Debug, Clone, clap::Args)]
+struct MarketArgs {
+    /// Record every frame received, with its receive time, to FILE (JSON Lines).
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    record: Option<PathBuf>,
+    /// Feed the recording FILE through the pipeline instead of connecting; stop when done.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// Replay pace: a factor of the recorded rate (1 = real time) or `max`.
+    #[arg(long, value_name = "X|max", default_value = "max", requires = "replay")]
+    speed: Speed,
+}
 
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
@@ -28,8 +46,11 @@ const SPEC: ProducerSpec = ProducerSpec {
 };
 
 fn main() -> ExitCode {
-    ingest_core::main::<config::MarketConfig, NoArgs, _>(SPEC, |cfg, _| {
-        let source: Box<dyn Source> = Box::new(source::MarketSource::new(cfg.section.clone()));
+    ingest_core::main::<config::MarketConfig, MarketArgs, _>(SPEC, |cfg, args| {
+        let source: Box<dyn Source> = match &args.replay {
+            Some(path) => Box::new(ReplaySource::new(cfg.section.clone(), path.clone(), args.speed)),
+            None => Box::new(source::MarketSource::new(cfg.section.clone(), args.record.clone())),
+        };
         Ok(vec![source])
     })
 }

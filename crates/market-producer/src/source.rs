@@ -6,7 +6,9 @@ use futures::future::BoxFuture;
 use ingest_core::source::{FatalError, Source, SourceCtx};
 
 use crate::alpaca::AlpacaSession;
-use crate::config::{Channel, MarketConfig, MarketProvider};
+use ingest_core::ws::WsSession;
+
+use crate::config::{Channel, MarketConfig};
 use crate::emit::Emitter;
 use crate::finnhub::FinnhubSession;
 use crate::polygon::PolygonSession;
@@ -14,15 +16,16 @@ use crate::polygon::PolygonSession;
 /// Bound of the per-symbol quote book (a wildcard subscription cannot grow it without limit).
 const MAX_BOOK_SYMBOLS: usize = 100_000;
 
-/// Streams from `cfg.provider`.
+/// Streams from `cfg.provider`, optionally recording every frame.
 #[derive(Debug)]
 pub(crate) struct MarketSource {
     cfg: MarketConfig,
+    record_to: Option<std::path::PathBuf>,
 }
 
 impl MarketSource {
-    pub(crate) fn new(cfg: MarketConfig) -> Self {
-        Self { cfg }
+    pub(crate) fn new(cfg: MarketConfig, record_to: Option<std::path::PathBuf>) -> Self {
+        Self { cfg, record_to }
     }
 }
 
@@ -37,29 +40,31 @@ impl Source for MarketSource {
 
     fn run(self: Box<Self>, ctx: SourceCtx) -> BoxFuture<'static, Result<(), FatalError>> {
         Box::pin(async move {
-            let settings = self.cfg.ws_settings();
-            let emit = Emitter::new(&ctx, self.cfg.provider.label(), MAX_BOOK_SYMBOLS);
-            match self.cfg.provider {
-                MarketProvider::Polygon => {
-                    let mut session = PolygonSession::new(self.cfg.api_key.clone(), self.cfg.polygon_params(), emit);
-                    ingest_core::ws::run(&mut session, &settings, &ctx).await
-                }
-                MarketProvider::Finnhub => {
-                    let mut session = FinnhubSession::new(self.cfg.shard(), emit);
-                    ingest_core::ws::run(&mut session, &settings, &ctx).await
-                }
-                MarketProvider::Alpaca => {
-                    let with = |c: Channel| if self.cfg.channels.contains(&c) { self.cfg.shard() } else { Vec::new() };
-                    let subscribe = crate::alpaca::wire::subscribe(
-                        &with(Channel::Trades),
-                        &with(Channel::Quotes),
-                        &with(Channel::MinuteBars),
-                    );
-                    let mut session =
-                        AlpacaSession::new(self.cfg.api_key.clone(), self.cfg.api_secret.clone(), subscribe, emit);
-                    ingest_core::ws::run(&mut session, &settings, &ctx).await
-                }
-            }
+            let mut settings = self.cfg.ws_settings();
+            settings.record_to = self.record_to.clone();
+            let label = self.cfg.provider.label();
+            let mut session = session_for(label, &self.cfg, &ctx)
+                .ok_or_else(|| FatalError { source_name: label.into(), message: "unknown provider".into() })?;
+            ingest_core::ws::run(session.as_mut(), &settings, &ctx).await
         })
     }
+}
+
+/// The protocol session of `provider` (`polygon`, `alpaca`, `finnhub`), sending through `ctx`.
+pub(crate) fn session_for(provider: &str, cfg: &MarketConfig, ctx: &SourceCtx) -> Option<Box<dyn WsSession>> {
+    let emit = Emitter::new(ctx, provider, MAX_BOOK_SYMBOLS);
+    Some(match provider {
+        "polygon" => Box::new(PolygonSession::new(cfg.api_key.clone(), cfg.polygon_params(), emit)),
+        "finnhub" => Box::new(FinnhubSession::new(cfg.shard(), emit)),
+        "alpaca" => {
+            let with = |c: Channel| if cfg.channels.contains(&c) { cfg.shard() } else { Vec::new() };
+            let subscribe = crate::alpaca::wire::subscribe(
+                &with(Channel::Trades),
+                &with(Channel::Quotes),
+                &with(Channel::MinuteBars),
+            );
+            Box::new(AlpacaSession::new(cfg.api_key.clone(), cfg.api_secret.clone(), subscribe, emit))
+        }
+        _ => return None,
+    })
 }

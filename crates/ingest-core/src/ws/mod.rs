@@ -27,6 +27,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+pub mod recording;
+
 use crate::record::{EventKind, IngestEvent};
 use crate::resilience::{Backoff, BackoffConfig};
 use crate::source::{FatalError, SourceCtx};
@@ -53,6 +55,8 @@ pub struct WsSettings {
     pub backoff: BackoffConfig,
     /// A connection that stayed subscribed this long resets the backoff.
     pub healthy_after: Duration,
+    /// Record every data frame received to this file (see [`recording`]).
+    pub record_to: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for WsSettings {
@@ -89,6 +93,7 @@ impl Default for WsSettings {
                 jitter: 0.5,
             },
             healthy_after: Duration::from_secs(30),
+            record_to: None,
         }
     }
 }
@@ -197,7 +202,11 @@ fn classify(e: tungstenite::Error, limit: usize) -> WsError {
 }
 
 /// Runs `session` until shutdown (`Ok`) or a fatal condition (`Err`).
-pub async fn run<S: WsSession>(session: &mut S, settings: &WsSettings, ctx: &SourceCtx) -> Result<(), FatalError> {
+pub async fn run<S: WsSession + ?Sized>(
+    session: &mut S,
+    settings: &WsSettings,
+    ctx: &SourceCtx,
+) -> Result<(), FatalError> {
     let provider = session.provider().to_string();
     let fatal = |message: String| FatalError { source_name: provider.clone(), message };
     let reconnects = ctx.metrics.ws_reconnects.with_label_values(&[&provider]);
@@ -214,6 +223,13 @@ pub async fn run<S: WsSession>(session: &mut S, settings: &WsSettings, ctx: &Sou
         .max_message_size(Some(settings.max_frame_bytes))
         .max_frame_size(Some(settings.max_frame_bytes));
     let mut out = Vec::new();
+    let mut recorder = match &settings.record_to {
+        Some(path) => Some(
+            recording::Recorder::create(path, &provider)
+                .map_err(|e| fatal(format!("cannot create the recording {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
     loop {
         if ctx.shutdown.is_cancelled() {
             return Ok(());
@@ -267,10 +283,12 @@ pub async fn run<S: WsSession>(session: &mut S, settings: &WsSettings, ctx: &Sou
                                 Err(from_open) => from_open,
                                 Ok(Some(Ok(Message::Text(t)))) => {
                                     conn.last_frame = now;
+                                    recording::record(&mut recorder, Frame::Text(t.as_str()), received_at, epoch);
                                     session.on_frame(Frame::Text(t.as_str()), received_at, &mut out)
                                 }
                                 Ok(Some(Ok(Message::Binary(b)))) => {
                                     conn.last_frame = now;
+                                    recording::record(&mut recorder, Frame::Binary(&b), received_at, epoch);
                                     session.on_frame(Frame::Binary(&b), received_at, &mut out)
                                 }
                                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
