@@ -6,13 +6,13 @@ use std::collections::HashMap;
 /// allocates its key once. Bounded: past `max_symbols` the book is cleared (a wildcard
 /// subscription cannot grow it without limit); trades then carry no quote until the next one.
 #[derive(Debug)]
-pub(crate) struct QuoteBook {
+pub struct QuoteBook {
     quotes: HashMap<Box<str>, (f64, f64)>,
     max_symbols: usize,
 }
 
 impl QuoteBook {
-    pub(crate) fn new(max_symbols: usize) -> Self {
+    pub fn new(max_symbols: usize) -> Self {
         Self { quotes: HashMap::with_capacity(max_symbols.min(4096)), max_symbols }
     }
 

@@ -44,7 +44,7 @@ pub(crate) enum Channel {
 /// `market:`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct MarketConfig {
+pub struct MarketConfig {
     /// `polygon`, `alpaca` or `finnhub` (`MARKET_PROVIDER`).
     pub(crate) provider: MarketProvider,
     /// WebSocket URL (`MARKET_WS_URL`).

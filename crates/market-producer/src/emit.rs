@@ -10,8 +10,6 @@ use ingest_core::telemetry::metrics::REASON_SHUTDOWN;
 use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
-use crate::book::QuoteBook;
-
 /// Sends a session's ticks. When librdkafka's queue is full the WebSocket reader waits here
 /// (librdkafka drains on its own thread, so this cannot deadlock) and TCP pushes back on the
 /// provider: the "block the source" policy. Only shutdown ends a wait early, and a tick given
@@ -22,21 +20,13 @@ pub(crate) struct Emitter {
     route: Route,
     shutdown: CancellationToken,
     unsent: IntCounter,
-    /// Latest bid/ask per symbol.
-    pub(crate) book: QuoteBook,
 }
 
 impl Emitter {
-    pub(crate) fn new(ctx: &SourceCtx, provider: &str, max_symbols: usize) -> Self {
+    pub(crate) fn new(ctx: &SourceCtx, provider: &str) -> Self {
         let route = ctx.sink.route::<MarketTick<'_>>(provider);
         let unsent = ctx.metrics.messages_failed.with_label_values(&[provider, route.topic(), REASON_SHUTDOWN]);
-        Self {
-            sink: ctx.sink.clone(),
-            route,
-            shutdown: ctx.shutdown.clone(),
-            unsent,
-            book: QuoteBook::new(max_symbols),
-        }
+        Self { sink: ctx.sink.clone(), route, shutdown: ctx.shutdown.clone(), unsent }
     }
 
     /// Tags the following records with the connection epoch.

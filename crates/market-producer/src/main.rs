@@ -4,26 +4,18 @@
 //! This binary is thin: it parses the CLI and config and hands its sources to
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
 
-mod alpaca;
-mod book;
-mod config;
-mod emit;
-mod exchanges;
-mod finnhub;
-mod frame;
-mod polygon;
-mod replay;
-mod shard;
-mod source;
-
-use std::process::ExitCode;
-
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use ingest_core::ProducerSpec;
 use ingest_core::source::Source;
+use market_producer::{MarketConfig, MarketSource, ReplaySource, Speed};
 
-use crate::replay::{ReplaySource, Speed};
+const SPEC: ProducerSpec = ProducerSpec {
+    name: env!("CARGO_PKG_NAME"),
+    version: env!("CARGO_PKG_VERSION"),
+    about: "Streams real-time market data (Polygon/Massive, Alpaca, Finnhub) into Kafka",
+};
 
 /// market-producer's own flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,17 +31,11 @@ struct MarketArgs {
     speed: Speed,
 }
 
-const SPEC: ProducerSpec = ProducerSpec {
-    name: env!("CARGO_PKG_NAME"),
-    version: env!("CARGO_PKG_VERSION"),
-    about: "Streams real-time market data (Polygon/Massive, Alpaca, Finnhub) into Kafka",
-};
-
 fn main() -> ExitCode {
-    ingest_core::main::<config::MarketConfig, MarketArgs, _>(SPEC, |cfg, args| {
+    ingest_core::main::<MarketConfig, MarketArgs, _>(SPEC, |cfg, args| {
         let source: Box<dyn Source> = match &args.replay {
             Some(path) => Box::new(ReplaySource::new(cfg.section.clone(), path.clone(), args.speed)),
-            None => Box::new(source::MarketSource::new(cfg.section.clone(), args.record.clone())),
+            None => Box::new(MarketSource::new(cfg.section.clone(), args.record.clone())),
         };
         Ok(vec![source])
     })

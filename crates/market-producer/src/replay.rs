@@ -17,7 +17,7 @@ use crate::source::session_for;
 
 /// Replay pace.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Speed {
+pub enum Speed {
     /// As fast as the pipeline goes.
     Max,
     /// This many times the recorded rate (1 = real time).
@@ -40,14 +40,14 @@ impl FromStr for Speed {
 
 /// Replays one recording.
 #[derive(Debug)]
-pub(crate) struct ReplaySource {
+pub struct ReplaySource {
     cfg: MarketConfig,
     path: PathBuf,
     speed: Speed,
 }
 
 impl ReplaySource {
-    pub(crate) fn new(cfg: MarketConfig, path: PathBuf, speed: Speed) -> Self {
+    pub fn new(cfg: MarketConfig, path: PathBuf, speed: Speed) -> Self {
         Self { cfg, path, speed }
     }
 }

@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use ingest_core::source::{FatalError, Source, SourceCtx};
 
 use crate::alpaca::AlpacaSession;
+use crate::book::QuoteBook;
 use ingest_core::ws::WsSession;
 
 use crate::config::{Channel, MarketConfig};
@@ -18,13 +19,13 @@ const MAX_BOOK_SYMBOLS: usize = 100_000;
 
 /// Streams from `cfg.provider`, optionally recording every frame.
 #[derive(Debug)]
-pub(crate) struct MarketSource {
+pub struct MarketSource {
     cfg: MarketConfig,
     record_to: Option<std::path::PathBuf>,
 }
 
 impl MarketSource {
-    pub(crate) fn new(cfg: MarketConfig, record_to: Option<std::path::PathBuf>) -> Self {
+    pub fn new(cfg: MarketConfig, record_to: Option<std::path::PathBuf>) -> Self {
         Self { cfg, record_to }
     }
 }
@@ -52,10 +53,11 @@ impl Source for MarketSource {
 
 /// The protocol session of `provider` (`polygon`, `alpaca`, `finnhub`), sending through `ctx`.
 pub(crate) fn session_for(provider: &str, cfg: &MarketConfig, ctx: &SourceCtx) -> Option<Box<dyn WsSession>> {
-    let emit = Emitter::new(ctx, provider, MAX_BOOK_SYMBOLS);
+    let emit = Emitter::new(ctx, provider);
+    let book = QuoteBook::new(MAX_BOOK_SYMBOLS);
     Some(match provider {
-        "polygon" => Box::new(PolygonSession::new(cfg.api_key.clone(), cfg.polygon_params(), emit)),
-        "finnhub" => Box::new(FinnhubSession::new(cfg.shard(), emit)),
+        "polygon" => Box::new(PolygonSession::new(cfg.api_key.clone(), cfg.polygon_params(), emit, book)),
+        "finnhub" => Box::new(FinnhubSession::new(cfg.shard(), emit, book)),
         "alpaca" => {
             let with = |c: Channel| if cfg.channels.contains(&c) { cfg.shard() } else { Vec::new() };
             let subscribe = crate::alpaca::wire::subscribe(
@@ -63,7 +65,7 @@ pub(crate) fn session_for(provider: &str, cfg: &MarketConfig, ctx: &SourceCtx) -
                 &with(Channel::Quotes),
                 &with(Channel::MinuteBars),
             );
-            Box::new(AlpacaSession::new(cfg.api_key.clone(), cfg.api_secret.clone(), subscribe, emit))
+            Box::new(AlpacaSession::new(cfg.api_key.clone(), cfg.api_secret.clone(), subscribe, emit, book))
         }
         _ => return None,
     })

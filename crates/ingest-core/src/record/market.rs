@@ -55,7 +55,8 @@ impl fmt::Display for Code<'_> {
 impl Serialize for Code<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Code::Int(i) => s.collect_str(i),
+            // itoa: formatting on the stack (collect_str may build a String).
+            Code::Int(i) => s.serialize_str(itoa::Buffer::new().format(*i)),
             Code::Str(v) => s.serialize_str(v),
         }
     }

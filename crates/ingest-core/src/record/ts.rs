@@ -6,17 +6,77 @@
 
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serializer};
 
 /// `Display` of a UTC time in our record format.
 #[derive(Debug, Clone, Copy)]
 pub struct Rfc3339(pub DateTime<Utc>);
 
+/// The longest form: `-262143-12-31T23:59:59.999999999Z` fits in 40 bytes.
+const MAX_LEN: usize = 40;
+
+/// Writes `t` into `buf` and returns the length. Hand-rolled because chrono's formatting
+/// builds a `String` per call, and this runs for every record on the hot path.
+fn format_into(t: DateTime<Utc>, buf: &mut [u8; MAX_LEN]) -> usize {
+    fn put(buf: &mut [u8], at: &mut usize, v: u32, width: usize) {
+        let mut v = v;
+        for i in (0..width).rev() {
+            buf[*at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        *at += width;
+    }
+    let (date, time) = (t.date_naive(), t.time());
+    let mut n = 0;
+    let year = date.year();
+    if !(0..=9999).contains(&year) {
+        // Outside four digits: rare enough for the general formatter.
+        let s = t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        let len = s.len().min(MAX_LEN);
+        buf[..len].copy_from_slice(&s.as_bytes()[..len]);
+        return len;
+    }
+    put(buf, &mut n, year.unsigned_abs(), 4);
+    buf[n] = b'-';
+    n += 1;
+    put(buf, &mut n, date.month(), 2);
+    buf[n] = b'-';
+    n += 1;
+    put(buf, &mut n, date.day(), 2);
+    buf[n] = b'T';
+    n += 1;
+    put(buf, &mut n, time.hour(), 2);
+    buf[n] = b':';
+    n += 1;
+    put(buf, &mut n, time.minute(), 2);
+    buf[n] = b':';
+    n += 1;
+    // A leap second shows as :60 with chrono's nanosecond >= 1e9.
+    let nanos = time.nanosecond();
+    put(buf, &mut n, time.second() + nanos / 1_000_000_000, 2);
+    let frac = nanos % 1_000_000_000;
+    if frac != 0 {
+        buf[n] = b'.';
+        n += 1;
+        let (digits, value) = if frac % 1_000_000 == 0 {
+            (3, frac / 1_000_000)
+        } else if frac % 1_000 == 0 {
+            (6, frac / 1_000)
+        } else {
+            (9, frac)
+        };
+        put(buf, &mut n, value, digits);
+    }
+    buf[n] = b'Z';
+    n + 1
+}
+
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `%.f` picks 0/3/6/9 fractional digits as needed.
-        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.fZ"))
+        let mut buf = [0u8; MAX_LEN];
+        let n = format_into(self.0, &mut buf);
+        f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -27,7 +87,9 @@ pub fn to_string(t: DateTime<Utc>) -> String {
 
 /// `#[serde(with = "ts")]`
 pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&Rfc3339(*t))
+    let mut buf = [0u8; MAX_LEN];
+    let n = format_into(*t, &mut buf);
+    s.serialize_str(std::str::from_utf8(&buf[..n]).map_err(serde::ser::Error::custom)?)
 }
 
 /// `#[serde(with = "ts")]`: any RFC 3339 offset, converted to UTC.
@@ -43,7 +105,7 @@ pub mod option {
     /// Serializes `None` as `null`.
     pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.collect_str(&Rfc3339(*t)),
+            Some(t) => super::serialize(t, s),
             None => s.serialize_none(),
         }
     }
@@ -58,7 +120,7 @@ pub mod option {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Timelike};
 
     use super::*;
 
@@ -73,6 +135,25 @@ mod tests {
         for (t, want) in cases {
             assert_eq!(Rfc3339(t).to_string(), want);
             assert_eq!(to_string(t), want);
+        }
+    }
+
+    #[test]
+    fn agrees_with_chrono_across_the_calendar() {
+        // Every precision, leap days, year boundaries, the epoch, far dates.
+        let mut t = Utc.timestamp_nanos(-2_208_988_800_000_000_000); // 1900-01-01
+        let step = chrono::Duration::nanoseconds(7_919_999_999_937); // ~2.2 h, odd nanos
+        for i in 0..200_000 {
+            let ours = Rfc3339(t).to_string();
+            assert_eq!(ours, to_string(t), "at {t:?}");
+            t += step;
+            if i % 3 == 0 {
+                t = t.with_nanosecond((i % 1000) as u32 * 1_000_000).unwrap_or(t);
+            }
+        }
+        for y in [1, 999, 2000, 9999] {
+            let t = Utc.with_ymd_and_hms(y, 2, 28, 23, 59, 59).unwrap();
+            assert_eq!(Rfc3339(t).to_string(), to_string(t));
         }
     }
 

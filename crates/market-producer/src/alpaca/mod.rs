@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use ingest_core::config::Secret;
 use ingest_core::ws::{Frame, Step, WsSession};
 
+use crate::book::QuoteBook;
 use crate::emit::Emitter;
 use crate::frame::for_each_element;
 use crate::polygon::merge;
@@ -32,11 +33,12 @@ pub(crate) struct AlpacaSession {
     subscribe: String,
     live: bool,
     emit: Emitter,
+    book: QuoteBook,
 }
 
 impl AlpacaSession {
-    pub(crate) fn new(key: Secret, secret: Secret, subscribe: String, emit: Emitter) -> Self {
-        Self { key, secret, subscribe, live: false, emit }
+    pub(crate) fn new(key: Secret, secret: Secret, subscribe: String, emit: Emitter, book: QuoteBook) -> Self {
+        Self { key, secret, subscribe, live: false, emit, book }
     }
 
     fn on_control(&mut self, m: &Msg<'_>, out: &mut Vec<String>) -> Step {
@@ -83,7 +85,7 @@ impl AlpacaSession {
         if matches!(msg.kind, "success" | "subscription" | "error") {
             return self.on_control(&msg, out);
         }
-        match normalize::normalize(&msg, received_at, &mut self.emit.book) {
+        match normalize::normalize(&msg, received_at, &mut self.book) {
             Ok(tick) => self.emit.send(&tick, el.as_bytes()),
             Err(reason) => self.emit.dead_letter(el.as_bytes(), &reason, received_at),
         }
@@ -116,7 +118,7 @@ impl WsSession for AlpacaSession {
         };
         let mut step = Step::Continue;
         let parsed = for_each_element(text, |el| {
-            let s = self.on_element(el.get(), received_at, out);
+            let s = self.on_element(el, received_at, out);
             step = merge(std::mem::replace(&mut step, Step::Continue), s);
         });
         if let Err(e) = parsed {

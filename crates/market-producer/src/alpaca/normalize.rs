@@ -137,7 +137,7 @@ mod tests {
         let mut book = QuoteBook::new(10);
         let mut got = Vec::new();
         for_each_element(&frame, |el| {
-            let m: Msg<'_> = serde_json::from_str(el.get()).unwrap();
+            let m: Msg<'_> = serde_json::from_str(el).unwrap();
             got.push(serde_json::to_value(normalize(&m, received_at, &mut book).unwrap()).unwrap());
         })
         .unwrap();

@@ -9,6 +9,7 @@ pub(crate) mod wire;
 use chrono::{DateTime, Utc};
 use ingest_core::ws::{Frame, Step, WsSession};
 
+use crate::book::QuoteBook;
 use crate::emit::Emitter;
 use crate::frame::for_each_element;
 
@@ -17,11 +18,12 @@ use crate::frame::for_each_element;
 pub(crate) struct FinnhubSession {
     symbols: Vec<String>,
     emit: Emitter,
+    book: QuoteBook,
 }
 
 impl FinnhubSession {
-    pub(crate) fn new(symbols: Vec<String>, emit: Emitter) -> Self {
-        Self { symbols, emit }
+    pub(crate) fn new(symbols: Vec<String>, emit: Emitter, book: QuoteBook) -> Self {
+        Self { symbols, emit, book }
     }
 
     fn on_text(&mut self, text: &str, received_at: DateTime<Utc>) -> Step {
@@ -38,15 +40,14 @@ impl FinnhubSession {
                     self.emit.dead_letter(text.as_bytes(), "trade message without `data`", received_at);
                     return Step::Data;
                 };
-                let emit = &self.emit;
-                let parsed =
-                    for_each_element(data.get(), |el| match serde_json::from_str::<wire::Trade<'_>>(el.get()) {
-                        Ok(t) => match normalize::normalize(&t, received_at, &emit.book) {
-                            Ok(tick) => emit.send(&tick, el.get().as_bytes()),
-                            Err(reason) => emit.dead_letter(el.get().as_bytes(), &reason, received_at),
-                        },
-                        Err(e) => emit.dead_letter(el.get().as_bytes(), &format!("malformed trade: {e}"), received_at),
-                    });
+                let (emit, book) = (&self.emit, &self.book);
+                let parsed = for_each_element(data.get(), |el| match serde_json::from_str::<wire::Trade<'_>>(el) {
+                    Ok(t) => match normalize::normalize(&t, received_at, book) {
+                        Ok(tick) => emit.send(&tick, el.as_bytes()),
+                        Err(reason) => emit.dead_letter(el.as_bytes(), &reason, received_at),
+                    },
+                    Err(e) => emit.dead_letter(el.as_bytes(), &format!("malformed trade: {e}"), received_at),
+                });
                 if let Err(e) = parsed {
                     self.emit.dead_letter(
                         text.as_bytes(),

@@ -74,7 +74,7 @@ mod tests {
             let env: Envelope<'_> = serde_json::from_str(frame).unwrap();
             assert_eq!(env.kind, "trade");
             for_each_element(env.data.unwrap().get(), |el| {
-                let t: Trade<'_> = serde_json::from_str(el.get()).unwrap();
+                let t: Trade<'_> = serde_json::from_str(el).unwrap();
                 got.push(serde_json::to_value(normalize(&t, received_at, &book).unwrap()).unwrap());
             })
             .unwrap();

@@ -14,13 +14,50 @@
 pub(crate) mod normalize;
 pub(crate) mod wire;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use ingest_core::config::Secret;
+use ingest_core::record::MarketTick;
 use ingest_core::ws::{Frame, Step, WsSession};
 
+use crate::book::QuoteBook;
 use crate::emit::Emitter;
 use crate::frame::for_each_element;
 use wire::Msg;
+
+/// One element of a Polygon frame, classified.
+#[derive(Debug)]
+pub enum Element<'a> {
+    /// A normalized tick and the raw element it came from.
+    Tick(MarketTick<'a>, &'a str),
+    /// A status message: status and message text.
+    Status(&'a str, Cow<'a, str>),
+    /// An element that cannot be used: the raw element and why.
+    Bad(&'a str, Cow<'static, str>),
+}
+
+/// The hot path of a Polygon frame: each element parsed (borrowed) and normalized (pure), in
+/// order, without allocating for valid data. `Err` if the frame is not a JSON array (elements
+/// before the fault were already handed to `f`).
+pub fn elements<'a>(
+    frame: &'a str,
+    received_at: DateTime<Utc>,
+    book: &mut QuoteBook,
+    mut f: impl FnMut(Element<'a>),
+) -> Result<(), crate::frame::FrameError> {
+    for_each_element(frame, |el| {
+        let raw = el;
+        f(match serde_json::from_str::<Msg<'a>>(raw) {
+            Err(e) => Element::Bad(raw, format!("malformed event: {e}").into()),
+            Ok(m) if m.ev == "status" => Element::Status(m.status.unwrap_or(""), m.message.unwrap_or_default()),
+            Ok(m) => match normalize::normalize(&m, received_at, book) {
+                Ok(t) => Element::Tick(t, raw),
+                Err(reason) => Element::Bad(raw, reason),
+            },
+        });
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -30,27 +67,19 @@ enum State {
     Live,
 }
 
-/// One Polygon connection's protocol state.
+/// The handshake state of one connection.
 #[derive(Debug)]
-pub(crate) struct PolygonSession {
+struct Handshake {
     key: Secret,
     params: String,
     expected_acks: usize,
     acks: usize,
     state: State,
-    emit: Emitter,
 }
 
-impl PolygonSession {
-    /// `params`: the subscription, e.g. `T.AAPL,Q.AAPL`.
-    pub(crate) fn new(key: Secret, params: String, emit: Emitter) -> Self {
-        let expected_acks = params.split(',').filter(|p| !p.is_empty()).count();
-        Self { key, params, expected_acks, acks: 0, state: State::AwaitConnected, emit }
-    }
-
-    fn on_status(&mut self, m: &Msg<'_>, out: &mut Vec<String>) -> Step {
-        let message = m.message.as_deref().unwrap_or("");
-        match m.status.unwrap_or("") {
+impl Handshake {
+    fn on_status(&mut self, status: &str, message: &str, out: &mut Vec<String>) -> Step {
+        match status {
             "connected" => {
                 self.state = State::AwaitAuth;
                 out.push(wire::auth(self.key.expose()));
@@ -74,9 +103,7 @@ impl PolygonSession {
             "max_connections" => Step::Reconnect(format!(
                 "Polygon max_connections ({message}): another client uses this key; the oldest connection is dropped"
             )),
-            "force_disconnect" | "slow_consumer" => {
-                Step::Reconnect(format!("Polygon {}: {message}", m.status.unwrap_or("")))
-            }
+            "force_disconnect" | "slow_consumer" => Step::Reconnect(format!("Polygon {status}: {message}")),
             other => {
                 tracing::info!(provider = "polygon", status = other, message, "status message");
                 Step::Continue
@@ -92,23 +119,21 @@ impl PolygonSession {
         }
         Step::Continue
     }
+}
 
-    fn on_element(&mut self, el: &str, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step {
-        let msg: Msg<'_> = match serde_json::from_str(el) {
-            Ok(m) => m,
-            Err(e) => {
-                self.emit.dead_letter(el.as_bytes(), &format!("malformed event: {e}"), received_at);
-                return Step::Data;
-            }
-        };
-        if msg.ev == "status" {
-            return self.on_status(&msg, out);
-        }
-        match normalize::normalize(&msg, received_at, &mut self.emit.book) {
-            Ok(tick) => self.emit.send(&tick, el.as_bytes()),
-            Err(reason) => self.emit.dead_letter(el.as_bytes(), &reason, received_at),
-        }
-        Step::Data
+/// One Polygon connection's protocol state.
+#[derive(Debug)]
+pub(crate) struct PolygonSession {
+    handshake: Handshake,
+    emit: Emitter,
+    book: QuoteBook,
+}
+
+impl PolygonSession {
+    /// `params`: the subscription, e.g. `T.AAPL,Q.AAPL`.
+    pub(crate) fn new(key: Secret, params: String, emit: Emitter, book: QuoteBook) -> Self {
+        let expected_acks = params.split(',').filter(|p| !p.is_empty()).count();
+        Self { handshake: Handshake { key, params, expected_acks, acks: 0, state: State::AwaitConnected }, emit, book }
     }
 }
 
@@ -133,8 +158,8 @@ impl WsSession for PolygonSession {
 
     fn on_open(&mut self, epoch: u64, _out: &mut Vec<String>) -> Step {
         // The server speaks first ("connected"); auth follows it.
-        self.state = State::AwaitConnected;
-        self.acks = 0;
+        self.handshake.state = State::AwaitConnected;
+        self.handshake.acks = 0;
         self.emit.set_epoch(epoch);
         Step::Continue
     }
@@ -151,8 +176,19 @@ impl WsSession for PolygonSession {
             },
         };
         let mut step = Step::Continue;
-        let parsed = for_each_element(text, |el| {
-            let s = self.on_element(el.get(), received_at, out);
+        let (handshake, emit) = (&mut self.handshake, &self.emit);
+        let parsed = elements(text, received_at, &mut self.book, |e| {
+            let s = match e {
+                Element::Tick(tick, raw) => {
+                    emit.send(&tick, raw.as_bytes());
+                    Step::Data
+                }
+                Element::Bad(raw, reason) => {
+                    emit.dead_letter(raw.as_bytes(), &reason, received_at);
+                    Step::Data
+                }
+                Element::Status(status, message) => handshake.on_status(status, &message, out),
+            };
             step = merge(std::mem::replace(&mut step, Step::Continue), s);
         });
         if let Err(e) = parsed {

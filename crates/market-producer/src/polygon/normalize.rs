@@ -47,11 +47,17 @@ fn millis(ms: i64, field: &'static str) -> Result<DateTime<Utc>, Reason> {
 
 /// A code that is a number or a string in the frame.
 fn code<'a>(raw: Option<&'a RawValue>) -> Option<Code<'a>> {
-    let raw = raw?;
-    if let Ok(i) = serde_json::from_str::<i64>(raw.get()) {
-        return Some(Code::Int(i));
+    // Decide by the first byte: a failed parse would allocate its error.
+    let raw = raw?.get();
+    if raw.starts_with('"') {
+        // `Cow<str>` would always deserialize owned; borrow unless the text has escapes.
+        match serde_json::from_str::<&'a str>(raw) {
+            Ok(s) => Some(Code::Str(Cow::Borrowed(s))),
+            Err(_) => serde_json::from_str::<String>(raw).ok().map(|s| Code::Str(Cow::Owned(s))),
+        }
+    } else {
+        serde_json::from_str::<i64>(raw).ok().map(Code::Int)
     }
-    serde_json::from_str::<Cow<'a, str>>(raw.get()).ok().map(Code::Str)
 }
 
 fn blank<'a>(

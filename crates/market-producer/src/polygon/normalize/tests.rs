@@ -55,7 +55,7 @@ fn frames_normalize_to_the_expected_ticks() {
         let mut book = QuoteBook::new(100);
         let mut got = Vec::new();
         for_each_element(&frame, |el| {
-            let msg: Msg<'_> = serde_json::from_str(el.get()).unwrap();
+            let msg: Msg<'_> = serde_json::from_str(el).unwrap();
             let tick = normalize(&msg, received_at(), &mut book).unwrap();
             got.push(serde_json::to_value(&tick).unwrap());
         })
