@@ -33,8 +33,9 @@ test-unit: ## unit tests only (no Kafka needed)
 test-integration: kafka-up ## integration tests only (real Kafka)
 	$(TEST_ENV) cargo test --workspace --locked --test '*'
 
-bench: ## benchmarks
-	@echo "no benchmarks yet: the market-data pipeline benchmark comes with the market-producer"
+bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick) and end to end through the local Kafka
+	cargo bench --locked -p market-producer --bench pipeline
+	$(TEST_ENV) cargo bench --locked -p market-producer --bench e2e
 
 run: ## local Kafka + all five producers (demo mode without API keys); run-<market|news|social|sec|altdata> for one
 	scripts/run-local.sh all

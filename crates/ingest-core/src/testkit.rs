@@ -334,6 +334,11 @@ impl ProducerProcess {
         Self { child, log, health }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).join("\n")

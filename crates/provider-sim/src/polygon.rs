@@ -255,22 +255,32 @@ fn register(h: &PolygonHandle, id: u64, key: &str, tx: mpsc::UnboundedSender<Cmd
     }
 }
 
-/// One firehose frame of trades, round-robin over the symbols.
+/// One firehose frame of trades, round-robin over the symbols, written directly (the
+/// simulator must not be the bottleneck of a benchmark).
 fn firehose_frame(f: &Firehose, seq: &mut HashMap<String, u64>, sent: &mut u64) -> String {
+    use std::fmt::Write as _;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let mut events = Vec::with_capacity(f.events_per_frame);
-    for _ in 0..f.events_per_frame {
+    let mut out = String::with_capacity(f.events_per_frame * 128 + 2);
+    out.push('[');
+    for n in 0..f.events_per_frame {
         if f.total > 0 && *sent >= f.total {
             break;
         }
         let sym = &f.symbols[usize::try_from(*sent).unwrap_or(0) % f.symbols.len().max(1)];
         let q = seq.entry(sym.clone()).or_insert(0);
         *q += 1;
-        let price = 100.0 + (*q % 1000) as f64 / 100.0;
-        events.push(
-            json!({"ev":"T","sym":sym,"x":12,"i":q.to_string(),"z":3,"p":price,"s":100,"c":[0,12],"t":now_ms,"q":*q}),
+        let cents = 10_000 + (*q % 1000);
+        if n > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"ev":"T","sym":"{sym}","x":12,"i":"{q}","z":3,"p":{}.{:02},"s":100,"c":[0,12],"t":{now_ms},"q":{q}}}"#,
+            cents / 100,
+            cents % 100
         );
         *sent += 1;
     }
-    serde_json::Value::Array(events).to_string()
+    out.push(']');
+    out
 }

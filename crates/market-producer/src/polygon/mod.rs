@@ -28,7 +28,10 @@ use wire::Msg;
 
 /// One element of a Polygon frame, classified.
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant, reason = "passed by value once per element; boxing the tick would allocate per tick")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "passed by value once per element; boxing the tick would allocate per tick"
+)]
 pub enum Element<'a> {
     /// A normalized tick and the raw element it came from.
     Tick(MarketTick<'a>, &'a str),

@@ -1,0 +1,264 @@
+//! End to end: provider-sim's Polygon firehose → the market-producer binary (release) → the
+//! real local Kafka (acks=all, idempotence, the shipped defaults), verified by an independent
+//! consumer: count, no duplicate, per-symbol sequence order. Prints ticks/s, p50/p99 latency
+//! (provider timestamp → broker append time, `LogAppendTime`) and the producer's peak RSS.
+//!
+//! In the same run, a naive baseline the way most tutorials do it: `serde_json::Value` parsing
+//! and one awaited `FutureProducer` send per tick, against the same simulator and broker.
+//!
+//! `make bench` (starts Kafka). Settings: BENCH_TICKS (default 1000000), BENCH_SYMBOLS (100),
+//! BENCH_EVENTS_PER_FRAME (100), BENCH_NAIVE_SECS (10).
+
+#![allow(clippy::unwrap_used, reason = "benchmark harness")]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use ingest_core::kafka::admin::TopicToCreate;
+use ingest_core::testkit::{self, ProducerProcess};
+use provider_sim::Sim;
+use provider_sim::polygon::{Firehose, PolygonConfig, PolygonHandle};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn topic() -> String {
+    let name = format!("{}.raw", testkit::unique_topic("bench"));
+    let mut t = TopicToCreate::new(&name, 16);
+    t.configs.push(("message.timestamp.type".into(), "LogAppendTime".into()));
+    testkit::create_topics(&[t, TopicToCreate::new(format!("{}.dlq", name.trim_end_matches(".raw")), 1)]).await;
+    name
+}
+
+struct Verified {
+    count: usize,
+    duplicates: usize,
+    out_of_order: usize,
+    first_append_ms: i64,
+    last_append_ms: i64,
+    latencies_ms: Vec<i64>,
+}
+
+/// Reads `n` records and checks them. The value's `timestamp` (provider time) and `sequence`
+/// are located by substring, so the consumer does not become the bottleneck.
+fn verify(topic: &str, n: usize, timeout: Duration) -> Verified {
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", testkit::kafka_brokers())
+        .set("group.id", testkit::unique_topic("bench-verify"))
+        .set("fetch.max.bytes", "52428800")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..16 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut last_seq: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut seen: HashMap<Vec<u8>, std::collections::HashSet<u64>> = HashMap::new();
+    let mut v = Verified {
+        count: 0,
+        duplicates: 0,
+        out_of_order: 0,
+        first_append_ms: i64::MAX,
+        last_append_ms: 0,
+        latencies_ms: Vec::new(),
+    };
+    while v.count < n && Instant::now() < deadline {
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        let payload = std::str::from_utf8(m.payload().unwrap()).unwrap();
+        let seq: u64 = field(payload, "\"sequence\":").parse().unwrap();
+        let event_ms =
+            chrono::DateTime::parse_from_rfc3339(field(payload, "\"timestamp\":\"")).unwrap().timestamp_millis();
+        let append_ms = match m.timestamp() {
+            Timestamp::LogAppendTime(t) | Timestamp::CreateTime(t) => t,
+            Timestamp::NotAvailable => 0,
+        };
+        let key = m.key().unwrap().to_vec();
+        if !seen.entry(key.clone()).or_default().insert(seq) {
+            v.duplicates += 1;
+        }
+        if let Some(prev) = last_seq.insert(key, seq) {
+            if seq < prev {
+                v.out_of_order += 1;
+            }
+        }
+        v.first_append_ms = v.first_append_ms.min(append_ms);
+        v.last_append_ms = v.last_append_ms.max(append_ms);
+        v.latencies_ms.push(append_ms - event_ms);
+        v.count += 1;
+    }
+    v.latencies_ms.sort_unstable();
+    v
+}
+
+fn field<'a>(json: &'a str, prefix: &str) -> &'a str {
+    let rest = &json[json.find(prefix).unwrap() + prefix.len()..];
+    let end = rest.find(|c: char| c == ',' || c == '"' || c == '}').unwrap();
+    &rest[..end]
+}
+
+fn pct(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn sim(symbols: &[String], per_frame: usize, total: u64) -> (Sim, PolygonHandle) {
+    let polygon = PolygonHandle::new(PolygonConfig { api_key: "bench".into(), ..PolygonConfig::default() });
+    polygon.firehose(Firehose { symbols: symbols.to_vec(), events_per_frame: per_frame, frames_per_sec: 0, total });
+    (Sim::start("127.0.0.1:0".parse().unwrap(), polygon.router()).await.unwrap(), polygon)
+}
+
+/// The naive pipeline: Value parsing, a Value per tick, one awaited send per tick.
+async fn naive(url: &str, topic: &str, symbols: &str, secs: u64) -> usize {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", testkit::kafka_brokers())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut sent = 0;
+    while let Some(Ok(msg)) = ws.next().await {
+        let WsMessage::Text(text) = msg else { continue };
+        let events: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for e in events.as_array().unwrap() {
+            match e["status"].as_str() {
+                Some("connected") => ws.send(WsMessage::text(r#"{"action":"auth","params":"bench"}"#)).await.unwrap(),
+                Some("auth_success") => {
+                    let params: Vec<String> = symbols.split(',').map(|s| format!("T.{s}")).collect();
+                    let sub = serde_json::json!({"action":"subscribe","params":params.join(",")}).to_string();
+                    ws.send(WsMessage::text(sub)).await.unwrap();
+                }
+                Some(_) => {}
+                None => {
+                    let tick = serde_json::json!({
+                        "symbol": e["sym"], "price": e["p"], "volume": e["s"], "timestamp": e["t"],
+                        "exchange": e["x"], "sequence": e["q"], "provider": "polygon",
+                    });
+                    let payload = tick.to_string();
+                    let key = e["sym"].as_str().unwrap_or_default().to_string();
+                    producer
+                        .send(FutureRecord::to(topic).key(&key).payload(&payload), Duration::from_secs(30))
+                        .await
+                        .unwrap();
+                    sent += 1;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    sent
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let ticks = env_or("BENCH_TICKS", 1_000_000);
+    let n_symbols = env_or("BENCH_SYMBOLS", 100);
+    let per_frame = usize::try_from(env_or("BENCH_EVENTS_PER_FRAME", 100)).unwrap();
+    let naive_secs = env_or("BENCH_NAIVE_SECS", 10);
+    let symbols: Vec<String> = (0..n_symbols).map(|i| format!("S{i:03}")).collect();
+    let symbol_list = symbols.join(",");
+    // The shipped defaults unless overridden (BENCH_BATCH_BYTES, BENCH_COMPRESSION).
+    let batch = std::env::var("BENCH_BATCH_BYTES").unwrap_or_else(|_| "16384".into());
+    let compression = std::env::var("BENCH_COMPRESSION").unwrap_or_else(|_| "snappy".into());
+
+    // Ours.
+    let topic_ours = topic().await;
+    let (sim_ours, _h) = sim(&symbols, per_frame, ticks).await;
+    let url = format!("ws://{}/stocks", sim_ours.addr);
+    let started = Instant::now();
+    let mut producer = ProducerProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_market-producer")),
+        &[
+            ("MARKET_API_KEY", "bench"),
+            ("MARKET_WS_URL", &url),
+            ("FINSTREAM__MARKET__SYMBOLS", &symbol_list),
+            ("FINSTREAM__MARKET__CHANNELS", "trades"),
+            ("FINSTREAM__KAFKA__TOPICS__MARKET_TICKS__NAME", &topic_ours),
+            ("LOG_LEVEL", "warn,ingest_core::runtime=info"),
+            ("FINSTREAM__KAFKA__BATCH_SIZE_BYTES", &batch),
+            ("FINSTREAM__KAFKA__COMPRESSION_TYPE", &compression),
+        ],
+    );
+    let n = usize::try_from(ticks).unwrap();
+    let v = tokio::task::spawn_blocking({
+        let t = topic_ours.clone();
+        move || verify(&t, n, Duration::from_secs(600))
+    })
+    .await
+    .unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    let rss = peak_rss_mib(producer.pid());
+    assert_eq!(producer.terminate(Duration::from_secs(30)), Some(0), "{}", producer.log());
+    let span_s = ((v.last_append_ms - v.first_append_ms).max(1)) as f64 / 1000.0;
+    let ours_rate = v.count as f64 / span_s;
+
+    // Naive baseline.
+    let topic_naive = topic().await;
+    let (sim_naive, _h2) = sim(&symbols, per_frame, 0).await;
+    let naive_url = format!("ws://{}/stocks", sim_naive.addr);
+    let t = Instant::now();
+    let naive_sent = naive(&naive_url, &topic_naive, &symbol_list, naive_secs).await;
+    let naive_rate = naive_sent as f64 / t.elapsed().as_secs_f64();
+
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!();
+    println!("machine: {machine}, {cores} cores; broker, simulator, producer and consumer on the same machine");
+    println!(
+        "settings: {ticks} trades, {n_symbols} symbols, {per_frame} events/frame, acks=all, idempotence, {compression}, linger 10 ms, batch.size {batch} B, 16 partitions"
+    );
+    println!();
+    println!(
+        "| pipeline | ticks delivered | ticks/s | p50 latency | p99 latency | duplicates | out of order | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| market-producer (release) | {} of {ticks} | {:.0} | {} ms | {} ms | {} | {} | {:.1} MiB |",
+        v.count,
+        ours_rate,
+        pct(&v.latencies_ms, 0.5),
+        pct(&v.latencies_ms, 0.99),
+        v.duplicates,
+        v.out_of_order,
+        rss
+    );
+    println!(
+        "| naive baseline (Value + awaited send per tick) | {naive_sent} in {naive_secs} s | {naive_rate:.0} | – | – | – | – | – |"
+    );
+    println!();
+    println!(
+        "ratio: {:.1}x the naive baseline; wall time of our run incl. startup {wall:.1} s",
+        ours_rate / naive_rate.max(1e-9)
+    );
+    drop((sim_ours, sim_naive));
+}
