@@ -104,7 +104,7 @@ fn verify(topic: &str, n: usize, timeout: Duration) -> Verified {
 
 fn field<'a>(json: &'a str, prefix: &str) -> &'a str {
     let rest = &json[json.find(prefix).unwrap() + prefix.len()..];
-    let end = rest.find(|c: char| c == ',' || c == '"' || c == '}').unwrap();
+    let end = rest.find([',', '"', '}']).unwrap();
     &rest[..end]
 }
 
