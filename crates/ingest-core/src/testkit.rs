@@ -211,63 +211,10 @@ fn tempfile_dir() -> std::path::PathBuf {
 /// Starts the binary with OS-assigned ports, waits until it logged that it started, sends
 /// SIGTERM and expects exit 0 within 20 s (the shutdown timeout is 10 s).
 fn check_sigterm(bin: &Path, env: &[(&str, &str)]) {
-    use std::io::{BufRead, BufReader};
-    let mut cmd = Command::new(bin);
-    cmd.current_dir(workspace_root())
-        .env("FINSTREAM__TELEMETRY__METRICS_ADDR", "127.0.0.1:0")
-        .env("FINSTREAM__TELEMETRY__HEALTH_ADDR", "127.0.0.1:0")
-        .env("KAFKA_BROKERS", kafka_brokers())
-        .env("LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn producer");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let mut log = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
-                let up = line.contains("starting");
-                log.push(line);
-                if up {
-                    break;
-                }
-            }
-            Err(_) if started.elapsed() > Duration::from_secs(20) => {
-                let _ = child.kill();
-                panic!("producer did not start within 20s:\n{}", log.join("\n"));
-            }
-            Err(_) => {}
-        }
-    }
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-    assert!(killed.success());
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if t.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("producer did not exit within 20s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-        log.push(line);
-    }
-    assert_eq!(status.code(), Some(0), "SIGTERM must exit 0; log:\n{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("stopped cleanly")), "{}", log.join("\n"));
+    let mut p = ProducerProcess::spawn(bin, env);
+    let code = p.terminate(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "SIGTERM must exit 0; log:\n{}", p.log());
+    assert!(p.log().contains("stopped cleanly"), "{}", p.log());
 }
 
 /// A producer binary running for a test: logs captured, health address learned from its

@@ -7,6 +7,7 @@ use ingest_core::kafka::{Route, SendError, Sink};
 use ingest_core::record::MarketTick;
 use ingest_core::source::SourceCtx;
 use ingest_core::telemetry::metrics::REASON_SHUTDOWN;
+use ingest_core::ws::{Frame, WsError};
 use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,29 @@ impl Emitter {
     /// Dead-letters input that could not be turned into a tick.
     pub(crate) fn dead_letter(&self, raw: &[u8], reason: &str, received_at: DateTime<Utc>) {
         self.with_backpressure(|| self.sink.dead_letter(&self.route, raw, reason, received_at));
+    }
+
+    /// The text of a frame: text frames as they are, binary frames if they are UTF-8 (JSON
+    /// providers); otherwise the frame is dead-lettered and `None` returned.
+    pub(crate) fn frame_text<'f>(&self, frame: Frame<'f>, received_at: DateTime<Utc>) -> Option<&'f str> {
+        match frame {
+            Frame::Text(t) => Some(t),
+            Frame::Binary(b) => match std::str::from_utf8(b) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.dead_letter(b, &format!("binary frame is not UTF-8 JSON: {e}"), received_at);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Records what the sessions must keep of a failed connection: a frame refused for its
+    /// size becomes a dead letter with the reason (the frame itself was never read).
+    pub(crate) fn transport_error(&self, error: &WsError) {
+        if let WsError::FrameTooLarge { .. } = error {
+            self.dead_letter(b"", &error.to_string(), Utc::now());
+        }
     }
 
     fn with_backpressure(&self, mut attempt: impl FnMut() -> Result<(), SendError>) {

@@ -137,6 +137,44 @@ pub struct MarketTick<'a> {
     pub received_at: DateTime<Utc>,
 }
 
+impl<'a> MarketTick<'a> {
+    /// A tick with the required fields and every optional one empty; normalizers fill in what
+    /// their provider sends.
+    pub fn new(
+        symbol: Cow<'a, str>,
+        event_type: TickType,
+        timestamp: DateTime<Utc>,
+        provider: Cow<'a, str>,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            symbol,
+            event_type,
+            price: 0.0,
+            volume: 0.0,
+            timestamp,
+            bid_price: None,
+            ask_price: None,
+            bid_size: None,
+            ask_size: None,
+            exchange: None,
+            mic: None,
+            exchange_code: None,
+            sequence: None,
+            conditions: None,
+            trade_id: None,
+            open: None,
+            high: None,
+            low: None,
+            vwap: None,
+            window_start: None,
+            window_end: None,
+            provider,
+            received_at,
+        }
+    }
+}
+
 impl PartialEq for MarketTick<'_> {
     fn eq(&self, o: &Self) -> bool {
         fn raw(r: Option<&RawValue>) -> Option<&str> {
@@ -230,29 +268,15 @@ mod tests {
 
     pub(crate) fn trade() -> MarketTick<'static> {
         MarketTick {
-            symbol: "MSFT".into(),
-            event_type: TickType::Trade,
             price: 114.125,
             volume: 100.0,
-            timestamp: t0() - Duration::milliseconds(17),
-            bid_price: None,
-            ask_price: None,
-            bid_size: None,
-            ask_size: None,
             exchange: Some("NASDAQ".into()),
             mic: Some("XNAS".into()),
             exchange_code: Some(Code::Int(12)),
             sequence: Some(3_681_328),
             conditions: serde_json::from_str("[0,12]").ok(),
             trade_id: Some(Code::Str("12345".into())),
-            open: None,
-            high: None,
-            low: None,
-            vwap: None,
-            window_start: None,
-            window_end: None,
-            provider: "polygon".into(),
-            received_at: t0(),
+            ..MarketTick::new("MSFT".into(), TickType::Trade, t0() - Duration::milliseconds(17), "polygon".into(), t0())
         }
     }
 

@@ -29,29 +29,22 @@ fn kafka_cfg() -> KafkaConfig {
 fn tick(symbol: &str, seq: u64, price: f64) -> MarketTick<'static> {
     let ts = Utc.timestamp_millis_opt(1_704_205_800_000 + i64::try_from(seq).unwrap()).unwrap();
     MarketTick {
-        symbol: symbol.to_string().into(),
-        event_type: TickType::Trade,
         price,
         volume: 100.0,
-        timestamp: ts,
         bid_price: Some(price - 0.01),
         ask_price: Some(price + 0.01),
-        bid_size: None,
-        ask_size: None,
         exchange: Some("NASDAQ".into()),
         mic: Some("XNAS".into()),
         exchange_code: Some(Code::Int(12)),
         sequence: Some(seq),
-        conditions: None,
         trade_id: Some(Code::Str(format!("t{seq}").into())),
-        open: None,
-        high: None,
-        low: None,
-        vwap: None,
-        window_start: None,
-        window_end: None,
-        provider: "polygon".into(),
-        received_at: ts + chrono::Duration::milliseconds(3),
+        ..MarketTick::new(
+            symbol.to_string().into(),
+            TickType::Trade,
+            ts,
+            "polygon".into(),
+            ts + chrono::Duration::milliseconds(3),
+        )
     }
 }
 

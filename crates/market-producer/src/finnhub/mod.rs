@@ -87,21 +87,13 @@ impl WsSession for FinnhubSession {
     }
 
     fn on_frame(&mut self, frame: Frame<'_>, received_at: DateTime<Utc>, _out: &mut Vec<String>) -> Step {
-        match frame {
-            Frame::Text(t) => self.on_text(t, received_at),
-            Frame::Binary(b) => match std::str::from_utf8(b) {
-                Ok(t) => self.on_text(t, received_at),
-                Err(e) => {
-                    self.emit.dead_letter(b, &format!("binary frame is not UTF-8 JSON: {e}"), received_at);
-                    Step::Data
-                }
-            },
+        match self.emit.frame_text(frame, received_at) {
+            Some(t) => self.on_text(t, received_at),
+            None => Step::Data,
         }
     }
 
     fn on_transport_error(&mut self, error: &ingest_core::ws::WsError) {
-        if let ingest_core::ws::WsError::FrameTooLarge { .. } = error {
-            self.emit.dead_letter(b"", &error.to_string(), Utc::now());
-        }
+        self.emit.transport_error(error);
     }
 }

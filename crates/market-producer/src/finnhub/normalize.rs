@@ -21,29 +21,12 @@ pub(crate) fn normalize<'a>(
     let timestamp = DateTime::from_timestamp_millis(t.t).ok_or_else(|| format!("`t` is not a valid time: {}", t.t))?;
     let (bid_price, ask_price) = book.get(t.s).map_or((None, None), |(b, a)| (Some(b), Some(a)));
     Ok(MarketTick {
-        symbol: Cow::Borrowed(t.s),
-        event_type: TickType::Trade,
         price: t.p,
         volume: t.v,
-        timestamp,
         bid_price,
         ask_price,
-        bid_size: None,
-        ask_size: None,
-        exchange: None,
-        mic: None,
-        exchange_code: None,
-        sequence: None,
         conditions: t.c.filter(|c| c.get().starts_with('[') && c.get() != "[]"),
-        trade_id: None,
-        open: None,
-        high: None,
-        low: None,
-        vwap: None,
-        window_start: None,
-        window_end: None,
-        provider: Cow::Borrowed(PROVIDER),
-        received_at,
+        ..MarketTick::new(Cow::Borrowed(t.s), TickType::Trade, timestamp, Cow::Borrowed(PROVIDER), received_at)
     })
 }
 

@@ -169,15 +169,8 @@ impl WsSession for PolygonSession {
     }
 
     fn on_frame(&mut self, frame: Frame<'_>, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step {
-        let text = match frame {
-            Frame::Text(t) => t,
-            Frame::Binary(b) => match std::str::from_utf8(b) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.emit.dead_letter(b, &format!("binary frame is not UTF-8 JSON: {e}"), received_at);
-                    return Step::Data;
-                }
-            },
+        let Some(text) = self.emit.frame_text(frame, received_at) else {
+            return Step::Data;
         };
         let mut step = Step::Continue;
         let (handshake, emit) = (&mut self.handshake, &self.emit);
@@ -207,8 +200,6 @@ impl WsSession for PolygonSession {
     }
 
     fn on_transport_error(&mut self, error: &ingest_core::ws::WsError) {
-        if let ingest_core::ws::WsError::FrameTooLarge { .. } = error {
-            self.emit.dead_letter(b"", &error.to_string(), Utc::now());
-        }
+        self.emit.transport_error(error);
     }
 }

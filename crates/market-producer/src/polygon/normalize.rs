@@ -66,31 +66,7 @@ fn blank<'a>(
     timestamp: DateTime<Utc>,
     received_at: DateTime<Utc>,
 ) -> MarketTick<'a> {
-    MarketTick {
-        symbol: Cow::Borrowed(symbol),
-        event_type,
-        price: 0.0,
-        volume: 0.0,
-        timestamp,
-        bid_price: None,
-        ask_price: None,
-        bid_size: None,
-        ask_size: None,
-        exchange: None,
-        mic: None,
-        exchange_code: None,
-        sequence: None,
-        conditions: None,
-        trade_id: None,
-        open: None,
-        high: None,
-        low: None,
-        vwap: None,
-        window_start: None,
-        window_end: None,
-        provider: Cow::Borrowed(PROVIDER),
-        received_at,
-    }
+    MarketTick::new(Cow::Borrowed(symbol), event_type, timestamp, Cow::Borrowed(PROVIDER), received_at)
 }
 
 /// Converts one data event. `Ok(None)` for events that carry no tick (there are none among the
