@@ -7,9 +7,11 @@ use ingest_core::kafka::{Route, SendError, Sink};
 use ingest_core::record::MarketTick;
 use ingest_core::source::SourceCtx;
 use ingest_core::telemetry::metrics::REASON_SHUTDOWN;
-use ingest_core::ws::{Frame, WsError};
+use ingest_core::ws::{Frame, Step, WsError};
 use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
+
+use crate::frame::FrameError;
 
 /// Sends a session's ticks. When librdkafka's queue is full the WebSocket reader waits here
 /// (librdkafka drains on its own thread, so this cannot deadlock) and TCP pushes back on the
@@ -68,6 +70,28 @@ impl Emitter {
         }
     }
 
+    /// The step of a whole frame: `step` merged from its elements, or, when the frame is not
+    /// a JSON array of events, the frame dead-lettered (what its elements yielded still counts).
+    pub(crate) fn finish_frame(
+        &self,
+        parsed: Result<(), FrameError>,
+        step: Step,
+        text: &str,
+        received_at: DateTime<Utc>,
+    ) -> Step {
+        match parsed {
+            Ok(()) => step,
+            Err(e) => {
+                self.dead_letter(
+                    text.as_bytes(),
+                    &format!("malformed frame (not a JSON array of events): {e}"),
+                    received_at,
+                );
+                merge(step, Step::Data)
+            }
+        }
+    }
+
     fn with_backpressure(&self, mut attempt: impl FnMut() -> Result<(), SendError>) {
         let mut wait = Duration::from_micros(50);
         loop {
@@ -89,4 +113,18 @@ impl Emitter {
             }
         }
     }
+}
+
+/// The most significant of two steps (fatal > reconnect > subscribed > data > continue).
+pub(crate) fn merge(a: Step, b: Step) -> Step {
+    fn rank(s: &Step) -> u8 {
+        match s {
+            Step::Continue => 0,
+            Step::Data => 1,
+            Step::Subscribed => 2,
+            Step::Reconnect(_) => 3,
+            Step::Fatal(_) => 4,
+        }
+    }
+    if rank(&b) > rank(&a) { b } else { a }
 }

@@ -16,6 +16,7 @@ pub mod polygon;
 pub(crate) mod replay;
 pub(crate) mod shard;
 pub(crate) mod source;
+pub(crate) mod tick;
 
 pub use config::MarketConfig;
 pub use replay::{ReplaySource, Speed};

@@ -20,9 +20,8 @@ use ingest_core::config::Secret;
 use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
-use crate::emit::Emitter;
+use crate::emit::{Emitter, merge};
 use crate::frame::for_each_element;
-use crate::polygon::merge;
 use wire::Msg;
 
 /// One Alpaca connection's protocol state.
@@ -114,15 +113,7 @@ impl WsSession for AlpacaSession {
             let s = self.on_element(el, received_at, out);
             step = merge(std::mem::replace(&mut step, Step::Continue), s);
         });
-        if let Err(e) = parsed {
-            self.emit.dead_letter(
-                text.as_bytes(),
-                &format!("malformed frame (not a JSON array of events): {e}"),
-                received_at,
-            );
-            step = merge(step, Step::Data);
-        }
-        step
+        self.emit.finish_frame(parsed, step, text, received_at)
     }
 
     fn on_transport_error(&mut self, error: &ingest_core::ws::WsError) {

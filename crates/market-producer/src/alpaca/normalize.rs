@@ -11,28 +11,16 @@ use ingest_core::record::{Code, MarketTick, TickType};
 use super::wire::Msg;
 use crate::book::QuoteBook;
 use crate::exchanges;
+use crate::tick::{req, tick};
 
 /// Provider label of Alpaca records.
 pub(crate) const PROVIDER: &str = "alpaca";
-
-fn req<T>(v: Option<T>, field: &'static str) -> Result<T, String> {
-    v.ok_or_else(|| format!("missing `{field}`"))
-}
 
 fn time(t: Option<&str>) -> Result<DateTime<Utc>, String> {
     let t = req(t, "t")?;
     DateTime::parse_from_rfc3339(t)
         .map(|d| d.with_timezone(&Utc))
         .map_err(|e| format!("`t` is not an RFC 3339 time ({e}): {t}"))
-}
-
-fn blank<'a>(
-    symbol: &'a str,
-    event_type: TickType,
-    timestamp: DateTime<Utc>,
-    received_at: DateTime<Utc>,
-) -> MarketTick<'a> {
-    MarketTick::new(Cow::Borrowed(symbol), event_type, timestamp, Cow::Borrowed(PROVIDER), received_at)
 }
 
 /// Converts a data event (`t`, `q`, `b`); other types are refused with a reason.
@@ -45,7 +33,7 @@ pub(crate) fn normalize<'a>(
     match m.kind {
         "t" => {
             let s = symbol()?;
-            let mut t = blank(s, TickType::Trade, time(m.t)?, received_at);
+            let mut t = tick(PROVIDER, s, TickType::Trade, time(m.t)?, received_at);
             t.price = req(m.p, "p")?;
             t.volume = req(m.s, "s")?;
             if let Some((bid, ask)) = book.get(s) {
@@ -63,7 +51,7 @@ pub(crate) fn normalize<'a>(
         }
         "q" => {
             let s = symbol()?;
-            let mut t = blank(s, TickType::Quote, time(m.t)?, received_at);
+            let mut t = tick(PROVIDER, s, TickType::Quote, time(m.t)?, received_at);
             let (bid, ask) = (req(m.bp, "bp")?, req(m.ap, "ap")?);
             t.price = (bid + ask) / 2.0;
             (t.bid_price, t.ask_price, t.bid_size, t.ask_size) = (Some(bid), Some(ask), m.bs, m.as_);
@@ -74,7 +62,7 @@ pub(crate) fn normalize<'a>(
         "b" => {
             let s = symbol()?;
             let start = time(m.t)?;
-            let mut t = blank(s, TickType::Bar, start, received_at);
+            let mut t = tick(PROVIDER, s, TickType::Bar, start, received_at);
             let close = req(m.c, "c")?;
             t.price = serde_json::from_str::<f64>(close.get())
                 .map_err(|_| format!("`c` is not a number: {}", close.get()))?;

@@ -22,7 +22,7 @@ use ingest_core::record::MarketTick;
 use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
-use crate::emit::Emitter;
+use crate::emit::{Emitter, merge};
 use crate::frame::for_each_element;
 use wire::Msg;
 
@@ -141,20 +141,6 @@ impl PolygonSession {
     }
 }
 
-/// The most significant of two steps (fatal > reconnect > subscribed > data > continue).
-pub(crate) fn merge(a: Step, b: Step) -> Step {
-    fn rank(s: &Step) -> u8 {
-        match s {
-            Step::Continue => 0,
-            Step::Data => 1,
-            Step::Subscribed => 2,
-            Step::Reconnect(_) => 3,
-            Step::Fatal(_) => 4,
-        }
-    }
-    if rank(&b) > rank(&a) { b } else { a }
-}
-
 impl WsSession for PolygonSession {
     fn provider(&self) -> &str {
         normalize::PROVIDER
@@ -188,15 +174,7 @@ impl WsSession for PolygonSession {
             };
             step = merge(std::mem::replace(&mut step, Step::Continue), s);
         });
-        if let Err(e) = parsed {
-            self.emit.dead_letter(
-                text.as_bytes(),
-                &format!("malformed frame (not a JSON array of events): {e}"),
-                received_at,
-            );
-            step = merge(step, Step::Data);
-        }
-        step
+        self.emit.finish_frame(parsed, step, text, received_at)
     }
 
     fn on_transport_error(&mut self, error: &ingest_core::ws::WsError) {

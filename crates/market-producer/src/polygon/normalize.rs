@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use super::wire::Msg;
 use crate::book::QuoteBook;
 use crate::exchanges;
+use crate::tick::{req, tick};
 
 /// Provider label of Polygon records.
 pub(crate) const PROVIDER: &str = "polygon";
@@ -35,10 +36,6 @@ fn num(raw: Option<&RawValue>, field: &'static str) -> Result<f64, Reason> {
 fn int(raw: Option<&RawValue>, field: &'static str) -> Result<i64, Reason> {
     let raw = raw.ok_or_else(|| Reason::from(format!("missing `{field}`")))?;
     serde_json::from_str::<i64>(raw.get()).map_err(|_| format!("`{field}` is not an integer: {}", raw.get()).into())
-}
-
-fn req<T>(v: Option<T>, field: &'static str) -> Result<T, Reason> {
-    v.ok_or_else(|| format!("missing `{field}`").into())
 }
 
 fn millis(ms: i64, field: &'static str) -> Result<DateTime<Utc>, Reason> {
@@ -60,15 +57,6 @@ fn code<'a>(raw: Option<&'a RawValue>) -> Option<Code<'a>> {
     }
 }
 
-fn blank<'a>(
-    symbol: &'a str,
-    event_type: TickType,
-    timestamp: DateTime<Utc>,
-    received_at: DateTime<Utc>,
-) -> MarketTick<'a> {
-    MarketTick::new(Cow::Borrowed(symbol), event_type, timestamp, Cow::Borrowed(PROVIDER), received_at)
-}
-
 /// Converts one data event. `Ok(None)` for events that carry no tick (there are none among the
 /// handled types today; status messages never reach here).
 pub(crate) fn normalize<'a>(
@@ -80,7 +68,7 @@ pub(crate) fn normalize<'a>(
         "T" | "XT" => {
             let crypto = m.ev == "XT";
             let symbol = req(if crypto { m.pair } else { m.sym }, if crypto { "pair" } else { "sym" })?;
-            let mut t = blank(symbol, TickType::Trade, millis(req(m.t, "t")?, "t")?, received_at);
+            let mut t = tick(PROVIDER, symbol, TickType::Trade, millis(req(m.t, "t")?, "t")?, received_at);
             t.price = num(m.p, "p")?;
             t.volume = num(m.s, "s")?;
             if let Some((bid, ask)) = book.get(symbol) {
@@ -102,7 +90,7 @@ pub(crate) fn normalize<'a>(
         "Q" | "XQ" => {
             let crypto = m.ev == "XQ";
             let symbol = req(if crypto { m.pair } else { m.sym }, if crypto { "pair" } else { "sym" })?;
-            let mut t = blank(symbol, TickType::Quote, millis(req(m.t, "t")?, "t")?, received_at);
+            let mut t = tick(PROVIDER, symbol, TickType::Quote, millis(req(m.t, "t")?, "t")?, received_at);
             let (bid, ask) = (req(m.bp, "bp")?, req(m.ap, "ap")?);
             let lot = if crypto { 1.0 } else { ROUND_LOT };
             t.price = (bid + ask) / 2.0;
@@ -116,7 +104,7 @@ pub(crate) fn normalize<'a>(
             let crypto = m.ev.starts_with('X');
             let symbol = req(if crypto { m.pair } else { m.sym }, if crypto { "pair" } else { "sym" })?;
             let start = millis(int(m.s, "s")?, "s")?;
-            let mut t = blank(symbol, TickType::Bar, start, received_at);
+            let mut t = tick(PROVIDER, symbol, TickType::Bar, start, received_at);
             t.price = num(m.c, "c")?;
             t.volume = req(m.v, "v")?;
             (t.open, t.high, t.low, t.vwap) = (m.o, m.h, m.l, m.vw);
