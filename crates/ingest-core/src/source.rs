@@ -14,7 +14,7 @@ use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{self, FetchError, HttpConfig, HttpResponse};
-use crate::kafka::{Outcome, Route, SendError, Sink};
+use crate::kafka::{Route, SendError, Sink};
 use crate::record::{EventKind, IngestEvent, Record};
 use crate::resilience::{
     Backoff, BackoffConfig, BreakerConfig, CircuitBreaker, ErrorClass, RateLimiter, classify_http,
@@ -178,10 +178,6 @@ impl<P: Poller> Source for PollingSource<P> {
         self.poller.name()
     }
 
-    fn stale_after(&self) -> Option<Duration> {
-        None
-    }
-
     fn run(self: Box<Self>, ctx: SourceCtx) -> BoxFuture<'static, Result<(), FatalError>> {
         Box::pin(async move { self.run_loop(ctx).await })
     }
@@ -259,7 +255,10 @@ impl<P: Poller> PollingSource<P> {
                         }
                         Err(reason) => {
                             tracing::warn!(source = p.name(), error = %reason, "response could not be normalized; dead-lettered");
-                            let _ = ctx.sink.dead_letter(&route, &resp.body, &reason, resp.received_at);
+                            let dead = ctx.sink.wait_for_space(&route, &ctx.shutdown, || {
+                                ctx.sink.dead_letter(&route, &resp.body, &reason, resp.received_at)
+                            });
+                            log_unsent(dead.await, p.name());
                             false
                         }
                     };
@@ -299,7 +298,10 @@ impl<P: Poller> PollingSource<P> {
                         breaker_event(state);
                     }
                     if let Some(resp) = &resp {
-                        let _ = ctx.sink.dead_letter(&route, &resp.body, &what, resp.received_at);
+                        let dead = ctx.sink.wait_for_space(&route, &ctx.shutdown, || {
+                            ctx.sink.dead_letter(&route, &resp.body, &what, resp.received_at)
+                        });
+                        log_unsent(dead.await, p.name());
                     }
                     next_wait = jittered(p.interval(), s.interval_jitter);
                     tracing::warn!(source = p.name(), error = %what, "poll failed permanently; will try again next interval");
@@ -308,7 +310,9 @@ impl<P: Poller> PollingSource<P> {
         }
     }
 
-    /// Sends a poll's records and dead-letters its rejects. False if shutdown interrupted it.
+    /// Sends a poll's records and dead-letters its rejects. Every item ends enqueued or counted
+    /// as failed (the sink counts what shutdown cuts short), so after shutdown the loop still
+    /// runs to the end, quickly. False if shutdown came.
     async fn deliver(
         &self,
         ctx: &SourceCtx,
@@ -317,21 +321,26 @@ impl<P: Poller> PollingSource<P> {
         rejects: Vec<Reject>,
         resp: &HttpResponse,
     ) -> bool {
+        let name = self.poller.name();
         for r in rejects {
-            if let Err(error) = ctx.sink.dead_letter(route, &r.raw, &r.reason, resp.received_at) {
-                tracing::error!(%error, "could not dead-letter a rejected item");
-            }
+            let dead = ctx.sink.wait_for_space(route, &ctx.shutdown, || {
+                ctx.sink.dead_letter(route, &r.raw, &r.reason, resp.received_at)
+            });
+            log_unsent(dead.await, name);
         }
         for (record, raw) in records {
-            match ctx.sink.send(route, &record, &raw, &ctx.shutdown).await {
-                Ok(Outcome::Enqueued | Outcome::DeadLettered(_)) => {}
-                Err(SendError::QueueFull) => return false,
-                Err(error) => {
-                    tracing::error!(%error, source = self.poller.name(), "record not accepted by Kafka client")
-                }
-            }
+            log_unsent(ctx.sink.send(route, &record, &raw, &ctx.shutdown).await.map(drop), name);
         }
-        true
+        !ctx.shutdown.is_cancelled()
+    }
+}
+
+/// Logs a send that did not make it to librdkafka. Every such case is already counted by the
+/// sink (`rejected`, `shutdown`); shutdown give-ups are expected and not logged one by one.
+fn log_unsent(result: Result<(), SendError>, source: &str) {
+    match result {
+        Ok(()) | Err(SendError::ShutDown) => {}
+        Err(error) => tracing::error!(%error, source, "record not accepted by the Kafka client"),
     }
 }
 

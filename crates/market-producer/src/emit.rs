@@ -1,35 +1,32 @@
 //! The market sources' way to the sink: ticks, dead letters, and backpressure.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use ingest_core::kafka::{Route, SendError, Sink};
 use ingest_core::record::MarketTick;
 use ingest_core::source::SourceCtx;
-use ingest_core::telemetry::metrics::REASON_SHUTDOWN;
 use ingest_core::ws::{Frame, Step, WsError};
-use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
 use crate::frame::FrameError;
 
-/// Sends a session's ticks. When librdkafka's queue is full the WebSocket reader waits here
-/// (librdkafka drains on its own thread, so this cannot deadlock) and TCP pushes back on the
-/// provider: the "block the source" policy. Only shutdown ends a wait early, and a tick given
-/// up that way is counted (`producer_messages_failed_total{reason="shutdown"}`).
+/// Sends a session's ticks and dead letters. When librdkafka's queue is full the WebSocket
+/// reader waits in the sink (`Sink::wait_for_space_blocking`) and TCP pushes back on the
+/// provider: the "block the source" policy. Only shutdown ends a wait early, and the sink counts
+/// what it gives up (`producer_messages_failed_total{reason="shutdown"}`).
 #[derive(Debug)]
 pub(crate) struct Emitter {
     sink: Sink,
     route: Route,
     shutdown: CancellationToken,
-    unsent: IntCounter,
 }
 
 impl Emitter {
     pub(crate) fn new(ctx: &SourceCtx, provider: &str) -> Self {
-        let route = ctx.sink.route::<MarketTick<'_>>(provider);
-        let unsent = ctx.metrics.messages_failed.with_label_values(&[provider, route.topic(), REASON_SHUTDOWN]);
-        Self { sink: ctx.sink.clone(), route, shutdown: ctx.shutdown.clone(), unsent }
+        Self {
+            sink: ctx.sink.clone(),
+            route: ctx.sink.route::<MarketTick<'_>>(provider),
+            shutdown: ctx.shutdown.clone(),
+        }
     }
 
     /// Tags the following records with the connection epoch.
@@ -92,25 +89,11 @@ impl Emitter {
         }
     }
 
-    fn with_backpressure(&self, mut attempt: impl FnMut() -> Result<(), SendError>) {
-        let mut wait = Duration::from_micros(50);
-        loop {
-            match attempt() {
-                Ok(()) => return,
-                Err(SendError::QueueFull) if self.shutdown.is_cancelled() => {
-                    self.unsent.inc();
-                    return;
-                }
-                Err(SendError::QueueFull) => {
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_millis(10));
-                }
-                // Counted by the sink (reason `rejected`); nothing to retry.
-                Err(error) => {
-                    tracing::error!(%error, "tick not accepted by the Kafka client");
-                    return;
-                }
-            }
+    fn with_backpressure(&self, attempt: impl FnMut() -> Result<(), SendError>) {
+        match self.sink.wait_for_space_blocking(&self.route, &self.shutdown, attempt) {
+            // Counted by the sink (reasons `rejected`, `shutdown`).
+            Ok(()) | Err(SendError::ShutDown) => {}
+            Err(error) => tracing::error!(%error, "tick not accepted by the Kafka client"),
         }
     }
 }

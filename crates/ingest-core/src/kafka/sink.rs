@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::{MAX_ROUTES, RouteStats, SinkContext, pack};
 use crate::config::{ConfigError, KafkaConfig, Topics};
 use crate::record::{DeadLetter, Record, TopicKind, ValidationError, ts};
-use crate::telemetry::metrics::{REASON_DELIVERY, REASON_INVALID, REASON_REJECTED};
+use crate::telemetry::metrics::{REASON_DELIVERY, REASON_INVALID, REASON_REJECTED, REASON_SHUTDOWN};
 use crate::telemetry::{Health, Metrics};
 
 /// What happened to a record handed to the sink.
@@ -40,6 +40,10 @@ pub enum SendError {
     /// librdkafka's queue is full (Kafka slow or down): retry later. [`Sink::send`] waits.
     #[error("the Kafka producer queue is full")]
     QueueFull,
+    /// Shutdown came while waiting for queue space; the record was given up and counted as
+    /// failed with reason `shutdown`.
+    #[error("gave up waiting for Kafka queue space at shutdown")]
+    ShutDown,
     /// Kafka will never take this record (too large, unknown topic…); it was counted as failed
     /// with reason `rejected`.
     #[error("record rejected by the Kafka client: {0}")]
@@ -72,6 +76,7 @@ pub struct Route {
     provider: Arc<str>,
     invalid: IntCounter,
     rejected: IntCounter,
+    abandoned: IntCounter,
     conn_epoch: Option<u64>,
 }
 
@@ -85,11 +90,6 @@ impl Route {
     /// The topic records go to.
     pub fn topic(&self) -> &str {
         &self.topic
-    }
-
-    /// The dead-letter topic of this route.
-    pub fn dlq_topic(&self) -> &str {
-        &self.dlq_topic
     }
 
     /// The provider label.
@@ -116,6 +116,15 @@ struct Inner {
     topics: Topics,
 }
 
+/// First and longest sleep of [`Sink::wait_for_space`].
+const FIRST_WAIT: Duration = Duration::from_millis(1);
+const MAX_WAIT: Duration = Duration::from_millis(100);
+
+fn give_up(route: &Route) -> SendError {
+    route.abandoned.inc();
+    SendError::ShutDown
+}
+
 impl fmt::Debug for Sink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sink").field("producer", &self.inner.producer_name).finish_non_exhaustive()
@@ -123,7 +132,7 @@ impl fmt::Debug for Sink {
 }
 
 /// The librdkafka properties of a config, in the order they are applied (later wins).
-pub fn client_properties(cfg: &KafkaConfig, client_id: &str) -> Vec<(String, String)> {
+fn client_properties(cfg: &KafkaConfig, client_id: &str) -> Vec<(String, String)> {
     let mut p: Vec<(String, String)> = [
         ("bootstrap.servers", cfg.brokers.clone()),
         // Same key -> partition mapping as the Java client, so Kafka Streams / Flink jobs that
@@ -228,16 +237,6 @@ impl Sink {
         })
     }
 
-    /// The producer's name (the `producer` header).
-    pub fn producer_name(&self) -> &str {
-        &self.inner.producer_name
-    }
-
-    /// The configured topics.
-    pub fn topics(&self) -> &Topics {
-        &self.inner.topics
-    }
-
     fn ctx(&self) -> &SinkContext {
         self.inner.producer.context()
     }
@@ -303,6 +302,7 @@ impl Sink {
             provider: provider.into(),
             invalid: m.messages_failed.with_label_values(&[provider, topic, REASON_INVALID]),
             rejected: m.messages_failed.with_label_values(&[provider, topic, REASON_REJECTED]),
+            abandoned: m.messages_failed.with_label_values(&[provider, topic, REASON_SHUTDOWN]),
             conn_epoch: None,
         }
     }
@@ -348,7 +348,7 @@ impl Sink {
     }
 
     /// As [`Sink::try_send`], waiting while librdkafka's queue is full (backpressure: the source
-    /// slows down to what Kafka takes). Returns early with `QueueFull` if `shutdown` fires.
+    /// slows down to what Kafka takes). See [`Sink::wait_for_space`].
     pub async fn send<R: Record>(
         &self,
         route: &Route,
@@ -356,15 +356,50 @@ impl Sink {
         raw: &[u8],
         shutdown: &CancellationToken,
     ) -> Result<Outcome, SendError> {
-        let mut wait = Duration::from_millis(1);
+        self.wait_for_space(route, shutdown, || self.try_send(route, record, raw)).await
+    }
+
+    /// Repeats `attempt` (a `try_send` or `dead_letter` through `route`) while librdkafka's
+    /// queue is full, sleeping between tries. If `shutdown` fires first, the input is given up
+    /// and counted as failed with reason `shutdown` (`SendError::ShutDown`): never silently.
+    pub async fn wait_for_space<T>(
+        &self,
+        route: &Route,
+        shutdown: &CancellationToken,
+        mut attempt: impl FnMut() -> Result<T, SendError>,
+    ) -> Result<T, SendError> {
+        let mut wait = FIRST_WAIT;
         loop {
-            match self.try_send(route, record, raw) {
+            match attempt() {
                 Err(SendError::QueueFull) => {
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = shutdown.cancelled() => return Err(SendError::QueueFull),
+                        () = shutdown.cancelled() => return Err(give_up(route)),
                     }
-                    wait = (wait * 2).min(Duration::from_millis(100));
+                    wait = (wait * 2).min(MAX_WAIT);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// As [`Sink::wait_for_space`] for synchronous callers (a WebSocket session's frame
+    /// handler): the thread sleeps. librdkafka drains on its own thread, so this cannot
+    /// deadlock; the caller stops reading its socket meanwhile, which pushes back on the
+    /// provider.
+    pub fn wait_for_space_blocking<T>(
+        &self,
+        route: &Route,
+        shutdown: &CancellationToken,
+        mut attempt: impl FnMut() -> Result<T, SendError>,
+    ) -> Result<T, SendError> {
+        let mut wait = FIRST_WAIT / 20;
+        loop {
+            match attempt() {
+                Err(SendError::QueueFull) if shutdown.is_cancelled() => return Err(give_up(route)),
+                Err(SendError::QueueFull) => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(MAX_WAIT / 10);
                 }
                 other => return other,
             }
@@ -372,7 +407,7 @@ impl Sink {
     }
 
     /// Writes `raw` (input that could not be parsed or validated) to the route's `.dlq` topic
-    /// with `reason`, and counts it as failed with reason `invalid`.
+    /// with `reason`, and, once enqueued, counts it as failed with reason `invalid`.
     pub fn dead_letter(
         &self,
         route: &Route,
@@ -380,14 +415,16 @@ impl Sink {
         reason: &str,
         received_at: DateTime<Utc>,
     ) -> Result<(), SendError> {
-        route.invalid.inc();
         let letter =
             DeadLetter::new(&self.inner.producer_name, &route.provider, &route.topic, reason, raw, received_at);
         let payload = serde_json::to_vec(&letter)?;
         let now = StackStr::ts(Utc::now());
         let received = StackStr::ts(received_at);
         let headers = self.headers(route, DeadLetter::SCHEMA, &route.provider, &now, &received);
-        self.enqueue(route.dlq_index, &route.dlq_topic, route.provider.as_bytes(), &payload, headers)
+        // Counted once it is enqueued: a retried dead letter must not count twice.
+        self.enqueue(route.dlq_index, &route.dlq_topic, route.provider.as_bytes(), &payload, headers)?;
+        route.invalid.inc();
+        Ok(())
     }
 
     fn headers(

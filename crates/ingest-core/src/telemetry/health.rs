@@ -53,11 +53,6 @@ impl SourceHealth {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.cell.last_data_ms.store(ms + 1, Ordering::Release);
     }
-
-    /// Time since the last data, if any arrived.
-    pub fn data_age(&self) -> Option<Duration> {
-        age(&self.cell, self.started)
-    }
 }
 
 fn age(cell: &SourceCell, started: Instant) -> Option<Duration> {

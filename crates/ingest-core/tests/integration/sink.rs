@@ -172,7 +172,7 @@ async fn readiness_check_reports_missing_topics_and_present_ones() {
 #[tokio::test]
 async fn unreachable_kafka_fails_readiness_and_full_queue_applies_backpressure() {
     let cfg = KafkaConfig { brokers: "127.0.0.1:1".into(), queue_max_messages: 5, ..KafkaConfig::default() };
-    let (sink, _) = sink_with(&cfg);
+    let (sink, metrics) = sink_with(&cfg);
     let route = sink.route_to::<MarketTick>("nowhere.raw", "nowhere.dlq", "polygon");
     let err = sink.check_kafka(Duration::from_millis(500)).await.unwrap_err();
     assert!(err.contains("metadata request failed"), "{err}");
@@ -180,7 +180,10 @@ async fn unreachable_kafka_fails_readiness_and_full_queue_applies_backpressure()
         assert_eq!(sink.try_send(&route, &tick("AAPL", i, 1.0), b"").unwrap(), Outcome::Enqueued);
     }
     assert!(matches!(sink.try_send(&route, &tick("AAPL", 9, 1.0), b""), Err(SendError::QueueFull)));
-    // send() waits while full and gives up only when shutdown fires.
+    // A dead letter refused by the full queue is not counted as dead-lettered (it may be retried).
+    assert!(matches!(sink.dead_letter(&route, b"x", "bad", Utc::now()), Err(SendError::QueueFull)));
+    assert_eq!(counter(&metrics, "producer_messages_failed_total", &[("reason", "invalid")]), 0.0);
+    // send() waits while full; when shutdown fires it gives up and counts it, never silently.
     let stop = CancellationToken::new();
     let waiter = {
         let (sink, stop) = (sink.clone(), stop.clone());
@@ -192,7 +195,18 @@ async fn unreachable_kafka_fails_readiness_and_full_queue_applies_backpressure()
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "send must wait while the queue is full");
     stop.cancel();
-    assert!(matches!(waiter.await.unwrap(), Err(SendError::QueueFull)));
+    assert!(matches!(waiter.await.unwrap(), Err(SendError::ShutDown)));
+    assert_eq!(
+        counter(&metrics, "producer_messages_failed_total", &[("topic", "nowhere.raw"), ("reason", "shutdown")]),
+        1.0
+    );
+    // The blocking variant (WebSocket readers) gives up the same way once shutdown has come.
+    let r = sink.wait_for_space_blocking(&route, &stop, || sink.try_send(&route, &tick("AAPL", 11, 1.0), b""));
+    assert!(matches!(r, Err(SendError::ShutDown)));
+    assert_eq!(
+        counter(&metrics, "producer_messages_failed_total", &[("topic", "nowhere.raw"), ("reason", "shutdown")]),
+        2.0
+    );
     assert_eq!(sink.flush(Duration::from_millis(100)).await, 5, "unacknowledged records are reported, not hidden");
 }
 

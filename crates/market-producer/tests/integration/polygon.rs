@@ -11,7 +11,7 @@ use provider_sim::polygon::{PolygonConfig, PolygonHandle};
 use rdkafka::message::Message;
 use serde_json::Value;
 
-use crate::common::{Topics, value, wait_event};
+use crate::common::{Topics, metric, value, wait_event};
 
 const KEY: &str = "pk-test-0123456789";
 
@@ -146,6 +146,9 @@ async fn reconnects_resubscribes_and_publishes_the_gap() {
         assert!(kinds.contains(&k), "{kinds:?}");
     }
 
+    assert_eq!(metric(&s.producer, "producer_ws_gaps_total", &[("provider", "polygon")]).await, 1.0);
+    assert!(metric(&s.producer, "producer_ws_reconnects_total", &[("provider", "polygon")]).await >= 1.0);
+    assert!(metric(&s.producer, "producer_ws_gap_seconds_total", &[("provider", "polygon")]).await > 0.0);
     s.polygon.push(r#"[{"ev":"T","sym":"MSFT","x":12,"i":"2","p":100.6,"s":10,"t":1704205801000,"q":2}]"#);
     let got = testkit::consume(&s.topic, 2, Duration::from_secs(30));
     assert!(
@@ -193,6 +196,10 @@ async fn malformed_input_is_dead_lettered_and_the_stream_continues() {
     prices.sort_by(f64::total_cmp);
     assert_eq!(prices, [101.0, 150.0], "valid events of the same frames went through");
     assert_eq!(s.polygon.subscribed_connections(), 1, "no reconnect was needed");
+    // Every bad input counted once, and no gap.
+    let invalid = [("topic", s.topic.as_str()), ("reason", "invalid")];
+    assert_eq!(metric(&s.producer, "producer_messages_failed_total", &invalid).await, 5.0);
+    assert_eq!(metric(&s.producer, "producer_ws_gaps_total", &[("provider", "polygon")]).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
