@@ -110,8 +110,10 @@ start_node() {
     return 0
   fi
   if [[ ! -f $dir/data/meta.properties ]]; then
+    # `--cluster-id=ID`, not `-t ID`: a base64url id may start with `-` and would be read as
+    # an option.
     java -cp "$lib/*" kafka.tools.StorageTool format --ignore-formatted \
-      -t "$cluster_id" -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 \
+      --cluster-id="$cluster_id" -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 \
       || { cat "$dir/logs/format.log" >&2; die "formatting the storage in $dir failed"; }
   fi
   # setsid: the broker must outlive the shell (and the make job) that started it.
