@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, Throughput};
+use ingest_core::record::Record;
 use market_producer::book::QuoteBook;
 use market_producer::polygon::{Element, elements};
 
@@ -77,7 +78,7 @@ fn run(frames: &[String], book: &mut QuoteBook, buf: &mut Vec<u8>) -> usize {
         elements(f, received_at, book, |e| {
             if let Element::Tick(tick, _) = e {
                 buf.clear();
-                serde_json::to_writer(&mut *buf, &tick).unwrap();
+                tick.write_json(buf).unwrap();
                 ticks += 1;
             }
         })

@@ -318,7 +318,7 @@ impl Sink {
         BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
-            serde_json::to_writer(&mut *buf, record)?;
+            record.write_json(&mut buf)?;
             let event_time = StackStr::ts(record.event_time());
             let received_at = StackStr::ts(record.received_at());
             let headers = self.headers(route, R::SCHEMA, record.provider(), &event_time, &received_at);

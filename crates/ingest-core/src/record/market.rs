@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use super::{Record, TopicKind, ValidationError, check, ts};
+use super::{Record, TopicKind, ValidationError, check, json, ts};
 
 /// What a tick is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +175,74 @@ impl<'a> MarketTick<'a> {
     }
 }
 
+impl Code<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Code::Int(i) => {
+                out.push(b'"');
+                out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
+                out.push(b'"');
+            }
+            Code::Str(s) => json::string(out, s),
+        }
+    }
+}
+
+impl MarketTick<'_> {
+    /// The hand-written form of `Serialize` (same field order, same omissions, same bytes):
+    /// field names are written pre-escaped and values straight into `out`, with no serializer
+    /// state machine in between. See [`Record::write_json`].
+    fn write_json_fast(&self, out: &mut Vec<u8>) {
+        /// `,"name":` when the value is present.
+        fn opt<T>(out: &mut Vec<u8>, name: &[u8], v: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+            if let Some(v) = v {
+                out.extend_from_slice(name);
+                write(out, v);
+            }
+        }
+        out.reserve(400);
+        out.extend_from_slice(b"{\"symbol\":");
+        json::string(out, &self.symbol);
+        out.extend_from_slice(match self.event_type {
+            TickType::Trade => b",\"event_type\":\"trade\",\"price\":",
+            TickType::Quote => b",\"event_type\":\"quote\",\"price\":",
+            TickType::Bar => b",\"event_type\":\"bar\",\"price\":",
+        });
+        json::number(out, self.price);
+        out.extend_from_slice(b",\"volume\":");
+        json::number(out, self.volume);
+        out.extend_from_slice(b",\"timestamp\":");
+        json::time(out, self.timestamp);
+        out.extend_from_slice(b",\"bid_price\":");
+        json::opt_number(out, self.bid_price);
+        out.extend_from_slice(b",\"ask_price\":");
+        json::opt_number(out, self.ask_price);
+        opt(out, b",\"bid_size\":", self.bid_size, json::number);
+        opt(out, b",\"ask_size\":", self.ask_size, json::number);
+        out.extend_from_slice(b",\"exchange\":");
+        match &self.exchange {
+            Some(e) => json::string(out, e),
+            None => out.extend_from_slice(b"null"),
+        }
+        opt(out, b",\"mic\":", self.mic.as_deref(), json::string);
+        opt(out, b",\"exchange_code\":", self.exchange_code.as_ref(), |o, c| c.write_json(o));
+        opt(out, b",\"sequence\":", self.sequence, json::unsigned);
+        opt(out, b",\"conditions\":", self.conditions, |o, r| o.extend_from_slice(r.get().as_bytes()));
+        opt(out, b",\"trade_id\":", self.trade_id.as_ref(), |o, c| c.write_json(o));
+        opt(out, b",\"open\":", self.open, json::number);
+        opt(out, b",\"high\":", self.high, json::number);
+        opt(out, b",\"low\":", self.low, json::number);
+        opt(out, b",\"vwap\":", self.vwap, json::number);
+        opt(out, b",\"window_start\":", self.window_start, json::time);
+        opt(out, b",\"window_end\":", self.window_end, json::time);
+        out.extend_from_slice(b",\"provider\":");
+        json::string(out, &self.provider);
+        out.extend_from_slice(b",\"received_at\":");
+        json::time(out, self.received_at);
+        out.push(b'}');
+    }
+}
+
 impl PartialEq for MarketTick<'_> {
     fn eq(&self, o: &Self) -> bool {
         fn raw(r: Option<&RawValue>) -> Option<&str> {
@@ -216,6 +284,11 @@ impl Record for MarketTick<'_> {
 
     fn received_at(&self) -> DateTime<Utc> {
         self.received_at
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        self.write_json_fast(out);
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ValidationError> {
@@ -323,6 +396,68 @@ mod tests {
             mutate(&mut t);
             let err = t.validate().expect_err(field);
             assert_eq!(err.field, *field, "{err}");
+        }
+    }
+
+    mod writer {
+        use proptest::prelude::*;
+        use proptest::{num, option};
+
+        use super::*;
+
+        fn code() -> impl Strategy<Value = Code<'static>> {
+            prop_oneof![any::<i64>().prop_map(Code::Int), text().prop_map(|s| Code::Str(s.into()))]
+        }
+
+        /// Any string, or one dense in the characters JSON escapes (random Unicode rarely has them).
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![any::<String>(), "[\\x00-\\x20\"\\\\a\\x7fé€😀]{0,16}"]
+        }
+
+        fn time() -> impl Strategy<Value = DateTime<Utc>> {
+            // Years 0001-9999 (the writer's fast path) plus any nanosecond fraction.
+            (-62_135_596_800i64..253_402_300_799, 0u32..1_000_000_000)
+                .prop_map(|(s, n)| DateTime::from_timestamp(s, n).unwrap_or_default())
+        }
+
+        fn float() -> impl Strategy<Value = f64> {
+            prop_oneof![num::f64::ANY, (0u32..10_000_000).prop_map(|c| f64::from(c) / 100.0)]
+        }
+
+        const CONDITIONS: &[&str] = &["[0,12]", "[]", r#"["@","F","T"]"#, r#"[1,"x\u0000"]"#];
+
+        proptest! {
+            /// The hand-written writer and serde_json agree byte for byte on any tick, including
+            /// strings that need escaping, non-finite numbers and every optional field.
+            #[test]
+            fn matches_serde_json(
+                symbol in text(), provider in text(),
+                kind in prop_oneof![Just(TickType::Trade), Just(TickType::Quote), Just(TickType::Bar)],
+                (price, volume) in (float(), float()),
+                (timestamp, received_at) in (time(), time()),
+                (bid_price, ask_price, bid_size, ask_size) in
+                    (option::of(float()), option::of(float()), option::of(float()), option::of(float())),
+                (exchange, mic) in (option::of(text()), option::of(text())),
+                (exchange_code, trade_id) in (option::of(code()), option::of(code())),
+                sequence in option::of(any::<u64>()),
+                conditions in option::of(0..CONDITIONS.len()),
+                (open, high, low, vwap) in
+                    (option::of(float()), option::of(float()), option::of(float()), option::of(float())),
+                (window_start, window_end) in (option::of(time()), option::of(time())),
+            ) {
+                let raw = conditions.map(|i| serde_json::value::RawValue::from_string(CONDITIONS[i].to_owned()).unwrap());
+                let tick = MarketTick {
+                    price, volume, bid_price, ask_price, bid_size, ask_size,
+                    exchange: exchange.map(Into::into), mic: mic.map(Into::into), exchange_code, sequence,
+                    conditions: raw.as_deref(), trade_id, open, high, low, vwap, window_start, window_end,
+                    ..MarketTick::new(symbol.into(), kind, timestamp, provider.into(), received_at)
+                };
+                let mut fast = b"prefix".to_vec();
+                tick.write_json(&mut fast).unwrap();
+                let serde = serde_json::to_vec(&tick).unwrap();
+                prop_assert_eq!(String::from_utf8_lossy(&fast[6..]), String::from_utf8_lossy(&serde));
+                prop_assert_eq!(&fast[..6], b"prefix", "appends, never clears");
+            }
         }
     }
 

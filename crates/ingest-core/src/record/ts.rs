@@ -14,11 +14,11 @@ use serde::{Deserialize, Deserializer, Serializer};
 pub struct Rfc3339(pub DateTime<Utc>);
 
 /// The longest form: `-262143-12-31T23:59:59.999999999Z` fits in 40 bytes.
-const MAX_LEN: usize = 40;
+pub(crate) const MAX_LEN: usize = 40;
 
 /// Writes `t` into `buf` and returns the length. Hand-rolled because chrono's formatting
 /// builds a `String` per call, and this runs for every record on the hot path.
-fn format_into(t: DateTime<Utc>, buf: &mut [u8; MAX_LEN]) -> usize {
+pub(crate) fn format_into(t: DateTime<Utc>, buf: &mut [u8; MAX_LEN]) -> usize {
     fn put(buf: &mut [u8], at: &mut usize, v: u32, width: usize) {
         let mut v = v;
         for i in (0..width).rev() {

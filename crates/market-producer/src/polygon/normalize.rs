@@ -30,7 +30,13 @@ pub(crate) type Reason = Cow<'static, str>;
 
 fn num(raw: Option<&RawValue>, field: &'static str) -> Result<f64, Reason> {
     let raw = raw.ok_or_else(|| Reason::from(format!("missing `{field}`")))?;
-    serde_json::from_str::<f64>(raw.get()).map_err(|_| format!("`{field}` is not a number: {}", raw.get()).into())
+    // The text is one valid JSON value, so when it is a number, Rust's float parser reads it
+    // (correctly rounded, as serde_json with `float_roundtrip`) without a second JSON pass.
+    raw.get()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("`{field}` is not a number: {}", raw.get()).into())
 }
 
 fn int(raw: Option<&RawValue>, field: &'static str) -> Result<i64, Reason> {
