@@ -11,6 +11,7 @@
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod poll;
 pub mod record;
 pub mod resilience;
 pub mod runtime;

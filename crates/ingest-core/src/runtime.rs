@@ -261,6 +261,8 @@ pub async fn start<S: Section>(
             health: health.register_source(&name, source.stale_after()),
             metrics: metrics.clone(),
             shutdown: sources_stop.clone(),
+            kafka: core.kafka.clone(),
+            process_health: health.clone(),
         };
         running.spawn(async move { (name, source.run(ctx).await) });
     }

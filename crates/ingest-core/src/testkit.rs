@@ -95,6 +95,16 @@ pub fn consume(topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
     out
 }
 
+/// Every record of `topic` committed up to its current end (`read_committed`, offset order per
+/// partition); waits for transactions open at the call to end.
+pub fn consume_committed(topic: &str, timeout: Duration) -> Vec<OwnedMessage> {
+    let kafka = crate::config::KafkaConfig { brokers: kafka_brokers(), ..Default::default() };
+    let mut out = Vec::new();
+    crate::poll::read_committed_to_end(&kafka, topic, timeout, |m| out.push(m.detach()))
+        .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+    out
+}
+
 /// The value of header `key` of a message, as text.
 pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
     let h = m.headers()?;

@@ -6,4 +6,4 @@ mod context;
 mod sink;
 
 pub use self::context::SinkContext;
-pub use self::sink::{Outcome, Route, SendError, Sink, SinkError};
+pub use self::sink::{Outcome, Route, SendError, Sink, SinkError, TxError};

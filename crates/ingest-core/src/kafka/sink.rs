@@ -92,6 +92,11 @@ impl Route {
         &self.topic
     }
 
+    /// The topic dead letters go to.
+    pub fn dlq_topic(&self) -> &str {
+        &self.dlq_topic
+    }
+
     /// The provider label.
     pub fn provider(&self) -> &str {
         &self.provider
@@ -210,6 +215,30 @@ impl fmt::Write for StackStr {
     }
 }
 
+/// A failed transaction call, classified as librdkafka classifies it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TxError {
+    /// What happened.
+    pub message: String,
+    /// The producer is unusable (fenced by a newer instance with the same `transactional.id`,
+    /// or another fatal error): stop.
+    pub fatal: bool,
+    /// The transaction must be aborted before the producer can go on.
+    pub requires_abort: bool,
+}
+
+impl From<KafkaError> for TxError {
+    fn from(e: KafkaError) -> Self {
+        match &e {
+            KafkaError::Transaction(t) => {
+                Self { message: e.to_string(), fatal: t.is_fatal(), requires_abort: t.txn_requires_abort() }
+            }
+            _ => Self { message: e.to_string(), fatal: false, requires_abort: true },
+        }
+    }
+}
+
 impl Sink {
     /// Creates the producer with the seed defaults and the config's overrides. Does not wait for
     /// the brokers: readiness reports whether they answer (see [`Sink::check_kafka`]).
@@ -220,9 +249,43 @@ impl Sink {
         health: Health,
         fatal: CancellationToken,
     ) -> Result<Self, SinkError> {
+        Self::build(cfg, producer_name, &[], metrics, health, fatal)
+    }
+
+    /// A sink whose producer is transactional with `transactional_id` (one per instance of a
+    /// polled source group; a newer producer with the same id fences this one). Call
+    /// [`Sink::init_transactions`] before the first transaction.
+    pub fn transactional(
+        cfg: &KafkaConfig,
+        producer_name: &str,
+        transactional_id: &str,
+        metrics: Metrics,
+        health: Health,
+        fatal: CancellationToken,
+    ) -> Result<Self, SinkError> {
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms; the broker's default
+        // ceiling (transaction.max.timeout.ms) is 15 minutes.
+        let extra = [
+            ("transactional.id", transactional_id.to_string()),
+            ("transaction.timeout.ms", cfg.delivery_timeout_ms.max(60_000).to_string()),
+        ];
+        Self::build(cfg, producer_name, &extra, metrics, health, fatal)
+    }
+
+    fn build(
+        cfg: &KafkaConfig,
+        producer_name: &str,
+        extra: &[(&str, String)],
+        metrics: Metrics,
+        health: Health,
+        fatal: CancellationToken,
+    ) -> Result<Self, SinkError> {
         let mut cc = ClientConfig::new();
         for (k, v) in client_properties(cfg, producer_name) {
             cc.set(k, v);
+        }
+        for (k, v) in extra {
+            cc.set(*k, v);
         }
         let ctx = SinkContext::new(metrics, health, fatal);
         let producer: ThreadedProducer<SinkContext> = cc.create_with_context(ctx).map_err(|e| match e {
@@ -250,6 +313,7 @@ impl Sink {
             TopicKind::SecFilings => &t.sec_filings.name,
             TopicKind::AltDataRecords => &t.altdata_records.name,
             TopicKind::Events => &t.events.name,
+            TopicKind::State => &t.state.name,
         }
     }
 
@@ -264,6 +328,8 @@ impl Sink {
             // An invalid lifecycle event is our bug, not bad input: it stays in the events
             // topic, recognisable by its `ingest.dead_letter/v1` schema header.
             TopicKind::Events => t.events.name.clone(),
+            // A state record is ours and validated before it is built; it has no DLQ.
+            TopicKind::State => t.state.name.clone(),
         }
     }
 
@@ -510,6 +576,42 @@ impl Sink {
     /// the last call).
     pub async fn client_error(&self) {
         self.ctx().errors.notified().await;
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&ThreadedProducer<SinkContext>) -> Result<T, KafkaError> + Send + 'static,
+    ) -> Result<T, TxError> {
+        let sink = self.clone();
+        tokio::task::spawn_blocking(move || call(&sink.inner.producer))
+            .await
+            .map_err(|e| TxError {
+                message: format!("transaction call panicked: {e}"),
+                fatal: true,
+                requires_abort: false,
+            })?
+            .map_err(TxError::from)
+    }
+
+    /// Registers the `transactional.id` with the coordinator, completing or aborting whatever
+    /// a previous instance left open, and fencing that instance.
+    pub async fn init_transactions(&self, timeout: Duration) -> Result<(), TxError> {
+        self.blocking(move |p| p.init_transactions(timeout)).await
+    }
+
+    /// Starts a transaction (local; no network round trip).
+    pub fn begin_transaction(&self) -> Result<(), TxError> {
+        self.inner.producer.begin_transaction().map_err(TxError::from)
+    }
+
+    /// Flushes and commits the current transaction.
+    pub async fn commit_transaction(&self, timeout: Duration) -> Result<(), TxError> {
+        self.blocking(move |p| p.commit_transaction(timeout)).await
+    }
+
+    /// Aborts the current transaction: its records become invisible to `read_committed` readers.
+    pub async fn abort_transaction(&self, timeout: Duration) -> Result<(), TxError> {
+        self.blocking(move |p| p.abort_transaction(timeout)).await
     }
 
     /// Records handed to librdkafka and not yet acknowledged or failed.

@@ -12,6 +12,7 @@ mod market;
 mod news;
 mod sec;
 mod social;
+mod state;
 pub mod ts;
 
 use std::borrow::Cow;
@@ -25,6 +26,7 @@ pub use self::market::{Code, MarketTick, TickType};
 pub use self::news::{NewsArticle, SentimentSource};
 pub use self::sec::{FilingParty, SecFiling};
 pub use self::social::{Engagement, Platform, SocialPost};
+pub use self::state::SourceState;
 
 /// The topic family a record type is written to (names come from `kafka.topics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +43,8 @@ pub enum TopicKind {
     AltDataRecords,
     /// `ingest.events`
     Events,
+    /// `ingest.state` (compacted; cursors and dedup windows of polled sources)
+    State,
 }
 
 /// A record that can be validated and written to Kafka.

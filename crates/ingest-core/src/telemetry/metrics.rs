@@ -29,6 +29,12 @@ pub const WS_GAPS: &str = "producer_ws_gaps_total";
 pub const WS_GAP_SECONDS: &str = "producer_ws_gap_seconds_total";
 /// `producer_up`: 1 while the process runs (build info in labels).
 pub const UP: &str = "producer_up";
+/// Kafka transactions of polled sources by outcome (`committed`, `aborted`).
+pub const TRANSACTIONS: &str = "producer_transactions_total";
+/// Polled records not sent again because the dedup window had seen their key.
+pub const DUPLICATES_SKIPPED: &str = "producer_duplicates_skipped_total";
+/// Polls not made because a provider's daily quota was used up.
+pub const QUOTA_EXHAUSTED: &str = "producer_quota_exhausted_total";
 
 /// The reason label of [`MESSAGES_FAILED`] for input that failed parsing or validation (it went
 /// to the dead-letter topic).
@@ -39,6 +45,9 @@ pub const REASON_DELIVERY: &str = "delivery";
 pub const REASON_REJECTED: &str = "rejected";
 /// The reason label for records still waiting for queue space when shutdown cut the wait.
 pub const REASON_SHUTDOWN: &str = "shutdown";
+/// `messages_failed` reason: sent inside a Kafka transaction that was then aborted (invisible
+/// to `read_committed` consumers; the poll is retried, so the item is sent again).
+pub const REASON_ABORTED: &str = "aborted";
 
 /// The registry and handles of one producer process.
 #[derive(Debug, Clone)]
@@ -64,6 +73,12 @@ pub struct Metrics {
     pub ws_gaps: IntCounterVec,
     /// [`WS_GAP_SECONDS`] {provider}
     pub ws_gap_seconds: CounterVec,
+    /// [`TRANSACTIONS`] {source, outcome}
+    pub transactions: IntCounterVec,
+    /// [`DUPLICATES_SKIPPED`] {provider}
+    pub duplicates_skipped: IntCounterVec,
+    /// [`QUOTA_EXHAUSTED`] {provider}
+    pub quota_exhausted: IntCounterVec,
 }
 
 impl Metrics {
@@ -87,6 +102,15 @@ impl Metrics {
         let ws_reconnects =
             counter(WS_RECONNECTS, "WebSocket connections that ended or failed and were retried.", &["provider"]);
         let ws_gaps = counter(WS_GAPS, "Disconnect-to-resubscribe windows of WebSocket sources.", &["provider"]);
+        let transactions =
+            counter(TRANSACTIONS, "Kafka transactions of polled sources by outcome.", &["source", "outcome"]);
+        let duplicates_skipped = counter(
+            DUPLICATES_SKIPPED,
+            "Polled records skipped because their key was already delivered (dedup window).",
+            &["provider"],
+        );
+        let quota_exhausted =
+            counter(QUOTA_EXHAUSTED, "Polls deferred because the provider's daily quota was used up.", &["provider"]);
         let ws_gap_seconds =
             CounterVec::new(Opts::new(WS_GAP_SECONDS, "Total seconds of WebSocket gaps."), &["provider"])
                 .expect("valid metric");
@@ -123,6 +147,9 @@ impl Metrics {
             ws_reconnects,
             ws_gaps,
             ws_gap_seconds,
+            transactions,
+            duplicates_skipped,
+            quota_exhausted,
         }
     }
 

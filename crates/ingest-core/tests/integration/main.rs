@@ -3,5 +3,6 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
+mod poll;
 mod runtime;
 mod sink;

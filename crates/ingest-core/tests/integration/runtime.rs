@@ -1,4 +1,4 @@
-//! A whole producer in-process: runtime + a real `PollingSource` polling a local HTTP
+//! A whole producer in-process: runtime + a real `PollGroup` polling a local HTTP
 //! endpoint and the real broker, checked through its own /metrics, /health and /ready and
 //! an independent consumer.
 
@@ -13,10 +13,11 @@ use axum::routing::get;
 use ingest_core::config::{Config, ConfigError, CoreConfig, Section};
 use ingest_core::http::HttpResponse;
 use ingest_core::kafka::admin::TopicToCreate;
+use ingest_core::poll::{GroupSettings, PollGroup, PollSettings};
 use ingest_core::record::{AltDataRecord, DeadLetter, EventKind, IngestEvent};
 use ingest_core::resilience::BackoffConfig;
 use ingest_core::runtime::{self, ProducerSpec};
-use ingest_core::source::{Normalized, PollSettings, Poller, PollingSource, Reject, Source};
+use ingest_core::source::{Normalized, Poller, Reject, Source};
 use ingest_core::testkit::{self, header};
 use rdkafka::message::Message;
 use serde::Deserialize;
@@ -125,11 +126,13 @@ fn metric_value(text: &str, name: &str, must_contain: &[&str]) -> Option<f64> {
 #[tokio::test]
 async fn producer_polls_delivers_and_reports_metrics_health_and_readiness() {
     let stem = testkit::unique_topic("alt");
-    let (topic, dlq, events) = (format!("{stem}.raw"), format!("{stem}.dlq"), format!("{stem}.events"));
+    let (topic, dlq, events, state) =
+        (format!("{stem}.raw"), format!("{stem}.dlq"), format!("{stem}.events"), format!("{stem}.state"));
     testkit::create_topics(&[
         TopicToCreate::new(&topic, 4),
         TopicToCreate::new(&dlq, 1),
         TopicToCreate::new(&events, 1),
+        TopicToCreate::new(&state, 1),
     ])
     .await;
     let (addr, hits) = serve_items().await;
@@ -138,6 +141,7 @@ async fn producer_polls_delivers_and_reports_metrics_health_and_readiness() {
     core.kafka.brokers = testkit::kafka_brokers();
     core.kafka.topics.altdata_records.name = topic.clone();
     core.kafka.topics.events.name = events.clone();
+    core.kafka.topics.state.name = state;
     core.kafka.healthcheck_interval_secs = 1;
     core.telemetry.metrics_addr = "127.0.0.1:0".parse().unwrap();
     core.telemetry.health_addr = "127.0.0.1:0".parse().unwrap();
@@ -153,7 +157,9 @@ async fn producer_polls_delivers_and_reports_metrics_health_and_readiness() {
         },
         ..PollSettings::default()
     };
-    let source: Box<dyn Source> = Box::new(PollingSource::new(Items { base: format!("http://{addr}") }, settings));
+    let mut group = PollGroup::new("items", GroupSettings::new(testkit::unique_topic("tx")));
+    group.add(Items { base: format!("http://{addr}") }, settings);
+    let source: Box<dyn Source> = Box::new(group);
     let spec = ProducerSpec { name: "itest-producer", version: "9.9.9", about: "test" };
     let running = runtime::start(spec, &cfg, vec![source]).await.expect("start");
     let (health, metrics_url) = (running.addrs.health, format!("http://{}/metrics", running.addrs.metrics));
@@ -266,8 +272,9 @@ async fn a_fatal_source_error_stops_the_producer_with_an_error() {
     core.telemetry.metrics_addr = "127.0.0.1:0".parse().unwrap();
     core.telemetry.health_addr = "127.0.0.1:0".parse().unwrap();
     let cfg = Config { core, section: NoSection {} };
-    let source: Box<dyn Source> =
-        Box::new(PollingSource::new(Unauthorized(format!("http://{addr}/")), PollSettings::default()));
+    let mut group = PollGroup::new("locked", GroupSettings::new(testkit::unique_topic("tx")));
+    group.add(Unauthorized(format!("http://{addr}/")), PollSettings::default());
+    let source: Box<dyn Source> = Box::new(group);
     let spec = ProducerSpec { name: "itest-fatal", version: "0", about: "test" };
     let running = runtime::start(spec, &cfg, vec![source]).await.expect("start");
     let err = tokio::time::timeout(Duration::from_secs(15), running.wait()).await.expect("stops").unwrap_err();

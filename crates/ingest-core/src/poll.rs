@@ -1,0 +1,849 @@
+//! Polled sources, exactly once (design.md §3).
+//!
+//! A [`PollGroup`] runs one or more [`Poller`]s that share a durable state: their cursors and
+//! one dedup window, stored in the compacted `ingest.state` topic under the group's key. Every
+//! poll's records, its dead letters and the group's new state are written in **one Kafka
+//! transaction** by a producer whose `transactional.id` belongs to the group (the approach of
+//! Kafka Connect's exactly-once source connectors, KIP-618):
+//!
+//! 1. At start, `init_transactions` completes or aborts whatever a previous instance left open
+//!    and fences it: a zombie with the same id can no longer commit.
+//! 2. The state is restored with a `read_committed` consumer that reads `ingest.state` up to the
+//!    high watermark seen at start, so it is exactly the state of the last committed poll.
+//! 3. Each poll: fetch → classify → pure `normalize` (outside any lock) → under the group lock:
+//!    begin, send every record whose key the window has not seen, dead letters, the new state,
+//!    commit. A failed commit is aborted and the poll retried from the old cursor; the in-memory
+//!    state only advances after a successful commit.
+//!
+//! So a `kill -9` at any point is followed by a restart that neither repeats nor skips, for
+//! `read_committed` consumers. Pollers that can see the same item (NewsAPI and Alpha Vantage
+//! reporting one story; the EDGAR feed and the submissions API reporting one filing) belong in
+//! one group, so the shared window makes them one record.
+//!
+//! Around the transaction, per provider: a token-bucket rate limit and an optional daily quota
+//! shared by the provider's pollers; per poller: a circuit breaker, retries with jittered
+//! backoff, `Retry-After`, body caps, and `producer_api_calls_total` by outcome.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::future::BoxFuture;
+use rand::RngExt;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaConfig;
+use crate::http::{self, FetchError, HttpConfig};
+use crate::kafka::{Outcome, Route, SendError, Sink, SinkError, TxError};
+use crate::record::{EventKind, IngestEvent, Record, SourceState};
+use crate::resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerState, CircuitBreaker, ErrorClass, RateLimiter};
+use crate::source::{FatalError, Normalized, Poller, Reject, Source, SourceCtx};
+use crate::telemetry::metrics::REASON_ABORTED;
+
+/// Settings of one poller's loop.
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    /// HTTP client settings.
+    pub http: HttpConfig,
+    /// Requests per second to this provider (sustained), shared by its pollers in the group.
+    pub rate_per_second: f64,
+    /// Burst of the rate limit.
+    pub rate_burst: u32,
+    /// Requests per UTC day to this provider (`None`: no quota), shared like the rate limit.
+    pub daily_quota: Option<u32>,
+    /// Backoff between retries of a failed poll.
+    pub backoff: BackoffConfig,
+    /// Breaker of this poller.
+    pub breaker: BreakerConfig,
+    /// Random share of the interval added or removed, in [0, 1).
+    pub interval_jitter: f64,
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            rate_per_second: 1.0,
+            rate_burst: 1,
+            daily_quota: None,
+            backoff: BackoffConfig::default(),
+            breaker: BreakerConfig::default(),
+            interval_jitter: 0.1,
+        }
+    }
+}
+
+/// Settings of a group's durable state.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// The producer's `transactional.id`. One per running instance of the group: a second
+    /// process started with the same id fences the first.
+    pub transactional_id: String,
+    /// Keys remembered for dedup (oldest forgotten first).
+    pub dedup_window: usize,
+    /// How long a commit (flush included) may take before it is retried or aborted.
+    pub commit_timeout: Duration,
+    /// How long restoring the state may take at start (open transactions of other writers hold
+    /// `read_committed` readers back until they end or time out).
+    pub restore_timeout: Duration,
+}
+
+impl GroupSettings {
+    /// Defaults for `transactional_id`: a 10,000-key window, 30 s commits, 180 s restore.
+    pub fn new(transactional_id: impl Into<String>) -> Self {
+        Self {
+            transactional_id: transactional_id.into(),
+            dedup_window: 10_000,
+            commit_timeout: Duration::from_secs(30),
+            restore_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// Bounded set of delivered keys, oldest evicted first. Keys are kept as 64-bit FNV-1a hashes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DedupWindow {
+    capacity: usize,
+    order: VecDeque<u64>,
+    set: HashSet<u64>,
+}
+
+impl DedupWindow {
+    /// An empty window of `capacity` keys (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), order: VecDeque::new(), set: HashSet::new() }
+    }
+
+    /// The hash a key is remembered by.
+    pub fn hash(key: &str) -> u64 {
+        key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    }
+
+    /// Whether `key` was seen.
+    pub fn contains(&self, key: &str) -> bool {
+        self.set.contains(&Self::hash(key))
+    }
+
+    /// Remembers `key`; returns false if it was already there.
+    pub fn insert(&mut self, key: &str) -> bool {
+        self.insert_hash(Self::hash(key))
+    }
+
+    fn insert_hash(&mut self, h: u64) -> bool {
+        if !self.set.insert(h) {
+            return false;
+        }
+        self.order.push_back(h);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Keys remembered.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The window as stored in `ingest.state`: 16-digit hex hashes, oldest first.
+    pub fn to_hex(&self) -> Vec<String> {
+        self.order.iter().map(|h| format!("{h:016x}")).collect()
+    }
+
+    /// Restores a stored window (the newest `capacity` entries if the capacity shrank).
+    pub fn from_hex(capacity: usize, hashes: &[String]) -> Result<Self, String> {
+        let mut w = Self::new(capacity);
+        for h in hashes {
+            w.insert_hash(u64::from_str_radix(h, 16).map_err(|_| format!("`{h}` is not a hex hash"))?);
+        }
+        Ok(w)
+    }
+}
+
+/// Requests per UTC day to one provider.
+#[derive(Debug)]
+struct Quota {
+    limit: u32,
+    day: NaiveDate,
+    used: u32,
+}
+
+impl Quota {
+    /// Takes one request, or says how long until the next UTC midnight.
+    fn take(&mut self, now: DateTime<Utc>) -> Result<(), Duration> {
+        let today = now.date_naive();
+        if today != self.day {
+            (self.day, self.used) = (today, 0);
+        }
+        if self.used < self.limit {
+            self.used += 1;
+            return Ok(());
+        }
+        let midnight = today.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
+        Err(midnight.and_then(|m| (m - now).to_std().ok()).unwrap_or(Duration::from_secs(3600)))
+    }
+}
+
+/// What a provider's pollers share.
+#[derive(Debug)]
+struct ProviderLimits {
+    limiter: RateLimiter,
+    quota: Option<Mutex<Quota>>,
+}
+
+/// A poller with its settings, type-erased so one group holds pollers of different types.
+trait Member: Send {
+    fn name(&self) -> &str;
+    fn run(
+        self: Box<Self>,
+        group: Arc<Shared>,
+        cursor: Option<serde_json::Value>,
+        ctx: SourceCtx,
+    ) -> BoxFuture<'static, Result<(), FatalError>>;
+}
+
+struct Polled<P: Poller> {
+    poller: P,
+    settings: PollSettings,
+    limits: Arc<ProviderLimits>,
+}
+
+/// Pollers that share one durable state and one transactional producer. A [`Source`].
+pub struct PollGroup {
+    name: String,
+    settings: GroupSettings,
+    members: Vec<Box<dyn Member>>,
+    providers: HashMap<String, Arc<ProviderLimits>>,
+}
+
+impl std::fmt::Debug for PollGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let members: Vec<&str> = self.members.iter().map(|m| m.name()).collect();
+        f.debug_struct("PollGroup").field("name", &self.name).field("members", &members).finish_non_exhaustive()
+    }
+}
+
+impl PollGroup {
+    /// An empty group named `name` (the source name in health and the state key).
+    pub fn new(name: impl Into<String>, settings: GroupSettings) -> Self {
+        Self { name: name.into(), settings, members: Vec::new(), providers: HashMap::new() }
+    }
+
+    /// Adds a poller. Its provider's rate limit and quota come from the first poller added for
+    /// that provider.
+    pub fn add<P: Poller>(&mut self, poller: P, settings: PollSettings) -> &mut Self {
+        let limits = self
+            .providers
+            .entry(poller.provider().to_string())
+            .or_insert_with(|| {
+                Arc::new(ProviderLimits {
+                    limiter: RateLimiter::new(settings.rate_per_second, settings.rate_burst),
+                    quota: settings
+                        .daily_quota
+                        .map(|limit| Mutex::new(Quota { limit, day: Utc::now().date_naive(), used: 0 })),
+                })
+            })
+            .clone();
+        self.members.push(Box::new(Polled { poller, settings, limits }));
+        self
+    }
+
+    /// Number of pollers.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True when no poller was added.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// The group's transactional producer and state, shared by its pollers.
+struct Shared {
+    group: String,
+    key: String,
+    producer: String,
+    sink: Sink,
+    state_route: Route,
+    state: tokio::sync::Mutex<GroupState>,
+    commit_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct GroupState {
+    cursors: BTreeMap<String, serde_json::Value>,
+    window: DedupWindow,
+}
+
+/// Why a poll's transaction did not commit.
+#[derive(Debug)]
+enum CommitError {
+    /// Shutdown came first; the transaction was aborted (or is left for the next start).
+    ShutDown,
+    /// Aborted; the poll is retried from the old cursor.
+    Retry(String),
+    /// The producer is unusable (fenced by a newer instance, or a fatal client error).
+    Fatal(String),
+}
+
+/// Sleeps unless shutdown fires first; returns false on shutdown.
+async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        () = shutdown.cancelled() => false,
+    }
+}
+
+/// Repeats a transaction call while librdkafka says it may be retried (a timeout), up to the
+/// shutdown.
+async fn until_done<F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<(), TxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), TxError>>,
+{
+    let mut backoff = Backoff::new(BackoffConfig {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        factor: 2.0,
+        jitter: 0.2,
+    });
+    loop {
+        match call().await {
+            Err(e) if !e.fatal && !e.requires_abort && !shutdown.is_cancelled() => {
+                tracing::warn!(error = %e, "Kafka transaction call timed out; retrying");
+                if !sleep_or_stop(backoff.next_delay(), shutdown).await {
+                    return Err(e);
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Shared {
+    /// Writes one poll's outcome in one transaction: records whose key the window has not seen,
+    /// dead letters, and the group state with `member`'s new cursor.
+    #[allow(clippy::too_many_arguments, reason = "one call site per poll outcome; a struct would only rename them")]
+    async fn commit<R: Record>(
+        &self,
+        ctx: &SourceCtx,
+        route: &Route,
+        member: &str,
+        records: Vec<(R, Vec<u8>)>,
+        rejects: Vec<Reject>,
+        cursor: serde_json::Value,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), CommitError> {
+        let mut state = self.state.lock().await;
+        let unchanged = rejects.is_empty()
+            && state.cursors.get(member) == Some(&cursor)
+            && records.iter().all(|(r, _)| state.window.contains(&r.key()));
+        if unchanged {
+            // Nothing new: no transaction (an idle source would otherwise rewrite its state on
+            // every poll).
+            if !records.is_empty() {
+                ctx.metrics.duplicates_skipped.with_label_values(&[route.provider()]).inc_by(records.len() as u64);
+            }
+            return Ok(());
+        }
+        let mut next = state.clone();
+        next.cursors.insert(member.to_string(), cursor);
+        let fatal_or_retry =
+            |e: TxError| if e.fatal { CommitError::Fatal(e.message) } else { CommitError::Retry(e.message) };
+        self.sink.begin_transaction().map_err(fatal_or_retry)?;
+        let (mut sent, mut dead, mut skipped) = (0u64, 0u64, 0u64);
+        let outcome: Result<(), CommitError> = async {
+            for r in &rejects {
+                let letter = self.sink.wait_for_space(route, &ctx.shutdown, || {
+                    self.sink.dead_letter(route, &r.raw, &r.reason, received_at)
+                });
+                match letter.await {
+                    Ok(()) => dead += 1,
+                    Err(SendError::ShutDown) => return Err(CommitError::ShutDown),
+                    Err(e) => return Err(CommitError::Retry(e.to_string())),
+                }
+            }
+            for (record, raw) in &records {
+                let key = record.key();
+                if next.window.contains(&key) {
+                    skipped += 1;
+                    continue;
+                }
+                match self.sink.send(route, record, raw, &ctx.shutdown).await {
+                    Ok(Outcome::Enqueued) => sent += 1,
+                    Ok(Outcome::DeadLettered(_)) => dead += 1,
+                    Err(SendError::ShutDown) => return Err(CommitError::ShutDown),
+                    Err(e) => return Err(CommitError::Retry(e.to_string())),
+                }
+                next.window.insert(&key);
+            }
+            let record = SourceState {
+                source: self.key.clone(),
+                cursors: next.cursors.clone(),
+                seen: next.window.to_hex(),
+                provider: self.producer.clone(),
+                updated_at: Utc::now(),
+            };
+            match self.sink.send(&self.state_route, &record, b"", &ctx.shutdown).await {
+                Ok(Outcome::Enqueued) => {}
+                Ok(Outcome::DeadLettered(e)) => return Err(CommitError::Retry(format!("state record refused: {e}"))),
+                Err(SendError::ShutDown) => return Err(CommitError::ShutDown),
+                Err(e) => return Err(CommitError::Retry(e.to_string())),
+            }
+            let timeout = self.commit_timeout;
+            until_done(&ctx.shutdown, || self.sink.commit_transaction(timeout)).await.map_err(fatal_or_retry)
+        }
+        .await;
+        let tx = |outcome: &str| ctx.metrics.transactions.with_label_values(&[&self.group, outcome]).inc();
+        match outcome {
+            Ok(()) => {
+                *state = next;
+                tx("committed");
+                if skipped > 0 {
+                    ctx.metrics.duplicates_skipped.with_label_values(&[route.provider()]).inc_by(skipped);
+                }
+                Ok(())
+            }
+            Err(CommitError::Fatal(m)) => Err(CommitError::Fatal(m)),
+            Err(e) => {
+                let failed = |topic: &str, n: u64| {
+                    if n > 0 {
+                        ctx.metrics
+                            .messages_failed
+                            .with_label_values(&[route.provider(), topic, REASON_ABORTED])
+                            .inc_by(n);
+                    }
+                };
+                failed(route.topic(), sent);
+                failed(route.dlq_topic(), dead);
+                let timeout = self.commit_timeout;
+                let aborted = until_done(&ctx.shutdown, || self.sink.abort_transaction(timeout)).await;
+                tx("aborted");
+                match aborted {
+                    Err(a) if a.fatal => Err(CommitError::Fatal(a.message)),
+                    // Not aborted before shutdown: the next instance's init_transactions does it.
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Reads every record of `topic` that is committed up to its current end, in offset order per
+/// partition, handing each to `on_message`: a `read_committed` consumer reads every partition
+/// from the start up to the high watermark taken (read_uncommitted) when it started, so
+/// transactions still open then are waited for (until they end or `timeout`).
+pub fn read_committed_to_end(
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+    mut on_message: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<(), String> {
+    let consumer = |isolation: &str| -> Result<BaseConsumer, String> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", "finstream-state-restore")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", isolation);
+        // Security settings (TLS, SASL) apply to every client; producer tuning does not.
+        for (k, v) in &kafka.properties {
+            if ["security.", "ssl.", "sasl."].iter().any(|p| k.starts_with(p)) {
+                cc.set(k, v);
+            }
+        }
+        cc.create().map_err(|e| format!("cannot create a consumer: {e}"))
+    };
+    let deadline = Instant::now() + timeout;
+    let probe = consumer("read_uncommitted")?;
+    let md = probe.fetch_metadata(Some(topic), timeout).map_err(|e| format!("metadata for `{topic}`: {e}"))?;
+    let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+    if partitions == 0 {
+        return Err(format!("topic `{topic}` does not exist"));
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in 0..i32::try_from(partitions).unwrap_or(i32::MAX) {
+        let (low, high) = probe.fetch_watermarks(topic, p, timeout).map_err(|e| format!("watermarks: {e}"))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low)).map_err(|e| e.to_string())?;
+            ends.push((p, high));
+        }
+    }
+    if ends.is_empty() {
+        return Ok(());
+    }
+    let reader = consumer("read_committed")?;
+    reader.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
+    loop {
+        let position = reader.position().map_err(|e| format!("position: {e}"))?;
+        let done = ends.iter().all(|(p, high)| {
+            matches!(position.find_partition(topic, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *high)
+        });
+        if done {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "timed out reading `{topic}` up to its end (a transaction of another producer may still be open)"
+            ));
+        }
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => on_message(&m),
+            None => {}
+            Some(Err(e)) => return Err(format!("reading `{topic}`: {e}")),
+        }
+    }
+}
+
+/// The group's last committed state in `topic` (`None` if it has none yet).
+fn restore_state(
+    kafka: &KafkaConfig,
+    topic: &str,
+    key: &str,
+    timeout: Duration,
+) -> Result<Option<SourceState>, String> {
+    let mut latest: Option<Option<Vec<u8>>> = None;
+    read_committed_to_end(kafka, topic, timeout, |m| {
+        if m.key() == Some(key.as_bytes()) {
+            latest = Some(m.payload().map(<[u8]>::to_vec));
+        }
+    })?;
+    match latest.flatten() {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("the stored state of `{key}` is unreadable ({e}); refusing to start without it")),
+    }
+}
+
+impl Source for PollGroup {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(self: Box<Self>, ctx: SourceCtx) -> BoxFuture<'static, Result<(), FatalError>> {
+        Box::pin(async move { self.run_group(ctx).await })
+    }
+}
+
+impl PollGroup {
+    async fn run_group(self, ctx: SourceCtx) -> Result<(), FatalError> {
+        let fatal = |message: String| FatalError { source_name: self.name.clone(), message };
+        let client_fatal = CancellationToken::new();
+        let sink = Sink::transactional(
+            &ctx.kafka,
+            &ctx.producer,
+            &self.settings.transactional_id,
+            ctx.metrics.clone(),
+            ctx.process_health.clone(),
+            client_fatal.clone(),
+        )
+        .map_err(|e| match e {
+            SinkError::Config(c) => fatal(c.to_string()),
+            SinkError::Create(m) => fatal(m),
+        })?;
+        ctx.health.set_connected(false, "registering the transactional producer");
+        let timeout = self.settings.commit_timeout;
+        match until_done(&ctx.shutdown, || sink.init_transactions(timeout)).await {
+            Ok(()) => {}
+            Err(_) if ctx.shutdown.is_cancelled() => return Ok(()),
+            Err(e) => return Err(fatal(format!("cannot initialize Kafka transactions: {e}"))),
+        }
+        let key = format!("{}/{}", ctx.producer, self.name);
+        let topic = ctx.kafka.topics.state.name.clone();
+        let stored = {
+            let (kafka, topic, key, t) = (ctx.kafka.clone(), topic.clone(), key.clone(), self.settings.restore_timeout);
+            tokio::task::spawn_blocking(move || restore_state(&kafka, &topic, &key, t))
+                .await
+                .map_err(|e| fatal(format!("state restore panicked: {e}")))?
+                .map_err(fatal)?
+        };
+        let (cursors, window) = match stored {
+            Some(s) => {
+                let window = DedupWindow::from_hex(self.settings.dedup_window, &s.seen).map_err(fatal)?;
+                tracing::info!(group = %self.name, cursors = s.cursors.len(), seen = window.len(), updated_at = %s.updated_at, "restored polling state");
+                (s.cursors, window)
+            }
+            None => {
+                tracing::info!(group = %self.name, "no stored polling state; starting fresh");
+                (BTreeMap::new(), DedupWindow::new(self.settings.dedup_window))
+            }
+        };
+        let shared = Arc::new(Shared {
+            group: self.name.clone(),
+            state_route: sink.route::<SourceState>(&ctx.producer),
+            key,
+            producer: ctx.producer.clone(),
+            sink,
+            state: tokio::sync::Mutex::new(GroupState { cursors: cursors.clone(), window }),
+            commit_timeout: self.settings.commit_timeout,
+        });
+        let mut running = JoinSet::new();
+        for m in self.members {
+            let cursor = cursors.get(m.name()).cloned();
+            running.spawn(m.run(shared.clone(), cursor, ctx.clone()));
+        }
+        let mut result = Ok(());
+        loop {
+            tokio::select! {
+                joined = running.join_next() => match joined {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => {
+                        result = Err(e);
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        result = Err(fatal(format!("a poller panicked: {e}")));
+                        break;
+                    }
+                },
+                () = client_fatal.cancelled() => {
+                    let why = shared.sink.check_fatal().unwrap_or_else(|| "fatal Kafka client error".into());
+                    result = Err(fatal(format!("the transactional producer is unusable ({why}); was another instance with transactional.id `{}` started?", self.settings.transactional_id)));
+                    break;
+                }
+            }
+        }
+        running.abort_all();
+        result
+    }
+}
+
+impl<P: Poller> Member for Polled<P> {
+    fn name(&self) -> &str {
+        self.poller.name()
+    }
+
+    fn run(
+        self: Box<Self>,
+        group: Arc<Shared>,
+        cursor: Option<serde_json::Value>,
+        ctx: SourceCtx,
+    ) -> BoxFuture<'static, Result<(), FatalError>> {
+        Box::pin(async move { self.run_loop(group, cursor, ctx).await })
+    }
+}
+
+impl<P: Poller> Polled<P> {
+    async fn run_loop(
+        self,
+        group: Arc<Shared>,
+        stored: Option<serde_json::Value>,
+        ctx: SourceCtx,
+    ) -> Result<(), FatalError> {
+        let p = &self.poller;
+        let s = &self.settings;
+        let fatal = |message: String| FatalError { source_name: p.name().to_string(), message };
+        let mut cursor: P::Cursor = match stored {
+            Some(v) => serde_json::from_value(v).map_err(|e| fatal(format!("stored cursor unreadable: {e}")))?,
+            None => P::Cursor::default(),
+        };
+        let client = http::client(&s.http).map_err(|e| fatal(format!("cannot build HTTP client: {e}")))?;
+        let route: Route = group.sink.route::<P::Record>(p.provider());
+        let mut backoff = Backoff::new(s.backoff);
+        let gauge = ctx.metrics.breaker_state.with_label_values(&[p.provider()]);
+        let mut breaker = CircuitBreaker::new(s.breaker, Some(gauge));
+        let calls = |outcome: &str| ctx.metrics.api_calls.with_label_values(&[p.provider(), outcome]).inc();
+        let breaker_event = |state: BreakerState| {
+            tracing::warn!(source = p.name(), state = state.as_str(), "circuit breaker changed state");
+            let mut e = IngestEvent::new(&ctx.producer, p.provider(), EventKind::BreakerState);
+            e.state = Some(state.as_str().into());
+            ctx.event(&e);
+        };
+        let commit = |records, rejects, next: &P::Cursor, received_at| {
+            let next = serde_json::to_value(next).unwrap_or(serde_json::Value::Null);
+            group.commit(&ctx, &route, p.name(), records, rejects, next, received_at)
+        };
+        let mut next_wait = Duration::ZERO;
+        loop {
+            if !sleep_or_stop(next_wait, &ctx.shutdown).await {
+                return Ok(());
+            }
+            match breaker.allow() {
+                Ok(Some(state)) => breaker_event(state),
+                Ok(None) => {}
+                Err(wait) => {
+                    next_wait = wait;
+                    continue;
+                }
+            }
+            if let Some(quota) = &self.limits.quota {
+                let taken = quota.lock().unwrap_or_else(PoisonError::into_inner).take(Utc::now());
+                if let Err(wait) = taken {
+                    ctx.metrics.quota_exhausted.with_label_values(&[p.provider()]).inc();
+                    tracing::warn!(source = p.name(), resume_in_secs = wait.as_secs(), "daily request quota used up");
+                    ctx.event(
+                        &IngestEvent::new(&ctx.producer, p.provider(), EventKind::RateLimited)
+                            .with_message(format!("daily quota used up; resuming in {}s", wait.as_secs())),
+                    );
+                    next_wait = wait;
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = self.limits.limiter.acquire() => {}
+                () = ctx.shutdown.cancelled() => return Ok(()),
+            }
+            let fetched = tokio::select! {
+                r = http::fetch(p.request(&client, &cursor), s.http.max_body_bytes) => r,
+                () = ctx.shutdown.cancelled() => return Ok(()),
+            };
+            // Ok(response) or Err((class, the response if there was one, what happened)).
+            let outcome = match fetched {
+                Ok(resp) => match p.classify(&resp) {
+                    None => Ok(resp),
+                    Some(class) => {
+                        let what = format!("HTTP {}", resp.status);
+                        Err((class, Some(resp), what))
+                    }
+                },
+                Err(e @ FetchError::Transport(_)) => Err((ErrorClass::Retryable { after: None }, None, e.to_string())),
+                Err(e @ FetchError::TooLarge { .. }) => Err((ErrorClass::Permanent, None, e.to_string())),
+            };
+            let (class, resp, what) = match outcome {
+                Ok(resp) => {
+                    calls("ok");
+                    let (normalized, more) = match p.normalize(&resp, &cursor) {
+                        Ok(Normalized { records, rejects, cursor: next, more }) => {
+                            (commit(records, rejects, &next, resp.received_at).await.map(|()| next), more)
+                        }
+                        Err(reason) => {
+                            tracing::warn!(source = p.name(), error = %reason, "response could not be normalized; dead-lettered");
+                            let reject = Reject { raw: resp.body.to_vec(), reason };
+                            (
+                                commit(Vec::new(), vec![reject], &cursor, resp.received_at)
+                                    .await
+                                    .map(|()| cursor.clone()),
+                                false,
+                            )
+                        }
+                    };
+                    match normalized {
+                        Ok(next) => {
+                            cursor = next;
+                            if let Some(state) = breaker.on_success() {
+                                breaker_event(state);
+                            }
+                            backoff.reset();
+                            ctx.health.set_connected(true, "last poll committed");
+                            ctx.health.mark_data();
+                            next_wait = if more { Duration::ZERO } else { jittered(p.interval(), s.interval_jitter) };
+                            continue;
+                        }
+                        Err(CommitError::ShutDown) => return Ok(()),
+                        Err(CommitError::Fatal(m)) => {
+                            return Err(fatal(format!("Kafka transaction failed fatally: {m}")));
+                        }
+                        Err(CommitError::Retry(m)) => {
+                            (ErrorClass::Retryable { after: None }, None, format!("Kafka transaction aborted: {m}"))
+                        }
+                    }
+                }
+                Err(failed) => failed,
+            };
+            calls(class.label());
+            match class {
+                ErrorClass::Fatal => {
+                    ctx.health.set_connected(false, format!("fatal: {what}"));
+                    return Err(fatal(p.fatal_message(&what, resp.as_ref())));
+                }
+                ErrorClass::RateLimited { after } => {
+                    let wait = after.unwrap_or_else(|| backoff.next_delay());
+                    self.limits.limiter.pause(wait);
+                    tracing::warn!(source = p.name(), wait_secs = wait.as_secs_f64(), "rate limited by the provider");
+                    ctx.event(
+                        &IngestEvent::new(&ctx.producer, p.provider(), EventKind::RateLimited)
+                            .with_message(format!("paused {:.1}s", wait.as_secs_f64())),
+                    );
+                    next_wait = Duration::ZERO;
+                }
+                ErrorClass::Retryable { after } => {
+                    ctx.health.set_connected(false, what.clone());
+                    if let Some(state) = breaker.on_failure() {
+                        breaker_event(state);
+                    }
+                    next_wait = after.unwrap_or_else(|| backoff.next_delay());
+                    tracing::warn!(source = p.name(), error = %what, retry_in_secs = next_wait.as_secs_f64(), "poll failed");
+                }
+                ErrorClass::Permanent => {
+                    if let Some(state) = breaker.on_failure() {
+                        breaker_event(state);
+                    }
+                    if let Some(resp) = &resp {
+                        let reject = Reject { raw: resp.body.to_vec(), reason: what.clone() };
+                        match commit(Vec::new(), vec![reject], &cursor, resp.received_at).await {
+                            Ok(()) | Err(CommitError::Retry(_)) => {}
+                            Err(CommitError::ShutDown) => return Ok(()),
+                            Err(CommitError::Fatal(m)) => {
+                                return Err(fatal(format!("Kafka transaction failed fatally: {m}")));
+                            }
+                        }
+                    }
+                    next_wait = jittered(p.interval(), s.interval_jitter);
+                    tracing::warn!(source = p.name(), error = %what, "poll failed permanently; will try again next interval");
+                }
+            }
+        }
+    }
+}
+
+/// `d` ± up to `jitter` of it.
+fn jittered(d: Duration, jitter: f64) -> Duration {
+    let j = jitter.clamp(0.0, 0.99);
+    if j == 0.0 {
+        return d;
+    }
+    d.mul_f64(1.0 + rand::rng().random_range(-j..=j))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn dedup_window_is_bounded_and_round_trips() {
+        let mut w = DedupWindow::new(3);
+        for k in ["a", "b", "c"] {
+            assert!(w.insert(k));
+        }
+        assert!(!w.insert("b"), "already seen");
+        assert!(w.insert("d"));
+        assert_eq!(w.len(), 3);
+        assert!(!w.contains("a"), "oldest evicted");
+        assert!(w.contains("b") && w.contains("d"));
+        let stored = w.to_hex();
+        assert!(stored.iter().all(|h| h.len() == 16));
+        assert_eq!(DedupWindow::from_hex(3, &stored).unwrap(), w);
+        let smaller = DedupWindow::from_hex(2, &stored).unwrap();
+        assert!(!smaller.contains("b") && smaller.contains("c") && smaller.contains("d"), "newest kept");
+        assert!(DedupWindow::from_hex(3, &["xyz".into()]).is_err());
+        // FNV-1a 64 of "a", a published test vector: stored hashes must never change.
+        assert_eq!(DedupWindow::hash("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn daily_quota_resets_at_utc_midnight() {
+        let t = Utc.with_ymd_and_hms(2024, 1, 2, 23, 0, 0).unwrap();
+        let mut q = Quota { limit: 2, day: t.date_naive(), used: 0 };
+        assert!(q.take(t).is_ok() && q.take(t).is_ok());
+        assert_eq!(q.take(t), Err(Duration::from_secs(3600)));
+        assert!(q.take(t + chrono::Duration::hours(1)).is_ok(), "a new day");
+    }
+}
