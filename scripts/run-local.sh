@@ -5,8 +5,10 @@
 #
 # Credentials come from the environment or .env. Without MARKET_API_KEY the market producer
 # streams from provider-sim's Polygon simulator on 127.0.0.1:$PROVIDER_SIM_PORT (demo mode:
-# generated trades). Other missing credentials get a placeholder `demo` value so those
-# producers start; they have no sources yet. Each producer gets its own ports:
+# generated trades). Without NEWS_API_KEY and ALPHAVANTAGE_API_KEY the news producer polls
+# provider-sim's NewsAPI and Alpha Vantage (demo stories, a new one every 15 s); with only one
+# of them, the other provider is disabled. Other missing credentials get a placeholder `demo`
+# value so those producers start; they have no sources yet. Each producer gets its own ports:
 #   market 9101/8181, news 9102/8182, social 9103/8183, sec 9104/8184, altdata 9105/8185
 # (metrics/health). Logs: .local/run/<producer>.log, and prefixed on this terminal.
 # Ctrl-C stops the producers gracefully (Kafka keeps running: `make kafka-down`).
@@ -30,8 +32,22 @@ if [[ -z ${MARKET_API_KEY:-} ]]; then
   demo_market=1
   export MARKET_API_KEY=demo MARKET_PROVIDER=polygon MARKET_WS_URL=ws://127.0.0.1:$sim_port/stocks
 fi
+demo_news=0
+if [[ -z ${NEWS_API_KEY:-} && -z ${ALPHAVANTAGE_API_KEY:-} ]]; then
+  demo_news=1
+  export NEWS_API_KEY=demo ALPHAVANTAGE_API_KEY=demo \
+    FINSTREAM__NEWS__NEWSAPI__BASE_URL=http://127.0.0.1:$sim_port \
+    FINSTREAM__NEWS__ALPHAVANTAGE__BASE_URL=http://127.0.0.1:$sim_port \
+    FINSTREAM__NEWS__NEWSAPI__INTERVAL_SECS=10 FINSTREAM__NEWS__ALPHAVANTAGE__INTERVAL_SECS=10 \
+    FINSTREAM__NEWS__NEWSAPI__DAILY_QUOTA=0 FINSTREAM__NEWS__ALPHAVANTAGE__DAILY_QUOTA=0 \
+    FINSTREAM__NEWS__NEWSAPI__QUERIES=markets
+elif [[ -z ${NEWS_API_KEY:-} ]]; then
+  export FINSTREAM__NEWS__NEWSAPI__ENABLED=false NEWS_API_KEY=unused
+elif [[ -z ${ALPHAVANTAGE_API_KEY:-} ]]; then
+  export FINSTREAM__NEWS__ALPHAVANTAGE__ENABLED=false ALPHAVANTAGE_API_KEY=unused
+fi
 demo=()
-for var in NEWS_API_KEY ALPHAVANTAGE_API_KEY REDDIT_CLIENT_ID REDDIT_CLIENT_SECRET TWITTER_BEARER_TOKEN; do
+for var in REDDIT_CLIENT_ID REDDIT_CLIENT_SECRET TWITTER_BEARER_TOKEN; do
   if [[ -z ${!var:-} ]]; then
     export "$var=demo"
     demo+=("$var")
@@ -39,6 +55,7 @@ for var in NEWS_API_KEY ALPHAVANTAGE_API_KEY REDDIT_CLIENT_ID REDDIT_CLIENT_SECR
 done
 export SEC_USER_AGENT=${SEC_USER_AGENT:-"FinStream ingest demo demo@example.com"}
 ((demo_market)) && echo "run-local: demo mode for market data: provider-sim on 127.0.0.1:$sim_port"
+((demo_news)) && echo "run-local: demo mode for news: provider-sim on 127.0.0.1:$sim_port"
 ((${#demo[@]})) && echo "run-local: placeholder credentials for ${demo[*]}"
 
 scripts/kafka.sh up
@@ -53,10 +70,17 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+sim_args=()
 if ((demo_market)) && [[ " ${producers[*]} " == *" market "* ]]; then
   symbols=$(awk '/^market:/{m=1} m && /^  symbols:/{gsub(/.*\[|\].*| /,""); print; exit}' configs/config.yaml)
-  setsid target/debug/provider-sim --listen "127.0.0.1:$sim_port" --polygon-key demo \
-    --firehose-symbols "${symbols:-AAPL,MSFT}" --firehose-fps 20 > >(trap "" INT; tee .local/run/provider-sim.log | sed -u "s/^/[sim] /") 2>&1 &
+  sim_args+=(--polygon-key demo --firehose-symbols "${symbols:-AAPL,MSFT}" --firehose-fps 20)
+fi
+if ((demo_news)) && [[ " ${producers[*]} " == *" news "* ]]; then
+  sim_args+=(--newsapi-key demo --alphavantage-key demo --news-every-secs 15)
+fi
+if ((${#sim_args[@]})); then
+  setsid target/debug/provider-sim --listen "127.0.0.1:$sim_port" "${sim_args[@]}" \
+    > >(trap "" INT; tee .local/run/provider-sim.log | sed -u "s/^/[sim] /") 2>&1 &
   pids+=($!)
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$sim_port") 2>/dev/null && break; sleep 0.1; done
 fi
@@ -72,5 +96,6 @@ for p in "${producers[@]}"; do
   echo "run-local: $p-producer  metrics http://127.0.0.1:910$n/metrics  ready http://127.0.0.1:818$n/ready"
 done
 echo "run-local: watch records with: kcat -b $KAFKA_BROKERS -C -t market.ticks.raw -f '%k %s\\n'"
+echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t news.articles.raw -X isolation.level=read_committed -f '%k %s\\n'"
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t ingest.events -f '%k %s\\n'"
 wait

@@ -655,6 +655,9 @@ impl<P: Poller> Polled<P> {
         };
         let client = http::client(&s.http).map_err(|e| fatal(format!("cannot build HTTP client: {e}")))?;
         let route: Route = group.sink.route::<P::Record>(p.provider());
+        // Readiness checks the topics routed through the process's main sink: register ours.
+        let _ = ctx.sink.route::<P::Record>(p.provider());
+        let _ = ctx.sink.route::<SourceState>(&ctx.producer);
         let mut backoff = Backoff::new(s.backoff);
         let gauge = ctx.metrics.breaker_state.with_label_values(&[p.provider()]);
         let mut breaker = CircuitBreaker::new(s.breaker, Some(gauge));

@@ -1,15 +1,16 @@
 //! news-producer: financial news from NewsAPI and Alpha Vantage NEWS_SENTIMENT, normalized to
-//! `news.article/v1` on `news.articles.raw`.
+//! `news.article/v1` on `news.articles.raw`, exactly once (Kafka transactions with the cursors
+//! and dedup window in `ingest.state`).
 //!
 //! This binary is thin: it parses the CLI and config and hands its sources to
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
-
-mod config;
 
 use std::process::ExitCode;
 
 use ingest_core::ProducerSpec;
 use ingest_core::runtime::NoArgs;
+use ingest_core::source::Source;
+use news_producer::config::NewsConfig;
 
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
@@ -18,11 +19,8 @@ const SPEC: ProducerSpec = ProducerSpec {
 };
 
 fn main() -> ExitCode {
-    ingest_core::main::<config::NewsConfig, NoArgs, _>(SPEC, |cfg, _| {
-        // The polled news sources are not built yet: the producer runs, serves metrics and health and
-        // publishes lifecycle events, and the runtime warns at start that no source is enabled.
-        // It never pretends to ingest.
-        let _ = cfg;
-        Ok(Vec::new())
+    ingest_core::main::<NewsConfig, NoArgs, _>(SPEC, |cfg, _| {
+        let group: Box<dyn Source> = Box::new(news_producer::group(cfg, SPEC.name));
+        Ok(vec![group])
     })
 }

@@ -10,6 +10,7 @@
 
 pub mod alpaca;
 pub mod finnhub;
+pub mod news;
 pub mod polygon;
 
 use std::net::SocketAddr;

@@ -3,14 +3,16 @@
 //! ```text
 //! provider-sim --listen 127.0.0.1:9400 --polygon-key demo --firehose-symbols AAPL,MSFT --firehose-fps 20
 //! ```
-//! Polygon/Massive WebSocket at `ws://<listen>/stocks` (and `/crypto`); `GET /_sim/requests`
-//! shows what clients sent.
+//! Polygon/Massive WebSocket at `ws://<listen>/stocks` (and `/crypto`); NewsAPI at
+//! `http://<listen>/v2/...` and Alpha Vantage at `http://<listen>/query`, serving demo stories
+//! (a new one every `--news-every-secs`); `GET /_sim/requests` shows what clients sent.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use provider_sim::news::{NewsConfig, NewsHandle, demo_article};
 use provider_sim::polygon::{Firehose, PolygonConfig, PolygonHandle};
 
 /// Local simulators of the data providers.
@@ -35,6 +37,15 @@ struct Cli {
     /// Stop after this many trades per connection (0 = endless).
     #[arg(long, default_value_t = 0)]
     firehose_total: u64,
+    /// API key the NewsAPI simulator accepts.
+    #[arg(long, default_value = "demo")]
+    newsapi_key: String,
+    /// API key the Alpha Vantage simulator accepts.
+    #[arg(long, default_value = "demo")]
+    alphavantage_key: String,
+    /// Publish a new demo story every this many seconds (0 = only the five at start).
+    #[arg(long, default_value_t = 20)]
+    news_every_secs: u64,
 }
 
 #[tokio::main]
@@ -53,7 +64,25 @@ async fn main() -> ExitCode {
             total: cli.firehose_total,
         });
     }
-    let sim = match provider_sim::Sim::start(cli.listen, polygon.router()).await {
+    let news = NewsHandle::new(NewsConfig {
+        newsapi_key: cli.newsapi_key.clone(),
+        alphavantage_key: cli.alphavantage_key.clone(),
+        alphavantage_daily_limit: None,
+    });
+    let start = chrono::Utc::now();
+    for n in 0..5u32 {
+        news.publish(demo_article(u64::from(n), start - chrono::Duration::minutes(i64::from(50 - n * 10))));
+    }
+    if cli.news_every_secs > 0 {
+        let (news, every) = (news.clone(), Duration::from_secs(cli.news_every_secs));
+        tokio::spawn(async move {
+            for n in 5u64.. {
+                tokio::time::sleep(every).await;
+                news.publish(demo_article(n, chrono::Utc::now()));
+            }
+        });
+    }
+    let sim = match provider_sim::Sim::start(cli.listen, polygon.router().merge(news.router())).await {
         Ok(sim) => sim,
         Err(e) => {
             eprintln!("provider-sim: cannot listen on {}: {e}", cli.listen);
@@ -61,9 +90,11 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "provider-sim: listening on {} (polygon: ws://{}/stocks; request log: {}/_sim/requests)",
+        "provider-sim: listening on {} (polygon: ws://{}/stocks; newsapi: {}/v2/everything; alphavantage: {}/query; request log: {}/_sim/requests)",
         sim.addr,
         sim.addr,
+        sim.http_url(),
+        sim.http_url(),
         sim.http_url()
     );
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

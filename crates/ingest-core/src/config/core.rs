@@ -308,11 +308,16 @@ impl TelemetryConfig {
 pub struct RuntimeConfig {
     /// On SIGTERM/SIGINT: time to stop sources and flush Kafka before exiting anyway.
     pub shutdown_timeout_secs: u64,
+    /// This instance's identity among running copies of the producer. Polled sources use the
+    /// Kafka `transactional.id` `<producer>.<group>.<instance_id>`: a second process with the
+    /// same id fences the first (exactly-once), so two instances that should both run need
+    /// different ids.
+    pub instance_id: String,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { shutdown_timeout_secs: 10 }
+        Self { shutdown_timeout_secs: 10, instance_id: "0".into() }
     }
 }
 
@@ -321,6 +326,15 @@ impl RuntimeConfig {
         if self.shutdown_timeout_secs == 0 {
             return Err(ConfigError::key("runtime.shutdown_timeout_secs", "must be positive"));
         }
+        let id = &self.instance_id;
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(ConfigError::key("runtime.instance_id", "must be 1-64 characters of A-Z a-z 0-9 . _ -"));
+        }
         Ok(())
+    }
+
+    /// The Kafka `transactional.id` of polled-source group `group` of `producer`.
+    pub fn transactional_id(&self, producer: &str, group: &str) -> String {
+        format!("{producer}.{group}.{}", self.instance_id)
     }
 }

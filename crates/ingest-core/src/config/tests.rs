@@ -76,6 +76,7 @@ fn the_shipped_config_file_parses_with_defaults_equal_to_the_code() {
         "seed defaults"
     );
     assert_eq!(cfg.core.runtime.shutdown_timeout_secs, RuntimeConfig::default().shutdown_timeout_secs);
+    assert_eq!(cfg.core.runtime.instance_id, RuntimeConfig::default().instance_id);
     assert_eq!(cfg.core.telemetry.metrics_addr.port(), 9090);
     assert_eq!(cfg.core.telemetry.health_addr.port(), 8081);
 }
@@ -123,6 +124,7 @@ fn bad_values_name_the_key() {
         ("telemetry:\n  log_level: 'info,[bad'\n", "telemetry.log_level"),
         ("telemetry:\n  log_format: xml\n", "telemetry.log_format"),
         ("runtime:\n  shutdown_timeout_secs: 0\n", "runtime.shutdown_timeout_secs"),
+        ("runtime:\n  instance_id: 'a b'\n", "runtime.instance_id"),
     ] {
         let f = file(&format!("{VALID}{yaml}"));
         let err = load_with_env::<Demo>(f.path(), &HashMap::new()).unwrap_err();

@@ -1,0 +1,241 @@
+//! Alpha Vantage `NEWS_SENTIMENT` (providers.md §5), one poller per ticker, normalized to
+//! `news.article/v1` with the provider's sentiment.
+//!
+//! - Cursor: the newest `time_published` seen; the next poll asks `time_from=` it (minute
+//!   precision, so the boundary stories come again and the dedup window drops them).
+//! - Every error comes with HTTP 200, as a body without `feed`: `Error Message` or an
+//!   `Information`/`Note` mentioning the API key is fatal; "No articles found" is an empty
+//!   success; "Invalid inputs" is permanent; a daily-cap notice waits until the next UTC
+//!   midnight; any other notice (the per-second burst, the legacy per-minute note) is a rate
+//!   limit with backoff.
+//! - `time_published` (`20240102T160013`) carries no zone; it is read as UTC (providers.md
+//!   marks the zone unverified) and the raw item stays in the DLQ path if it does not parse.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use ingest_core::config::Secret;
+use ingest_core::http::HttpResponse;
+use ingest_core::record::{NewsArticle, SentimentSource};
+use ingest_core::resilience::ErrorClass;
+use ingest_core::source::{Normalized, Poller, Reject};
+use serde::{Deserialize, Serialize};
+
+use crate::canon;
+use crate::newsapi::tickers;
+
+/// Provider label.
+pub const PROVIDER: &str = "alphavantage";
+
+/// Articles asked for per request.
+pub const LIMIT: u32 = 200;
+
+/// Where the next poll starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Articles published at or after this minute; `None` on the first poll.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// One ticker's `NEWS_SENTIMENT` poller.
+#[derive(Debug, Clone)]
+pub struct AlphaVantage {
+    name: String,
+    base_url: String,
+    key: Secret,
+    ticker: String,
+    symbols: std::sync::Arc<Vec<String>>,
+    interval: Duration,
+}
+
+impl AlphaVantage {
+    /// A poller of news about `ticker`.
+    pub fn new(
+        base_url: &str,
+        key: Secret,
+        ticker: &str,
+        symbols: std::sync::Arc<Vec<String>>,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            name: format!("alphavantage:{ticker}"),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            key,
+            ticker: ticker.to_string(),
+            symbols,
+            interval,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TickerSentiment {
+    ticker: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Item {
+    title: String,
+    url: String,
+    time_published: String,
+    #[serde(default)]
+    authors: Vec<String>,
+    #[serde(default)]
+    summary: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    overall_sentiment_score: Option<f64>,
+    #[serde(default)]
+    ticker_sentiment: Vec<TickerSentiment>,
+}
+
+/// The notice of a body without `feed` (`Error Message`, `Information` or `Note`).
+fn notice(body: &[u8]) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if v.get("feed").is_some() {
+        return None;
+    }
+    ["Error Message", "Information", "Note"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(|m| ((*k).to_string(), m.to_string())))
+}
+
+fn is_no_articles(message: &str) -> bool {
+    message.contains("No articles found")
+}
+
+/// Parses `YYYYMMDDTHHMMSS` as UTC.
+fn published(raw: &str) -> Result<DateTime<Utc>, String> {
+    NaiveDateTime::parse_from_str(raw, "%Y%m%dT%H%M%S")
+        .map(|t| t.and_utc())
+        .map_err(|_| format!("`time_published` is not YYYYMMDDTHHMMSS: {raw:?}"))
+}
+
+/// One feed item → `news.article/v1`.
+pub fn article(raw: &serde_json::Value, symbols: &[String], received_at: DateTime<Utc>) -> Result<NewsArticle, String> {
+    let it: Item = serde_json::from_value(raw.clone()).map_err(|e| format!("malformed feed item: {e}"))?;
+    let url = canon::canonical_url(&it.url).map_err(|e| format!("`url`: {e}"))?;
+    let summary = it.summary.filter(|s| !s.trim().is_empty());
+    let mut tick: Vec<String> = Vec::new();
+    for t in it.ticker_sentiment.iter().map(|t| t.ticker.trim()).filter(|t| !t.is_empty()) {
+        if !tick.iter().any(|x| x == t) {
+            tick.push(t.to_string());
+        }
+    }
+    for t in tickers(&format!("{}. {}", it.title, summary.as_deref().unwrap_or("")), symbols) {
+        if !tick.contains(&t) {
+            tick.push(t);
+        }
+    }
+    let sentiment = it.overall_sentiment_score.filter(|s| s.is_finite()).map(|s| s.clamp(-1.0, 1.0));
+    Ok(NewsArticle {
+        id: canon::article_id(&url),
+        title: it.title.trim().to_string(),
+        content: summary.clone().unwrap_or_default(),
+        source: it.source.unwrap_or_default(),
+        url,
+        published_at: published(&it.time_published)?,
+        sentiment,
+        sentiment_source: sentiment.map(|_| SentimentSource::Provider),
+        tickers: tick,
+        authors: it.authors.into_iter().filter(|a| !a.trim().is_empty()).collect(),
+        summary,
+        content_truncated: false,
+        provider: PROVIDER.into(),
+        received_at,
+    })
+}
+
+/// How long until the next UTC midnight (when a daily cap resets).
+fn until_midnight(now: DateTime<Utc>) -> Duration {
+    let next = now.date_naive().succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
+    next.and_then(|n| (n - now).to_std().ok()).unwrap_or(Duration::from_secs(3600))
+}
+
+impl Poller for AlphaVantage {
+    type Record = NewsArticle;
+    type Cursor = Cursor;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn provider(&self) -> &str {
+        PROVIDER
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn request(&self, client: &reqwest::Client, cursor: &Cursor) -> reqwest::RequestBuilder {
+        let mut params = vec![
+            ("function", "NEWS_SENTIMENT".to_string()),
+            ("tickers", self.ticker.clone()),
+            ("sort", "LATEST".into()),
+            ("limit", LIMIT.to_string()),
+        ];
+        if let Some(since) = cursor.since {
+            params.push(("time_from", since.format("%Y%m%dT%H%M").to_string()));
+        }
+        params.push(("apikey", self.key.expose().to_string()));
+        client.get(format!("{}/query", self.base_url)).query(&params)
+    }
+
+    fn classify(&self, resp: &HttpResponse) -> Option<ErrorClass> {
+        if resp.status != 200 {
+            return ingest_core::resilience::classify_http(
+                resp.status,
+                resp.header("retry-after"),
+                std::time::SystemTime::now(),
+            );
+        }
+        let (kind, message) = notice(&resp.body)?;
+        let lower = message.to_lowercase();
+        Some(if lower.contains("apikey") || lower.contains("api key is invalid") {
+            ErrorClass::Fatal
+        } else if is_no_articles(&message) {
+            return None;
+        } else if kind == "Error Message" || lower.contains("invalid inputs") || lower.contains("invalid api call") {
+            ErrorClass::Permanent
+        } else if lower.contains("per day") {
+            ErrorClass::RateLimited { after: Some(until_midnight(resp.received_at)) }
+        } else {
+            ErrorClass::RateLimited { after: None }
+        })
+    }
+
+    fn fatal_message(&self, what: &str, _resp: Option<&HttpResponse>) -> String {
+        format!("Alpha Vantage refused the API key ({what}); check ALPHAVANTAGE_API_KEY")
+    }
+
+    fn normalize(&self, resp: &HttpResponse, cursor: &Cursor) -> Result<Normalized<NewsArticle, Cursor>, String> {
+        let mut out = Normalized { records: vec![], rejects: vec![], cursor: cursor.clone(), more: false };
+        if let Some((_, message)) = notice(&resp.body) {
+            if is_no_articles(&message) {
+                return Ok(out);
+            }
+            return Err(format!("Alpha Vantage notice: {message}"));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&resp.body).map_err(|e| format!("malformed response: {e}"))?;
+        let feed = v.get("feed").and_then(|f| f.as_array()).ok_or("response has no `feed` array")?;
+        let mut newest = cursor.since;
+        for raw in feed {
+            let bytes = serde_json::to_vec(raw).unwrap_or_default();
+            match article(raw, &self.symbols, resp.received_at) {
+                Ok(a) => {
+                    newest = newest.max(Some(a.published_at));
+                    out.records.push((a, bytes));
+                }
+                Err(reason) => out.rejects.push(Reject { raw: bytes, reason }),
+            }
+        }
+        out.cursor = Cursor { since: newest };
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

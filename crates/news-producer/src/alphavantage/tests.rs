@@ -1,0 +1,107 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::TimeZone;
+use ingest_core::record::Record;
+use reqwest::header::HeaderMap;
+
+use super::*;
+
+fn fixture(name: &str) -> Bytes {
+    let path = format!("{}/test_data/alphavantage/{name}", env!("CARGO_MANIFEST_DIR"));
+    Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+}
+
+fn response(body: Bytes) -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        headers: HeaderMap::new(),
+        body,
+        received_at: Utc.with_ymd_and_hms(2024, 1, 2, 20, 0, 0).unwrap(),
+    }
+}
+
+fn poller() -> AlphaVantage {
+    AlphaVantage::new(
+        "https://av.example",
+        Secret::new("k"),
+        "AAPL",
+        Arc::new(vec!["MSFT".into()]),
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn feed_items_field_by_field() {
+    let p = poller();
+    let resp = response(fixture("feed.json"));
+    assert_eq!(p.classify(&resp), None);
+    let n = p.normalize(&resp, &Cursor::default()).unwrap();
+    assert_eq!(n.records.len(), 2);
+    let (a, _) = &n.records[0];
+    assert_eq!(
+        a.title,
+        "Competitor Analysis: Evaluating Apple And Competitors In Technology Hardware - Apple  ( NASDAQ:AAPL )"
+    );
+    assert_eq!(a.url, "https://benzinga.com/news/24/01/36454259/competitor-analysis-evaluating-apple-and-competitors");
+    assert_eq!(a.published_at, Utc.with_ymd_and_hms(2024, 1, 2, 16, 0, 13).unwrap());
+    assert_eq!((a.sentiment, a.sentiment_source), (Some(0.24126), Some(SentimentSource::Provider)));
+    assert_eq!(a.tickers, ["AAPL", "CRYPTO:BTC"]);
+    assert_eq!(a.authors, ["Benzinga Insights"]);
+    assert_eq!(a.source, "Benzinga");
+    assert_eq!(a.summary.as_deref(), Some(a.content.as_str()));
+    assert_eq!(a.provider, "alphavantage");
+    assert_eq!(a.validate(), Ok(()));
+    assert_eq!(n.rejects.len(), 1);
+    assert!(n.rejects[0].reason.contains("time_published"), "{}", n.rejects[0].reason);
+    assert_eq!(n.cursor.since, Some(Utc.with_ymd_and_hms(2024, 1, 2, 16, 0, 13).unwrap()));
+}
+
+#[test]
+fn the_same_story_from_newsapi_has_the_same_id() {
+    let av = poller().normalize(&response(fixture("feed.json")), &Cursor::default()).unwrap();
+    let body = std::fs::read(format!("{}/test_data/newsapi/everything.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let na = crate::newsapi::article(&v["articles"][1], &[], Utc::now()).unwrap();
+    assert_eq!(av.records[1].0.id, na.id, "one story, one id");
+    assert_eq!(av.records[1].0.url, na.url);
+}
+
+#[test]
+fn http_200_errors_are_classified() {
+    let p = poller();
+    assert_eq!(p.classify(&response(fixture("invalid_key.json"))), Some(ErrorClass::Fatal));
+    let midnight = Duration::from_secs(4 * 3600);
+    assert_eq!(
+        p.classify(&response(fixture("daily_cap.json"))),
+        Some(ErrorClass::RateLimited { after: Some(midnight) })
+    );
+    // The burst notice also mentions the daily limit in passing; it still is a daily-limit text.
+    assert!(matches!(p.classify(&response(fixture("burst.json"))), Some(ErrorClass::RateLimited { .. })));
+    assert!(matches!(p.classify(&response(fixture("legacy_note.json"))), Some(ErrorClass::RateLimited { .. })));
+    assert_eq!(p.classify(&response(fixture("invalid_inputs.json"))), Some(ErrorClass::Permanent));
+    let empty = response(fixture("no_articles.json"));
+    assert_eq!(p.classify(&empty), None, "an empty window is not an error");
+    let n = p.normalize(&empty, &Cursor { since: Some(Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap()) }).unwrap();
+    assert!(n.records.is_empty() && n.rejects.is_empty());
+    assert_eq!(n.cursor.since, Some(Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap()), "cursor kept");
+    assert!(p.fatal_message("HTTP 200", None).contains("ALPHAVANTAGE_API_KEY"));
+}
+
+#[test]
+fn request_parameters() {
+    let since = Utc.with_ymd_and_hms(2024, 1, 2, 16, 0, 13).unwrap();
+    let req = poller().request(&reqwest::Client::new(), &Cursor { since: Some(since) }).build().unwrap();
+    let url = req.url().as_str();
+    for part in [
+        "/query?",
+        "function=NEWS_SENTIMENT",
+        "tickers=AAPL",
+        "sort=LATEST",
+        "limit=200",
+        "time_from=20240102T1600",
+        "apikey=k",
+    ] {
+        assert!(url.contains(part), "{part} in {url}");
+    }
+}

@@ -1,0 +1,271 @@
+//! news-producer end to end: the release binary against provider-sim's NewsAPI and Alpha
+//! Vantage and the real local Kafka, checked by independent `read_committed` consumers.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use ingest_core::kafka::admin::TopicToCreate;
+use ingest_core::record::{EventKind, IngestEvent, NewsArticle, SentimentSource};
+use ingest_core::testkit::{self, ProducerProcess};
+use news_producer::canon;
+use provider_sim::Sim;
+use provider_sim::news::{Fault, NewsConfig, NewsHandle, SimArticle};
+use rdkafka::message::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_news-producer");
+
+struct Fixture {
+    sim: Sim,
+    news: NewsHandle,
+    raw: String,
+    events: String,
+    instance: String,
+    extra: Vec<(String, String)>,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let stem = testkit::unique_topic("news");
+        let (raw, events, state) = (format!("{stem}.raw"), format!("{stem}.events"), format!("{stem}.state"));
+        testkit::create_topics(&[
+            TopicToCreate::new(&raw, 4),
+            TopicToCreate::new(format!("{stem}.dlq"), 1),
+            TopicToCreate::new(&events, 1),
+            TopicToCreate::new(&state, 1),
+        ])
+        .await;
+        let news = NewsHandle::new(NewsConfig {
+            newsapi_key: "na-key".into(),
+            alphavantage_key: "av-key".into(),
+            alphavantage_daily_limit: None,
+        });
+        let sim = Sim::start("127.0.0.1:0".parse().unwrap(), news.router()).await.unwrap();
+        let url = sim.http_url();
+        let extra = vec![
+            ("FINSTREAM__KAFKA__TOPICS__NEWS_ARTICLES__NAME".into(), raw.clone()),
+            ("FINSTREAM__KAFKA__TOPICS__EVENTS__NAME".into(), events.clone()),
+            ("FINSTREAM__KAFKA__TOPICS__STATE__NAME".into(), state),
+            ("FINSTREAM__NEWS__NEWSAPI__BASE_URL".into(), url.clone()),
+            ("FINSTREAM__NEWS__ALPHAVANTAGE__BASE_URL".into(), url),
+            ("NEWS_API_KEY".into(), "na-key".into()),
+            ("ALPHAVANTAGE_API_KEY".into(), "av-key".into()),
+            ("FINSTREAM__NEWS__NEWSAPI__QUERIES".into(), "markets".into()),
+            ("FINSTREAM__NEWS__NEWSAPI__HEADLINES".into(), "false".into()),
+            ("FINSTREAM__NEWS__NEWSAPI__INTERVAL_SECS".into(), "1".into()),
+            ("FINSTREAM__NEWS__ALPHAVANTAGE__TICKERS".into(), "AAPL".into()),
+            ("FINSTREAM__NEWS__ALPHAVANTAGE__INTERVAL_SECS".into(), "1".into()),
+            ("FINSTREAM__NEWS__NEWSAPI__DAILY_QUOTA".into(), "0".into()),
+            ("FINSTREAM__NEWS__ALPHAVANTAGE__DAILY_QUOTA".into(), "0".into()),
+        ];
+        Self { sim, news, raw, events, instance: testkit::unique_topic("inst"), extra }
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        self.extra.retain(|(k, _)| k != key);
+        self.extra.push((key.into(), value.into()));
+    }
+
+    fn spawn(&self) -> ProducerProcess {
+        let mut env: Vec<(&str, &str)> = self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push(("FINSTREAM__RUNTIME__INSTANCE_ID", &self.instance));
+        ProducerProcess::spawn(Path::new(BIN), &env)
+    }
+
+    fn committed(&self) -> Vec<NewsArticle> {
+        testkit::consume_committed(&self.raw, Duration::from_secs(60))
+            .iter()
+            .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+            .collect()
+    }
+
+    async fn wait_committed(&self, n: usize) -> Vec<NewsArticle> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.committed();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(std::time::Instant::now() < deadline, "{} of {n} articles committed", got.len());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+fn story(n: u32, on_newsapi: bool, on_alphavantage: bool) -> SimArticle {
+    SimArticle {
+        url: format!("https://wire.example.com/markets/story-{n}"),
+        title: format!("Story {n}: markets rally as $AAPL beats estimates"),
+        description: Some(format!("Description {n} about markets.")),
+        content: Some(format!("Body {n}. {}", "Stocks and markets moved on the news. ".repeat(10))),
+        source: "Wire".into(),
+        author: Some("Ann Smith, Bo Li".into()),
+        published_at: Utc.with_ymd_and_hms(2026, 1, 5, 14, 0, 0).unwrap() + chrono::Duration::seconds(i64::from(n)),
+        tickers: vec!["AAPL".into()],
+        sentiment: 0.42,
+        category: Some("business".into()),
+        on_newsapi,
+        on_alphavantage,
+    }
+}
+
+fn id_of(a: &SimArticle) -> String {
+    canon::article_id(&canon::canonical_url(&a.url).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_providers_field_by_field_and_one_record_per_story() {
+    let fx = Fixture::new().await;
+    let (both, newsapi_only, av_only) = (story(1, true, true), story(2, true, false), story(3, false, true));
+    for a in [&both, &newsapi_only, &av_only] {
+        fx.news.publish(a.clone());
+    }
+    let mut p = fx.spawn();
+    fx.wait_committed(3).await;
+    // Several more polls of both providers: every story stays one record.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = fx.committed();
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    let ids: Vec<&str> = got.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "one record per story: {ids:?}");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 3);
+    assert!(got.iter().any(|a| a.id == id_of(&both)));
+
+    let na = got.iter().find(|a| a.id == id_of(&newsapi_only)).expect("the NewsAPI story");
+    assert_eq!(na.provider, "newsapi");
+    assert_eq!(na.title, newsapi_only.title);
+    assert_eq!(na.url, "https://wire.example.com/markets/story-2");
+    assert_eq!(na.published_at, newsapi_only.published_at);
+    assert_eq!(na.source, "Wire");
+    assert_eq!(na.authors, ["Ann Smith", "Bo Li"]);
+    assert!(na.content_truncated, "NewsAPI cuts content at 200 characters");
+    assert_eq!(na.content.chars().count(), 200, "{:?}", na.content);
+    assert_eq!(na.summary.as_deref(), Some("Description 2 about markets."));
+    assert_eq!(na.sentiment_source, Some(SentimentSource::Lexicon));
+    assert!(na.sentiment.unwrap() > 0.0, "rally + beats");
+    assert_eq!(na.tickers, ["AAPL"]);
+
+    let av = got.iter().find(|a| a.id == id_of(&av_only)).expect("the Alpha Vantage story");
+    assert_eq!(av.provider, "alphavantage");
+    assert_eq!(av.url, "https://wire.example.com/markets/story-3", "tracking parameter removed");
+    assert_eq!((av.sentiment, av.sentiment_source), (Some(0.42), Some(SentimentSource::Provider)));
+    assert_eq!(av.tickers, ["AAPL"]);
+    assert_eq!(av.content, "Description 3 about markets.");
+    assert_eq!(av.published_at, av_only.published_at);
+
+    // Both providers were asked as documented.
+    let na_req = fx.sim.log.to_path("/v2/everything");
+    assert!(!na_req.is_empty());
+    assert!(na_req.iter().all(|r| r.headers.iter().any(|(k, v)| k == "x-api-key" && v == "na-key")));
+    let av_req = fx.sim.log.to_path("/query");
+    assert!(av_req.len() >= 2);
+    assert!(av_req.iter().all(|r| r.query.as_deref().unwrap_or("").contains("function=NEWS_SENTIMENT")));
+    assert!(av_req.iter().skip(1).any(|r| r.query.as_deref().unwrap_or("").contains("time_from=")), "cursor used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_poll_then_restart_delivers_every_story_exactly_once() {
+    let fx = Fixture::new().await;
+    for n in 0..10 {
+        fx.news.publish(story(n, true, n % 2 == 0));
+    }
+    let mut published = 10;
+    // Kill at different points of the poll cycle: while a request waits on a slow provider,
+    // right after start, and at arbitrary moments while new stories keep arriving.
+    for (round, after_ms) in [400u64, 1300, 2100, 900, 1700].iter().enumerate() {
+        if round % 2 == 0 {
+            fx.news.delay_next("/v2/everything", 1, Duration::from_millis(800));
+        }
+        let p = fx.spawn();
+        for _ in 0..3 {
+            fx.news.publish(story(published, true, published % 3 == 0));
+            published += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(*after_ms)).await;
+        let status = std::process::Command::new("kill").args(["-9", &p.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+        drop(p);
+    }
+    let mut p = fx.spawn();
+    let want: HashSet<String> = fx.news.articles().iter().map(id_of).collect();
+    let got = fx.wait_committed(want.len()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = fx.committed();
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    let ids: Vec<String> = again.iter().map(|a| a.id.clone()).collect();
+    let unique: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(unique, want, "no gap");
+    assert_eq!(ids.len(), want.len(), "no duplicate among {} records", ids.len());
+    assert!(got.len() <= again.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_and_the_breaker_opens_and_recovers() {
+    let mut fx = Fixture::new().await;
+    fx.set("FINSTREAM__NEWS__ALPHAVANTAGE__ENABLED", "false");
+    fx.set("FINSTREAM__NEWS__BREAKER_FAILURES", "3");
+    fx.set("FINSTREAM__NEWS__BREAKER_OPEN_SECS", "2");
+    fx.news.publish(story(1, true, false));
+    let rate_limited = || Fault {
+        status: 429,
+        body: r#"{"status":"error","code":"rateLimited","message":"You have made too many requests recently."}"#.into(),
+        retry_after: Some("3".into()),
+        delay: Duration::ZERO,
+    };
+    fx.news.fail_next("/v2/everything", 1, rate_limited());
+    let mut p = fx.spawn();
+    fx.wait_committed(1).await;
+    let reqs = fx.sim.log.to_path("/v2/everything");
+    assert!(reqs.len() >= 2, "{:#?}", fx.sim.log.all());
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(gap >= chrono::Duration::milliseconds(2950), "Retry-After: 3 honoured, next request after {gap}");
+
+    // Five 503s in a row: the third opens the breaker; after 2 s a trial poll finds the
+    // provider still failing, later ones succeed and close it.
+    let unavailable =
+        Fault { status: 503, body: "upstream unavailable".into(), retry_after: None, delay: Duration::ZERO };
+    fx.news.fail_next("/v2/everything", 5, unavailable);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let states = loop {
+        let evs: Vec<IngestEvent> = testkit::consume_committed(&fx.events, Duration::from_secs(30))
+            .iter()
+            .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+            .collect();
+        let states: Vec<String> =
+            evs.iter().filter(|e| e.kind == EventKind::BreakerState).filter_map(|e| e.state.clone()).collect();
+        if states.iter().any(|s| s == "open") && states.last().is_some_and(|s| s == "closed") {
+            break states;
+        }
+        assert!(std::time::Instant::now() < deadline, "breaker events so far: {states:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(states.first().map(String::as_str), Some("open"), "{states:?}");
+    assert!(states.iter().any(|s| s == "half_open"), "{states:?}");
+    assert!(p.log().contains("rate limited by the provider"), "{}", p.log());
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_keys_stop_the_producer_with_exit_1_and_a_clear_message() {
+    let mut fx = Fixture::new().await;
+    fx.set("NEWS_API_KEY", "wrong-newsapi-key");
+    fx.set("FINSTREAM__NEWS__ALPHAVANTAGE__ENABLED", "false");
+    let mut p = fx.spawn();
+    assert_eq!(p.wait_exit(Duration::from_secs(60)), Some(1), "{}", p.log());
+    let log = p.log();
+    assert!(log.contains("NEWS_API_KEY") && log.contains("apiKeyInvalid"), "{log}");
+    assert!(!log.contains("wrong-newsapi-key"), "the key is never logged");
+
+    fx.set("NEWS_API_KEY", "na-key");
+    fx.set("FINSTREAM__NEWS__NEWSAPI__ENABLED", "false");
+    fx.set("FINSTREAM__NEWS__ALPHAVANTAGE__ENABLED", "true");
+    fx.set("ALPHAVANTAGE_API_KEY", "wrong-av-key");
+    let mut p = fx.spawn();
+    assert_eq!(p.wait_exit(Duration::from_secs(60)), Some(1), "{}", p.log());
+    let log = p.log();
+    assert!(log.contains("ALPHAVANTAGE_API_KEY"), "{log}");
+    assert!(!log.contains("wrong-av-key"), "the key is never logged");
+}
