@@ -7,7 +7,8 @@
 # streams from provider-sim's Polygon simulator on 127.0.0.1:$PROVIDER_SIM_PORT (demo mode:
 # generated trades). Without NEWS_API_KEY and ALPHAVANTAGE_API_KEY the news producer polls
 # provider-sim's NewsAPI and Alpha Vantage (demo stories, a new one every 15 s); with only one
-# of them, the other provider is disabled. Other missing credentials get a placeholder `demo`
+# of them, the other provider is disabled. Without SEC_USER_AGENT the SEC producer polls
+# provider-sim's EDGAR (demo filings, a new one every 20 s). Other missing credentials get a placeholder `demo`
 # value so those producers start; they have no sources yet. Each producer gets its own ports:
 #   market 9101/8181, news 9102/8182, social 9103/8183, sec 9104/8184, altdata 9105/8185
 # (metrics/health). Logs: .local/run/<producer>.log, and prefixed on this terminal.
@@ -53,9 +54,16 @@ for var in REDDIT_CLIENT_ID REDDIT_CLIENT_SECRET TWITTER_BEARER_TOKEN; do
     demo+=("$var")
   fi
 done
-export SEC_USER_AGENT=${SEC_USER_AGENT:-"FinStream ingest demo demo@example.com"}
+demo_sec=0
+if [[ -z ${SEC_USER_AGENT:-} ]]; then
+  demo_sec=1
+  export SEC_USER_AGENT="FinStream ingest demo demo@example.com" \
+    FINSTREAM__SEC__BASE_URL=http://127.0.0.1:$sim_port FINSTREAM__SEC__DATA_URL=http://127.0.0.1:$sim_port \
+    FINSTREAM__SEC__INTERVAL_SECS=10 FINSTREAM__SEC__SUBMISSIONS_INTERVAL_SECS=60
+fi
 ((demo_market)) && echo "run-local: demo mode for market data: provider-sim on 127.0.0.1:$sim_port"
 ((demo_news)) && echo "run-local: demo mode for news: provider-sim on 127.0.0.1:$sim_port"
+((demo_sec)) && echo "run-local: demo mode for SEC filings (no SEC_USER_AGENT): provider-sim on 127.0.0.1:$sim_port"
 ((${#demo[@]})) && echo "run-local: placeholder credentials for ${demo[*]}"
 
 scripts/kafka.sh up
@@ -78,6 +86,9 @@ fi
 if ((demo_news)) && [[ " ${producers[*]} " == *" news "* ]]; then
   sim_args+=(--newsapi-key demo --alphavantage-key demo --news-every-secs 15)
 fi
+if ((demo_sec)) && [[ " ${producers[*]} " == *" sec "* ]]; then
+  sim_args+=(--sec-every-secs 20)
+fi
 if ((${#sim_args[@]})); then
   setsid target/debug/provider-sim --listen "127.0.0.1:$sim_port" "${sim_args[@]}" \
     > >(trap "" INT; tee .local/run/provider-sim.log | sed -u "s/^/[sim] /") 2>&1 &
@@ -97,5 +108,6 @@ for p in "${producers[@]}"; do
 done
 echo "run-local: watch records with: kcat -b $KAFKA_BROKERS -C -t market.ticks.raw -f '%k %s\\n'"
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t news.articles.raw -X isolation.level=read_committed -f '%k %s\\n'"
+echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t sec.filings.raw -X isolation.level=read_committed -f '%k %s\\n'"
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t ingest.events -f '%k %s\\n'"
 wait

@@ -708,7 +708,7 @@ impl<P: Poller> Polled<P> {
             };
             // Ok(response) or Err((class, the response if there was one, what happened)).
             let outcome = match fetched {
-                Ok(resp) => match p.classify(&resp) {
+                Ok(resp) => match p.classify(&resp, &cursor) {
                     None => Ok(resp),
                     Some(class) => {
                         let what = format!("HTTP {}", resp.status);

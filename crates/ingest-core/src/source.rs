@@ -109,9 +109,9 @@ pub trait Poller: Send + Sync + 'static {
     fn interval(&self) -> Duration;
     /// The request for the next poll.
     fn request(&self, client: &reqwest::Client, cursor: &Self::Cursor) -> reqwest::RequestBuilder;
-    /// Classifies a response: `None` for success. The default is generic HTTP; providers that
+    /// Classifies a response to the request made for `cursor`: `None` for success. The default is generic HTTP; providers that
     /// report errors in 200 bodies override it.
-    fn classify(&self, resp: &HttpResponse) -> Option<ErrorClass> {
+    fn classify(&self, resp: &HttpResponse, _cursor: &Self::Cursor) -> Option<ErrorClass> {
         classify_http(resp.status, resp.header("retry-after"), SystemTime::now())
     }
     /// The message a fatal response (401, an invalid key) stops the producer with. Providers

@@ -183,7 +183,7 @@ impl Poller for AlphaVantage {
         client.get(format!("{}/query", self.base_url)).query(&params)
     }
 
-    fn classify(&self, resp: &HttpResponse) -> Option<ErrorClass> {
+    fn classify(&self, resp: &HttpResponse, _cursor: &Self::Cursor) -> Option<ErrorClass> {
         if resp.status != 200 {
             return ingest_core::resilience::classify_http(
                 resp.status,

@@ -192,7 +192,7 @@ impl Poller for NewsApi {
         req.query(&[("pageSize", size), ("page", page)]).header("X-Api-Key", self.key.expose())
     }
 
-    fn classify(&self, resp: &HttpResponse) -> Option<ErrorClass> {
+    fn classify(&self, resp: &HttpResponse, _cursor: &Self::Cursor) -> Option<ErrorClass> {
         // 426 maximumResultsReached: the plan's result window is exhausted; paging ends.
         if resp.status == 426 {
             return None;

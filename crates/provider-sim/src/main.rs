@@ -5,13 +5,16 @@
 //! ```
 //! Polygon/Massive WebSocket at `ws://<listen>/stocks` (and `/crypto`); NewsAPI at
 //! `http://<listen>/v2/...` and Alpha Vantage at `http://<listen>/query`, serving demo stories
-//! (a new one every `--news-every-secs`); `GET /_sim/requests` shows what clients sent.
+//! (a new one every `--news-every-secs`); SEC EDGAR's feed at `/cgi-bin/browse-edgar` and
+//! submissions at `/submissions/…` (a new filing every `--sec-every-secs`); `GET /_sim/requests`
+//! shows what clients sent.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use provider_sim::edgar::{EdgarConfig, EdgarHandle, demo_filing};
 use provider_sim::news::{NewsConfig, NewsHandle, demo_article};
 use provider_sim::polygon::{Firehose, PolygonConfig, PolygonHandle};
 
@@ -46,6 +49,9 @@ struct Cli {
     /// Publish a new demo story every this many seconds (0 = only the five at start).
     #[arg(long, default_value_t = 20)]
     news_every_secs: u64,
+    /// File a new demo SEC filing every this many seconds (0 = only the five at start).
+    #[arg(long, default_value_t = 20)]
+    sec_every_secs: u64,
 }
 
 #[tokio::main]
@@ -82,7 +88,21 @@ async fn main() -> ExitCode {
             }
         });
     }
-    let sim = match provider_sim::Sim::start(cli.listen, polygon.router().merge(news.router())).await {
+    let edgar = EdgarHandle::new(EdgarConfig { max_per_second: 10, block: Duration::from_secs(600), recent_max: 1000 });
+    for n in 0..5u32 {
+        edgar.file(demo_filing(u64::from(n), start - chrono::Duration::minutes(i64::from(50 - n * 10))));
+    }
+    if cli.sec_every_secs > 0 {
+        let (edgar, every) = (edgar.clone(), Duration::from_secs(cli.sec_every_secs));
+        tokio::spawn(async move {
+            for n in 5u64.. {
+                tokio::time::sleep(every).await;
+                edgar.file(demo_filing(n, chrono::Utc::now()));
+            }
+        });
+    }
+    let routes = polygon.router().merge(news.router()).merge(edgar.router());
+    let sim = match provider_sim::Sim::start(cli.listen, routes).await {
         Ok(sim) => sim,
         Err(e) => {
             eprintln!("provider-sim: cannot listen on {}: {e}", cli.listen);
@@ -90,12 +110,10 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "provider-sim: listening on {} (polygon: ws://{}/stocks; newsapi: {}/v2/everything; alphavantage: {}/query; request log: {}/_sim/requests)",
+        "provider-sim: listening on {} (polygon: ws://{}/stocks; newsapi: {u}/v2/everything; alphavantage: {u}/query; edgar: {u}/cgi-bin/browse-edgar; request log: {u}/_sim/requests)",
         sim.addr,
         sim.addr,
-        sim.http_url(),
-        sim.http_url(),
-        sim.http_url()
+        u = sim.http_url()
     );
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut term) => {

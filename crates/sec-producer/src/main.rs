@@ -1,15 +1,16 @@
 //! sec-producer: SEC EDGAR filings from the current-filings Atom feed and the submissions JSON
-//! API, normalized to `sec.filing/v1` on `sec.filings.raw`.
+//! API, normalized to `sec.filing/v1` on `sec.filings.raw`, exactly once (one record per
+//! accession number, Kafka transactions with the cursors in `ingest.state`).
 //!
 //! This binary is thin: it parses the CLI and config and hands its sources to
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
-
-mod config;
 
 use std::process::ExitCode;
 
 use ingest_core::ProducerSpec;
 use ingest_core::runtime::NoArgs;
+use ingest_core::source::Source;
+use sec_producer::config;
 
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
@@ -19,10 +20,7 @@ const SPEC: ProducerSpec = ProducerSpec {
 
 fn main() -> ExitCode {
     ingest_core::main::<config::SecConfig, NoArgs, _>(SPEC, |cfg, _| {
-        // The EDGAR sources are not built yet: the producer runs, serves metrics and health and
-        // publishes lifecycle events, and the runtime warns at start that no source is enabled.
-        // It never pretends to ingest.
-        let _ = cfg;
-        Ok(Vec::new())
+        let group: Box<dyn Source> = Box::new(sec_producer::group(cfg, SPEC.name));
+        Ok(vec![group])
     })
 }

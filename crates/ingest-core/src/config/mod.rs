@@ -197,23 +197,25 @@ pub fn load_with_env<S: Section>(path: &Path, env: &HashMap<String, String>) -> 
             builder = builder.set_override(*key, v.as_str()).map_err(|e| ConfigError::key(*key, e.to_string()))?;
         }
     }
-    let generic: config::Map<String, String> = env
+    let mut generic: config::Map<String, String> = env
         .iter()
         .filter(|(k, v)| k.starts_with(&format!("{ENV_PREFIX}__")) && !v.is_empty())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+    // List keys are split on commas here, always into strings: config-rs would read a single
+    // value that looks like a number (`FINSTREAM__SEC__CIKS=320193`) as a number, not a list.
+    for key in S::LIST_KEYS {
+        let var = format!("{ENV_PREFIX}__{}", key.to_uppercase().replace('.', "__"));
+        if let Some(v) = generic.remove(&var) {
+            let items: Vec<String> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            builder = builder.set_override(*key, items).map_err(|e| ConfigError::key(*key, e.to_string()))?;
+        }
+    }
+    let environment = config::Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("__")
         .separator("__")
         .try_parsing(true)
         .source(Some(generic));
-    // Without registered keys config-rs would split every variable; so only with some.
-    if !S::LIST_KEYS.is_empty() {
-        environment = environment.list_separator(",");
-        for key in S::LIST_KEYS {
-            environment = environment.with_list_parse_key(key);
-        }
-    }
     builder = builder.add_source(environment);
     let merged = builder.build().map_err(|e| from_config_error(path, e))?;
 

@@ -177,6 +177,11 @@ fn declared_list_keys_take_comma_separated_values_and_others_stay_text() {
     .unwrap();
     assert_eq!(cfg.section.symbols, ["AAPL", "MSFT"]);
     assert_eq!(cfg.core.kafka.brokers, "a:1,b:2");
+    // One value that looks like a number is still a list of one string (a CIK, a ticker).
+    let cfg = load_with_env::<Lists>(f.path(), &env(&[("FINSTREAM__MARKET__SYMBOLS", "320193")])).unwrap();
+    assert_eq!(cfg.section.symbols, ["320193"]);
+    let cfg = load_with_env::<Lists>(f.path(), &env(&[("FINSTREAM__MARKET__SYMBOLS", " A , B ,")])).unwrap();
+    assert_eq!(cfg.section.symbols, ["A", "B"]);
 }
 
 #[test]

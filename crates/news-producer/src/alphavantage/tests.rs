@@ -35,7 +35,7 @@ fn poller() -> AlphaVantage {
 fn feed_items_field_by_field() {
     let p = poller();
     let resp = response(fixture("feed.json"));
-    assert_eq!(p.classify(&resp), None);
+    assert_eq!(p.classify(&resp, &Cursor::default()), None);
     let n = p.normalize(&resp, &Cursor::default()).unwrap();
     assert_eq!(n.records.len(), 2);
     let (a, _) = &n.records[0];
@@ -70,18 +70,24 @@ fn the_same_story_from_newsapi_has_the_same_id() {
 #[test]
 fn http_200_errors_are_classified() {
     let p = poller();
-    assert_eq!(p.classify(&response(fixture("invalid_key.json"))), Some(ErrorClass::Fatal));
+    assert_eq!(p.classify(&response(fixture("invalid_key.json")), &Cursor::default()), Some(ErrorClass::Fatal));
     let midnight = Duration::from_secs(4 * 3600);
     assert_eq!(
-        p.classify(&response(fixture("daily_cap.json"))),
+        p.classify(&response(fixture("daily_cap.json")), &Cursor::default()),
         Some(ErrorClass::RateLimited { after: Some(midnight) })
     );
     // The burst notice also mentions the daily limit in passing; it still is a daily-limit text.
-    assert!(matches!(p.classify(&response(fixture("burst.json"))), Some(ErrorClass::RateLimited { .. })));
-    assert!(matches!(p.classify(&response(fixture("legacy_note.json"))), Some(ErrorClass::RateLimited { .. })));
-    assert_eq!(p.classify(&response(fixture("invalid_inputs.json"))), Some(ErrorClass::Permanent));
+    assert!(matches!(
+        p.classify(&response(fixture("burst.json")), &Cursor::default()),
+        Some(ErrorClass::RateLimited { .. })
+    ));
+    assert!(matches!(
+        p.classify(&response(fixture("legacy_note.json")), &Cursor::default()),
+        Some(ErrorClass::RateLimited { .. })
+    ));
+    assert_eq!(p.classify(&response(fixture("invalid_inputs.json")), &Cursor::default()), Some(ErrorClass::Permanent));
     let empty = response(fixture("no_articles.json"));
-    assert_eq!(p.classify(&empty), None, "an empty window is not an error");
+    assert_eq!(p.classify(&empty, &Cursor::default()), None, "an empty window is not an error");
     let n = p.normalize(&empty, &Cursor { since: Some(Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap()) }).unwrap();
     assert!(n.records.is_empty() && n.rejects.is_empty());
     assert_eq!(n.cursor.since, Some(Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap()), "cursor kept");

@@ -92,7 +92,7 @@ fn full_pages_page_on_and_the_result_window_ends_paging() {
     assert_eq!(n.cursor.newest, Some(Utc.with_ymd_and_hms(2020, 8, 9, 7, 59, 0).unwrap()));
 
     let resp = response(426, fixture("maximum_results.json"));
-    assert_eq!(p.classify(&resp), None, "426 is the end of paging, not a failure");
+    assert_eq!(p.classify(&resp, &Cursor::default()), None, "426 is the end of paging, not a failure");
     let end = p.normalize(&resp, &n.cursor).unwrap();
     assert!(end.records.is_empty() && !end.more);
     assert_eq!(end.cursor, Cursor { since: n.cursor.newest, page: 1, newest: None });
@@ -101,12 +101,18 @@ fn full_pages_page_on_and_the_result_window_ends_paging() {
 #[test]
 fn errors_are_classified_as_newsapi_documents_them() {
     let p = poller();
-    assert_eq!(p.classify(&response(401, fixture("api_key_invalid.json"))), Some(ErrorClass::Fatal));
+    assert_eq!(
+        p.classify(&response(401, fixture("api_key_invalid.json")), &Cursor::default()),
+        Some(ErrorClass::Fatal)
+    );
     let msg = p.fatal_message("HTTP 401", Some(&response(401, fixture("api_key_invalid.json"))));
     assert!(msg.contains("apiKeyInvalid") && msg.contains("NEWS_API_KEY"), "{msg}");
-    assert!(matches!(p.classify(&response(429, Bytes::new())), Some(ErrorClass::RateLimited { .. })));
-    assert!(matches!(p.classify(&response(503, Bytes::new())), Some(ErrorClass::Retryable { .. })));
-    assert_eq!(p.classify(&response(400, Bytes::new())), Some(ErrorClass::Permanent));
+    assert!(matches!(
+        p.classify(&response(429, Bytes::new()), &Cursor::default()),
+        Some(ErrorClass::RateLimited { .. })
+    ));
+    assert!(matches!(p.classify(&response(503, Bytes::new()), &Cursor::default()), Some(ErrorClass::Retryable { .. })));
+    assert_eq!(p.classify(&response(400, Bytes::new()), &Cursor::default()), Some(ErrorClass::Permanent));
     assert!(p.normalize(&response(200, "<html>".into()), &Cursor::default()).is_err());
 }
 
