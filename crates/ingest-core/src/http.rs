@@ -120,3 +120,54 @@ fn describe(e: &reqwest::Error) -> String {
     }
     if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use axum::Router;
+    use axum::routing::get;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(data).expect("gzip");
+        enc.finish().expect("gzip")
+    }
+
+    async fn serve() -> String {
+        let bomb = gzip(&vec![0u8; 8 << 20]);
+        let small = gzip(b"{\"ok\":true}");
+        let app = Router::new()
+            .route("/big", get(|| async { vec![b'x'; 2 << 20] }))
+            .route("/bomb", get(move || async move { ([("content-encoding", "gzip")], bomb) }))
+            .route("/small", get(move || async move { ([("content-encoding", "gzip")], small) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn bodies_are_capped_after_decompression() {
+        let base = serve().await;
+        let c = client(&HttpConfig::default()).expect("client");
+        let cap = 1 << 20;
+        assert!(matches!(fetch(c.get(format!("{base}/big")), cap).await, Err(FetchError::TooLarge { .. })));
+        // 8 MiB of zeros is ~8 KiB gzipped: the cap applies to what it expands to.
+        let bomb = fetch(c.get(format!("{base}/bomb")), cap).await;
+        assert!(matches!(bomb, Err(FetchError::TooLarge { limit }) if limit == cap), "{bomb:?}");
+        let ok = fetch(c.get(format!("{base}/small")), cap).await.expect("small body");
+        assert_eq!(&ok.body[..], b"{\"ok\":true}", "decompressed");
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_the_url() {
+        let c = client(&HttpConfig { connect_timeout: Duration::from_millis(500), ..HttpConfig::default() })
+            .expect("client");
+        let err = fetch(c.get("http://127.0.0.1:9/query?apikey=SECRET-KEY"), 1024).await.expect_err("closed port");
+        let text = err.to_string();
+        assert!(!text.contains("SECRET-KEY") && !text.contains("apikey"), "{text}");
+    }
+}
