@@ -275,6 +275,7 @@ impl PollGroup {
 /// The group's transactional producer and state, shared by its pollers.
 struct Shared {
     group: String,
+    transactional_id: String,
     key: String,
     producer: String,
     sink: Sink,
@@ -335,6 +336,14 @@ where
 }
 
 impl Shared {
+    /// The message of a fatal transaction error (fencing is the usual cause).
+    fn fatal_tx(&self, error: &str) -> String {
+        format!(
+            "Kafka transaction failed fatally ({error}); if another instance with transactional.id `{}` started, this one is fenced (give each instance its own runtime.instance_id)",
+            self.transactional_id
+        )
+    }
+
     /// Writes one poll's outcome in one transaction: records whose key the window has not seen,
     /// dead letters, and the group state with `member`'s new cursor.
     #[allow(clippy::too_many_arguments, reason = "one call site per poll outcome; a struct would only rename them")]
@@ -515,19 +524,31 @@ fn restore_state(
     topic: &str,
     key: &str,
     timeout: Duration,
-) -> Result<Option<SourceState>, String> {
+) -> Result<Option<SourceState>, RestoreError> {
     let mut latest: Option<Option<Vec<u8>>> = None;
     read_committed_to_end(kafka, topic, timeout, |m| {
         if m.key() == Some(key.as_bytes()) {
             latest = Some(m.payload().map(<[u8]>::to_vec));
         }
-    })?;
+    })
+    .map_err(RestoreError::Kafka)?;
     match latest.flatten() {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| format!("the stored state of `{key}` is unreadable ({e}); refusing to start without it")),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            RestoreError::Unreadable(format!(
+                "the stored state of `{key}` is unreadable ({e}); refusing to start without it"
+            ))
+        }),
     }
+}
+
+/// Why the state could not be restored.
+#[derive(Debug)]
+enum RestoreError {
+    /// Kafka did not answer in time (an outage): retried.
+    Kafka(String),
+    /// The stored record is not a state: starting without it could repeat records, so stop.
+    Unreadable(String),
 }
 
 impl Source for PollGroup {
@@ -565,12 +586,23 @@ impl PollGroup {
         }
         let key = format!("{}/{}", ctx.producer, self.name);
         let topic = ctx.kafka.topics.state.name.clone();
-        let stored = {
+        let mut backoff = Backoff::new(BackoffConfig::default());
+        let stored = loop {
             let (kafka, topic, key, t) = (ctx.kafka.clone(), topic.clone(), key.clone(), self.settings.restore_timeout);
-            tokio::task::spawn_blocking(move || restore_state(&kafka, &topic, &key, t))
+            let restored = tokio::task::spawn_blocking(move || restore_state(&kafka, &topic, &key, t))
                 .await
-                .map_err(|e| fatal(format!("state restore panicked: {e}")))?
-                .map_err(fatal)?
+                .map_err(|e| fatal(format!("state restore panicked: {e}")))?;
+            match restored {
+                Ok(state) => break state,
+                Err(RestoreError::Unreadable(m)) => return Err(fatal(m)),
+                Err(RestoreError::Kafka(m)) => {
+                    ctx.health.set_connected(false, format!("restoring state: {m}"));
+                    tracing::warn!(group = %self.name, error = %m, "cannot read the polling state yet; retrying");
+                    if !sleep_or_stop(backoff.next_delay(), &ctx.shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
         };
         let (cursors, window) = match stored {
             Some(s) => {
@@ -585,6 +617,7 @@ impl PollGroup {
         };
         let shared = Arc::new(Shared {
             group: self.name.clone(),
+            transactional_id: self.settings.transactional_id.clone(),
             state_route: sink.route::<SourceState>(&ctx.producer),
             key,
             producer: ctx.producer.clone(),
@@ -750,7 +783,7 @@ impl<P: Poller> Polled<P> {
                         }
                         Err(CommitError::ShutDown) => return Ok(()),
                         Err(CommitError::Fatal(m)) => {
-                            return Err(fatal(format!("Kafka transaction failed fatally: {m}")));
+                            return Err(fatal(group.fatal_tx(&m)));
                         }
                         Err(CommitError::Retry(m)) => {
                             (ErrorClass::Retryable { after: None }, None, format!("Kafka transaction aborted: {m}"))
@@ -793,7 +826,7 @@ impl<P: Poller> Polled<P> {
                             Ok(()) | Err(CommitError::Retry(_)) => {}
                             Err(CommitError::ShutDown) => return Ok(()),
                             Err(CommitError::Fatal(m)) => {
-                                return Err(fatal(format!("Kafka transaction failed fatally: {m}")));
+                                return Err(fatal(group.fatal_tx(&m)));
                             }
                         }
                     }
