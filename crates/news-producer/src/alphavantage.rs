@@ -37,34 +37,59 @@ pub struct Cursor {
     pub since: Option<DateTime<Utc>>,
 }
 
-/// One ticker's `NEWS_SENTIMENT` poller.
+/// Topics `NEWS_SENTIMENT` accepts (request form).
+pub const TOPICS: &[&str] = &[
+    "blockchain",
+    "earnings",
+    "ipo",
+    "mergers_and_acquisitions",
+    "financial_markets",
+    "economy_fiscal",
+    "economy_monetary",
+    "economy_macro",
+    "energy_transportation",
+    "finance",
+    "life_sciences",
+    "manufacturing",
+    "real_estate",
+    "retail_wholesale",
+    "technology",
+];
+
+/// What one poller asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// `tickers=<ticker>`
+    Ticker(String),
+    /// `topics=<topic>`
+    Topic(String),
+}
+
+/// One `NEWS_SENTIMENT` poller (a ticker or a topic).
 #[derive(Debug, Clone)]
 pub struct AlphaVantage {
     name: String,
     base_url: String,
     key: Secret,
-    ticker: String,
+    query: Query,
     symbols: std::sync::Arc<Vec<String>>,
     interval: Duration,
 }
 
 impl AlphaVantage {
-    /// A poller of news about `ticker`.
+    /// A poller of news about `query`.
     pub fn new(
         base_url: &str,
         key: Secret,
-        ticker: &str,
+        query: Query,
         symbols: std::sync::Arc<Vec<String>>,
         interval: Duration,
     ) -> Self {
-        Self {
-            name: format!("alphavantage:{ticker}"),
-            base_url: base_url.trim_end_matches('/').to_string(),
-            key,
-            ticker: ticker.to_string(),
-            symbols,
-            interval,
-        }
+        let name = match &query {
+            Query::Ticker(t) => format!("alphavantage:{t}"),
+            Query::Topic(t) => format!("alphavantage:topic:{t}"),
+        };
+        Self { name, base_url: base_url.trim_end_matches('/').to_string(), key, query, symbols, interval }
     }
 }
 
@@ -170,9 +195,13 @@ impl Poller for AlphaVantage {
     }
 
     fn request(&self, client: &reqwest::Client, cursor: &Cursor) -> reqwest::RequestBuilder {
+        let about = match &self.query {
+            Query::Ticker(t) => ("tickers", t.clone()),
+            Query::Topic(t) => ("topics", t.clone()),
+        };
         let mut params = vec![
             ("function", "NEWS_SENTIMENT".to_string()),
-            ("tickers", self.ticker.clone()),
+            about,
             ("sort", "LATEST".into()),
             ("limit", LIMIT.to_string()),
         ];

@@ -56,6 +56,8 @@ pub struct AlphaVantageConfig {
     /// Tickers to ask about, one poller each (Alpha Vantage returns articles that mention all
     /// the tickers of a request, so they are asked one by one).
     pub tickers: Vec<String>,
+    /// Topics to ask about, one poller each (`earnings`, `technology`, …).
+    pub topics: Vec<String>,
     /// Seconds between polls of each poller.
     pub interval_secs: u64,
     /// Requests per UTC day, all pollers together (the free plan allows 25; 0: no quota).
@@ -69,6 +71,7 @@ impl Default for AlphaVantageConfig {
             base_url: "https://www.alphavantage.co".into(),
             api_key: Secret::default(),
             tickers: vec!["AAPL".into(), "MSFT".into(), "NVDA".into()],
+            topics: Vec::new(),
             interval_secs: 3600,
             daily_quota: 25,
         }
@@ -108,7 +111,8 @@ impl Default for NewsConfig {
 
 impl Section for NewsConfig {
     const NAME: &'static str = "news";
-    const LIST_KEYS: &'static [&'static str] = &["news.newsapi.queries", "news.alphavantage.tickers", "news.symbols"];
+    const LIST_KEYS: &'static [&'static str] =
+        &["news.newsapi.queries", "news.alphavantage.tickers", "news.alphavantage.topics", "news.symbols"];
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.newsapi.enabled && !self.alphavantage.enabled {
@@ -137,7 +141,18 @@ impl Section for NewsConfig {
                 &self.alphavantage.api_key,
                 "news.alphavantage.enabled is true",
             )?;
-            require_symbols("news.alphavantage.tickers", &self.alphavantage.tickers, false)?;
+            require_symbols("news.alphavantage.tickers", &self.alphavantage.tickers, true)?;
+            if let Some(t) =
+                self.alphavantage.topics.iter().find(|t| !crate::alphavantage::TOPICS.contains(&t.as_str()))
+            {
+                return Err(ConfigError::key(
+                    "news.alphavantage.topics",
+                    format!("`{t}` is not an Alpha Vantage topic ({})", crate::alphavantage::TOPICS.join(", ")),
+                ));
+            }
+            if self.alphavantage.tickers.is_empty() && self.alphavantage.topics.is_empty() {
+                return Err(ConfigError::key("news.alphavantage.tickers", "give at least one ticker or topic"));
+            }
             if self.alphavantage.interval_secs == 0 {
                 return Err(ConfigError::key("news.alphavantage.interval_secs", "must be positive"));
             }

@@ -31,18 +31,20 @@ pub fn group(cfg: &Config<config::NewsConfig>, producer: &str) -> PollGroup {
     settings.dedup_window = n.dedup_window;
     let mut group = PollGroup::new(GROUP, settings);
     let symbols = Arc::new(n.symbols.clone());
-    let quota = |q: u32| (q > 0).then_some(q);
     let breaker =
         BreakerConfig { failure_threshold: n.breaker_failures, open_for: Duration::from_secs(n.breaker_open_secs) };
+    // Both providers: one request a second at most (Alpha Vantage's documented burst limit;
+    // NewsAPI's quota is daily), a daily quota when configured (0: none).
+    let settings = |daily_quota: u32| PollSettings {
+        rate_per_second: 1.0,
+        rate_burst: 1,
+        daily_quota: (daily_quota > 0).then_some(daily_quota),
+        breaker,
+        ..PollSettings::default()
+    };
     if n.newsapi.enabled {
         let a = &n.newsapi;
-        let poll = PollSettings {
-            rate_per_second: 1.0,
-            rate_burst: 1,
-            daily_quota: quota(a.daily_quota),
-            breaker,
-            ..PollSettings::default()
-        };
+        let poll = settings(a.daily_quota);
         let every = Duration::from_secs(a.interval_secs);
         let mut endpoints: Vec<newsapi::Endpoint> =
             a.queries.iter().map(|q| newsapi::Endpoint::Everything { q: q.clone() }).collect();
@@ -58,17 +60,15 @@ pub fn group(cfg: &Config<config::NewsConfig>, producer: &str) -> PollGroup {
     }
     if n.alphavantage.enabled {
         let a = &n.alphavantage;
-        // Alpha Vantage allows one request a second.
-        let poll = PollSettings {
-            rate_per_second: 1.0,
-            rate_burst: 1,
-            daily_quota: quota(a.daily_quota),
-            breaker,
-            ..PollSettings::default()
-        };
+        let poll = settings(a.daily_quota);
         let every = Duration::from_secs(a.interval_secs);
-        for t in &a.tickers {
-            let p = alphavantage::AlphaVantage::new(&a.base_url, a.api_key.clone(), t, symbols.clone(), every);
+        let queries = a
+            .tickers
+            .iter()
+            .map(|t| alphavantage::Query::Ticker(t.clone()))
+            .chain(a.topics.iter().map(|t| alphavantage::Query::Topic(t.clone())));
+        for q in queries {
+            let p = alphavantage::AlphaVantage::new(&a.base_url, a.api_key.clone(), q, symbols.clone(), every);
             group.add(p, poll.clone());
         }
     }

@@ -269,3 +269,30 @@ async fn invalid_keys_stop_the_producer_with_exit_1_and_a_clear_message() {
     assert!(log.contains("ALPHAVANTAGE_API_KEY"), "{log}");
     assert!(!log.contains("wrong-av-key"), "the key is never logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_with_the_same_id_fences_the_first() {
+    let fx = Fixture::new().await;
+    fx.news.publish(story(1, true, false));
+    let mut first = fx.spawn();
+    fx.wait_committed(1).await;
+    let mut second = fx.spawn();
+    let ready = format!("http://{}/ready", second.health);
+    testkit::wait_for(Duration::from_secs(60), "the second instance to be ready", || {
+        let url = ready.clone();
+        async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200).map(drop) }
+    })
+    .await;
+    // New stories: whichever instance polls first, the first one's next transaction is refused.
+    fx.news.publish(story(2, true, true));
+    fx.news.publish(story(3, false, true));
+    assert_eq!(first.wait_exit(Duration::from_secs(60)), Some(1), "the fenced instance exits 1:\n{}", first.log());
+    assert!(first.log().contains("transactional"), "{}", first.log());
+    let got = fx.wait_committed(3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = fx.committed();
+    assert_eq!(second.terminate(Duration::from_secs(20)), Some(0), "{}", second.log());
+    let ids: HashSet<String> = again.iter().map(|a| a.id.clone()).collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(again.len(), 3, "nothing twice: {got:?}");
+}

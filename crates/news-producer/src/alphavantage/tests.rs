@@ -25,7 +25,7 @@ fn poller() -> AlphaVantage {
     AlphaVantage::new(
         "https://av.example",
         Secret::new("k"),
-        "AAPL",
+        Query::Ticker("AAPL".into()),
         Arc::new(vec!["MSFT".into()]),
         Duration::from_secs(60),
     )
@@ -110,4 +110,14 @@ fn request_parameters() {
     ] {
         assert!(url.contains(part), "{part} in {url}");
     }
+    let topic = AlphaVantage::new(
+        "https://av.example",
+        Secret::new("k"),
+        Query::Topic("earnings".into()),
+        Arc::new(vec![]),
+        Duration::from_secs(1),
+    );
+    assert_eq!(topic.name(), "alphavantage:topic:earnings");
+    let url = topic.request(&reqwest::Client::new(), &Cursor::default()).build().unwrap().url().to_string();
+    assert!(url.contains("topics=earnings") && !url.contains("tickers="), "{url}");
 }
