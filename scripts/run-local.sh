@@ -8,8 +8,9 @@
 # generated trades). Without NEWS_API_KEY and ALPHAVANTAGE_API_KEY the news producer polls
 # provider-sim's NewsAPI and Alpha Vantage (demo stories, a new one every 15 s); with only one
 # of them, the other provider is disabled. Without SEC_USER_AGENT the SEC producer polls
-# provider-sim's EDGAR (demo filings, a new one every 20 s). Other missing credentials get a placeholder `demo`
-# value so those producers start; they have no sources yet. Each producer gets its own ports:
+# provider-sim's EDGAR (demo filings, a new one every 20 s). Without Reddit credentials the
+# social producer polls the simulated Reddit and StockTwits; without TWITTER_BEARER_TOKEN the
+# (not yet built) X stream is switched off. Each producer gets its own ports:
 #   market 9101/8181, news 9102/8182, social 9103/8183, sec 9104/8184, altdata 9105/8185
 # (metrics/health). Logs: .local/run/<producer>.log, and prefixed on this terminal.
 # Ctrl-C stops the producers gracefully (Kafka keeps running: `make kafka-down`).
@@ -47,13 +48,20 @@ elif [[ -z ${NEWS_API_KEY:-} ]]; then
 elif [[ -z ${ALPHAVANTAGE_API_KEY:-} ]]; then
   export FINSTREAM__NEWS__ALPHAVANTAGE__ENABLED=false ALPHAVANTAGE_API_KEY=unused
 fi
-demo=()
-for var in REDDIT_CLIENT_ID REDDIT_CLIENT_SECRET TWITTER_BEARER_TOKEN; do
-  if [[ -z ${!var:-} ]]; then
-    export "$var=demo"
-    demo+=("$var")
-  fi
-done
+demo_social=0
+if [[ -z ${REDDIT_CLIENT_ID:-} || -z ${REDDIT_CLIENT_SECRET:-} ]]; then
+  demo_social=1
+  export REDDIT_CLIENT_ID=demo REDDIT_CLIENT_SECRET=demo \
+    FINSTREAM__SOCIAL__REDDIT__BASE_URL=http://127.0.0.1:$sim_port \
+    FINSTREAM__SOCIAL__REDDIT__AUTH_URL=http://127.0.0.1:$sim_port \
+    FINSTREAM__SOCIAL__STOCKTWITS__BASE_URL=http://127.0.0.1:$sim_port \
+    FINSTREAM__SOCIAL__REDDIT__INTERVAL_SECS=10 FINSTREAM__SOCIAL__STOCKTWITS__INTERVAL_SECS=10 \
+    FINSTREAM__SOCIAL__STOCKTWITS__REQUESTS_PER_HOUR=3600
+fi
+# The X stream is not built yet; without a bearer token it is switched off.
+if [[ -z ${TWITTER_BEARER_TOKEN:-} ]]; then
+  export FINSTREAM__SOCIAL__TWITTER__ENABLED=false
+fi
 demo_sec=0
 if [[ -z ${SEC_USER_AGENT:-} ]]; then
   demo_sec=1
@@ -63,8 +71,8 @@ if [[ -z ${SEC_USER_AGENT:-} ]]; then
 fi
 ((demo_market)) && echo "run-local: demo mode for market data: provider-sim on 127.0.0.1:$sim_port"
 ((demo_news)) && echo "run-local: demo mode for news: provider-sim on 127.0.0.1:$sim_port"
+((demo_social)) && echo "run-local: demo mode for social (no Reddit credentials): provider-sim on 127.0.0.1:$sim_port"
 ((demo_sec)) && echo "run-local: demo mode for SEC filings (no SEC_USER_AGENT): provider-sim on 127.0.0.1:$sim_port"
-((${#demo[@]})) && echo "run-local: placeholder credentials for ${demo[*]}"
 
 scripts/kafka.sh up
 cargo build --workspace --bins --quiet
@@ -89,6 +97,9 @@ fi
 if ((demo_sec)) && [[ " ${producers[*]} " == *" sec "* ]]; then
   sim_args+=(--sec-every-secs 20)
 fi
+if ((demo_social)) && [[ " ${producers[*]} " == *" social "* ]]; then
+  sim_args+=(--reddit-client-id demo --reddit-client-secret demo --social-every-secs 10)
+fi
 if ((${#sim_args[@]})); then
   setsid target/debug/provider-sim --listen "127.0.0.1:$sim_port" "${sim_args[@]}" \
     > >(trap "" INT; tee .local/run/provider-sim.log | sed -u "s/^/[sim] /") 2>&1 &
@@ -109,5 +120,6 @@ done
 echo "run-local: watch records with: kcat -b $KAFKA_BROKERS -C -t market.ticks.raw -f '%k %s\\n'"
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t news.articles.raw -X isolation.level=read_committed -f '%k %s\\n'"
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t sec.filings.raw -X isolation.level=read_committed -f '%k %s\\n'"
+echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t social.posts.raw -X isolation.level=read_committed -f '%k %s\\n'"
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t ingest.events -f '%k %s\\n'"
 wait

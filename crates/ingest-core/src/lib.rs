@@ -15,10 +15,12 @@ pub mod poll;
 pub mod record;
 pub mod resilience;
 pub mod runtime;
+pub mod sentiment;
 pub mod source;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod text;
 pub mod ws;
 
 pub use runtime::{ProducerSpec, main};

@@ -735,21 +735,42 @@ impl<P: Poller> Polled<P> {
                 () = self.limits.limiter.acquire() => {}
                 () = ctx.shutdown.cancelled() => return Ok(()),
             }
-            let fetched = tokio::select! {
-                r = http::fetch(p.request(&client, &cursor), s.http.max_body_bytes) => r,
+            // Ok(response) or Err((class, the response if there was one, what happened)).
+            let prepared = tokio::select! {
+                r = p.prepare(&client) => r,
                 () = ctx.shutdown.cancelled() => return Ok(()),
             };
-            // Ok(response) or Err((class, the response if there was one, what happened)).
-            let outcome = match fetched {
-                Ok(resp) => match p.classify(&resp, &cursor) {
-                    None => Ok(resp),
-                    Some(class) => {
-                        let what = format!("HTTP {}", resp.status);
-                        Err((class, Some(resp), what))
+            let outcome = match prepared {
+                Err((class, what)) => Err((class, None, what)),
+                Ok(()) => {
+                    let fetched = tokio::select! {
+                        r = http::fetch(p.request(&client, &cursor), s.http.max_body_bytes) => r,
+                        () = ctx.shutdown.cancelled() => return Ok(()),
+                    };
+                    match fetched {
+                        Ok(resp) => {
+                            if let Some(hold) = p.rate_hint(&resp) {
+                                tracing::info!(
+                                    source = p.name(),
+                                    hold_secs = hold.as_secs_f64(),
+                                    "provider's rate window used up; holding requests"
+                                );
+                                self.limits.limiter.pause(hold);
+                            }
+                            match p.classify(&resp, &cursor) {
+                                None => Ok(resp),
+                                Some(class) => {
+                                    let what = format!("HTTP {}", resp.status);
+                                    Err((class, Some(resp), what))
+                                }
+                            }
+                        }
+                        Err(e @ FetchError::Transport(_)) => {
+                            Err((ErrorClass::Retryable { after: None }, None, e.to_string()))
+                        }
+                        Err(e @ FetchError::TooLarge { .. }) => Err((ErrorClass::Permanent, None, e.to_string())),
                     }
-                },
-                Err(e @ FetchError::Transport(_)) => Err((ErrorClass::Retryable { after: None }, None, e.to_string())),
-                Err(e @ FetchError::TooLarge { .. }) => Err((ErrorClass::Permanent, None, e.to_string())),
+                }
             };
             let (class, resp, what) = match outcome {
                 Ok(resp) => {

@@ -107,6 +107,17 @@ pub trait Poller: Send + Sync + 'static {
     fn provider(&self) -> &str;
     /// Time between polls.
     fn interval(&self) -> Duration;
+    /// Runs before each request, e.g. to get or refresh an OAuth token the request will carry.
+    /// `Err` counts as a failed call of that class (a refused client secret is `Fatal`).
+    fn prepare<'a>(&'a self, _client: &'a reqwest::Client) -> BoxFuture<'a, Result<(), (ErrorClass, String)>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// How long to hold this provider's next requests after `resp`, read from its rate-limit
+    /// headers (e.g. nothing left in the window until the reset). Applied to the provider's
+    /// shared limiter, whatever the response's status.
+    fn rate_hint(&self, _resp: &HttpResponse) -> Option<Duration> {
+        None
+    }
     /// The request for the next poll.
     fn request(&self, client: &reqwest::Client, cursor: &Self::Cursor) -> reqwest::RequestBuilder;
     /// Classifies a response to the request made for `cursor`: `None` for success. The default is generic HTTP; providers that

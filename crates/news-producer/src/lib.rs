@@ -1,8 +1,8 @@
 //! news-producer's library: the pure parts of news normalization, table-tested.
 //!
 //! - [`canon`]: canonical article URLs and the UUID v5 record id derived from them.
-//! - [`text`]: NewsAPI truncation markers, cashtags, configured symbols in text.
-//! - [`sentiment`]: the built-in finance lexicon scorer for articles without a provider score.
+//! - `text` (NewsAPI truncation markers, cashtags, symbols) and `sentiment` (the finance lexicon
+//!   scorer) live in ingest-core, shared with the social producer.
 //! - [`newsapi`], [`alphavantage`]: the pollers (request, classification, pure normalization).
 //! - [`config`]: the `news:` section.
 
@@ -10,8 +10,8 @@ pub mod alphavantage;
 pub mod canon;
 pub mod config;
 pub mod newsapi;
-pub mod sentiment;
-pub mod text;
+// Shared with the social producer; kept reachable under their old paths.
+pub use ingest_core::{sentiment, text};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,6 +13,7 @@ pub mod edgar;
 pub mod finnhub;
 pub mod news;
 pub mod polygon;
+pub mod social;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -6,8 +6,10 @@
 //! Polygon/Massive WebSocket at `ws://<listen>/stocks` (and `/crypto`); NewsAPI at
 //! `http://<listen>/v2/...` and Alpha Vantage at `http://<listen>/query`, serving demo stories
 //! (a new one every `--news-every-secs`); SEC EDGAR's feed at `/cgi-bin/browse-edgar` and
-//! submissions at `/submissions/…` (a new filing every `--sec-every-secs`); `GET /_sim/requests`
-//! shows what clients sent.
+//! submissions at `/submissions/…` (a new filing every `--sec-every-secs`); Reddit's token and
+//! listings at `/api/v1/access_token` and `/r/{sub}/new` and StockTwits at
+//! `/api/2/streams/symbol/…` (new posts every `--social-every-secs`); `GET /_sim/requests` shows
+//! what clients sent.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ use clap::Parser;
 use provider_sim::edgar::{EdgarConfig, EdgarHandle, demo_filing};
 use provider_sim::news::{NewsConfig, NewsHandle, demo_article};
 use provider_sim::polygon::{Firehose, PolygonConfig, PolygonHandle};
+use provider_sim::social::{SocialConfig, SocialHandle, demo_reddit_post, demo_twit};
 
 /// Local simulators of the data providers.
 #[derive(Debug, Parser)]
@@ -52,6 +55,16 @@ struct Cli {
     /// File a new demo SEC filing every this many seconds (0 = only the five at start).
     #[arg(long, default_value_t = 20)]
     sec_every_secs: u64,
+    /// Reddit client id and secret the simulator accepts.
+    #[arg(long, default_value = "demo")]
+    reddit_client_id: String,
+    /// Reddit client secret the simulator accepts.
+    #[arg(long, default_value = "demo")]
+    reddit_client_secret: String,
+    /// Add a demo Reddit post and StockTwits message every this many seconds (0 = only the
+    /// ones at start).
+    #[arg(long, default_value_t = 10)]
+    social_every_secs: u64,
 }
 
 #[tokio::main]
@@ -101,7 +114,29 @@ async fn main() -> ExitCode {
             }
         });
     }
-    let routes = polygon.router().merge(news.router()).merge(edgar.router());
+    let social = SocialHandle::new(SocialConfig {
+        client_id: cli.reddit_client_id.clone(),
+        client_secret: cli.reddit_client_secret.clone(),
+        token_ttl: Duration::from_secs(3600),
+        window_requests: 1000,
+        window: Duration::from_secs(600),
+    });
+    for n in 0..6u32 {
+        let at = start - chrono::Duration::minutes(i64::from(30 - n * 5));
+        social.post(demo_reddit_post(u64::from(n), at));
+        social.twit(demo_twit(u64::from(n), at));
+    }
+    if cli.social_every_secs > 0 {
+        let (social, every) = (social.clone(), Duration::from_secs(cli.social_every_secs));
+        tokio::spawn(async move {
+            for n in 6u64.. {
+                tokio::time::sleep(every).await;
+                social.post(demo_reddit_post(n, chrono::Utc::now()));
+                social.twit(demo_twit(n, chrono::Utc::now()));
+            }
+        });
+    }
+    let routes = polygon.router().merge(news.router()).merge(edgar.router()).merge(social.router());
     let sim = match provider_sim::Sim::start(cli.listen, routes).await {
         Ok(sim) => sim,
         Err(e) => {

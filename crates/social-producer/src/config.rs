@@ -6,19 +6,23 @@ use serde::Deserialize;
 /// `social.reddit:` — Reddit OAuth2 application-only API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct RedditConfig {
+pub struct RedditConfig {
     /// Poll Reddit.
-    pub(crate) enabled: bool,
+    pub enabled: bool,
     /// API root for listings.
-    pub(crate) base_url: String,
+    pub base_url: String,
     /// Token endpoint root.
-    pub(crate) auth_url: String,
+    pub auth_url: String,
     /// OAuth client id (`REDDIT_CLIENT_ID`).
-    pub(crate) client_id: Secret,
+    pub client_id: Secret,
     /// OAuth client secret (`REDDIT_CLIENT_SECRET`).
-    pub(crate) client_secret: Secret,
-    /// Subreddits to follow (without `r/`).
-    pub(crate) subreddits: Vec<String>,
+    pub client_secret: Secret,
+    /// Subreddits to follow (without `r/`), one poller each.
+    pub subreddits: Vec<String>,
+    /// Seconds between polls of each subreddit.
+    pub interval_secs: u64,
+    /// Requests per minute to Reddit, all pollers together (free tier: 100).
+    pub requests_per_minute: u32,
 }
 
 impl Default for RedditConfig {
@@ -30,6 +34,8 @@ impl Default for RedditConfig {
             client_id: Secret::default(),
             client_secret: Secret::default(),
             subreddits: vec!["wallstreetbets".into(), "stocks".into()],
+            interval_secs: 60,
+            requests_per_minute: 60,
         }
     }
 }
@@ -37,17 +43,17 @@ impl Default for RedditConfig {
 /// `social.twitter:` — X (Twitter) API v2.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct TwitterConfig {
+pub struct TwitterConfig {
     /// Stream from X.
-    pub(crate) enabled: bool,
+    pub enabled: bool,
     /// API root.
-    pub(crate) base_url: String,
+    pub base_url: String,
     /// Consumer key (`TWITTER_API_KEY`), optional with a bearer token.
-    pub(crate) api_key: Secret,
+    pub api_key: Secret,
     /// Consumer secret (`TWITTER_API_SECRET`), optional with a bearer token.
-    pub(crate) api_secret: Secret,
+    pub api_secret: Secret,
     /// App bearer token (`TWITTER_BEARER_TOKEN`).
-    pub(crate) bearer_token: Secret,
+    pub bearer_token: Secret,
 }
 
 impl Default for TwitterConfig {
@@ -65,13 +71,17 @@ impl Default for TwitterConfig {
 /// `social.stocktwits:` — StockTwits symbol streams (no key).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct StockTwitsConfig {
+pub struct StockTwitsConfig {
     /// Poll StockTwits.
-    pub(crate) enabled: bool,
+    pub enabled: bool,
     /// API root.
-    pub(crate) base_url: String,
-    /// Symbols to follow.
-    pub(crate) symbols: Vec<String>,
+    pub base_url: String,
+    /// Symbols to follow, one poller each.
+    pub symbols: Vec<String>,
+    /// Seconds between polls of each symbol.
+    pub interval_secs: u64,
+    /// Requests per hour to StockTwits, all pollers together (unauthenticated: 200).
+    pub requests_per_hour: u32,
 }
 
 impl Default for StockTwitsConfig {
@@ -80,25 +90,48 @@ impl Default for StockTwitsConfig {
             enabled: true,
             base_url: "https://api.stocktwits.com".into(),
             symbols: vec!["AAPL".into(), "TSLA".into()],
+            interval_secs: 120,
+            requests_per_hour: 180,
         }
     }
 }
 
 /// `social:`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct SocialConfig {
+pub struct SocialConfig {
     /// Reddit.
-    pub(crate) reddit: RedditConfig,
+    pub reddit: RedditConfig,
     /// X (Twitter).
-    pub(crate) twitter: TwitterConfig,
+    pub twitter: TwitterConfig,
     /// StockTwits.
-    pub(crate) stocktwits: StockTwitsConfig,
+    pub stocktwits: StockTwitsConfig,
+    /// Symbols recognized in post text (whole words or cashtags) for `tickers`.
+    pub symbols: Vec<String>,
+    /// Post ids remembered to drop repeats across polls.
+    pub dedup_window: usize,
+    /// User-Agent of every request (Reddit requires a unique, descriptive one).
+    pub user_agent: String,
+}
+
+impl Default for SocialConfig {
+    fn default() -> Self {
+        Self {
+            reddit: RedditConfig::default(),
+            twitter: TwitterConfig::default(),
+            stocktwits: StockTwitsConfig::default(),
+            symbols: ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "GME", "AMC"].map(String::from).to_vec(),
+            dedup_window: 20_000,
+            user_agent: concat!("server:finstream-ingest:", env!("CARGO_PKG_VERSION"), " (by /u/finstream-ingest)")
+                .into(),
+        }
+    }
 }
 
 impl Section for SocialConfig {
     const NAME: &'static str = "social";
-    const LIST_KEYS: &'static [&'static str] = &["social.reddit.subreddits", "social.stocktwits.symbols"];
+    const LIST_KEYS: &'static [&'static str] =
+        &["social.reddit.subreddits", "social.stocktwits.symbols", "social.symbols"];
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.reddit.enabled && !self.twitter.enabled && !self.stocktwits.enabled {
@@ -115,6 +148,16 @@ impl Section for SocialConfig {
             if self.reddit.subreddits.is_empty() {
                 return Err(ConfigError::key("social.reddit.subreddits", "must list at least one subreddit"));
             }
+            if let Some(bad) =
+                self.reddit.subreddits.iter().find(|s| {
+                    s.is_empty() || s.len() > 21 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                })
+            {
+                return Err(ConfigError::key("social.reddit.subreddits", format!("`{bad}` is not a subreddit name")));
+            }
+            if self.reddit.interval_secs == 0 || self.reddit.requests_per_minute == 0 {
+                return Err(ConfigError::key("social.reddit.interval_secs", "interval and rate must be positive"));
+            }
         }
         if self.twitter.enabled {
             require_url("social.twitter.base_url", &self.twitter.base_url, &["https", "http"])?;
@@ -127,6 +170,16 @@ impl Section for SocialConfig {
         if self.stocktwits.enabled {
             require_url("social.stocktwits.base_url", &self.stocktwits.base_url, &["https", "http"])?;
             require_symbols("social.stocktwits.symbols", &self.stocktwits.symbols, false)?;
+            if self.stocktwits.interval_secs == 0 || self.stocktwits.requests_per_hour == 0 {
+                return Err(ConfigError::key("social.stocktwits.interval_secs", "interval and rate must be positive"));
+            }
+        }
+        require_symbols("social.symbols", &self.symbols, true)?;
+        if self.dedup_window == 0 {
+            return Err(ConfigError::key("social.dedup_window", "must be positive"));
+        }
+        if self.user_agent.trim().is_empty() {
+            return Err(ConfigError::key("social.user_agent", "must not be empty (Reddit refuses generic agents)"));
         }
         Ok(())
     }

@@ -1,15 +1,15 @@
-//! social-producer: posts from Reddit, the X v2 filtered stream and StockTwits, normalized to
-//! `social.post/v1` on `social.posts.raw`.
+//! social-producer: posts from Reddit and StockTwits (polled, exactly once) normalized to
+//! `social.post/v1` on `social.posts.raw`. The X v2 filtered stream is not built yet.
 //!
 //! This binary is thin: it parses the CLI and config and hands its sources to
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
-
-mod config;
 
 use std::process::ExitCode;
 
 use ingest_core::ProducerSpec;
 use ingest_core::runtime::NoArgs;
+use ingest_core::source::Source;
+use social_producer::config::SocialConfig;
 
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
@@ -18,11 +18,14 @@ const SPEC: ProducerSpec = ProducerSpec {
 };
 
 fn main() -> ExitCode {
-    ingest_core::main::<config::SocialConfig, NoArgs, _>(SPEC, |cfg, _| {
-        // The social sources are not built yet: the producer runs, serves metrics and health and
-        // publishes lifecycle events, and the runtime warns at start that no source is enabled.
-        // It never pretends to ingest.
-        let _ = cfg;
-        Ok(Vec::new())
+    ingest_core::main::<SocialConfig, NoArgs, _>(SPEC, |cfg, _| {
+        if cfg.section.twitter.enabled {
+            tracing::warn!(
+                "social.twitter is enabled but the X filtered stream and recent search are not built yet: no X posts are ingested"
+            );
+        }
+        let group = social_producer::group(cfg, SPEC.name);
+        let sources: Vec<Box<dyn Source>> = if group.is_empty() { Vec::new() } else { vec![Box::new(group)] };
+        Ok(sources)
     })
 }

@@ -4,10 +4,21 @@ use std::path::Path;
 
 #[test]
 fn cli_contract() {
+    let instance = ingest_core::testkit::unique_topic("cli");
     ingest_core::testkit::check_cli_contract(
         Path::new(env!("CARGO_BIN_EXE_social-producer")),
         "social-producer",
-        &[("REDDIT_CLIENT_ID", "id"), ("REDDIT_CLIENT_SECRET", "s"), ("TWITTER_BEARER_TOKEN", "t")],
+        // Providers on a closed loopback port: the test never sends a packet off this machine.
+        &[
+            ("REDDIT_CLIENT_ID", "id"),
+            ("REDDIT_CLIENT_SECRET", "s"),
+            ("TWITTER_BEARER_TOKEN", "t"),
+            ("FINSTREAM__SOCIAL__REDDIT__BASE_URL", "http://127.0.0.1:9"),
+            ("FINSTREAM__SOCIAL__REDDIT__AUTH_URL", "http://127.0.0.1:9"),
+            ("FINSTREAM__SOCIAL__STOCKTWITS__BASE_URL", "http://127.0.0.1:9"),
+            ("FINSTREAM__SOCIAL__TWITTER__BASE_URL", "http://127.0.0.1:9"),
+            ("FINSTREAM__RUNTIME__INSTANCE_ID", &instance),
+        ],
         Some(("TWITTER_BEARER_TOKEN", "social.twitter.bearer_token")),
     );
 }

@@ -3,7 +3,8 @@
 //! ```json
 //! {"id":"reddit:t3_18wxyz","platform":"reddit","author":"someone","text":"$TSLA to the moon",
 //!  "url":"https://www.reddit.com/r/wallstreetbets/comments/18wxyz/","created_at":"2024-01-02T14:00:00Z",
-//!  "tickers":["TSLA"],"sentiment":0.6,"engagement":{"score":42,"comments":7,"likes":null},
+//!  "tickers":["TSLA"],"sentiment":0.6,"sentiment_source":"lexicon","sentiment_label":null,
+//!  "removed":false,"engagement":{"score":42,"comments":7,"likes":null},
 //!  "community":"wallstreetbets","provider":"reddit","received_at":"2024-01-02T14:00:03.5Z"}
 //! ```
 
@@ -12,7 +13,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Record, TopicKind, ValidationError, check, ts};
+use super::{Record, SentimentSource, TopicKind, ValidationError, check, ts};
 
 /// Where a post was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +70,16 @@ pub struct SocialPost {
     pub tickers: Vec<String>,
     /// Sentiment in [-1, 1], when known.
     pub sentiment: Option<f64>,
+    /// Who scored it: the platform's own label (`provider`) or the lexicon scorer.
+    #[serde(default)]
+    pub sentiment_source: Option<SentimentSource>,
+    /// The platform's label as given (StockTwits `Bullish`/`Bearish`).
+    #[serde(default)]
+    pub sentiment_label: Option<String>,
+    /// The post was deleted or removed by its author or moderators: `text` holds what is left
+    /// (a title), `author` what the platform shows (`[deleted]`).
+    #[serde(default)]
+    pub removed: bool,
     /// Engagement counts.
     #[serde(default)]
     pub engagement: Engagement,
@@ -107,6 +118,9 @@ impl Record for SocialPost {
         check::http_url("url", &self.url)?;
         check::event_time("created_at", self.created_at, self.received_at)?;
         check::unit_interval("sentiment", self.sentiment)?;
+        if self.sentiment.is_some() != self.sentiment_source.is_some() {
+            return Err(ValidationError::new("sentiment_source", "set exactly when sentiment is set"));
+        }
         for t in &self.tickers {
             check::token("tickers", t, 32)?;
         }
@@ -129,6 +143,9 @@ mod tests {
             created_at: t0(),
             tickers: vec!["TSLA".into()],
             sentiment: Some(0.6),
+            sentiment_source: Some(SentimentSource::Lexicon),
+            sentiment_label: None,
+            removed: false,
             engagement: Engagement { score: Some(42), comments: Some(7), likes: None },
             community: Some("wallstreetbets".into()),
             provider: "reddit".into(),
@@ -145,6 +162,7 @@ mod tests {
             ("id", |p| p.id = "reddit:".into()),
             ("url", |p| p.url = "/r/x".into()),
             ("sentiment", |p| p.sentiment = Some(-2.0)),
+            ("sentiment_source", |p| p.sentiment_source = None),
         ];
         for (field, mutate) in cases {
             let mut p = post();

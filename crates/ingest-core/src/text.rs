@@ -1,4 +1,4 @@
-//! Text clean-up and ticker extraction shared by the news sources.
+//! Text clean-up and ticker extraction shared by the news and social sources.
 
 /// Removes NewsAPI's truncation marker (`… [+1234 chars]` at the end of `content`) and says
 /// whether it was there.
@@ -62,6 +62,49 @@ pub fn known_symbols<'a>(text: &str, symbols: &'a [String]) -> Vec<&'a str> {
     symbols.iter().filter(|s| words.contains(&s.as_str())).map(String::as_str).collect()
 }
 
+/// Unescapes the HTML entities providers put in text (StockTwits bodies, X `text`): `&amp;`,
+/// `&lt;`, `&gt;`, `&quot;`, `&apos;`, `&nbsp;` and numeric references (`&#39;`, `&#x1F600;`).
+/// Anything else is kept as written; the text is decoded once (`&amp;lt;` becomes `&lt;`).
+pub fn html_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let decoded = after.find(';').filter(|&end| end <= 10).and_then(|end| {
+            let name = &after[..end];
+            let c = match name {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "nbsp" => Some('\u{a0}'),
+                n => n
+                    .strip_prefix("#x")
+                    .or_else(|| n.strip_prefix("#X"))
+                    .map(|h| u32::from_str_radix(h, 16))
+                    .or_else(|| n.strip_prefix('#').map(str::parse::<u32>))
+                    .and_then(Result::ok)
+                    .and_then(char::from_u32),
+            };
+            c.map(|c| (c, end))
+        });
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +133,16 @@ mod tests {
         );
         assert_eq!(cashtags("$AAPL $AAPL"), ["AAPL"], "once each");
         assert!(cashtags("costs $ 5, $ABCDEFGH is too long, a$B, $A1").is_empty());
+    }
+
+    #[test]
+    fn html_entities_are_decoded_once() {
+        assert_eq!(
+            html_unescape("Let&#39;s go &amp; buy $F &lt;3 &quot;now&quot; &#x1F680;"),
+            "Let's go & buy $F <3 \"now\" \u{1F680}"
+        );
+        assert_eq!(html_unescape("&amp;lt; stays &lt; once"), "&lt; stays < once");
+        assert_eq!(html_unescape("AT&T & co &unknown; &#xZZ; &"), "AT&T & co &unknown; &#xZZ; &");
     }
 
     #[test]

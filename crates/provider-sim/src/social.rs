@@ -1,0 +1,325 @@
+//! Reddit (providers.md §6) and StockTwits (§9).
+//!
+//! - Reddit token: `POST /api/v1/access_token` with HTTP Basic client credentials and
+//!   `grant_type=client_credentials` → `{"access_token","token_type":"bearer","expires_in",
+//!   "scope":"*"}`; wrong credentials → 401 `{"message":"Unauthorized","error":401}`; another
+//!   grant type → HTTP 200 `{"error":"unsupported_grant_type"}`. Tokens expire after
+//!   `token_ttl` (tests make it short to exercise refresh).
+//! - Reddit listing: `GET /r/{sub}/new?limit=&raw_json=1` with `Authorization: bearer <token>`
+//!   (401 for an unknown or expired token), newest first, `x-ratelimit-used/-remaining/-reset`
+//!   headers from a window of `window_requests` requests; past it 429 with the HTML "whoa there,
+//!   pardner!" page and `retry-after`. Without `raw_json=1` text is HTML-escaped, as Reddit does.
+//! - StockTwits: `GET /api/2/streams/symbol/{SYMBOL}.json[?since=<id>]`, newest first, at most 30,
+//!   HTML-escaped bodies, `cursor`, 404 with the documented error body for unknown symbols.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+/// A Reddit post of the catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimRedditPost {
+    /// Base-36 id (`18wxyz`).
+    pub id: String,
+    /// Subreddit (without `r/`).
+    pub subreddit: String,
+    /// Title.
+    pub title: String,
+    /// Self text (`[removed]` for a removed post).
+    pub selftext: String,
+    /// Author (`[deleted]`).
+    pub author: String,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Score.
+    pub score: i64,
+    /// Comments.
+    pub num_comments: i64,
+}
+
+/// A StockTwits message of the catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimTwit {
+    /// Message id.
+    pub id: u64,
+    /// Stream symbol (and the message's symbol).
+    pub symbol: String,
+    /// Body, unescaped (served escaped).
+    pub body: String,
+    /// Username.
+    pub user: String,
+    /// Time.
+    pub created: DateTime<Utc>,
+    /// `Bullish`, `Bearish` or none.
+    pub label: Option<String>,
+    /// Likes.
+    pub likes: i64,
+}
+
+/// Credentials and limits.
+#[derive(Debug, Clone)]
+pub struct SocialConfig {
+    /// Reddit client id.
+    pub client_id: String,
+    /// Reddit client secret.
+    pub client_secret: String,
+    /// Lifetime of issued tokens (`expires_in`).
+    pub token_ttl: Duration,
+    /// Listing requests per rate window before 429.
+    pub window_requests: u32,
+    /// Length of the rate window.
+    pub window: Duration,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: SocialConfig,
+    posts: Vec<SimRedditPost>,
+    twits: Vec<SimTwit>,
+    tokens: HashMap<String, Instant>,
+    issued: u64,
+    window: (Instant, u32),
+}
+
+/// The Reddit and StockTwits simulators' state. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SocialHandle(Arc<Mutex<Inner>>);
+
+impl SocialHandle {
+    /// Empty catalogues.
+    pub fn new(cfg: SocialConfig) -> Self {
+        Self(Arc::new(Mutex::new(Inner {
+            cfg,
+            posts: Vec::new(),
+            twits: Vec::new(),
+            tokens: HashMap::new(),
+            issued: 0,
+            window: (Instant::now(), 0),
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a Reddit post.
+    pub fn post(&self, p: SimRedditPost) {
+        self.lock().posts.push(p);
+    }
+
+    /// Adds a StockTwits message.
+    pub fn twit(&self, t: SimTwit) {
+        self.lock().twits.push(t);
+    }
+
+    /// Tokens issued so far.
+    pub fn tokens_issued(&self) -> u64 {
+        self.lock().issued
+    }
+
+    /// The routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/v1/access_token", post(token))
+            .route("/r/{sub}/new", get(listing))
+            .route("/api/2/streams/symbol/{file}", get(stream))
+            .with_state(self.clone())
+    }
+}
+
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let v = headers.get("authorization")?.to_str().ok()?;
+    let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let (id, secret) = std::str::from_utf8(&raw).ok()?.split_once(':')?;
+    Some((id.to_string(), secret.to_string()))
+}
+
+async fn token(State(h): State<SocialHandle>, headers: HeaderMap, body: String) -> Response {
+    let mut inner = h.lock();
+    let creds = basic(&headers);
+    if creds.as_ref().is_none_or(|(id, secret)| *id != inner.cfg.client_id || *secret != inner.cfg.client_secret) {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Unauthorized", "error": 401})))
+            .into_response();
+    }
+    if !body.split('&').any(|kv| kv == "grant_type=client_credentials") {
+        return axum::Json(json!({"error": "unsupported_grant_type"})).into_response();
+    }
+    inner.issued += 1;
+    let value = format!("sim-token-{}", inner.issued);
+    let ttl = inner.cfg.token_ttl;
+    inner.tokens.insert(value.clone(), Instant::now() + ttl);
+    axum::Json(json!({"access_token": value, "token_type": "bearer", "expires_in": ttl.as_secs(), "scope": "*"}))
+        .into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+async fn listing(
+    State(h): State<SocialHandle>,
+    headers: HeaderMap,
+    Path(sub): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut inner = h.lock();
+    let now = Instant::now();
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bearer ").or_else(|| v.strip_prefix("Bearer ")))
+        .map(str::to_string);
+    let valid = bearer.and_then(|t| inner.tokens.get(&t).copied()).is_some_and(|exp| now < exp);
+    if !valid {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Unauthorized", "error": 401})))
+            .into_response();
+    }
+    let window = inner.cfg.window;
+    if now.duration_since(inner.window.0) >= window {
+        inner.window = (now, 0);
+    }
+    inner.window.1 += 1;
+    let used = inner.window.1;
+    let budget = inner.cfg.window_requests;
+    // Whole seconds to the end of the window, rounded up (never 0 while the window lasts).
+    let reset = window.saturating_sub(now.duration_since(inner.window.0)).as_millis().div_ceil(1000).max(1);
+    let rate_headers = [
+        ("x-ratelimit-used", used.to_string()),
+        ("x-ratelimit-remaining", format!("{:.1}", f64::from(budget.saturating_sub(used)))),
+        ("x-ratelimit-reset", reset.to_string()),
+    ];
+    if used > budget {
+        let mut resp = (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("content-type", "text/html; charset=UTF-8"), ("retry-after", &reset.to_string())],
+            "<!doctype html><html><head><title>Too Many Requests</title></head><body><h1>whoa there, pardner!</h1></body></html>",
+        )
+            .into_response();
+        for (k, v) in &rate_headers {
+            if let Ok(v) = v.parse() {
+                resp.headers_mut().insert(*k, v);
+            }
+        }
+        return resp;
+    }
+    let raw_json = q.get("raw_json").map(String::as_str) == Some("1");
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(25).clamp(1, 100);
+    let mut posts: Vec<&SimRedditPost> = inner.posts.iter().filter(|p| p.subreddit == sub).collect();
+    posts.sort_by_key(|p| std::cmp::Reverse(p.created));
+    let text = |s: &str| if raw_json { s.to_string() } else { html_escape(s) };
+    let children: Vec<Value> = posts
+        .iter()
+        .take(limit)
+        .map(|p| {
+            let secs = p.created.timestamp() as f64 + f64::from(p.created.timestamp_subsec_millis()) / 1000.0;
+            json!({"kind": "t3", "data": {
+                "id": p.id, "name": format!("t3_{}", p.id), "title": text(&p.title), "selftext": text(&p.selftext),
+                "author": p.author, "created_utc": secs, "created": secs + 28_800.0, "subreddit": p.subreddit,
+                "subreddit_id": "t5_2qh3l", "permalink": format!("/r/{}/comments/{}/post/", p.subreddit, p.id),
+                "score": p.score, "ups": p.score, "num_comments": p.num_comments, "url": format!("https://www.reddit.com/r/{}/comments/{}/post/", p.subreddit, p.id),
+                "is_self": true, "over_18": false, "edited": false, "stickied": false, "link_flair_text": null}})
+        })
+        .collect();
+    let after = children.last().and_then(|c| c.pointer("/data/name").cloned());
+    let mut resp =
+        axum::Json(json!({"kind": "Listing", "data": {"modhash": "", "dist": children.len(), "after": after,
+                                    "before": null, "geo_filter": "", "children": children}}))
+        .into_response();
+    for (k, v) in &rate_headers {
+        if let Ok(v) = v.parse() {
+            resp.headers_mut().insert(*k, v);
+        }
+    }
+    resp
+}
+
+async fn stream(
+    State(h): State<SocialHandle>,
+    Path(file): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(symbol) = file.strip_suffix(".json") else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let inner = h.lock();
+    let since = q.get("since").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let mut twits: Vec<&SimTwit> = inner.twits.iter().filter(|t| t.symbol == symbol).collect();
+    if twits.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"response": {"status": 404}, "errors": [{"message": "Symbol not found"}]})),
+        )
+            .into_response();
+    }
+    twits.retain(|t| t.id > since);
+    twits.sort_by_key(|t| std::cmp::Reverse(t.id));
+    twits.truncate(30);
+    let messages: Vec<Value> = twits
+        .iter()
+        .map(|t| {
+            json!({"id": t.id, "body": html_escape(&t.body), "created_at": t.created.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                   "user": {"id": 1, "username": t.user, "name": t.user, "official": false, "identity": "User", "followers": 3},
+                   "source": {"id": 1, "title": "StockTwits Web", "url": "https://stocktwits.com"},
+                   "symbols": [{"id": 1, "symbol": t.symbol, "title": t.symbol}],
+                   "likes": {"total": t.likes, "user_ids": []},
+                   "entities": {"sentiment": t.label.as_ref().map(|l| json!({"basic": l}))}})
+        })
+        .collect();
+    let (newest, oldest) = (twits.first().map(|t| t.id), twits.last().map(|t| t.id));
+    axum::Json(json!({"response": {"status": 200}, "symbol": {"id": 1, "symbol": symbol, "title": symbol},
+                      "cursor": {"more": false, "since": newest, "max": oldest}, "messages": messages}))
+    .into_response()
+}
+
+/// A demo Reddit post (for `make run`) in one of the default subreddits.
+pub fn demo_reddit_post(n: u64, now: DateTime<Utc>) -> SimRedditPost {
+    const SUBS: &[&str] = &["wallstreetbets", "stocks", "investing"];
+    const TITLES: &[&str] = &[
+        "$NVDA earnings beat again, guidance strong",
+        "Is $TSLA overvalued after the rally?",
+        "AAPL buyback: bullish or priced in?",
+        "Bank stocks plunge on credit concerns",
+    ];
+    let i = usize::try_from(n).unwrap_or(0);
+    SimRedditPost {
+        id: format!("demo{n:x}"),
+        subreddit: SUBS[i % SUBS.len()].into(),
+        title: TITLES[i % TITLES.len()].into(),
+        selftext: if n % 5 == 4 { "[removed]".into() } else { "What do you all think?".into() },
+        author: if n % 5 == 4 { "[deleted]".into() } else { format!("demo_user_{}", n % 7) },
+        created: now,
+        score: i64::try_from(n * 13 % 500).unwrap_or(0),
+        num_comments: i64::try_from(n * 3 % 90).unwrap_or(0),
+    }
+}
+
+/// A demo StockTwits message (for `make run`).
+pub fn demo_twit(n: u64, now: DateTime<Utc>) -> SimTwit {
+    const SYMBOLS: &[&str] = &["AAPL", "TSLA", "NVDA"];
+    let i = usize::try_from(n).unwrap_or(0);
+    let symbol = SYMBOLS[i % SYMBOLS.len()];
+    let (body, label) = match n % 3 {
+        0 => (format!("${symbol} breaking out, loading up"), Some("Bullish")),
+        1 => (format!("${symbol} looks weak here, taking profits"), Some("Bearish")),
+        _ => (format!("Watching ${symbol} into earnings"), None),
+    };
+    SimTwit {
+        id: 500_000_000 + n,
+        symbol: symbol.into(),
+        body,
+        user: format!("demo_trader_{}", n % 5),
+        created: now,
+        label: label.map(String::from),
+        likes: i64::try_from(n % 11).unwrap_or(0),
+    }
+}

@@ -1,0 +1,66 @@
+//! social-producer's library: Reddit and StockTwits pollers (request, classification, pure
+//! normalization) and the group that runs them exactly once.
+//!
+//! - [`reddit`]: application-only OAuth2 + `/r/{sub}/new` listings.
+//! - [`stocktwits`]: symbol streams.
+//! - [`config`]: the `social:` section; [`group`]: the pollers in one exactly-once group.
+//!
+//! The X (Twitter) filtered stream and recent search are not built yet: with
+//! `social.twitter.enabled` the producer says so at start and takes no X data.
+
+pub mod config;
+pub mod reddit;
+pub mod stocktwits;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest_core::config::Config;
+use ingest_core::http::HttpConfig;
+use ingest_core::poll::{GroupSettings, PollGroup, PollSettings};
+
+/// Name of the polling group.
+pub const GROUP: &str = "social";
+
+/// The polled social sources (Reddit subreddits, StockTwits symbols) in one group.
+pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
+    let s = &cfg.section;
+    let mut settings = GroupSettings::new(cfg.core.runtime.transactional_id(producer, GROUP));
+    settings.dedup_window = s.dedup_window;
+    let mut group = PollGroup::new(GROUP, settings);
+    let symbols = Arc::new(s.symbols.clone());
+    let http = HttpConfig { user_agent: s.user_agent.clone(), ..HttpConfig::default() };
+    if s.reddit.enabled {
+        let r = &s.reddit;
+        let tokens = Arc::new(reddit::TokenCache::new(
+            &r.auth_url,
+            r.client_id.clone(),
+            r.client_secret.clone(),
+            http.max_body_bytes,
+        ));
+        let poll = PollSettings {
+            http: http.clone(),
+            rate_per_second: f64::from(r.requests_per_minute) / 60.0,
+            rate_burst: 1,
+            ..PollSettings::default()
+        };
+        for sub in &r.subreddits {
+            let every = Duration::from_secs(r.interval_secs);
+            group.add(reddit::Subreddit::new(&r.base_url, sub, tokens.clone(), symbols.clone(), every), poll.clone());
+        }
+    }
+    if s.stocktwits.enabled {
+        let t = &s.stocktwits;
+        let poll = PollSettings {
+            http: http.clone(),
+            rate_per_second: f64::from(t.requests_per_hour) / 3600.0,
+            rate_burst: u32::try_from(t.symbols.len()).unwrap_or(1).max(1),
+            ..PollSettings::default()
+        };
+        for sym in &t.symbols {
+            let every = Duration::from_secs(t.interval_secs);
+            group.add(stocktwits::SymbolStream::new(&t.base_url, sym, symbols.clone(), every), poll.clone());
+        }
+    }
+    group
+}

@@ -1,0 +1,207 @@
+//! social-producer end to end: the binary against provider-sim's Reddit and StockTwits and the
+//! real local Kafka, checked by independent `read_committed` consumers.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use ingest_core::kafka::admin::TopicToCreate;
+use ingest_core::record::{SentimentSource, SocialPost};
+use ingest_core::testkit::{self, ProducerProcess};
+use provider_sim::Sim;
+use provider_sim::social::{SimRedditPost, SimTwit, SocialConfig, SocialHandle};
+use rdkafka::message::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_social-producer");
+
+struct Fixture {
+    sim: Sim,
+    social: SocialHandle,
+    raw: String,
+    env: Vec<(String, String)>,
+}
+
+impl Fixture {
+    async fn new(token_ttl: Duration, window_requests: u32, window: Duration) -> Self {
+        let stem = testkit::unique_topic("social");
+        let (raw, state) = (format!("{stem}.raw"), format!("{stem}.state"));
+        testkit::create_topics(&[
+            TopicToCreate::new(&raw, 3),
+            TopicToCreate::new(format!("{stem}.dlq"), 1),
+            TopicToCreate::new(format!("{stem}.events"), 1),
+            TopicToCreate::new(&state, 1),
+        ])
+        .await;
+        let social = SocialHandle::new(SocialConfig {
+            client_id: "cid".into(),
+            client_secret: "csecret".into(),
+            token_ttl,
+            window_requests,
+            window,
+        });
+        let sim = Sim::start("127.0.0.1:0".parse().unwrap(), social.router()).await.unwrap();
+        let url = sim.http_url();
+        let env = [
+            ("FINSTREAM__KAFKA__TOPICS__SOCIAL_POSTS__NAME", raw.as_str()),
+            ("FINSTREAM__KAFKA__TOPICS__EVENTS__NAME", &format!("{stem}.events")),
+            ("FINSTREAM__KAFKA__TOPICS__STATE__NAME", &state),
+            ("FINSTREAM__SOCIAL__REDDIT__BASE_URL", &url),
+            ("FINSTREAM__SOCIAL__REDDIT__AUTH_URL", &url),
+            ("REDDIT_CLIENT_ID", "cid"),
+            ("REDDIT_CLIENT_SECRET", "csecret"),
+            ("FINSTREAM__SOCIAL__REDDIT__SUBREDDITS", "wallstreetbets"),
+            ("FINSTREAM__SOCIAL__REDDIT__INTERVAL_SECS", "1"),
+            ("FINSTREAM__SOCIAL__REDDIT__REQUESTS_PER_MINUTE", "600"),
+            ("FINSTREAM__SOCIAL__STOCKTWITS__BASE_URL", &url),
+            ("FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS", "F"),
+            ("FINSTREAM__SOCIAL__STOCKTWITS__INTERVAL_SECS", "1"),
+            ("FINSTREAM__SOCIAL__STOCKTWITS__REQUESTS_PER_HOUR", "36000"),
+            ("FINSTREAM__SOCIAL__TWITTER__ENABLED", "false"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .chain([("FINSTREAM__RUNTIME__INSTANCE_ID".to_string(), testkit::unique_topic("inst"))])
+        .collect();
+        Self { sim, social, raw, env }
+    }
+
+    fn spawn(&self) -> ProducerProcess {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ProducerProcess::spawn(Path::new(BIN), &env)
+    }
+
+    fn committed(&self) -> Vec<SocialPost> {
+        testkit::consume_committed(&self.raw, Duration::from_secs(60))
+            .iter()
+            .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+            .collect()
+    }
+
+    async fn wait_for(&self, id: &str) -> Vec<SocialPost> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.committed();
+            if got.iter().any(|p| p.id == id) {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never committed; have {:?}",
+                got.iter().map(|p| &p.id).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+fn reddit(id: &str, title: &str, selftext: &str, author: &str, secs: i64) -> SimRedditPost {
+    SimRedditPost {
+        id: id.into(),
+        subreddit: "wallstreetbets".into(),
+        title: title.into(),
+        selftext: selftext.into(),
+        author: author.into(),
+        created: Utc.timestamp_opt(1_704_204_000 + secs, 0).unwrap(),
+        score: 42,
+        num_comments: 7,
+    }
+}
+
+fn twit(id: u64, body: &str, label: Option<&str>) -> SimTwit {
+    SimTwit {
+        id,
+        symbol: "F".into(),
+        body: body.into(),
+        user: "todmacx".into(),
+        created: Utc.with_ymd_and_hms(2024, 1, 2, 14, 0, 0).unwrap(),
+        label: label.map(String::from),
+        likes: 2,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reddit_and_stocktwits_field_by_field_with_token_refresh_and_restart_without_duplicates() {
+    let fx = Fixture::new(Duration::from_secs(2), 10_000, Duration::from_secs(600)).await;
+    fx.social.post(reddit("18wxyz", "$TSLA earnings beat & margins surge", "Holding AAPL too.", "someone", 0));
+    fx.social.post(reddit("18wdel", "GME to the moon", "[removed]", "[deleted]", 60));
+    fx.social.twit(twit(161_970_151, "Let's begin the fun 🚀 $F", Some("Bullish")));
+    fx.social.twit(twit(161_970_974, "Ford recalls trucks & misses estimates", None));
+    let mut p = fx.spawn();
+    fx.wait_for("reddit:t3_18wdel").await;
+    fx.wait_for("stocktwits:161970974").await;
+    // Past the 2 s token lifetime: a new token is fetched and polling goes on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fx.social.post(reddit("18wnew", "NVDA to follow?", "", "other", 120));
+    fx.wait_for("reddit:t3_18wnew").await;
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    assert!(fx.social.tokens_issued() >= 2, "token refreshed: {} issued", fx.social.tokens_issued());
+
+    // Restart with one more of each: everything once.
+    fx.social.post(reddit("18wlast", "Last one", "", "someone", 180));
+    fx.social.twit(twit(161_971_000, "Another $F note", Some("Bearish")));
+    let mut p = fx.spawn();
+    fx.wait_for("reddit:t3_18wlast").await;
+    fx.wait_for("stocktwits:161971000").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = fx.committed();
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    let ids: Vec<&str> = got.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids.len(), 7, "{ids:?}");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 7, "no duplicate: {ids:?}");
+
+    let by = |id: &str| got.iter().find(|p| p.id == id).unwrap();
+    let r = by("reddit:t3_18wxyz");
+    assert_eq!(r.text, "$TSLA earnings beat & margins surge\n\nHolding AAPL too.", "raw_json=1: no HTML escapes");
+    assert_eq!(r.tickers, ["TSLA", "AAPL"]);
+    assert_eq!(r.created_at, Utc.timestamp_opt(1_704_204_000, 0).unwrap());
+    assert_eq!(r.url, "https://www.reddit.com/r/wallstreetbets/comments/18wxyz/post/");
+    assert_eq!((r.engagement.score, r.engagement.comments), (Some(42), Some(7)));
+    assert_eq!(r.community.as_deref(), Some("wallstreetbets"));
+    assert_eq!(r.sentiment_source, Some(SentimentSource::Lexicon));
+    let gone = by("reddit:t3_18wdel");
+    assert!(gone.removed);
+    assert_eq!((gone.author.as_str(), gone.text.as_str()), ("[deleted]", "GME to the moon"));
+    let t = by("stocktwits:161970151");
+    assert_eq!(t.text, "Let's begin the fun 🚀 $F", "HTML unescaped once");
+    assert_eq!((t.sentiment, t.sentiment_label.as_deref()), (Some(1.0), Some("Bullish")));
+    assert_eq!(t.tickers, ["F"]);
+    assert_eq!(by("stocktwits:161971000").sentiment, Some(-1.0));
+
+    let log = fx.sim.log.all();
+    let listing = log.iter().find(|r| r.path == "/r/wallstreetbets/new").unwrap();
+    assert!(listing.query.as_deref().unwrap_or("").contains("raw_json=1"));
+    let ua = listing.headers.iter().find(|(k, _)| k == "user-agent").map(|(_, v)| v.as_str()).unwrap_or("");
+    assert!(ua.contains("finstream-ingest") && ua.contains("/u/"), "descriptive User-Agent: {ua}");
+    assert!(
+        log.iter()
+            .any(|r| r.path == "/api/2/streams/symbol/F.json" && r.query.as_deref().unwrap_or("").contains("since="))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_reddit_rate_window_holds_the_next_listing_until_the_reset() {
+    // Two listings per 3-second window: after the second the headers say 0 remaining.
+    let mut fx = Fixture::new(Duration::from_secs(3600), 2, Duration::from_secs(3)).await;
+    fx.env.retain(|(k, _)| !k.starts_with("FINSTREAM__SOCIAL__STOCKTWITS"));
+    fx.env.push(("FINSTREAM__SOCIAL__STOCKTWITS__ENABLED".into(), "false".into()));
+    fx.social.post(reddit("18wxyz", "$TSLA", "", "someone", 0));
+    let mut p = fx.spawn();
+    fx.wait_for("reddit:t3_18wxyz").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let listings = loop {
+        let l: Vec<_> = fx.sim.log.to_path("/r/wallstreetbets/new");
+        if l.len() >= 3 {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {} listings", l.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    let gap = listings[2].at - listings[1].at;
+    assert!(gap >= chrono::Duration::milliseconds(1500), "held until the window reset: {gap}");
+    assert!(p.log().contains("rate window used up"), "{}", p.log());
+    assert!(!p.log().contains("whoa there"), "no 429 needed");
+}
