@@ -120,6 +120,8 @@ async fn main() -> ExitCode {
         token_ttl: Duration::from_secs(3600),
         window_requests: 1000,
         window: Duration::from_secs(600),
+        x_bearer: "demo".into(),
+        x_page_size: 100,
     });
     for n in 0..6u32 {
         let at = start - chrono::Duration::minutes(i64::from(30 - n * 5));

@@ -11,6 +11,10 @@
 //!   pardner!" page and `retry-after`. Without `raw_json=1` text is HTML-escaped, as Reddit does.
 //! - StockTwits: `GET /api/2/streams/symbol/{SYMBOL}.json[?since=<id>]`, newest first, at most 30,
 //!   HTML-escaped bodies, `cursor`, 404 with the documented error body for unknown symbols.
+//! - X recent search: `GET /2/tweets/search/recent` with `Authorization: Bearer`, `since_id`,
+//!   `next_token` pages, `created_at`/`author_id`/`public_metrics` only when asked for in
+//!   `tweet.fields`, `includes.users` with `expansions=author_id`, HTML-escaped `text`,
+//!   `x-rate-limit-*` headers (reset in Unix seconds). Every tweet matches any query.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -64,6 +68,21 @@ pub struct SimTwit {
     pub likes: i64,
 }
 
+/// A tweet of the catalogue (X recent search).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimTweet {
+    /// Tweet id (64-bit, served as a string).
+    pub id: u64,
+    /// Text, unescaped (served with `&`, `<`, `>` escaped, as X does).
+    pub text: String,
+    /// Author id.
+    pub author_id: u64,
+    /// Author's username.
+    pub username: String,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+}
+
 /// Credentials and limits.
 #[derive(Debug, Clone)]
 pub struct SocialConfig {
@@ -77,6 +96,10 @@ pub struct SocialConfig {
     pub window_requests: u32,
     /// Length of the rate window.
     pub window: Duration,
+    /// X bearer token accepted.
+    pub x_bearer: String,
+    /// Tweets per recent-search page (X allows up to 100; small pages exercise `next_token`).
+    pub x_page_size: usize,
 }
 
 #[derive(Debug)]
@@ -84,6 +107,8 @@ struct Inner {
     cfg: SocialConfig,
     posts: Vec<SimRedditPost>,
     twits: Vec<SimTwit>,
+    tweets: Vec<SimTweet>,
+    x_calls: u32,
     tokens: HashMap<String, Instant>,
     issued: u64,
     window: (Instant, u32),
@@ -100,6 +125,8 @@ impl SocialHandle {
             cfg,
             posts: Vec::new(),
             twits: Vec::new(),
+            tweets: Vec::new(),
+            x_calls: 0,
             tokens: HashMap::new(),
             issued: 0,
             window: (Instant::now(), 0),
@@ -120,6 +147,11 @@ impl SocialHandle {
         self.lock().twits.push(t);
     }
 
+    /// Adds a tweet.
+    pub fn tweet(&self, t: SimTweet) {
+        self.lock().tweets.push(t);
+    }
+
     /// Tokens issued so far.
     pub fn tokens_issued(&self) -> u64 {
         self.lock().issued
@@ -131,6 +163,7 @@ impl SocialHandle {
             .route("/api/v1/access_token", post(token))
             .route("/r/{sub}/new", get(listing))
             .route("/api/2/streams/symbol/{file}", get(stream))
+            .route("/2/tweets/search/recent", get(recent_search))
             .with_state(self.clone())
     }
 }
@@ -322,4 +355,85 @@ pub fn demo_twit(n: u64, now: DateTime<Utc>) -> SimTwit {
         label: label.map(String::from),
         likes: i64::try_from(n % 11).unwrap_or(0),
     }
+}
+
+async fn recent_search(
+    State(h): State<SocialHandle>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut inner = h.lock();
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if bearer != Some(inner.cfg.x_bearer.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(
+                json!({"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"}),
+            ),
+        )
+            .into_response();
+    }
+    if q.get("query").is_none_or(|s| s.trim().is_empty()) {
+        return (StatusCode::BAD_REQUEST, axum::Json(json!({"errors": [{"parameters": {"query": []}, "message": "The `query` query parameter can not be empty"}], "title": "Invalid Request", "detail": "One or more parameters to your request was invalid.", "type": "https://api.twitter.com/2/problems/invalid-request"}))).into_response();
+    }
+    inner.x_calls += 1;
+    let remaining = 450u32.saturating_sub(inner.x_calls);
+    let since = q.get("since_id").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let offset =
+        q.get("next_token").and_then(|t| t.strip_prefix('p')).and_then(|o| o.parse::<usize>().ok()).unwrap_or(0);
+    let max = q.get("max_results").and_then(|m| m.parse::<usize>().ok()).unwrap_or(10).clamp(10, 100);
+    let size = max.min(inner.cfg.x_page_size.max(1));
+    let fields = q.get("tweet.fields").cloned().unwrap_or_default();
+    let expand = q.get("expansions").is_some_and(|e| e.contains("author_id"));
+    let mut tweets: Vec<&SimTweet> = inner.tweets.iter().filter(|t| t.id > since).collect();
+    tweets.sort_by_key(|t| std::cmp::Reverse(t.id));
+    let page: Vec<&SimTweet> = tweets.iter().skip(offset).take(size).copied().collect();
+    let data: Vec<Value> = page
+        .iter()
+        .map(|t| {
+            let mut v = json!({"id": t.id.to_string(), "text": t.text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
+                               "edit_history_tweet_ids": [t.id.to_string()]});
+            if fields.contains("created_at") {
+                v["created_at"] = json!(t.created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+            }
+            if fields.contains("author_id") {
+                v["author_id"] = json!(t.author_id.to_string());
+            }
+            if fields.contains("public_metrics") {
+                v["public_metrics"] = json!({"retweet_count": 1, "reply_count": 2, "like_count": 3, "quote_count": 0});
+            }
+            v
+        })
+        .collect();
+    let mut meta = json!({"result_count": data.len()});
+    if let (Some(first), Some(last)) = (page.first(), page.last()) {
+        meta["newest_id"] = json!(first.id.to_string());
+        meta["oldest_id"] = json!(last.id.to_string());
+    }
+    if offset + size < tweets.len() {
+        meta["next_token"] = json!(format!("p{}", offset + size));
+    }
+    let mut body = json!({"meta": meta});
+    if !data.is_empty() {
+        body["data"] = json!(data);
+        if expand {
+            let users: Vec<Value> = page
+                .iter()
+                .map(|t| json!({"id": t.author_id.to_string(), "name": t.username, "username": t.username}))
+                .collect();
+            body["includes"] = json!({"users": users});
+        }
+    }
+    let reset = (Utc::now() + chrono::Duration::minutes(15)).timestamp().to_string();
+    let mut resp = axum::Json(body).into_response();
+    for (k, v) in [
+        ("x-rate-limit-limit", "450".to_string()),
+        ("x-rate-limit-remaining", remaining.to_string()),
+        ("x-rate-limit-reset", reset),
+    ] {
+        if let Ok(v) = v.parse() {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    resp
 }

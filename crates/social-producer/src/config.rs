@@ -54,6 +54,14 @@ pub struct TwitterConfig {
     pub api_secret: Secret,
     /// App bearer token (`TWITTER_BEARER_TOKEN`).
     pub bearer_token: Secret,
+    /// `stream` (the v2 filtered stream; not built yet) or `search` (recent search, polled).
+    pub mode: String,
+    /// Rules: filtered-stream rules, or recent-search queries joined with OR.
+    pub rules: Vec<String>,
+    /// Seconds between recent-search polls.
+    pub interval_secs: u64,
+    /// Recent-search requests per 15 minutes (the app limit is 450).
+    pub requests_per_15min: u32,
 }
 
 impl Default for TwitterConfig {
@@ -64,6 +72,10 @@ impl Default for TwitterConfig {
             api_key: Secret::default(),
             api_secret: Secret::default(),
             bearer_token: Secret::default(),
+            mode: "stream".into(),
+            rules: vec!["($AAPL OR $TSLA OR $NVDA) lang:en -is:retweet".into()],
+            interval_secs: 60,
+            requests_per_15min: 180,
         }
     }
 }
@@ -131,7 +143,7 @@ impl Default for SocialConfig {
 impl Section for SocialConfig {
     const NAME: &'static str = "social";
     const LIST_KEYS: &'static [&'static str] =
-        &["social.reddit.subreddits", "social.stocktwits.symbols", "social.symbols"];
+        &["social.reddit.subreddits", "social.stocktwits.symbols", "social.symbols", "social.twitter.rules"];
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.reddit.enabled && !self.twitter.enabled && !self.stocktwits.enabled {
@@ -166,6 +178,16 @@ impl Section for SocialConfig {
                 &self.twitter.bearer_token,
                 "social.twitter.enabled is true",
             )?;
+            if !matches!(self.twitter.mode.as_str(), "stream" | "search") {
+                return Err(ConfigError::key("social.twitter.mode", "must be `stream` or `search`"));
+            }
+            if self.twitter.rules.is_empty() || self.twitter.rules.iter().any(|r| r.trim().is_empty() || r.len() > 512)
+            {
+                return Err(ConfigError::key("social.twitter.rules", "give 1 or more rules of 1-512 characters"));
+            }
+            if self.twitter.interval_secs == 0 || self.twitter.requests_per_15min == 0 {
+                return Err(ConfigError::key("social.twitter.interval_secs", "interval and rate must be positive"));
+            }
         }
         if self.stocktwits.enabled {
             require_url("social.stocktwits.base_url", &self.stocktwits.base_url, &["https", "http"])?;

@@ -3,14 +3,16 @@
 //!
 //! - [`reddit`]: application-only OAuth2 + `/r/{sub}/new` listings.
 //! - [`stocktwits`]: symbol streams.
+//! - [`x`]: X (Twitter) v2 recent search (`social.twitter.mode: search`).
 //! - [`config`]: the `social:` section; [`group`]: the pollers in one exactly-once group.
 //!
-//! The X (Twitter) filtered stream and recent search are not built yet: with
-//! `social.twitter.enabled` the producer says so at start and takes no X data.
+//! The X filtered stream (`social.twitter.mode: stream`) is not built yet: the producer says so
+//! at start and takes no X data in that mode.
 
 pub mod config;
 pub mod reddit;
 pub mod stocktwits;
+pub mod x;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,17 @@ pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
             let every = Duration::from_secs(r.interval_secs);
             group.add(reddit::Subreddit::new(&r.base_url, sub, tokens.clone(), symbols.clone(), every), poll.clone());
         }
+    }
+    if s.twitter.enabled && s.twitter.mode == "search" {
+        let t = &s.twitter;
+        let poll = PollSettings {
+            http: http.clone(),
+            rate_per_second: f64::from(t.requests_per_15min) / 900.0,
+            rate_burst: 1,
+            ..PollSettings::default()
+        };
+        let every = Duration::from_secs(t.interval_secs);
+        group.add(x::RecentSearch::new(&t.base_url, t.bearer_token.clone(), &t.rules, symbols.clone(), every), poll);
     }
     if s.stocktwits.enabled {
         let t = &s.stocktwits;

@@ -1,5 +1,6 @@
 //! social-producer: posts from Reddit and StockTwits (polled, exactly once) normalized to
-//! `social.post/v1` on `social.posts.raw`. The X v2 filtered stream is not built yet.
+//! `social.post/v1` on `social.posts.raw`; X through recent search. The X v2 filtered stream is
+//! not built yet.
 //!
 //! This binary is thin: it parses the CLI and config and hands its sources to
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
@@ -19,9 +20,9 @@ const SPEC: ProducerSpec = ProducerSpec {
 
 fn main() -> ExitCode {
     ingest_core::main::<SocialConfig, NoArgs, _>(SPEC, |cfg, _| {
-        if cfg.section.twitter.enabled {
+        if cfg.section.twitter.enabled && cfg.section.twitter.mode == "stream" {
             tracing::warn!(
-                "social.twitter is enabled but the X filtered stream and recent search are not built yet: no X posts are ingested"
+                "social.twitter.mode is `stream` but the X filtered stream is not built yet: no X posts are ingested (mode `search` polls recent search)"
             );
         }
         let group = social_producer::group(cfg, SPEC.name);

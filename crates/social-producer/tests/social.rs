@@ -12,7 +12,7 @@ use ingest_core::kafka::admin::TopicToCreate;
 use ingest_core::record::{SentimentSource, SocialPost};
 use ingest_core::testkit::{self, ProducerProcess};
 use provider_sim::Sim;
-use provider_sim::social::{SimRedditPost, SimTwit, SocialConfig, SocialHandle};
+use provider_sim::social::{SimRedditPost, SimTweet, SimTwit, SocialConfig, SocialHandle};
 use rdkafka::message::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_social-producer");
@@ -41,6 +41,8 @@ impl Fixture {
             token_ttl,
             window_requests,
             window,
+            x_bearer: "x-bearer".into(),
+            x_page_size: 2,
         });
         let sim = Sim::start("127.0.0.1:0".parse().unwrap(), social.router()).await.unwrap();
         let url = sim.http_url();
@@ -204,4 +206,57 @@ async fn an_exhausted_reddit_rate_window_holds_the_next_listing_until_the_reset(
     assert!(gap >= chrono::Duration::milliseconds(1500), "held until the window reset: {gap}");
     assert!(p.log().contains("rate window used up"), "{}", p.log());
     assert!(!p.log().contains("whoa there"), "no 429 needed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_recent_search_pages_and_resumes_from_since_id() {
+    let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
+    fx.env.retain(|(k, _)| {
+        !k.starts_with("FINSTREAM__SOCIAL__STOCKTWITS") && !k.starts_with("FINSTREAM__SOCIAL__TWITTER")
+    });
+    let url = fx.sim.http_url();
+    for (k, v) in [
+        ("FINSTREAM__SOCIAL__STOCKTWITS__ENABLED", "false"),
+        ("FINSTREAM__SOCIAL__REDDIT__ENABLED", "false"),
+        ("FINSTREAM__SOCIAL__TWITTER__MODE", "search"),
+        ("FINSTREAM__SOCIAL__TWITTER__BASE_URL", url.as_str()),
+        ("FINSTREAM__SOCIAL__TWITTER__RULES", "$AAPL lang:en"),
+        ("FINSTREAM__SOCIAL__TWITTER__INTERVAL_SECS", "1"),
+        ("FINSTREAM__SOCIAL__TWITTER__REQUESTS_PER_15MIN", "9000"),
+        ("TWITTER_BEARER_TOKEN", "x-bearer"),
+    ] {
+        fx.env.push((k.into(), v.into()));
+    }
+    let tweet = |id: u64, text: &str| SimTweet {
+        id,
+        text: text.into(),
+        author_id: 2_833_017_360,
+        username: "someone".into(),
+        created: Utc.with_ymd_and_hms(2023, 2, 1, 18, 57, 14).unwrap(),
+    };
+    // Five tweets, pages of two: the first pass follows next_token three times.
+    for i in 0..5u64 {
+        fx.social.tweet(tweet(1_620_858_830_937_812_990 + i, "$AAPL beats & rallies <3"));
+    }
+    let mut p = fx.spawn();
+    fx.wait_for("x:1620858830937812994").await;
+    let got = fx.wait_for("x:1620858830937812990").await;
+    fx.social.tweet(tweet(1_620_858_830_937_813_000, "$AAPL later"));
+    let got2 = fx.wait_for("x:1620858830937813000").await;
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    assert!(got.len() >= 5);
+    let ids: Vec<&str> = got2.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 6);
+    let t = got2.iter().find(|p| p.id == "x:1620858830937812990").unwrap();
+    assert_eq!((t.author.as_str(), t.text.as_str()), ("someone", "$AAPL beats & rallies <3"), "text unescaped once");
+    assert_eq!(t.url, "https://x.com/someone/status/1620858830937812990");
+    assert_eq!((t.engagement.score, t.engagement.comments, t.engagement.likes), (Some(1), Some(2), Some(3)));
+    let reqs = fx.sim.log.to_path("/2/tweets/search/recent");
+    assert!(reqs.iter().any(|r| r.query.as_deref().unwrap_or("").contains("next_token=p2")), "paged");
+    assert!(
+        reqs.iter().any(|r| r.query.as_deref().unwrap_or("").contains("since_id=1620858830937812994")),
+        "resumed from the newest id"
+    );
+    assert!(reqs.iter().all(|r| r.headers.iter().any(|(k, v)| k == "authorization" && v == "Bearer x-bearer")));
 }
