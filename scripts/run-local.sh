@@ -10,7 +10,7 @@
 # of them, the other provider is disabled. Without SEC_USER_AGENT the SEC producer polls
 # provider-sim's EDGAR (demo filings, a new one every 20 s). Without Reddit credentials the
 # social producer polls the simulated Reddit and StockTwits; without TWITTER_BEARER_TOKEN the
-# (not yet built) X stream is switched off. Each producer gets its own ports:
+# X filtered stream comes from the simulator. Each producer gets its own ports:
 #   market 9101/8181, news 9102/8182, social 9103/8183, sec 9104/8184, altdata 9105/8185
 # (metrics/health). Logs: .local/run/<producer>.log, and prefixed on this terminal.
 # Ctrl-C stops the producers gracefully (Kafka keeps running: `make kafka-down`).
@@ -58,9 +58,10 @@ if [[ -z ${REDDIT_CLIENT_ID:-} || -z ${REDDIT_CLIENT_SECRET:-} ]]; then
     FINSTREAM__SOCIAL__REDDIT__INTERVAL_SECS=10 FINSTREAM__SOCIAL__STOCKTWITS__INTERVAL_SECS=10 \
     FINSTREAM__SOCIAL__STOCKTWITS__REQUESTS_PER_HOUR=3600
 fi
-# The X stream is not built yet; without a bearer token it is switched off.
+# Without an X bearer token the filtered stream comes from the simulator.
 if [[ -z ${TWITTER_BEARER_TOKEN:-} ]]; then
-  export FINSTREAM__SOCIAL__TWITTER__ENABLED=false
+  demo_social=1
+  export TWITTER_BEARER_TOKEN=demo FINSTREAM__SOCIAL__TWITTER__BASE_URL=http://127.0.0.1:$sim_port
 fi
 demo_sec=0
 if [[ -z ${SEC_USER_AGENT:-} ]]; then
@@ -98,7 +99,7 @@ if ((demo_sec)) && [[ " ${producers[*]} " == *" sec "* ]]; then
   sim_args+=(--sec-every-secs 20)
 fi
 if ((demo_social)) && [[ " ${producers[*]} " == *" social "* ]]; then
-  sim_args+=(--reddit-client-id demo --reddit-client-secret demo --social-every-secs 10)
+  sim_args+=(--reddit-client-id demo --reddit-client-secret demo --x-bearer-token demo --social-every-secs 10)
 fi
 if ((${#sim_args[@]})); then
   setsid target/debug/provider-sim --listen "127.0.0.1:$sim_port" "${sim_args[@]}" \

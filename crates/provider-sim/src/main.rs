@@ -19,7 +19,7 @@ use clap::Parser;
 use provider_sim::edgar::{EdgarConfig, EdgarHandle, demo_filing};
 use provider_sim::news::{NewsConfig, NewsHandle, demo_article};
 use provider_sim::polygon::{Firehose, PolygonConfig, PolygonHandle};
-use provider_sim::social::{SocialConfig, SocialHandle, demo_reddit_post, demo_twit};
+use provider_sim::social::{SimTweet, SocialConfig, SocialHandle, demo_reddit_post, demo_twit};
 
 /// Local simulators of the data providers.
 #[derive(Debug, Parser)]
@@ -61,6 +61,9 @@ struct Cli {
     /// Reddit client secret the simulator accepts.
     #[arg(long, default_value = "demo")]
     reddit_client_secret: String,
+    /// X bearer token the simulator accepts.
+    #[arg(long, default_value = "demo")]
+    x_bearer_token: String,
     /// Add a demo Reddit post and StockTwits message every this many seconds (0 = only the
     /// ones at start).
     #[arg(long, default_value_t = 10)]
@@ -120,7 +123,7 @@ async fn main() -> ExitCode {
         token_ttl: Duration::from_secs(3600),
         window_requests: 1000,
         window: Duration::from_secs(600),
-        x_bearer: "demo".into(),
+        x_bearer: cli.x_bearer_token.clone(),
         x_page_size: 100,
     });
     for n in 0..6u32 {
@@ -129,12 +132,33 @@ async fn main() -> ExitCode {
         social.twit(demo_twit(u64::from(n), at));
     }
     if cli.social_every_secs > 0 {
-        let (social, every) = (social.clone(), Duration::from_secs(cli.social_every_secs));
+        let (feed, every) = (social.clone(), Duration::from_secs(cli.social_every_secs));
         tokio::spawn(async move {
             for n in 6u64.. {
                 tokio::time::sleep(every).await;
-                social.post(demo_reddit_post(n, chrono::Utc::now()));
-                social.twit(demo_twit(n, chrono::Utc::now()));
+                let now = chrono::Utc::now();
+                feed.post(demo_reddit_post(n, now));
+                feed.twit(demo_twit(n, now));
+                let tweet = SimTweet {
+                    id: 1_700_000_000_000_000_000 + n,
+                    text: format!(
+                        "${} moving on volume &amp; news (demo {n})",
+                        ["AAPL", "TSLA", "NVDA"][usize::try_from(n % 3).unwrap_or(0)]
+                    ),
+                    author_id: 100 + n % 4,
+                    username: format!("demo_x_{}", n % 4),
+                    created: now,
+                };
+                feed.tweet(tweet.clone());
+                feed.stream_line(&tweet.stream_line());
+            }
+        });
+        // X sends a keep-alive about every 20 s on the filtered stream.
+        let alive = social.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                alive.stream_keepalive();
             }
         });
     }

@@ -109,6 +109,12 @@ struct Inner {
     twits: Vec<SimTwit>,
     tweets: Vec<SimTweet>,
     x_calls: u32,
+    rules: Vec<(String, String, String)>,
+    next_rule_id: u64,
+    stream: Option<tokio::sync::mpsc::UnboundedSender<Option<String>>>,
+    stream_pending: Vec<String>,
+    stream_faults: std::collections::VecDeque<u16>,
+    stream_connections: u32,
     tokens: HashMap<String, Instant>,
     issued: u64,
     window: (Instant, u32),
@@ -127,6 +133,12 @@ impl SocialHandle {
             twits: Vec::new(),
             tweets: Vec::new(),
             x_calls: 0,
+            rules: Vec::new(),
+            next_rule_id: 1_364_459_511_319_130_000,
+            stream: None,
+            stream_pending: Vec::new(),
+            stream_faults: std::collections::VecDeque::new(),
+            stream_connections: 0,
             tokens: HashMap::new(),
             issued: 0,
             window: (Instant::now(), 0),
@@ -152,6 +164,62 @@ impl SocialHandle {
         self.lock().tweets.push(t);
     }
 
+    /// Adds a filtered-stream rule (as if made earlier by someone else); returns its id.
+    pub fn add_rule(&self, value: &str, tag: &str) -> String {
+        let mut inner = self.lock();
+        inner.next_rule_id += 1;
+        let id = inner.next_rule_id.to_string();
+        inner.rules.push((id.clone(), value.into(), tag.into()));
+        id
+    }
+
+    /// The stream's rules: (id, value, tag).
+    pub fn rules(&self) -> Vec<(String, String, String)> {
+        self.lock().rules.clone()
+    }
+
+    /// Sends `line` (plus `\r\n`) on the open stream connection, or on the next one.
+    pub fn stream_line(&self, line: &str) {
+        let mut inner = self.lock();
+        let sent = inner.stream.as_ref().is_some_and(|tx| tx.send(Some(format!("{line}\r\n"))).is_ok());
+        if !sent {
+            inner.stream_pending.push(format!("{line}\r\n"));
+        }
+    }
+
+    /// Sends a keep-alive (`\r\n`) on the open connection.
+    pub fn stream_keepalive(&self) {
+        if let Some(tx) = &self.lock().stream {
+            let _ = tx.send(Some("\r\n".into()));
+        }
+    }
+
+    /// X's in-band `operational-disconnect` error line, then the end of the response.
+    pub fn stream_operational_disconnect(&self) {
+        let line = r#"{"errors":[{"title":"operational-disconnect","disconnect_type":"OperationalDisconnect","detail":"This stream has been disconnected for operational reasons.","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#;
+        if let Some(tx) = self.lock().stream.take() {
+            let _ = tx.send(Some(format!("{line}\r\n")));
+            let _ = tx.send(None);
+        }
+    }
+
+    /// Ends the open stream connection abruptly.
+    pub fn stream_drop(&self) {
+        if let Some(tx) = self.lock().stream.take() {
+            let _ = tx.send(None);
+        }
+    }
+
+    /// Answers the next `n` stream connects with `status` (429: TooManyConnections).
+    pub fn stream_fail_connects(&self, status: u16, n: usize) {
+        self.lock().stream_faults.extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Stream connections accepted (200) so far.
+    pub fn stream_connections(&self) -> u32 {
+        self.lock().stream_connections
+    }
+
     /// Tokens issued so far.
     pub fn tokens_issued(&self) -> u64 {
         self.lock().issued
@@ -164,6 +232,8 @@ impl SocialHandle {
             .route("/r/{sub}/new", get(listing))
             .route("/api/2/streams/symbol/{file}", get(stream))
             .route("/2/tweets/search/recent", get(recent_search))
+            .route("/2/tweets/search/stream/rules", get(get_rules).post(post_rules))
+            .route("/2/tweets/search/stream", get(stream_connect))
             .with_state(self.clone())
     }
 }
@@ -436,4 +506,113 @@ async fn recent_search(
         }
     }
     resp
+}
+
+fn x_authorized(inner: &Inner, headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+        == Some(inner.cfg.x_bearer.as_str())
+}
+
+fn x_unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"})),
+    )
+        .into_response()
+}
+
+fn sent() -> String {
+    Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+async fn get_rules(State(h): State<SocialHandle>, headers: HeaderMap) -> Response {
+    let inner = h.lock();
+    if !x_authorized(&inner, &headers) {
+        return x_unauthorized();
+    }
+    let data: Vec<Value> = inner.rules.iter().map(|(id, v, t)| json!({"id": id, "value": v, "tag": t})).collect();
+    let mut body = json!({"meta": {"sent": sent(), "result_count": data.len()}});
+    if !data.is_empty() {
+        body["data"] = json!(data);
+    }
+    axum::Json(body).into_response()
+}
+
+async fn post_rules(State(h): State<SocialHandle>, headers: HeaderMap, body: String) -> Response {
+    let mut inner = h.lock();
+    if !x_authorized(&inner, &headers) {
+        return x_unauthorized();
+    }
+    let Ok(req) = serde_json::from_str::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, axum::Json(json!({"title": "Invalid Request", "detail": "body is not JSON", "type": "https://api.twitter.com/2/problems/invalid-request"}))).into_response();
+    };
+    if let Some(ids) = req.pointer("/delete/ids").and_then(Value::as_array) {
+        let before = inner.rules.len();
+        let ids: Vec<&str> = ids.iter().filter_map(Value::as_str).collect();
+        inner.rules.retain(|(id, _, _)| !ids.contains(&id.as_str()));
+        let deleted = before - inner.rules.len();
+        return axum::Json(
+            json!({"meta": {"sent": sent(), "summary": {"deleted": deleted, "not_deleted": ids.len() - deleted}}}),
+        )
+        .into_response();
+    }
+    let adds = req.get("add").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut data = Vec::new();
+    for a in adds {
+        let value = a.get("value").and_then(Value::as_str).unwrap_or("").to_string();
+        let tag = a.get("tag").and_then(Value::as_str).unwrap_or("").to_string();
+        inner.next_rule_id += 1;
+        let id = inner.next_rule_id.to_string();
+        data.push(json!({"value": value, "tag": tag, "id": id}));
+        inner.rules.push((id, value, tag));
+    }
+    let n = data.len();
+    (StatusCode::CREATED, axum::Json(json!({"data": data, "meta": {"sent": sent(), "summary": {"created": n, "not_created": 0, "valid": n, "invalid": 0}}})))
+        .into_response()
+}
+
+async fn stream_connect(State(h): State<SocialHandle>, headers: HeaderMap) -> Response {
+    let mut inner = h.lock();
+    if !x_authorized(&inner, &headers) {
+        return x_unauthorized();
+    }
+    if let Some(status) = inner.stream_faults.pop_front() {
+        let body = if status == 429 {
+            json!({"title": "ConnectionException", "detail": "This stream is currently at the maximum allowed connection limit.", "connection_issue": "TooManyConnections", "type": "https://api.twitter.com/2/problems/streaming-connection"})
+        } else {
+            json!({"title": "Service Unavailable", "detail": "Service Unavailable", "type": "about:blank", "status": status})
+        };
+        return (StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), axum::Json(body))
+            .into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    for line in inner.stream_pending.drain(..) {
+        let _ = tx.send(Some(line));
+    }
+    inner.stream = Some(tx);
+    inner.stream_connections += 1;
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Some(Some(chunk)) => Some((Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(chunk)), rx)),
+            // An explicit end, or the handle dropped the sender: the response ends.
+            Some(None) | None => None,
+        }
+    });
+    (StatusCode::OK, [("content-type", "application/json; charset=utf-8")], axum::body::Body::from_stream(body))
+        .into_response()
+}
+
+impl SimTweet {
+    /// The tweet as one filtered-stream line (without the `\r\n`).
+    pub fn stream_line(&self) -> String {
+        json!({
+            "data": {"author_id": self.author_id.to_string(), "created_at": self.created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                     "edit_history_tweet_ids": [self.id.to_string()], "id": self.id.to_string(),
+                     "text": self.text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
+                     "public_metrics": {"retweet_count": 1, "reply_count": 2, "like_count": 3, "quote_count": 0}},
+            "includes": {"users": [{"id": self.author_id.to_string(), "name": self.username, "username": self.username}]},
+            "matching_rules": [{"id": "1620041380532740096", "tag": "finstream"}]
+        })
+        .to_string()
+    }
 }

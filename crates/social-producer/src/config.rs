@@ -62,6 +62,19 @@ pub struct TwitterConfig {
     pub interval_secs: u64,
     /// Recent-search requests per 15 minutes (the app limit is 450).
     pub requests_per_15min: u32,
+    /// Stream: no byte for this long (X sends keep-alives every ~20 s) means reconnect.
+    pub stream_read_timeout_secs: u64,
+    /// Stream reconnects after network trouble: the first at once, then this much more per
+    /// attempt, up to `reconnect_network_max_secs`.
+    pub reconnect_network_step_ms: u64,
+    /// Cap of the network reconnect schedule.
+    pub reconnect_network_max_secs: u64,
+    /// Stream reconnects after an HTTP error: this first wait, doubling, up to the max.
+    pub reconnect_http_base_secs: u64,
+    /// Cap of the HTTP reconnect schedule.
+    pub reconnect_http_max_secs: u64,
+    /// Stream reconnects after HTTP 429: this first wait, doubling.
+    pub reconnect_rate_limit_base_secs: u64,
 }
 
 impl Default for TwitterConfig {
@@ -76,6 +89,12 @@ impl Default for TwitterConfig {
             rules: vec!["($AAPL OR $TSLA OR $NVDA) lang:en -is:retweet".into()],
             interval_secs: 60,
             requests_per_15min: 180,
+            stream_read_timeout_secs: 21,
+            reconnect_network_step_ms: 250,
+            reconnect_network_max_secs: 16,
+            reconnect_http_base_secs: 5,
+            reconnect_http_max_secs: 320,
+            reconnect_rate_limit_base_secs: 60,
         }
     }
 }
@@ -184,6 +203,12 @@ impl Section for SocialConfig {
             if self.twitter.rules.is_empty() || self.twitter.rules.iter().any(|r| r.trim().is_empty() || r.len() > 512)
             {
                 return Err(ConfigError::key("social.twitter.rules", "give 1 or more rules of 1-512 characters"));
+            }
+            if self.twitter.stream_read_timeout_secs == 0 || self.twitter.reconnect_http_base_secs == 0 {
+                return Err(ConfigError::key(
+                    "social.twitter.stream_read_timeout_secs",
+                    "stream timings must be positive",
+                ));
             }
             if self.twitter.interval_secs == 0 || self.twitter.requests_per_15min == 0 {
                 return Err(ConfigError::key("social.twitter.interval_secs", "interval and rate must be positive"));

@@ -3,16 +3,16 @@
 //!
 //! - [`reddit`]: application-only OAuth2 + `/r/{sub}/new` listings.
 //! - [`stocktwits`]: symbol streams.
-//! - [`x`]: X (Twitter) v2 recent search (`social.twitter.mode: search`).
+//! - [`x`]: X (Twitter) v2 recent search (`social.twitter.mode: search`); [`x_stream`]: the
+//!   filtered stream (`mode: stream`), a source of its own (nothing to commit: it cannot replay).
 //! - [`config`]: the `social:` section; [`group`]: the pollers in one exactly-once group.
 //!
-//! The X filtered stream (`social.twitter.mode: stream`) is not built yet: the producer says so
-//! at start and takes no X data in that mode.
 
 pub mod config;
 pub mod reddit;
 pub mod stocktwits;
 pub mod x;
+pub mod x_stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,28 @@ use ingest_core::poll::{GroupSettings, PollGroup, PollSettings};
 /// Name of the polling group.
 pub const GROUP: &str = "social";
 
-/// The polled social sources (Reddit subreddits, StockTwits symbols) in one group.
+/// The X filtered stream source, when configured (`social.twitter.mode: stream`).
+pub fn x_stream(cfg: &Config<config::SocialConfig>) -> Option<x_stream::XStream> {
+    let (s, t) = (&cfg.section, &cfg.section.twitter);
+    (t.enabled && t.mode == "stream").then(|| {
+        x_stream::XStream::new(x_stream::StreamSettings {
+            base_url: t.base_url.trim_end_matches('/').to_string(),
+            bearer: t.bearer_token.clone(),
+            rules: t.rules.clone(),
+            symbols: Arc::new(s.symbols.clone()),
+            user_agent: s.user_agent.clone(),
+            read_timeout: Duration::from_secs(t.stream_read_timeout_secs),
+            network_step: Duration::from_millis(t.reconnect_network_step_ms),
+            network_max: Duration::from_secs(t.reconnect_network_max_secs),
+            http_base: Duration::from_secs(t.reconnect_http_base_secs),
+            http_max: Duration::from_secs(t.reconnect_http_max_secs),
+            rate_limit_base: Duration::from_secs(t.reconnect_rate_limit_base_secs),
+            max_line_bytes: 1 << 20,
+        })
+    })
+}
+
+/// The polled social sources (Reddit subreddits, StockTwits symbols, X recent search) in one group.
 pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
     let s = &cfg.section;
     let mut settings = GroupSettings::new(cfg.core.runtime.transactional_id(producer, GROUP));

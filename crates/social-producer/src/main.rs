@@ -1,6 +1,5 @@
-//! social-producer: posts from Reddit and StockTwits (polled, exactly once) normalized to
-//! `social.post/v1` on `social.posts.raw`; X through recent search. The X v2 filtered stream is
-//! not built yet.
+//! social-producer: posts from Reddit, StockTwits and X recent search (polled, exactly once) and
+//! the X v2 filtered stream, normalized to `social.post/v1` on `social.posts.raw`.
 //!
 //! This binary is thin: it parses the CLI and config and hands its sources to
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
@@ -20,13 +19,11 @@ const SPEC: ProducerSpec = ProducerSpec {
 
 fn main() -> ExitCode {
     ingest_core::main::<SocialConfig, NoArgs, _>(SPEC, |cfg, _| {
-        if cfg.section.twitter.enabled && cfg.section.twitter.mode == "stream" {
-            tracing::warn!(
-                "social.twitter.mode is `stream` but the X filtered stream is not built yet: no X posts are ingested (mode `search` polls recent search)"
-            );
-        }
         let group = social_producer::group(cfg, SPEC.name);
-        let sources: Vec<Box<dyn Source>> = if group.is_empty() { Vec::new() } else { vec![Box::new(group)] };
+        let mut sources: Vec<Box<dyn Source>> = if group.is_empty() { Vec::new() } else { vec![Box::new(group)] };
+        if let Some(stream) = social_producer::x_stream(cfg) {
+            sources.push(Box::new(stream));
+        }
         Ok(sources)
     })
 }

@@ -70,6 +70,10 @@ impl Fixture {
         Self { sim, social, raw, env }
     }
 
+    fn env_value(&self, key: &str) -> String {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default()
+    }
+
     fn spawn(&self) -> ProducerProcess {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         ProducerProcess::spawn(Path::new(BIN), &env)
@@ -259,4 +263,132 @@ async fn x_recent_search_pages_and_resumes_from_since_id() {
         "resumed from the newest id"
     );
     assert!(reqs.iter().all(|r| r.headers.iter().any(|(k, v)| k == "authorization" && v == "Bearer x-bearer")));
+}
+
+fn stream_fixture_env(fx: &mut Fixture, read_timeout_secs: &str) {
+    fx.env.retain(|(k, _)| !k.starts_with("FINSTREAM__SOCIAL__"));
+    let url = fx.sim.http_url();
+    for (k, v) in [
+        ("FINSTREAM__SOCIAL__STOCKTWITS__ENABLED", "false"),
+        ("FINSTREAM__SOCIAL__REDDIT__ENABLED", "false"),
+        ("FINSTREAM__SOCIAL__TWITTER__MODE", "stream"),
+        ("FINSTREAM__SOCIAL__TWITTER__BASE_URL", url.as_str()),
+        ("FINSTREAM__SOCIAL__TWITTER__RULES", "$AAPL lang:en,$TSLA"),
+        ("FINSTREAM__SOCIAL__TWITTER__STREAM_READ_TIMEOUT_SECS", read_timeout_secs),
+        ("FINSTREAM__SOCIAL__TWITTER__RECONNECT_NETWORK_STEP_MS", "300"),
+        ("FINSTREAM__SOCIAL__TWITTER__RECONNECT_HTTP_BASE_SECS", "1"),
+        ("FINSTREAM__SOCIAL__TWITTER__RECONNECT_RATE_LIMIT_BASE_SECS", "2"),
+        ("TWITTER_BEARER_TOKEN", "x-bearer"),
+    ] {
+        fx.env.push((k.into(), v.into()));
+    }
+}
+
+async fn wait_connections(fx: &Fixture, n: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fx.social.stream_connections() < n {
+        assert!(std::time::Instant::now() < deadline, "{} of {n} stream connections", fx.social.stream_connections());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn stream_tweet(id: u64, text: &str) -> SimTweet {
+    SimTweet {
+        id,
+        text: text.into(),
+        author_id: 2_833_017_360,
+        username: "someone".into(),
+        created: Utc.with_ymd_and_hms(2023, 2, 1, 18, 57, 14).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_stream_syncs_rules_delivers_tweets_and_reconnects_on_schedule() {
+    let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
+    stream_fixture_env(&mut fx, "30");
+    let stale = fx.social.add_rule("old rule", "someone-else");
+    fx.social.add_rule("$TSLA", "kept");
+    let mut p = fx.spawn();
+    wait_connections(&fx, 1).await;
+    let rules = fx.social.rules();
+    let values: Vec<&str> = rules.iter().map(|(_, v, _)| v.as_str()).collect();
+    assert_eq!(
+        values,
+        ["$TSLA", "$AAPL lang:en"],
+        "stale rule deleted, the configured one added, the kept one untouched"
+    );
+    assert!(!rules.iter().any(|(id, _, _)| *id == stale));
+
+    fx.social.stream_line(&stream_tweet(1_620_858_830_937_812_995, "$AAPL beats & rallies").stream_line());
+    fx.social.stream_keepalive();
+    fx.social.stream_line("this is not JSON");
+    fx.wait_for("x:1620858830937812995").await;
+
+    // In-band operational-disconnect: reconnect at once.
+    let t = Utc::now();
+    fx.social.stream_operational_disconnect();
+    wait_connections(&fx, 2).await;
+    let connects = fx.sim.log.to_path("/2/tweets/search/stream");
+    assert!(connects.last().unwrap().at - t < chrono::Duration::milliseconds(900), "immediate reconnect");
+
+    // Two HTTP errors at connect: 1 s, then 2 s (exponential), then connected.
+    fx.social.stream_fail_connects(503, 2);
+    fx.social.stream_drop();
+    wait_connections(&fx, 3).await;
+    let c = fx.sim.log.to_path("/2/tweets/search/stream");
+    let n = c.len();
+    assert!(
+        c[n - 2].at - c[n - 3].at >= chrono::Duration::milliseconds(950),
+        "first HTTP backoff: {}",
+        c[n - 2].at - c[n - 3].at
+    );
+    assert!(
+        c[n - 1].at - c[n - 2].at >= chrono::Duration::milliseconds(1950),
+        "doubled: {}",
+        c[n - 1].at - c[n - 2].at
+    );
+
+    // 429 at connect: the rate-limit schedule (2 s here; 60 s by default).
+    fx.social.stream_fail_connects(429, 1);
+    fx.social.stream_drop();
+    wait_connections(&fx, 4).await;
+    let c = fx.sim.log.to_path("/2/tweets/search/stream");
+    let n = c.len();
+    assert!(
+        c[n - 1].at - c[n - 2].at >= chrono::Duration::milliseconds(1950),
+        "429 backoff: {}",
+        c[n - 1].at - c[n - 2].at
+    );
+
+    // After reconnecting, a repeated tweet is dropped, a new one delivered.
+    fx.social.stream_line(&stream_tweet(1_620_858_830_937_812_995, "$AAPL beats & rallies").stream_line());
+    fx.social.stream_line(&stream_tweet(1_620_858_830_937_813_000, "$TSLA later").stream_line());
+    let got = fx.wait_for("x:1620858830937813000").await;
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    assert_eq!(got.len(), 2, "{:?}", got.iter().map(|p| &p.id).collect::<Vec<_>>());
+    let t = got.iter().find(|p| p.id == "x:1620858830937812995").unwrap();
+    assert_eq!((t.author.as_str(), t.text.as_str(), t.provider.as_str()), ("someone", "$AAPL beats & rallies", "x"));
+    assert!(c.iter().all(|r| r.query.as_deref().unwrap_or("").contains("expansions=author_id")));
+    let events: Vec<ingest_core::record::IngestEvent> =
+        testkit::consume_committed(&fx.env_value("FINSTREAM__KAFKA__TOPICS__EVENTS__NAME"), Duration::from_secs(30))
+            .iter()
+            .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+            .collect();
+    let gaps = events.iter().filter(|e| e.kind == ingest_core::record::EventKind::Gap && e.provider == "x").count();
+    assert_eq!(gaps, 3, "one gap per disconnect");
+    let dlq = testkit::consume_committed(&fx.raw.replace(".raw", ".dlq"), Duration::from_secs(30));
+    assert_eq!(dlq.len(), 1, "the non-JSON line was dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_stream_without_keep_alives_is_reconnected_after_the_read_timeout() {
+    let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
+    stream_fixture_env(&mut fx, "1");
+    let mut p = fx.spawn();
+    wait_connections(&fx, 1).await;
+    let t = std::time::Instant::now();
+    wait_connections(&fx, 2).await;
+    assert!(t.elapsed() >= Duration::from_millis(800), "not before the read timeout");
+    assert!(p.log().contains("keep-alives missing"), "{}", p.log());
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
 }
