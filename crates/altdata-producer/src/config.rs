@@ -6,7 +6,7 @@ use serde::Deserialize;
 /// How a custom source is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum SourceKind {
+pub enum SourceKind {
     /// A JSON API.
     Json,
     /// An HTML page, scraped with CSS selectors.
@@ -18,17 +18,16 @@ pub(crate) enum SourceKind {
 /// One entry of `altdata.sources`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AltSourceConfig {
+pub struct AltSourceConfig {
     /// Unique name; the first half of the Kafka key `<source>:<id>`.
-    pub(crate) name: String,
+    pub name: String,
     /// json, html or csv.
-    #[expect(dead_code, reason = "read by the custom-source pollers (altdata issue)")]
-    pub(crate) kind: SourceKind,
+    pub kind: SourceKind,
     /// What to fetch.
-    pub(crate) url: String,
+    pub url: String,
     /// Seconds between polls.
     #[serde(default = "default_interval")]
-    pub(crate) interval_secs: u64,
+    pub interval_secs: u64,
 }
 
 fn default_interval() -> u64 {
@@ -38,9 +37,9 @@ fn default_interval() -> u64 {
 /// `altdata:`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct AltDataConfig {
+pub struct AltDataConfig {
     /// The custom sources.
-    pub(crate) sources: Vec<AltSourceConfig>,
+    pub sources: Vec<AltSourceConfig>,
 }
 
 impl Section for AltDataConfig {

@@ -4,9 +4,9 @@
 //! This binary is thin: it parses the CLI and config and hands its sources to
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
 
-mod config;
-
 use std::process::ExitCode;
+
+use altdata_producer::config;
 
 use ingest_core::ProducerSpec;
 use ingest_core::runtime::NoArgs;
