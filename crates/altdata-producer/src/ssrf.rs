@@ -21,10 +21,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-/// Why a URL or address was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("refused by the SSRF guard: {0}")]
-pub struct Refused(pub String);
+pub use ingest_core::http::{Refused, refused_in};
 
 /// What may be fetched.
 #[derive(Debug, Clone, Default)]
@@ -140,8 +137,10 @@ impl Lookup for SystemLookup {
     }
 }
 
-/// Called with every address the guard lets through, just before the client connects.
-pub type Tripwire = Arc<dyn Fn(&str, IpAddr) + Send + Sync>;
+/// Called with every address the guard lets through, just before the client connects; `false`
+/// stops the connection. Tests use it to record and block anything but loopback, so even a
+/// broken guard cannot reach the network.
+pub type Tripwire = Arc<dyn Fn(&str, IpAddr) -> bool + Send + Sync>;
 
 /// A `reqwest` resolver that refuses names resolving to addresses the policy does not allow.
 #[derive(Clone)]
@@ -178,7 +177,9 @@ impl GuardedResolver {
         }
         if let Some(t) = &self.tripwire {
             for ip in &ips {
-                t(host, *ip);
+                if !t(host, *ip) {
+                    return Err(Refused(format!("test tripwire: {host} -> {ip}")));
+                }
             }
         }
         Ok(ips)
@@ -208,24 +209,6 @@ impl reqwest::dns::Resolve for GuardedResolver {
             Ok(addrs)
         })
     }
-}
-
-/// Finds a [`Refused`] in an error's source chain (reqwest wraps the resolver's error).
-pub fn refused_in(e: &(dyn std::error::Error + 'static)) -> Option<Refused> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<Refused>() {
-            return Some(r.clone());
-        }
-        // `io::Error::source` skips the error it wraps; look at it directly.
-        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
-            if let Some(r) = inner.downcast_ref::<Refused>() {
-                return Some(r.clone());
-            }
-        }
-        cur = err.source();
-    }
-    None
 }
 
 #[cfg(test)]
@@ -320,7 +303,10 @@ mod tests {
         ]));
         let passed = Arc::new(Mutex::new(Vec::new()));
         let p = passed.clone();
-        let tripwire: Tripwire = Arc::new(move |host: &str, ip: IpAddr| p.lock().unwrap().push((host.to_string(), ip)));
+        let tripwire: Tripwire = Arc::new(move |host: &str, ip: IpAddr| {
+            p.lock().unwrap().push((host.to_string(), ip));
+            ip.is_loopback() || host == "public.example"
+        });
         let policy = Policy { allowed_hosts: vec![], allow_private: vec!["sim.example".into()] };
         let r = GuardedResolver::new(Arc::new(table), Arc::new(policy), Some(tripwire));
         assert_eq!(r.resolve_checked("public.example").await.unwrap(), [ip("93.184.216.34")]);
@@ -356,6 +342,7 @@ mod tests {
             Table(HashMap::from([("sim.example", vec![ip("127.0.0.1")]), ("internal.example", vec![ip("10.0.0.5")])]));
         let tripwire: Tripwire = Arc::new(|host: &str, ip: IpAddr| {
             assert!(ip.is_loopback(), "the guard let {host} -> {ip} through: a test must never leave loopback");
+            ip.is_loopback()
         });
         let policy = Policy { allowed_hosts: vec![], allow_private: vec!["sim.example".into()] };
         let resolver = GuardedResolver::new(Arc::new(table), Arc::new(policy), Some(tripwire));

@@ -40,12 +40,40 @@ pub enum FetchError {
     /// Connect, TLS, timeout or reset: worth retrying.
     #[error("request failed: {0}")]
     Transport(String),
+    /// A guard of the client (e.g. the SSRF guard in its resolver) refused the target: retrying
+    /// cannot help.
+    #[error("{0}")]
+    Refused(Refused),
     /// The body exceeded the cap.
     #[error("response body larger than {limit} bytes")]
     TooLarge {
         /// The cap.
         limit: usize,
     },
+}
+
+/// A guard refused a request's target (raised by a client's resolver or redirect policy and
+/// found again in reqwest's error chain by [`fetch`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused by the SSRF guard: {0}")]
+pub struct Refused(pub String);
+
+/// Finds a [`Refused`] in an error's source chain.
+pub fn refused_in(e: &(dyn std::error::Error + 'static)) -> Option<Refused> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<Refused>() {
+            return Some(r.clone());
+        }
+        // `io::Error::source` skips the error it wraps; look at it directly.
+        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            if let Some(r) = inner.downcast_ref::<Refused>() {
+                return Some(r.clone());
+            }
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// A response with its body fully read.
@@ -82,7 +110,10 @@ pub fn client(cfg: &HttpConfig) -> Result<reqwest::Client, reqwest::Error> {
 /// Sends `req` and reads the body, refusing bodies over `max_body_bytes`. Errors never include
 /// the URL (it may carry an API key in its query).
 pub async fn fetch(req: reqwest::RequestBuilder, max_body_bytes: usize) -> Result<HttpResponse, FetchError> {
-    let mut resp = req.send().await.map_err(|e| FetchError::Transport(describe(&e)))?;
+    let mut resp = req.send().await.map_err(|e| match refused_in(&e) {
+        Some(r) => FetchError::Refused(r),
+        None => FetchError::Transport(describe(&e)),
+    })?;
     let received_at = Utc::now();
     if resp.content_length().is_some_and(|n| n > max_body_bytes as u64) {
         return Err(FetchError::TooLarge { limit: max_body_bytes });

@@ -478,11 +478,19 @@ pub fn read_committed_to_end(
     };
     let deadline = Instant::now() + timeout;
     let probe = consumer("read_uncommitted")?;
-    let md = probe.fetch_metadata(Some(topic), timeout).map_err(|e| format!("metadata for `{topic}`: {e}"))?;
-    let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
-    if partitions == 0 {
-        return Err(format!("topic `{topic}` does not exist"));
-    }
+    // A topic created a moment ago may not be in every broker's metadata yet: ask again, briefly.
+    let metadata_deadline = Instant::now() + timeout.min(Duration::from_secs(10));
+    let partitions = loop {
+        let md = probe.fetch_metadata(Some(topic), timeout).map_err(|e| format!("metadata for `{topic}`: {e}"))?;
+        let n = md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).unwrap_or(0);
+        if n > 0 {
+            break n;
+        }
+        if Instant::now() >= metadata_deadline {
+            return Err(format!("topic `{topic}` does not exist"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut tpl = TopicPartitionList::new();
     let mut ends = Vec::new();
     for p in 0..i32::try_from(partitions).unwrap_or(i32::MAX) {
@@ -686,7 +694,10 @@ impl<P: Poller> Polled<P> {
             Some(v) => serde_json::from_value(v).map_err(|e| fatal(format!("stored cursor unreadable: {e}")))?,
             None => P::Cursor::default(),
         };
-        let client = http::client(&s.http).map_err(|e| fatal(format!("cannot build HTTP client: {e}")))?;
+        let client = match p.http_client(&s.http) {
+            Some(c) => c.map_err(|e| fatal(format!("cannot build HTTP client: {e}")))?,
+            None => http::client(&s.http).map_err(|e| fatal(format!("cannot build HTTP client: {e}")))?,
+        };
         let route: Route = group.sink.route::<P::Record>(p.provider());
         // Readiness checks the topics routed through the process's main sink: register ours.
         let _ = ctx.sink.route::<P::Record>(p.provider());
@@ -769,6 +780,7 @@ impl<P: Poller> Polled<P> {
                             Err((ErrorClass::Retryable { after: None }, None, e.to_string()))
                         }
                         Err(e @ FetchError::TooLarge { .. }) => Err((ErrorClass::Permanent, None, e.to_string())),
+                        Err(FetchError::Refused(r)) => Err((ErrorClass::Refused, None, r.to_string())),
                     }
                 }
             };
@@ -837,7 +849,10 @@ impl<P: Poller> Polled<P> {
                     next_wait = after.unwrap_or_else(|| backoff.next_delay());
                     tracing::warn!(source = p.name(), error = %what, retry_in_secs = next_wait.as_secs_f64(), "poll failed");
                 }
-                ErrorClass::Permanent => {
+                ErrorClass::Permanent | ErrorClass::Refused => {
+                    if class == ErrorClass::Refused {
+                        ctx.health.set_connected(false, what.clone());
+                    }
                     if let Some(state) = breaker.on_failure() {
                         breaker_event(state);
                     }

@@ -107,6 +107,11 @@ pub trait Poller: Send + Sync + 'static {
     fn provider(&self) -> &str;
     /// Time between polls.
     fn interval(&self) -> Duration;
+    /// The HTTP client of this poller, when it needs its own (a guarded resolver, a redirect
+    /// policy); `None` uses the shared one built from the poll settings.
+    fn http_client(&self, _cfg: &crate::http::HttpConfig) -> Option<Result<reqwest::Client, String>> {
+        None
+    }
     /// Runs before each request, e.g. to get or refresh an OAuth token the request will carry.
     /// `Err` counts as a failed call of that class (a refused client secret is `Fatal`).
     fn prepare<'a>(&'a self, _client: &'a reqwest::Client) -> BoxFuture<'a, Result<(), (ErrorClass, String)>> {

@@ -22,6 +22,9 @@ pub enum ErrorClass {
     /// Retrying cannot help and continuing is pointless (bad credentials, plan without access):
     /// stop with a clear message.
     Fatal,
+    /// A guard of ours refused the target (the SSRF guard): the provider never saw the request.
+    /// Counted apart; the source tries again next interval (its config may be fixed by then).
+    Refused,
 }
 
 impl ErrorClass {
@@ -37,6 +40,7 @@ impl ErrorClass {
             ErrorClass::RateLimited { .. } => "rate_limited",
             ErrorClass::Permanent => "permanent_error",
             ErrorClass::Fatal => "fatal_error",
+            ErrorClass::Refused => "refused",
         }
     }
 }
