@@ -10,7 +10,8 @@
 # of them, the other provider is disabled. Without SEC_USER_AGENT the SEC producer polls
 # provider-sim's EDGAR (demo filings, a new one every 20 s). Without Reddit credentials the
 # social producer polls the simulated Reddit and StockTwits; without TWITTER_BEARER_TOKEN the
-# X filtered stream comes from the simulator. Each producer gets its own ports:
+# X filtered stream comes from the simulator. The altdata example sources are served by the
+# simulator as well. Each producer gets its own ports:
 #   market 9101/8181, news 9102/8182, social 9103/8183, sec 9104/8184, altdata 9105/8185
 # (metrics/health). Logs: .local/run/<producer>.log, and prefixed on this terminal.
 # Ctrl-C stops the producers gracefully (Kafka keeps running: `make kafka-down`).
@@ -101,7 +102,10 @@ fi
 if ((demo_social)) && [[ " ${producers[*]} " == *" social "* ]]; then
   sim_args+=(--reddit-client-id demo --reddit-client-secret demo --x-bearer-token demo --social-every-secs 10)
 fi
-if ((${#sim_args[@]})); then
+# The altdata examples in configs/config.yaml are served by the simulator too.
+start_sim=${#sim_args[@]}
+[[ " ${producers[*]} " == *" altdata "* ]] && start_sim=1
+if ((start_sim)); then
   setsid target/debug/provider-sim --listen "127.0.0.1:$sim_port" "${sim_args[@]}" \
     > >(trap "" INT; tee .local/run/provider-sim.log | sed -u "s/^/[sim] /") 2>&1 &
   pids+=($!)
@@ -122,5 +126,6 @@ echo "run-local: watch records with: kcat -b $KAFKA_BROKERS -C -t market.ticks.r
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t news.articles.raw -X isolation.level=read_committed -f '%k %s\\n'"
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t sec.filings.raw -X isolation.level=read_committed -f '%k %s\\n'"
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t social.posts.raw -X isolation.level=read_committed -f '%k %s\\n'"
+echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t altdata.records.raw -X isolation.level=read_committed -f '%k %s\\n'"
 echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t ingest.events -f '%k %s\\n'"
 wait

@@ -5,8 +5,11 @@
 //! `ingest_core::main`, which owns telemetry, the Kafka sink and shutdown.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use altdata_producer::config;
+use altdata_producer::ssrf::SystemLookup;
+use ingest_core::source::Source;
 
 use ingest_core::ProducerSpec;
 use ingest_core::runtime::NoArgs;
@@ -19,10 +22,8 @@ const SPEC: ProducerSpec = ProducerSpec {
 
 fn main() -> ExitCode {
     ingest_core::main::<config::AltDataConfig, NoArgs, _>(SPEC, |cfg, _| {
-        // The custom sources are not built yet: the producer runs, serves metrics and health and
-        // publishes lifecycle events, and the runtime warns at start that no source is enabled.
-        // It never pretends to ingest.
-        let _ = cfg;
-        Ok(Vec::new())
+        let group = altdata_producer::group(cfg, SPEC.name, Arc::new(SystemLookup), None);
+        let sources: Vec<Box<dyn Source>> = if group.is_empty() { Vec::new() } else { vec![Box::new(group)] };
+        Ok(sources)
     })
 }

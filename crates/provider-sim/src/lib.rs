@@ -9,6 +9,7 @@
 //! `GET /_sim/health` and `GET /_sim/requests`.
 
 pub mod alpaca;
+pub mod altdata;
 pub mod edgar;
 pub mod finnhub;
 pub mod news;

@@ -162,7 +162,12 @@ async fn main() -> ExitCode {
             }
         });
     }
-    let routes = polygon.router().merge(news.router()).merge(edgar.router()).merge(social.router());
+    let routes = polygon
+        .router()
+        .merge(news.router())
+        .merge(edgar.router())
+        .merge(social.router())
+        .merge(provider_sim::altdata::router());
     let sim = match provider_sim::Sim::start(cli.listen, routes).await {
         Ok(sim) => sim,
         Err(e) => {
