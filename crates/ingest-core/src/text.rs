@@ -62,6 +62,20 @@ pub fn known_symbols<'a>(text: &str, symbols: &'a [String]) -> Vec<&'a str> {
     symbols.iter().filter(|s| words.contains(&s.as_str())).map(String::as_str).collect()
 }
 
+/// Tickers a text is about: `known` first (symbols the provider tagged it with), then its
+/// cashtags, then configured `symbols` named in it as whole words; each once, in that order.
+pub fn tickers(text: &str, known: &[String], symbols: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let found =
+        known.iter().cloned().chain(cashtags(text)).chain(known_symbols(text, symbols).into_iter().map(String::from));
+    for t in found {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
 /// Unescapes the HTML entities providers put in text (StockTwits bodies, X `text`): `&amp;`,
 /// `&lt;`, `&gt;`, `&quot;`, `&apos;`, `&nbsp;` and numeric references (`&#39;`, `&#x1F600;`).
 /// Anything else is kept as written; the text is decoded once (`&amp;lt;` becomes `&lt;`).
@@ -133,6 +147,16 @@ mod tests {
         );
         assert_eq!(cashtags("$AAPL $AAPL"), ["AAPL"], "once each");
         assert!(cashtags("costs $ 5, $ABCDEFGH is too long, a$B, $A1").is_empty());
+    }
+
+    #[test]
+    fn tickers_in_order_each_once() {
+        let symbols = vec!["AAPL".to_string(), "NVDA".to_string()];
+        assert_eq!(
+            tickers("$TSLA beat; NVDA and AAPL up, $TSLA again", &["F".into()], &symbols),
+            ["F", "TSLA", "AAPL", "NVDA"]
+        );
+        assert!(tickers("nothing here", &[], &symbols).is_empty());
     }
 
     #[test]

@@ -21,8 +21,7 @@ use ingest_core::resilience::ErrorClass;
 use ingest_core::source::{Normalized, Poller, Reject};
 use serde::{Deserialize, Serialize};
 
-use crate::canon;
-use crate::newsapi::tickers;
+use crate::{canon, text};
 
 /// Provider label.
 pub const PROVIDER: &str = "alphavantage";
@@ -142,17 +141,9 @@ pub fn article(raw: &serde_json::Value, symbols: &[String], received_at: DateTim
     let it: Item = serde_json::from_value(raw.clone()).map_err(|e| format!("malformed feed item: {e}"))?;
     let url = canon::canonical_url(&it.url).map_err(|e| format!("`url`: {e}"))?;
     let summary = it.summary.filter(|s| !s.trim().is_empty());
-    let mut tick: Vec<String> = Vec::new();
-    for t in it.ticker_sentiment.iter().map(|t| t.ticker.trim()).filter(|t| !t.is_empty()) {
-        if !tick.iter().any(|x| x == t) {
-            tick.push(t.to_string());
-        }
-    }
-    for t in tickers(&format!("{}. {}", it.title, summary.as_deref().unwrap_or("")), symbols) {
-        if !tick.contains(&t) {
-            tick.push(t);
-        }
-    }
+    let tagged: Vec<String> =
+        it.ticker_sentiment.iter().map(|t| t.ticker.trim().to_string()).filter(|t| !t.is_empty()).collect();
+    let tick = text::tickers(&format!("{}. {}", it.title, summary.as_deref().unwrap_or("")), &tagged, symbols);
     let sentiment = it.overall_sentiment_score.filter(|s| s.is_finite()).map(|s| s.clamp(-1.0, 1.0));
     Ok(NewsArticle {
         id: canon::article_id(&url),

@@ -114,17 +114,6 @@ struct Article {
     content: Option<String>,
 }
 
-/// Tickers of an article: cashtags plus configured symbols named in the text, in that order.
-pub(crate) fn tickers(text_: &str, symbols: &[String]) -> Vec<String> {
-    let mut out = text::cashtags(text_);
-    for s in text::known_symbols(text_, symbols) {
-        if !out.iter().any(|t| t == s) {
-            out.push(s.to_string());
-        }
-    }
-    out
-}
-
 /// One NewsAPI article → `news.article/v1`.
 pub fn article(raw: &serde_json::Value, symbols: &[String], received_at: DateTime<Utc>) -> Result<NewsArticle, String> {
     let a: Article = serde_json::from_value(raw.clone()).map_err(|e| format!("malformed article: {e}"))?;
@@ -149,7 +138,7 @@ pub fn article(raw: &serde_json::Value, symbols: &[String], received_at: DateTim
         published_at,
         sentiment: Some(sentiment::score(&all_text)),
         sentiment_source: Some(SentimentSource::Lexicon),
-        tickers: tickers(&all_text, symbols),
+        tickers: text::tickers(&all_text, &[], symbols),
         authors,
         summary: description,
         content_truncated: truncated,

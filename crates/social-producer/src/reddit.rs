@@ -198,12 +198,7 @@ pub fn post(child: &serde_json::Value, symbols: &[String], received_at: DateTime
         body.push_str("\n\n");
         body.push_str(p.selftext.trim());
     }
-    let mut tickers = text::cashtags(&body);
-    for s in text::known_symbols(&body, symbols) {
-        if !tickers.iter().any(|t| t == s) {
-            tickers.push(s.to_string());
-        }
-    }
+    let tickers = text::tickers(&body, &[], symbols);
     Ok(SocialPost {
         id: format!("reddit:{}", p.name),
         platform: Platform::Reddit,

@@ -103,13 +103,8 @@ pub fn post(
         .map_err(|e| format!("`created_at` is not RFC 3339 ({e})"))?
         .with_timezone(&Utc);
     let body = text::html_unescape(&m.body);
-    let mut tickers: Vec<String> = Vec::new();
-    let found = m.symbols.iter().map(|s| s.symbol.clone()).chain(text::cashtags(&body));
-    for t in found.chain(text::known_symbols(&body, symbols).into_iter().map(String::from)) {
-        if !tickers.contains(&t) {
-            tickers.push(t);
-        }
-    }
+    let tagged: Vec<String> = m.symbols.iter().map(|s| s.symbol.clone()).collect();
+    let tickers = text::tickers(&body, &tagged, symbols);
     let label = m.entities.and_then(|e| e.sentiment).map(|l| l.basic);
     let (score, source) = match label.as_deref() {
         Some("Bullish") => (1.0, SentimentSource::Provider),

@@ -122,12 +122,7 @@ pub fn post(
         .and_then(|a| users.iter().find(|(id, _)| id == a).map(|(_, u)| u.clone()))
         .unwrap_or_default();
     let body = text::html_unescape(&t.text);
-    let mut tickers = text::cashtags(&body);
-    for s in text::known_symbols(&body, symbols) {
-        if !tickers.iter().any(|t| t == s) {
-            tickers.push(s.to_string());
-        }
-    }
+    let tickers = text::tickers(&body, &[], symbols);
     let url = if author.is_empty() {
         format!("https://x.com/i/web/status/{}", t.id)
     } else {
