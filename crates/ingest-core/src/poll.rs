@@ -482,7 +482,13 @@ pub fn read_committed_to_end(
     let metadata_deadline = Instant::now() + timeout.min(Duration::from_secs(10));
     let partitions = loop {
         let md = probe.fetch_metadata(Some(topic), timeout).map_err(|e| format!("metadata for `{topic}`: {e}"))?;
-        let n = md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).unwrap_or(0);
+        // Every partition must have a leader, or its watermarks cannot be asked for yet.
+        let n = md
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none() && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none()))
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
         if n > 0 {
             break n;
         }
@@ -494,7 +500,17 @@ pub fn read_committed_to_end(
     let mut tpl = TopicPartitionList::new();
     let mut ends = Vec::new();
     for p in 0..i32::try_from(partitions).unwrap_or(i32::MAX) {
-        let (low, high) = probe.fetch_watermarks(topic, p, timeout).map_err(|e| format!("watermarks: {e}"))?;
+        // A leader change (or one still being elected) answers with a retriable error: ask again.
+        let (low, high) = loop {
+            match probe.fetch_watermarks(topic, p, timeout) {
+                Ok(w) => break w,
+                Err(e) if Instant::now() < metadata_deadline => {
+                    tracing::debug!(topic, partition = p, error = %e, "watermarks not available yet; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(format!("watermarks: {e}")),
+            }
+        };
         if high > low {
             tpl.add_partition_offset(topic, p, Offset::Offset(low)).map_err(|e| e.to_string())?;
             ends.push((p, high));
