@@ -50,6 +50,25 @@ async fn serve_sites() -> u16 {
             }),
         )
         .route(
+            "/paged",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                let body = match q.get("p").map(String::as_str) {
+                    Some("1") => r#"[{"k":"p1"},{"k":"p2"}]"#,
+                    Some("2") => r#"[{"k":"p3"}]"#,
+                    _ => "[]",
+                };
+                ([(header::CONTENT_TYPE, "application/json")], body)
+            }),
+        )
+        .route(
+            "/linked",
+            get(|| async {
+                let next = "</linked2>; rel=\"next\", </linked>; rel=\"first\"";
+                ([(header::CONTENT_TYPE, "application/json"), (header::LINK, next)], r#"[{"k":"l1"}]"#)
+            }),
+        )
+        .route("/linked2", get(|| async { ([(header::CONTENT_TYPE, "application/json")], r#"[{"k":"l2"}]"#) }))
+        .route(
             "/prices.csv",
             get(|| async { ([(header::CONTENT_TYPE, "text/csv")], "symbol,date,close\nAAPL,2024-01-02,185.64\nMSFT,2024-01-02,370.87\n") }),
         )
@@ -89,6 +108,10 @@ async fn json_and_csv_sources_deliver_and_ssrf_attempts_are_refused_and_counted(
              "pagination": {"kind": "cursor", "param": "cursor", "cursor_path": "/next"}},
             {"name": "prices", "kind": "csv", "url": format!("{site}/prices.csv"), "interval_secs": 1,
              "id": "symbol", "time": "date", "time_format": "%Y-%m-%d"},
+            {"name": "paged", "kind": "json", "url": format!("{site}/paged"), "interval_secs": 1, "id": "/k",
+             "pagination": {"kind": "page", "param": "p"}},
+            {"name": "linked", "kind": "json", "url": format!("{site}/linked"), "interval_secs": 1, "id": "/k",
+             "pagination": {"kind": "link"}},
             {"name": "loopback", "kind": "json", "url": format!("http://127.0.0.1:{port}/rates"), "interval_secs": 1},
             {"name": "metadata", "kind": "json", "url": "http://169.254.169.254/latest/meta-data/", "interval_secs": 1},
             {"name": "internal", "kind": "json", "url": format!("http://internal.example:{port}/rates"), "interval_secs": 1},
@@ -131,10 +154,10 @@ async fn json_and_csv_sources_deliver_and_ssrf_attempts_are_refused_and_counted(
             .iter()
             .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
             .collect();
-        if got.len() >= 5 {
+        if got.len() >= 10 {
             break got;
         }
-        assert!(std::time::Instant::now() < deadline, "{} of 5 records", got.len());
+        assert!(std::time::Instant::now() < deadline, "{} of 10 records", got.len());
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     // A few more polls of every source, including the refused ones.
@@ -148,9 +171,22 @@ async fn json_and_csv_sources_deliver_and_ssrf_attempts_are_refused_and_counted(
     sorted.sort();
     assert_eq!(
         sorted,
-        ["prices:AAPL", "prices:MSFT", "rates:r1", "rates:r2", "rates:r3"],
-        "each item once (the id-less item was dead-lettered)"
+        [
+            "linked:l1",
+            "linked:l2",
+            "paged:p1",
+            "paged:p2",
+            "paged:p3",
+            "prices:AAPL",
+            "prices:MSFT",
+            "rates:r1",
+            "rates:r2",
+            "rates:r3"
+        ],
+        "each item once, every page read (cursor, page number, Link header); the id-less item dead-lettered"
     );
+    let linked = got.iter().find(|r| r.id == "l2").unwrap();
+    assert_eq!(linked.url.as_deref(), Some(format!("{site}/linked2").as_str()), "the Link target was followed");
     let r1 = got.iter().find(|r| r.id == "r1").unwrap();
     assert_eq!(r1.observed_at, chrono::DateTime::parse_from_rfc3339("2024-01-02T00:00:00Z").unwrap());
     assert_eq!(serde_json::Value::Object(r1.data.clone()), serde_json::json!({"rate": 5.33, "name": "Fed funds"}));
