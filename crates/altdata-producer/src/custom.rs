@@ -230,8 +230,9 @@ impl Poller for CustomSource {
     fn request(&self, client: &reqwest::Client, cursor: &Cursor) -> reqwest::RequestBuilder {
         let c = &self.cfg;
         let url = cursor.next_url.clone().unwrap_or_else(|| c.url.clone());
-        // IP literals skip the resolver: check them here. A refused URL becomes a request to an
-        // address that cannot be reached; `prepare` has refused it already (see there).
+        // Both URLs were checked by the guard before we get here: the configured one in
+        // `prepare`, a Link target when it was read in `normalize`. Names are checked again by
+        // the client's resolver at connect time, redirects by its redirect policy.
         let mut req = client.get(url);
         match c.pagination.kind {
             PaginationKind::Page => req = req.query(&[(c.pagination.param.as_str(), cursor.page.max(1).to_string())]),

@@ -21,7 +21,8 @@ pub const BREAKER_STATE: &str = "producer_circuit_breaker_state";
 pub const KAFKA_IN_FLIGHT: &str = "producer_kafka_in_flight_messages";
 /// `producer_kafka_errors_total`: client-level errors reported by librdkafka, by kind.
 pub const KAFKA_ERRORS: &str = "producer_kafka_errors_total";
-/// `producer_ws_reconnects_total`: WebSocket connections that ended (or failed) and were retried.
+/// `producer_ws_reconnects_total`: streaming connections (WebSocket feeds, the X filtered stream)
+/// that ended (or failed) and were retried.
 pub const WS_RECONNECTS: &str = "producer_ws_reconnects_total";
 /// `producer_ws_gaps_total`: disconnect-to-resubscribe windows (each also a `gap` event).
 pub const WS_GAPS: &str = "producer_ws_gaps_total";
@@ -99,20 +100,27 @@ impl Metrics {
         );
         let api_calls = counter(API_CALLS, "Calls to provider APIs by outcome.", &["provider", "outcome"]);
         let kafka_errors = counter(KAFKA_ERRORS, "Client-level errors reported by librdkafka.", &["kind"]);
-        let ws_reconnects =
-            counter(WS_RECONNECTS, "WebSocket connections that ended or failed and were retried.", &["provider"]);
-        let ws_gaps = counter(WS_GAPS, "Disconnect-to-resubscribe windows of WebSocket sources.", &["provider"]);
+        let ws_reconnects = counter(
+            WS_RECONNECTS,
+            "Streaming connections (WebSocket, X filtered stream) that ended or failed and were retried.",
+            &["provider"],
+        );
+        let ws_gaps = counter(
+            WS_GAPS,
+            "Disconnect-to-resume windows of streaming sources (WebSocket, X filtered stream).",
+            &["provider"],
+        );
         let transactions =
             counter(TRANSACTIONS, "Kafka transactions of polled sources by outcome.", &["source", "outcome"]);
         let duplicates_skipped = counter(
             DUPLICATES_SKIPPED,
-            "Polled records skipped because their key was already delivered (dedup window).",
+            "Records not sent again because their key was already delivered (dedup window).",
             &["provider"],
         );
         let quota_exhausted =
             counter(QUOTA_EXHAUSTED, "Polls deferred because the provider's daily quota was used up.", &["provider"]);
         let ws_gap_seconds =
-            CounterVec::new(Opts::new(WS_GAP_SECONDS, "Total seconds of WebSocket gaps."), &["provider"])
+            CounterVec::new(Opts::new(WS_GAP_SECONDS, "Total seconds of streaming-source gaps."), &["provider"])
                 .expect("valid metric");
         registry.register(Box::new(ws_gap_seconds.clone())).expect("metric registered once");
         let latency = HistogramVec::new(
