@@ -34,8 +34,15 @@ pub fn group(
     let resolver = ssrf::GuardedResolver::new(lookup, policy, tripwire);
     let mut group = PollGroup::new(GROUP, GroupSettings::new(cfg.core.runtime.transactional_id(producer, GROUP)));
     for s in &a.sources {
-        // All sources share the `altdata` rate limit; each has its own breaker and backoff.
-        let poll = PollSettings { rate_per_second: 5.0, rate_burst: 5, ..PollSettings::default() };
+        // Sources on one host share its rate limit (5 requests/s, served in turn); each source
+        // has its own breaker and backoff, so a failing one does not hold the others back.
+        let host = url::Url::parse(&s.url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        let poll = PollSettings {
+            rate_per_second: 5.0,
+            rate_burst: 5,
+            limit_key: Some(format!("altdata:{}", host.unwrap_or_default())),
+            ..PollSettings::default()
+        };
         group.add(custom::CustomSource::new(s.clone(), resolver.clone()), poll);
     }
     group

@@ -51,7 +51,8 @@ use crate::telemetry::metrics::REASON_ABORTED;
 pub struct PollSettings {
     /// HTTP client settings.
     pub http: HttpConfig,
-    /// Requests per second to this provider (sustained), shared by its pollers in the group.
+    /// Requests per second to this provider (sustained), shared by its pollers in the group
+    /// (by those with the same `limit_key`, when set).
     pub rate_per_second: f64,
     /// Burst of the rate limit.
     pub rate_burst: u32,
@@ -63,6 +64,10 @@ pub struct PollSettings {
     pub breaker: BreakerConfig,
     /// Random share of the interval added or removed, in [0, 1).
     pub interval_jitter: f64,
+    /// What shares the rate limit and quota: pollers of the group with the same key (`None`: the
+    /// provider name). The altdata producer keys by site host, so one site's pages do not hold
+    /// back another site.
+    pub limit_key: Option<String>,
 }
 
 impl Default for PollSettings {
@@ -75,6 +80,7 @@ impl Default for PollSettings {
             backoff: BackoffConfig::default(),
             breaker: BreakerConfig::default(),
             interval_jitter: 0.1,
+            limit_key: None,
         }
     }
 }
@@ -242,12 +248,13 @@ impl PollGroup {
         Self { name: name.into(), settings, members: Vec::new(), providers: HashMap::new() }
     }
 
-    /// Adds a poller. Its provider's rate limit and quota come from the first poller added for
-    /// that provider.
+    /// Adds a poller. Its provider's (or `limit_key`'s) rate limit and quota come from the first
+    /// poller added for that provider (or key).
     pub fn add<P: Poller>(&mut self, poller: P, settings: PollSettings) -> &mut Self {
+        let key = settings.limit_key.clone().unwrap_or_else(|| poller.provider().to_string());
         let limits = self
             .providers
-            .entry(poller.provider().to_string())
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(ProviderLimits {
                     limiter: RateLimiter::new(settings.rate_per_second, settings.rate_burst),
@@ -719,13 +726,14 @@ impl<P: Poller> Polled<P> {
         let _ = ctx.sink.route::<P::Record>(p.provider());
         let _ = ctx.sink.route::<SourceState>(&ctx.producer);
         let mut backoff = Backoff::new(s.backoff);
-        let gauge = ctx.metrics.breaker_state.with_label_values(&[p.provider()]);
+        let gauge = ctx.metrics.breaker_state.with_label_values(&[p.provider(), p.name()]);
         let mut breaker = CircuitBreaker::new(s.breaker, Some(gauge));
         let calls = |outcome: &str| ctx.metrics.api_calls.with_label_values(&[p.provider(), outcome]).inc();
         let breaker_event = |state: BreakerState| {
             tracing::warn!(source = p.name(), state = state.as_str(), "circuit breaker changed state");
             let mut e = IngestEvent::new(&ctx.producer, p.provider(), EventKind::BreakerState);
             e.state = Some(state.as_str().into());
+            e.message = Some(format!("source {}", p.name()));
             ctx.event(&e);
         };
         let commit = |records, rejects, next: &P::Cursor, received_at| {
@@ -803,7 +811,16 @@ impl<P: Poller> Polled<P> {
             let (class, resp, what) = match outcome {
                 Ok(resp) => {
                     calls("ok");
-                    let (normalized, more) = match p.normalize(&resp, &cursor) {
+                    // Parsing a large body is CPU work: off the async worker when the runtime can
+                    // lend the thread, so other sources' I/O keeps moving meanwhile.
+                    let parsed = if tokio::runtime::Handle::current().runtime_flavor()
+                        == tokio::runtime::RuntimeFlavor::MultiThread
+                    {
+                        tokio::task::block_in_place(|| p.normalize(&resp, &cursor))
+                    } else {
+                        p.normalize(&resp, &cursor)
+                    };
+                    let (normalized, more) = match parsed {
                         Ok(Normalized { records, rejects, cursor: next, more }) => {
                             (commit(records, rejects, &next, resp.received_at).await.map(|()| next), more)
                         }

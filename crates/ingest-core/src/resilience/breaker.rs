@@ -1,7 +1,7 @@
 //! Circuit breaker: after `failure_threshold` consecutive failures the circuit opens and calls
 //! are refused for `open_for`; then one trial call is let through (half-open): success closes
 //! the circuit, failure opens it again. The state is exported as
-//! `producer_circuit_breaker_state{provider}` (0 closed, 1 open, 2 half-open).
+//! `producer_circuit_breaker_state{provider,source}` (0 closed, 1 open, 2 half-open).
 
 use std::time::Duration;
 

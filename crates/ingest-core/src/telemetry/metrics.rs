@@ -62,7 +62,7 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// [`API_CALLS`] {provider, outcome}
     pub api_calls: IntCounterVec,
-    /// [`BREAKER_STATE`] {provider}
+    /// [`BREAKER_STATE`] {provider, source}: one breaker per polled source
     pub breaker_state: IntGaugeVec,
     /// [`KAFKA_IN_FLIGHT`]
     pub kafka_in_flight: IntGauge,
@@ -132,8 +132,8 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(latency.clone())).expect("metric registered once");
         let breaker_state = IntGaugeVec::new(
-            Opts::new(BREAKER_STATE, "Circuit breaker state: 0 closed, 1 open, 2 half-open."),
-            &["provider"],
+            Opts::new(BREAKER_STATE, "Circuit breaker state of a polled source: 0 closed, 1 open, 2 half-open."),
+            &["provider", "source"],
         )
         .expect("valid metric");
         registry.register(Box::new(breaker_state.clone())).expect("metric registered once");
@@ -186,7 +186,7 @@ mod tests {
         m.messages_failed.with_label_values(&["polygon", "market.ticks.raw", REASON_INVALID]).inc();
         m.latency.with_label_values(&["polygon", "market.ticks.raw"]).observe(0.003);
         m.api_calls.with_label_values(&["polygon", "ok"]).inc();
-        m.breaker_state.with_label_values(&["polygon"]).set(0);
+        m.breaker_state.with_label_values(&["newsapi", "everything"]).set(0);
         let text = m.render();
         for name in [MESSAGES_SENT, MESSAGES_FAILED, "producer_latency_seconds_bucket", API_CALLS, BREAKER_STATE] {
             assert!(text.contains(&format!("{name}{{")), "{name} missing in\n{text}");
