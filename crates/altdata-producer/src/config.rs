@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use ingest_core::config::{ConfigError, Section, require_url};
 use serde::Deserialize;
 
+use crate::html::{Extract, Plan};
+
 /// How a custom source is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,7 +30,7 @@ pub enum PaginationKind {
     Page,
     /// `?<param>=<token>` with the token read from `cursor_path` of the previous page.
     Cursor,
-    /// The `Link: <…>; rel="next"` response header.
+    /// The `Link: <…>; rel="next"` response header, or else the URL at `cursor_path`.
     Link,
 }
 
@@ -40,7 +42,8 @@ pub struct Pagination {
     pub kind: PaginationKind,
     /// Query parameter carrying the page number or cursor.
     pub param: String,
-    /// JSON Pointer of the next cursor in a page (kind `cursor`).
+    /// Where a page holds the next cursor (kind `cursor`) or next URL (kind `link`): a JSON
+    /// Pointer (json) or an HTML extraction such as `a[rel=next]@href` (html).
     pub cursor_path: String,
     /// Most pages read per poll.
     pub max_pages: u32,
@@ -89,20 +92,23 @@ pub struct AltSourceConfig {
     /// A secret header or query parameter.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
-    /// Where the items are: a JSON Pointer to an array or object (json; empty: the document).
+    /// Where the items are: a JSON Pointer to an array or object (json; empty: the document),
+    /// or a CSS selector matching each item element (html; empty: the document).
     #[serde(default)]
     pub items: String,
-    /// The item's id: a JSON Pointer (json) or a column (csv); empty: a hash of the content.
+    /// The item's id: a JSON Pointer (json), a column (csv) or an extraction (html:
+    /// `selector`, `selector@attribute`, `@attribute`); empty: a hash of the content.
     #[serde(default)]
     pub id: String,
-    /// The item's event time: a JSON Pointer or a column; empty: the receive time.
+    /// The item's event time: a JSON Pointer, a column or an extraction; empty: the receive time.
     #[serde(default)]
     pub time: String,
     /// How `time` is written: `rfc3339`, `unix`, `unix_ms`, or a chrono format such as
     /// `%Y-%m-%d` (UTC).
     #[serde(default = "default_time_format")]
     pub time_format: String,
-    /// Output fields: name → JSON Pointer or column; empty: the whole item (every column).
+    /// Output fields: name → JSON Pointer, column or extraction; empty: the whole item (every
+    /// column; for html, the item's text as `text`).
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
     /// Paging.
@@ -150,9 +156,6 @@ impl Section for AltDataConfig {
             if s.interval_secs == 0 {
                 return Err(ConfigError::key(key("interval_secs"), "must be positive"));
             }
-            if s.kind == SourceKind::Html {
-                return Err(ConfigError::key(key("kind"), "html sources are not supported yet (json, csv)"));
-            }
             if let Some(a) = &s.auth {
                 if a.header.is_none() == a.query.is_none() {
                     return Err(ConfigError::key(key("auth"), "give exactly one of header and query"));
@@ -164,18 +167,66 @@ impl Section for AltDataConfig {
                     ));
                 }
             }
-            for (f, p) in [("items", &s.items), ("id", &s.id), ("time", &s.time)] {
-                if s.kind == SourceKind::Json && !p.is_empty() && !p.starts_with('/') {
-                    return Err(ConfigError::key(key(f), "must be a JSON Pointer (`/a/0/b`)"));
+            let mut paths = vec![("items".to_string(), &s.items), ("id".into(), &s.id), ("time".into(), &s.time)];
+            paths.extend(s.fields.iter().map(|(name, p)| (format!("fields.{name}"), p)));
+            paths.push(("pagination.cursor_path".into(), &s.pagination.cursor_path));
+            for (f, p) in paths {
+                match s.kind {
+                    SourceKind::Json if !p.is_empty() && !p.starts_with('/') => {
+                        return Err(ConfigError::key(key(&f), "must be a JSON Pointer (`/a/0/b`)"));
+                    }
+                    SourceKind::Html if !p.is_empty() => {
+                        let checked =
+                            if f == "items" { Plan::new(p, [], None).map(drop) } else { Extract::parse(p).map(drop) };
+                        checked.map_err(|e| ConfigError::key(key(&f), e))?;
+                    }
+                    _ => {}
                 }
             }
-            if s.pagination.kind == PaginationKind::Cursor && !s.pagination.cursor_path.starts_with('/') {
-                return Err(ConfigError::key(key("pagination.cursor_path"), "must be a JSON Pointer"));
+            if s.pagination.kind == PaginationKind::Cursor && s.pagination.cursor_path.is_empty() {
+                return Err(ConfigError::key(key("pagination.cursor_path"), "kind `cursor` needs the cursor's place"));
+            }
+            if s.kind == SourceKind::Csv && !s.pagination.cursor_path.is_empty() {
+                return Err(ConfigError::key(key("pagination.cursor_path"), "csv pages carry no cursor"));
             }
             if s.pagination.max_pages == 0 {
                 return Err(ConfigError::key(key("pagination.max_pages"), "must be positive"));
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+    use super::*;
+
+    fn check(source: serde_json::Value) -> Result<(), String> {
+        let mut s = serde_json::json!({"name": "s", "url": "https://data.example/x"});
+        s.as_object_mut().unwrap().extend(source.as_object().unwrap().clone());
+        let cfg: AltDataConfig = serde_json::from_value(serde_json::json!({"sources": [s]})).unwrap();
+        cfg.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_kind_checks_its_own_paths_and_names_the_key() {
+        use serde_json::json;
+        assert!(
+            check(json!({"kind": "html", "items": "tr.event", "id": "@data-id", "time": "td.when",
+            "fields": {"a": "td a@href"}, "pagination": {"kind": "link", "cursor_path": "a[rel=next]@href"}}))
+            .is_ok()
+        );
+        let err = check(json!({"kind": "html", "items": "tr..event"})).unwrap_err();
+        assert!(err.contains("altdata.sources[0].items") && err.contains("not a CSS selector"), "{err}");
+        let err = check(json!({"kind": "html", "fields": {"price": "td.price@"}})).unwrap_err();
+        assert!(err.contains("altdata.sources[0].fields.price"), "{err}");
+        let err = check(json!({"kind": "json", "fields": {"price": "price"}})).unwrap_err();
+        assert!(err.contains("fields.price") && err.contains("JSON Pointer"), "{err}");
+        let err = check(json!({"kind": "json", "pagination": {"kind": "cursor"}})).unwrap_err();
+        assert!(err.contains("pagination.cursor_path"), "{err}");
+        let err = check(json!({"kind": "csv", "pagination": {"kind": "link", "cursor_path": "/next"}})).unwrap_err();
+        assert!(err.contains("csv pages carry no cursor"), "{err}");
+        assert!(check(json!({"kind": "csv", "id": "symbol", "fields": {"px": "close"}})).is_ok());
     }
 }

@@ -1,5 +1,5 @@
 //! A user-configured source as a poller: fetch (through the SSRF guard), map the items with
-//! JSON Pointers (json) or column names (csv), page, and hand `altdata.record/v1` records to the
+//! JSON Pointers (json), column names (csv) or CSS-selector extractions (html), page, and hand `altdata.record/v1` records to the
 //! exactly-once group. No code change per source: everything comes from `altdata.sources[]`.
 
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{AltSourceConfig, PaginationKind, SourceKind};
+use crate::html::Plan;
 use crate::ssrf::{GuardedResolver, Refused};
 
 /// Provider label of custom sources.
@@ -39,6 +40,8 @@ pub struct CustomSource {
     cfg: AltSourceConfig,
     secret: Option<Secret>,
     resolver: GuardedResolver,
+    /// The compiled selectors of an html source (an error only if the config was not validated).
+    html: Result<Option<Plan>, String>,
 }
 
 impl CustomSource {
@@ -46,7 +49,16 @@ impl CustomSource {
     /// the environment variable the config names.
     pub fn new(cfg: AltSourceConfig, resolver: GuardedResolver) -> Self {
         let secret = cfg.auth.as_ref().and_then(|a| std::env::var(&a.env).ok()).map(Secret::new);
-        Self { cfg, secret, resolver }
+        let html = match cfg.kind {
+            SourceKind::Html => {
+                let specs =
+                    [cfg.id.as_str(), cfg.time.as_str()].into_iter().chain(cfg.fields.values().map(String::as_str));
+                let next = Some(cfg.pagination.cursor_path.as_str());
+                Plan::new(&cfg.items, specs, next).map(Some)
+            }
+            _ => Ok(None),
+        };
+        Self { cfg, secret, resolver, html }
     }
 
     fn check(&self, url: &str) -> Result<url::Url, Refused> {
@@ -120,23 +132,31 @@ impl CustomSource {
         let get = |path: &str| -> Option<&Value> {
             match c.kind {
                 SourceKind::Csv => item.get(path),
-                _ => item.pointer(path),
+                SourceKind::Html => item.get("selected").and_then(|s| s.get(path)),
+                SourceKind::Json => item.pointer(path),
             }
         };
         let id = if c.id.is_empty() {
             format!("{:016x}", DedupWindow::hash(&item.to_string()))
         } else {
             let v = get(&c.id).filter(|v| !v.is_null()).ok_or_else(|| format!("item has no id at `{}`", c.id))?;
-            as_text(v)
+            let id = as_text(v);
+            if id.trim().is_empty() {
+                return Err(format!("item has an empty id at `{}`", c.id));
+            }
+            id
         };
         let observed_at = if c.time.is_empty() {
             received_at
         } else {
-            let v = get(&c.time).ok_or_else(|| format!("item has no time at `{}`", c.time))?;
+            let v = get(&c.time).filter(|v| !v.is_null()).ok_or_else(|| format!("item has no time at `{}`", c.time))?;
             parse_time(&as_text(v), &c.time_format)?
         };
         let data: Map<String, Value> = if c.fields.is_empty() {
             match item {
+                Value::Object(m) if c.kind == SourceKind::Html => {
+                    Map::from_iter([("text".to_string(), m.get("text").cloned().unwrap_or(Value::Null))])
+                }
                 Value::Object(m) => m.clone(),
                 other => Map::from_iter([("value".to_string(), other.clone())]),
             }
@@ -154,8 +174,14 @@ impl CustomSource {
         })
     }
 
-    fn items(&self, body: &[u8]) -> Result<(Vec<Value>, Option<Value>), String> {
+    /// The page's items, and the next cursor or URL at `pagination.cursor_path` if any.
+    fn items(&self, body: &[u8]) -> Result<(Vec<Value>, Option<String>), String> {
         match self.cfg.kind {
+            SourceKind::Html => {
+                let plan = self.html.as_ref().map_err(Clone::clone)?.as_ref().ok_or("no html plan")?;
+                let page = plan.scrape(body)?;
+                Ok((page.items, page.next))
+            }
             SourceKind::Csv => {
                 let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(body);
                 let headers = r.headers().map_err(|e| format!("CSV header: {e}"))?.clone();
@@ -179,7 +205,14 @@ impl CustomSource {
                     Some(Value::Null) | None => Vec::new(),
                     Some(other) => vec![other.clone()],
                 };
-                Ok((items, Some(doc)))
+                let path = &self.cfg.pagination.cursor_path;
+                let next = (!path.is_empty())
+                    .then(|| doc.pointer(path))
+                    .flatten()
+                    .filter(|v| !v.is_null())
+                    .map(as_text)
+                    .filter(|t| !t.is_empty());
+                Ok((items, next))
             }
         }
     }
@@ -262,6 +295,9 @@ impl Poller for CustomSource {
         _client: &'a reqwest::Client,
     ) -> futures::future::BoxFuture<'a, Result<(), (ingest_core::resilience::ErrorClass, String)>> {
         Box::pin(async move {
+            if let Err(e) = &self.html {
+                return Err((ingest_core::resilience::ErrorClass::Refused, format!("configuration: {e}")));
+            }
             // The configured URL (a Link header's next URL is checked when it is read).
             self.check(&self.cfg.url)
                 .map(drop)
@@ -272,7 +308,7 @@ impl Poller for CustomSource {
     fn normalize(&self, resp: &HttpResponse, cursor: &Cursor) -> Result<Normalized<AltDataRecord, Cursor>, String> {
         let c = &self.cfg;
         let url = cursor.next_url.clone().unwrap_or_else(|| c.url.clone());
-        let (items, doc) = self.items(&resp.body)?;
+        let (items, next) = self.items(&resp.body)?;
         let mut out = Normalized { records: vec![], rejects: vec![], cursor: Cursor::default(), more: false };
         for item in &items {
             let raw = serde_json::to_vec(item).unwrap_or_default();
@@ -293,18 +329,13 @@ impl Poller for CustomSource {
             }
             PaginationKind::Page => {}
             PaginationKind::Cursor => {
-                let token = doc
-                    .as_ref()
-                    .and_then(|d| d.pointer(&c.pagination.cursor_path))
-                    .filter(|v| !v.is_null())
-                    .map(as_text);
-                if let Some(t) = token.filter(|t| !t.is_empty()) {
+                if let Some(t) = next {
                     out.cursor = Cursor { token: Some(t), pages, ..Cursor::default() };
                     out.more = true;
                 }
             }
             PaginationKind::Link => {
-                if let Some(next) = resp.header("link").and_then(link_next) {
+                if let Some(next) = resp.header("link").and_then(link_next).or(next) {
                     let base = url::Url::parse(&url).map_err(|e| e.to_string())?;
                     let next = base.join(&next).map_err(|e| format!("bad Link URL: {e}"))?;
                     self.check(next.as_str()).map_err(|r| r.to_string())?;

@@ -1,8 +1,9 @@
 //! altdata-producer's library: user-configured sources, no code change per source.
 //!
 //! - [`config`]: the `altdata:` section (sources, host allow-list, private-address allowances).
-//! - [`custom`]: a configured source as a poller (JSON Pointer or CSV column mapping, paging,
-//!   auth from the environment, content-hash ids).
+//! - [`custom`]: a configured source as a poller (JSON Pointer, CSV column or CSS selector
+//!   mapping, paging, auth from the environment, content-hash ids).
+//! - [`html`]: CSS-selector scraping of `kind: html` pages.
 //! - [`ssrf`]: the guard every URL goes through (DNS-time address checks, redirects, IP
 //!   literals), with an injectable lookup and a tripwire for tests.
 //! - [`group`]: the sources in one exactly-once group; each has its own breaker, so a failing
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod custom;
+pub mod html;
 pub mod ssrf;
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
-//! Custom sources end to end, in process: the real runtime and broker, a local HTTP server
-//! playing the sites, an injected resolver (names map to loopback or to private addresses) and
-//! a tripwire that records any address that is not loopback reaching the connector: these
-//! tests never send a packet anywhere but loopback, and a broken guard fails them loudly.
+//! Custom sources end to end, in process: the real runtime and broker, provider-sim playing the
+//! sites (JSON with three paging styles, CSV, HTML, a failing source, an open redirect), an
+//! injected resolver (names map to loopback or to private addresses) and a tripwire that records
+//! any address that is not loopback reaching the connector: these tests never send a packet
+//! anywhere but loopback, and a broken guard fails them loudly.
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
@@ -12,11 +13,7 @@ use std::time::Duration;
 
 use altdata_producer::config::AltDataConfig;
 use altdata_producer::ssrf::{Lookup, Tripwire};
-use axum::Router;
-use axum::extract::Query;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use futures::future::BoxFuture;
 use ingest_core::config::{Config, CoreConfig};
 use ingest_core::kafka::admin::TopicToCreate;
@@ -24,7 +21,10 @@ use ingest_core::record::AltDataRecord;
 use ingest_core::runtime::{self, ProducerSpec};
 use ingest_core::source::Source;
 use ingest_core::testkit;
+use provider_sim::Sim;
+use provider_sim::altdata::{AltDataHandle, SimClose, SimEvent, SimRate};
 use rdkafka::message::Message;
+use serde_json::json;
 
 #[derive(Debug)]
 struct Table(HashMap<&'static str, IpAddr>);
@@ -36,176 +36,268 @@ impl Lookup for Table {
     }
 }
 
-async fn serve_sites() -> u16 {
-    let app = Router::new()
-        .route(
-            "/rates",
-            get(|Query(q): Query<HashMap<String, String>>| async move {
-                let body = match q.get("cursor").map(String::as_str) {
-                    None => r#"{"data":{"items":[{"id":"r1","date":"2024-01-02","value":5.33,"label":"Fed funds"},{"id":"r2","date":"2024-01-03","value":5.31,"label":"SOFR"}]},"next":"c2"}"#,
-                    Some("c2") => r#"{"data":{"items":[{"id":"r3","date":"2024-01-04","value":4.1,"label":"T-bill"},{"date":"2024-01-04","value":1}]},"next":null}"#,
-                    Some(_) => r#"{"data":{"items":[]},"next":null}"#,
-                };
-                ([(header::CONTENT_TYPE, "application/json")], body)
-            }),
-        )
-        .route(
-            "/paged",
-            get(|Query(q): Query<HashMap<String, String>>| async move {
-                let body = match q.get("p").map(String::as_str) {
-                    Some("1") => r#"[{"k":"p1"},{"k":"p2"}]"#,
-                    Some("2") => r#"[{"k":"p3"}]"#,
-                    _ => "[]",
-                };
-                ([(header::CONTENT_TYPE, "application/json")], body)
-            }),
-        )
-        .route(
-            "/linked",
-            get(|| async {
-                let next = "</linked2>; rel=\"next\", </linked>; rel=\"first\"";
-                ([(header::CONTENT_TYPE, "application/json"), (header::LINK, next)], r#"[{"k":"l1"}]"#)
-            }),
-        )
-        .route("/linked2", get(|| async { ([(header::CONTENT_TYPE, "application/json")], r#"[{"k":"l2"}]"#) }))
-        .route(
-            "/prices.csv",
-            get(|| async { ([(header::CONTENT_TYPE, "text/csv")], "symbol,date,close\nAAPL,2024-01-02,185.64\nMSFT,2024-01-02,370.87\n") }),
-        )
-        .route(
-            "/to-metadata",
-            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "http://169.254.169.254/latest/meta-data/")]).into_response() }),
-        )
-        .route(
-            "/to-internal",
-            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "http://internal.example/secret")]).into_response() }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
+fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2024, 1, d).unwrap()
+}
+
+/// Known content: five rates (one without an id, to be dead-lettered) over three pages, two
+/// closes, three calendar events over two pages.
+fn sites() -> AltDataHandle {
+    let h = AltDataHandle::new();
+    for (i, (id, value, label)) in
+        [("r1", 5.33, "Fed funds"), ("r2", 5.31, "SOFR"), ("", 1.0, "no id"), ("r3", 4.1, "T-bill"), ("r4", 3.9, "2y")]
+            .into_iter()
+            .enumerate()
+    {
+        let observed = Utc.with_ymd_and_hms(2024, 1, 2, 12, u32::try_from(i).unwrap(), 0).unwrap();
+        h.rate(SimRate { id: id.into(), observed, value, label: label.into() });
+    }
+    for (sym, close) in [("AAPL", "185.64"), ("MSFT", "370.87")] {
+        h.close(SimClose { symbol: sym.into(), date: day(2), close: close.into() });
+    }
+    for (id, d, name, actual) in [
+        ("nfp-2024-01", 5, "Nonfarm payrolls", Some("216K")),
+        ("cpi-2024-01", 11, "CPI & core CPI", Some("3.4%")),
+        ("fomc-2024-01", 31, "FOMC <rate> decision", None),
+    ] {
+        h.event(SimEvent { id: id.into(), when: day(d), name: name.into(), actual: actual.map(str::to_string) });
+    }
+    h
+}
+
+struct Run {
+    cfg: Config<AltDataConfig>,
+    raw: String,
+    dlq: String,
+    site: String,
+    escaped: Arc<Mutex<Vec<String>>>,
+}
+
+impl Run {
+    fn new(port: u16) -> Self {
+        let stem = testkit::unique_topic("alt");
+        let site = format!("http://data.example:{port}/altdata");
+        let section: AltDataConfig = serde_json::from_value(json!({
+            "allow_private": ["data.example"],
+            "sources": [
+                {"name": "rates-cursor", "kind": "json", "url": format!("{site}/rates.json"), "interval_secs": 1,
+                 "items": "/data/items", "id": "/id", "time": "/observed",
+                 "fields": {"rate": "/value", "name": "/label"},
+                 "pagination": {"kind": "cursor", "param": "cursor", "cursor_path": "/next"}},
+                {"name": "rates-pages", "kind": "json", "url": format!("{site}/rates.json"), "interval_secs": 1,
+                 "items": "/data/items", "id": "/id", "pagination": {"kind": "page", "param": "page"}},
+                {"name": "rates-linked", "kind": "json", "url": format!("{site}/rates.json"), "interval_secs": 1,
+                 "items": "/data/items", "id": "/id", "pagination": {"kind": "link"}},
+                {"name": "closes", "kind": "csv", "url": format!("{site}/prices.csv"), "interval_secs": 1,
+                 "id": "key", "time": "date", "time_format": "%Y-%m-%d"},
+                {"name": "calendar", "kind": "html", "url": format!("{site}/calendar.html"), "interval_secs": 1,
+                 "items": "table#calendar tr.event", "id": "@data-id", "time": "td.when", "time_format": "%Y-%m-%d",
+                 "fields": {"event": "td.name", "actual": "td.actual", "link": "td.name a@href"},
+                 "pagination": {"kind": "link", "cursor_path": "a[rel=next]@href"}},
+                {"name": "calendar-text", "kind": "html", "url": format!("{site}/calendar.html"), "interval_secs": 1,
+                 "items": "h1"},
+                {"name": "failing", "kind": "json", "url": format!("{site}/status/500"), "interval_secs": 1},
+                {"name": "loopback", "kind": "json", "url": format!("http://127.0.0.1:{port}/altdata/rates.json"), "interval_secs": 1},
+                {"name": "metadata", "kind": "json", "url": "http://169.254.169.254/latest/meta-data/", "interval_secs": 1},
+                {"name": "internal", "kind": "json", "url": format!("http://internal.example:{port}/altdata/rates.json"), "interval_secs": 1},
+                {"name": "redirect-metadata", "kind": "json", "interval_secs": 1,
+                 "url": format!("{site}/redirect?to=http://169.254.169.254/latest/meta-data/")},
+                {"name": "redirect-internal", "kind": "json", "interval_secs": 1,
+                 "url": format!("{site}/redirect?to=http://internal.example:{port}/altdata/rates.json")}
+            ]
+        }))
+        .unwrap();
+        ingest_core::config::Section::validate(&section).unwrap();
+        let mut core = CoreConfig::default();
+        core.kafka.brokers = testkit::kafka_brokers();
+        core.kafka.topics.altdata_records.name = format!("{stem}.raw");
+        core.kafka.topics.events.name = format!("{stem}.events");
+        core.kafka.topics.state.name = format!("{stem}.state");
+        core.runtime.instance_id = testkit::unique_topic("inst");
+        core.telemetry.metrics_addr = "127.0.0.1:0".parse().unwrap();
+        core.telemetry.health_addr = "127.0.0.1:0".parse().unwrap();
+        Run {
+            cfg: Config { core, section },
+            raw: format!("{stem}.raw"),
+            dlq: format!("{stem}.dlq"),
+            site,
+            escaped: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    async fn topics(&self) {
+        let t = &self.cfg.core.kafka.topics;
+        testkit::create_topics(&[
+            TopicToCreate::new(&self.raw, 2),
+            TopicToCreate::new(&self.dlq, 1),
+            TopicToCreate::new(&t.events.name, 1),
+            TopicToCreate::new(&t.state.name, 1),
+        ])
+        .await;
+    }
+
+    async fn start(&self) -> runtime::Running {
+        let lookup = Arc::new(Table(HashMap::from([
+            ("data.example", "127.0.0.1".parse().unwrap()),
+            ("internal.example", "10.0.0.5".parse().unwrap()),
+        ])));
+        let e = self.escaped.clone();
+        let tripwire: Tripwire = Arc::new(move |host: &str, ip: IpAddr| {
+            if !ip.is_loopback() {
+                e.lock().unwrap().push(format!("{host} -> {ip}"));
+            }
+            ip.is_loopback()
+        });
+        let group = altdata_producer::group(&self.cfg, "itest-altdata", lookup, Some(tripwire));
+        let sources: Vec<Box<dyn Source>> = vec![Box::new(group)];
+        runtime::start(ProducerSpec { name: "itest-altdata", version: "0", about: "t" }, &self.cfg, sources)
+            .await
+            .expect("start")
+    }
+
+    fn records(&self) -> Vec<AltDataRecord> {
+        testkit::consume_committed(&self.raw, Duration::from_secs(30))
+            .iter()
+            .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+            .collect()
+    }
+}
+
+fn sum(metrics: &str, prefix: &str, filter: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn data(r: &AltDataRecord) -> serde_json::Value {
+    serde_json::Value::Object(r.data.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_and_csv_sources_deliver_and_ssrf_attempts_are_refused_and_counted() {
-    let port = serve_sites().await;
-    let stem = testkit::unique_topic("alt");
-    let (raw, state) = (format!("{stem}.raw"), format!("{stem}.state"));
-    testkit::create_topics(&[
-        TopicToCreate::new(&raw, 2),
-        TopicToCreate::new(format!("{stem}.dlq"), 1),
-        TopicToCreate::new(format!("{stem}.events"), 1),
-        TopicToCreate::new(&state, 1),
-    ])
-    .await;
-    let site = format!("http://data.example:{port}");
-    let section: AltDataConfig = serde_json::from_value(serde_json::json!({
-        "allow_private": ["data.example"],
-        "sources": [
-            {"name": "rates", "kind": "json", "url": format!("{site}/rates"), "interval_secs": 1,
-             "items": "/data/items", "id": "/id", "time": "/date", "time_format": "%Y-%m-%d",
-             "fields": {"rate": "/value", "name": "/label"},
-             "pagination": {"kind": "cursor", "param": "cursor", "cursor_path": "/next"}},
-            {"name": "prices", "kind": "csv", "url": format!("{site}/prices.csv"), "interval_secs": 1,
-             "id": "symbol", "time": "date", "time_format": "%Y-%m-%d"},
-            {"name": "paged", "kind": "json", "url": format!("{site}/paged"), "interval_secs": 1, "id": "/k",
-             "pagination": {"kind": "page", "param": "p"}},
-            {"name": "linked", "kind": "json", "url": format!("{site}/linked"), "interval_secs": 1, "id": "/k",
-             "pagination": {"kind": "link"}},
-            {"name": "loopback", "kind": "json", "url": format!("http://127.0.0.1:{port}/rates"), "interval_secs": 1},
-            {"name": "metadata", "kind": "json", "url": "http://169.254.169.254/latest/meta-data/", "interval_secs": 1},
-            {"name": "internal", "kind": "json", "url": format!("http://internal.example:{port}/rates"), "interval_secs": 1},
-            {"name": "redirect-metadata", "kind": "json", "url": format!("{site}/to-metadata"), "interval_secs": 1},
-            {"name": "redirect-internal", "kind": "json", "url": format!("{site}/to-internal"), "interval_secs": 1}
-        ]
-    }))
-    .unwrap();
-    let mut core = CoreConfig::default();
-    core.kafka.brokers = testkit::kafka_brokers();
-    core.kafka.topics.altdata_records.name = raw.clone();
-    core.kafka.topics.events.name = format!("{stem}.events");
-    core.kafka.topics.state.name = state;
-    core.runtime.instance_id = testkit::unique_topic("inst");
-    core.telemetry.metrics_addr = "127.0.0.1:0".parse().unwrap();
-    core.telemetry.health_addr = "127.0.0.1:0".parse().unwrap();
-    let cfg = Config { core, section };
+async fn every_kind_through_provider_sim_exactly_once_and_ssrf_attempts_refused_and_counted() {
+    let handle = sites();
+    let sim = Sim::start("127.0.0.1:0".parse().unwrap(), handle.router()).await.unwrap();
+    let run = Run::new(sim.addr.port());
+    run.topics().await;
+    let running = run.start().await;
 
-    let lookup = Arc::new(Table(HashMap::from([
-        ("data.example", "127.0.0.1".parse().unwrap()),
-        ("internal.example", "10.0.0.5".parse().unwrap()),
-    ])));
-    let escaped = Arc::new(Mutex::new(Vec::<String>::new()));
-    let e = escaped.clone();
-    let tripwire: Tripwire = Arc::new(move |host: &str, ip: IpAddr| {
-        if !ip.is_loopback() {
-            e.lock().unwrap().push(format!("{host} -> {ip}"));
-        }
-        ip.is_loopback()
-    });
-    let group = altdata_producer::group(&cfg, "itest-altdata", lookup, Some(tripwire));
-    let sources: Vec<Box<dyn Source>> = vec![Box::new(group)];
-    let running = runtime::start(ProducerSpec { name: "itest-altdata", version: "0", about: "t" }, &cfg, sources)
-        .await
-        .expect("start");
-
+    const EXPECTED: usize = 4 * 3 + 2 + 3 + 1;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let got: Vec<AltDataRecord> = loop {
-        let got: Vec<AltDataRecord> = testkit::consume_committed(&raw, Duration::from_secs(30))
-            .iter()
-            .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
-            .collect();
-        if got.len() >= 10 {
+    let got = loop {
+        let got = run.records();
+        if got.len() >= EXPECTED {
             break got;
         }
-        assert!(std::time::Instant::now() < deadline, "{} of 10 records", got.len());
+        assert!(std::time::Instant::now() < deadline, "{} of {EXPECTED} records", got.len());
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    // A few more polls of every source, including the refused ones.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let metrics = running.metrics.render();
+    // The failing source fails five times (with backoff) and its breaker opens, while the
+    // others keep delivering (their records above).
+    let metrics = testkit::wait_for(Duration::from_secs(60), "the failing source's breaker to open", || {
+        let m = running.metrics.render();
+        async move { (sum(&m, "producer_circuit_breaker_state{", "source=\"failing\"") >= 1.0).then_some(m) }
+    })
+    .await;
     running.shutdown_token().cancel();
     tokio::time::timeout(Duration::from_secs(20), running.wait()).await.expect("stops").expect("clean stop");
 
-    let keys: Vec<String> = got.iter().map(|r| format!("{}:{}", r.source, r.id)).collect();
-    let mut sorted = keys.clone();
-    sorted.sort();
+    let mut keys: Vec<String> = got.iter().map(|r| format!("{}:{}", r.source, r.id)).collect();
+    keys.sort();
+    let text_ids: Vec<&str> = got.iter().filter(|r| r.source == "calendar-text").map(|r| r.id.as_str()).collect();
+    let mut want: Vec<String> = ["rates-cursor", "rates-pages", "rates-linked"]
+        .iter()
+        .flat_map(|s| ["r1", "r2", "r3", "r4"].map(|r| format!("{s}:{r}")))
+        .chain(["closes:AAPL-2024-01-02", "closes:MSFT-2024-01-02"].map(String::from))
+        .chain(["calendar:nfp-2024-01", "calendar:cpi-2024-01", "calendar:fomc-2024-01"].map(String::from))
+        .chain(text_ids.iter().map(|id| format!("calendar-text:{id}")))
+        .collect();
+    want.sort();
+    assert_eq!(keys, want, "each item once, every page read; the id-less rate dead-lettered");
+    assert_eq!(text_ids.len(), 1, "the first page's `h1`, once, by its content hash");
+
+    // JSON, field by field.
+    let r1 = got.iter().find(|r| r.source == "rates-cursor" && r.id == "r1").unwrap();
+    assert_eq!(r1.observed_at, Utc.with_ymd_and_hms(2024, 1, 2, 12, 0, 0).unwrap());
+    assert_eq!(data(r1), json!({"rate": 5.33, "name": "Fed funds"}));
+    assert_eq!(r1.url.as_deref(), Some(format!("{}/rates.json", run.site).as_str()));
+    assert_eq!(r1.provider, "altdata");
+    let r4 = got.iter().find(|r| r.source == "rates-pages" && r.id == "r4").unwrap();
+    assert_eq!(data(r4), json!({"id": "r4", "observed": "2024-01-02T12:04:00Z", "value": 3.9, "label": "2y"}));
+    let linked = got.iter().find(|r| r.source == "rates-linked" && r.id == "r1").unwrap();
     assert_eq!(
-        sorted,
-        [
-            "linked:l1",
-            "linked:l2",
-            "paged:p1",
-            "paged:p2",
-            "paged:p3",
-            "prices:AAPL",
-            "prices:MSFT",
-            "rates:r1",
-            "rates:r2",
-            "rates:r3"
-        ],
-        "each item once, every page read (cursor, page number, Link header); the id-less item dead-lettered"
+        linked.url.as_deref(),
+        Some(format!("{}/rates.json?cursor=o4", run.site).as_str()),
+        "the Link target was followed"
     );
-    let linked = got.iter().find(|r| r.id == "l2").unwrap();
-    assert_eq!(linked.url.as_deref(), Some(format!("{site}/linked2").as_str()), "the Link target was followed");
-    let r1 = got.iter().find(|r| r.id == "r1").unwrap();
-    assert_eq!(r1.observed_at, chrono::DateTime::parse_from_rfc3339("2024-01-02T00:00:00Z").unwrap());
-    assert_eq!(serde_json::Value::Object(r1.data.clone()), serde_json::json!({"rate": 5.33, "name": "Fed funds"}));
-    assert_eq!(r1.url.as_deref(), Some(format!("{site}/rates").as_str()));
-    let aapl = got.iter().find(|r| r.id == "AAPL").unwrap();
+    // CSV.
+    let aapl = got.iter().find(|r| r.id == "AAPL-2024-01-02").unwrap();
+    assert_eq!(aapl.observed_at, DateTime::parse_from_rfc3339("2024-01-02T00:00:00Z").unwrap());
     assert_eq!(
-        serde_json::Value::Object(aapl.data.clone()),
-        serde_json::json!({"symbol": "AAPL", "date": "2024-01-02", "close": "185.64"})
+        data(aapl),
+        json!({"key": "AAPL-2024-01-02", "symbol": "AAPL", "date": "2024-01-02", "close": "185.64"})
+    );
+    // HTML: entities decoded, missing cells null, the next link followed from the page.
+    let cpi = got.iter().find(|r| r.id == "cpi-2024-01").unwrap();
+    assert_eq!(cpi.observed_at, Utc.with_ymd_and_hms(2024, 1, 11, 0, 0, 0).unwrap());
+    assert_eq!(data(cpi), json!({"event": "CPI & core CPI", "actual": "3.4%", "link": "/altdata/events/cpi-2024-01"}));
+    let fomc = got.iter().find(|r| r.id == "fomc-2024-01").unwrap();
+    assert_eq!(
+        data(fomc),
+        json!({"event": "FOMC <rate> decision", "actual": null, "link": "/altdata/events/fomc-2024-01"})
+    );
+    let nfp = got.iter().find(|r| r.id == "nfp-2024-01").unwrap();
+    assert_eq!(nfp.url.as_deref(), Some(format!("{}/calendar.html?page=2", run.site).as_str()));
+    let mut titles: Vec<serde_json::Value> =
+        got.iter().filter(|r| r.source == "calendar-text").map(|r| r.data["text"].clone()).collect();
+    titles.sort_by_key(ToString::to_string);
+    assert_eq!(titles, [json!("Economic calendar — page 1")], "one page: calendar-text does not page");
+
+    // What went over the wire, from the simulator's log.
+    let queries: Vec<String> =
+        sim.log.to_path("/altdata/rates.json").into_iter().filter_map(|r| r.query).collect::<Vec<_>>();
+    for q in ["cursor=o2", "cursor=o4", "page=1", "page=2", "page=3"] {
+        assert!(queries.iter().any(|x| x == q), "a request with ?{q}: {queries:?}");
+    }
+    assert!(
+        sim.log.to_path("/altdata/calendar.html").iter().any(|r| r.query.as_deref() == Some("page=2")),
+        "the HTML next link was followed"
     );
 
-    let refused: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("producer_api_calls_total{") && l.contains("outcome=\"refused\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    // Dead letters: the id-less rate, from each rates source (on every poll that reads it).
+    let dlq = testkit::consume_committed(&run.dlq, Duration::from_secs(30));
+    let letters: Vec<serde_json::Value> =
+        dlq.iter().map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap()).collect();
+    assert!(letters.len() >= 3, "{letters:?}");
+    for l in &letters {
+        assert!(l["error"].as_str().unwrap().contains("empty id at `/id`"), "{l}");
+        assert!(l["raw"].as_str().unwrap().contains("no id"), "the item itself is kept: {l}");
+    }
+
+    let refused = sum(&metrics, "producer_api_calls_total{", "outcome=\"refused\"");
     assert!(refused >= 5.0, "five refused sources, each counted: {metrics}");
-    assert!(
-        escaped.lock().unwrap().is_empty(),
-        "addresses that are not loopback reached the connector: {:?}",
-        escaped.lock().unwrap()
+    assert!(sum(&metrics, "producer_api_calls_total{", "outcome=\"retryable_error\"") >= 1.0, "{metrics}");
+    assert_eq!(
+        sum(&metrics, "producer_circuit_breaker_state{", "source=\"rates-cursor\""),
+        0.0,
+        "another source's breaker stays closed: {metrics}"
     );
+    assert!(run.escaped.lock().unwrap().is_empty(), "non-loopback addresses reached the connector: {:?}", run.escaped);
+
+    // A restart with the same instance resumes from the committed state: more polls, no
+    // record twice.
+    let polls_before = sim.log.to_path("/altdata/prices.csv").len();
+    let running = run.start().await;
+    testkit::wait_for(Duration::from_secs(60), "two more polls after the restart", || {
+        let n = sim.log.to_path("/altdata/prices.csv").len();
+        async move { (n >= polls_before + 2).then_some(()) }
+    })
+    .await;
+    running.shutdown_token().cancel();
+    tokio::time::timeout(Duration::from_secs(20), running.wait()).await.expect("stops").expect("clean stop");
+    let after = run.records();
+    assert_eq!(after.len(), got.len(), "no duplicates after the restart");
+    drop(handle);
+    sim.stop().await.unwrap();
 }

@@ -8,14 +8,16 @@
 //! (a new one every `--news-every-secs`); SEC EDGAR's feed at `/cgi-bin/browse-edgar` and
 //! submissions at `/submissions/…` (a new filing every `--sec-every-secs`); Reddit's token and
 //! listings at `/api/v1/access_token` and `/r/{sub}/new` and StockTwits at
-//! `/api/2/streams/symbol/…` (new posts every `--social-every-secs`); `GET /_sim/requests` shows
-//! what clients sent.
+//! `/api/2/streams/symbol/…` (new posts every `--social-every-secs`); the altdata example sites
+//! at `/altdata/…` (JSON, CSV, HTML; new content every `--altdata-every-secs`);
+//! `GET /_sim/requests` shows what clients sent.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use provider_sim::altdata::AltDataHandle;
 use provider_sim::edgar::{EdgarConfig, EdgarHandle, demo_filing};
 use provider_sim::news::{NewsConfig, NewsHandle, demo_article};
 use provider_sim::polygon::{Firehose, PolygonConfig, PolygonHandle};
@@ -68,6 +70,10 @@ struct Cli {
     /// ones at start).
     #[arg(long, default_value_t = 10)]
     social_every_secs: u64,
+    /// Add a demo rate (and every fifth time a calendar event) to the altdata sites every this
+    /// many seconds (0 = only the ones at start).
+    #[arg(long, default_value_t = 30)]
+    altdata_every_secs: u64,
 }
 
 #[tokio::main]
@@ -162,12 +168,21 @@ async fn main() -> ExitCode {
             }
         });
     }
-    let routes = polygon
-        .router()
-        .merge(news.router())
-        .merge(edgar.router())
-        .merge(social.router())
-        .merge(provider_sim::altdata::router());
+    let altdata = AltDataHandle::new();
+    for n in 0..6u32 {
+        altdata.demo_tick(u64::from(n), start - chrono::Duration::minutes(i64::from(30 - n * 5)));
+    }
+    if cli.altdata_every_secs > 0 {
+        let (sites, every) = (altdata.clone(), Duration::from_secs(cli.altdata_every_secs));
+        tokio::spawn(async move {
+            for n in 6u64.. {
+                tokio::time::sleep(every).await;
+                sites.demo_tick(n, chrono::Utc::now());
+            }
+        });
+    }
+    let routes =
+        polygon.router().merge(news.router()).merge(edgar.router()).merge(social.router()).merge(altdata.router());
     let sim = match provider_sim::Sim::start(cli.listen, routes).await {
         Ok(sim) => sim,
         Err(e) => {
