@@ -728,6 +728,16 @@ impl<P: Poller> Polled<P> {
         let mut backoff = Backoff::new(s.backoff);
         let gauge = ctx.metrics.breaker_state.with_label_values(&[p.provider(), p.name()]);
         let mut breaker = CircuitBreaker::new(s.breaker, Some(gauge));
+        // Every series this loop can move exists from the start, at 0: rate()/increase() and
+        // alerts see the first failure, and dashboards find the series before anything failed.
+        for outcome in ["ok", "retryable_error", "rate_limited", "permanent_error", "fatal_error", "refused"] {
+            let _ = ctx.metrics.api_calls.with_label_values(&[p.provider(), outcome]);
+        }
+        let _ = ctx.metrics.duplicates_skipped.with_label_values(&[p.provider()]);
+        let _ = ctx.metrics.quota_exhausted.with_label_values(&[p.provider()]);
+        for outcome in ["committed", "aborted"] {
+            let _ = ctx.metrics.transactions.with_label_values(&[&group.group, outcome]);
+        }
         let calls = |outcome: &str| ctx.metrics.api_calls.with_label_values(&[p.provider(), outcome]).inc();
         let breaker_event = |state: BreakerState| {
             tracing::warn!(source = p.name(), state = state.as_str(), "circuit breaker changed state");
