@@ -13,7 +13,7 @@ IMAGE_TAG ?= dev
 
 .PHONY: help deps build test test-unit test-integration bench run $(addprefix run-,$(PRODUCERS)) \
         kafka-up kafka-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
-        docker-build fmt fmt-check lint coverage clean
+        docker-build check-deploy fmt fmt-check lint coverage clean
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -61,11 +61,17 @@ kafka-topics: ## list topics and partition counts
 kafka-clean: ## stop local Kafka and delete its data
 	scripts/kafka.sh clean
 
-docker-build: ## build one image per producer (needs a Docker engine)
+docker-build: ## build one image per producer, and provider-sim's (needs a Docker engine)
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "docker-build: no Docker engine reachable ($(DOCKER) info failed)"; exit 1; }
 	for p in $(PRODUCERS); do \
-	  $(DOCKER) build --build-arg PRODUCER=$$p-producer -t $(IMAGE_PREFIX)/$$p-producer:$(IMAGE_TAG) . || exit 1; \
+	  $(DOCKER) build --build-arg PRODUCER=$$p-producer --build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null) \
+	    -t $(IMAGE_PREFIX)/$$p-producer:$(IMAGE_TAG) . || exit 1; \
 	done
+	$(DOCKER) build --build-arg PRODUCER=provider-sim -t $(IMAGE_PREFIX)/provider-sim:$(IMAGE_TAG) .
+
+check-deploy: kafka-up ## deployment checks: compose, hadolint, promtool, Kubernetes schemas, live Prometheus scrape (part of `make test`)
+	cargo build --workspace --bins --locked
+	$(TEST_ENV) cargo test --locked -p deploy-check
 
 fmt: ## format the code
 	cargo fmt --all

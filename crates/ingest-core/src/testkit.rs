@@ -235,6 +235,8 @@ pub struct ProducerProcess {
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Where `/health` and `/ready` are served.
     pub health: std::net::SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics: std::net::SocketAddr,
 }
 
 impl ProducerProcess {
@@ -270,14 +272,17 @@ impl ProducerProcess {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let health = loop {
+        let addr = |l: &str, key: &str| -> Option<std::net::SocketAddr> {
+            l.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
+        };
+        let (health, metrics) = loop {
             let found = log
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
-                .find_map(|l| l.split("health=").nth(1)?.split_whitespace().next()?.parse().ok());
-            if let Some(addr) = found {
-                break addr;
+                .find_map(|l| Some((addr(l, "health=")?, addr(l, "metrics=")?)));
+            if let Some(addrs) = found {
+                break addrs;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
@@ -288,7 +293,7 @@ impl ProducerProcess {
             assert!(Instant::now() < deadline, "producer did not start within 30s");
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self { child, log, health }
+        Self { child, log, health, metrics }
     }
 
     /// The process id.
