@@ -25,12 +25,14 @@ build: ## build all crates (debug)
 	cargo build --workspace --all-targets --locked
 
 test: kafka-up ## all tests (unit + integration) against the real local Kafka
+	cargo build --workspace --bins --locked  # every binary, provider-sim included (deploy checks run them)
 	$(TEST_ENV) cargo test --workspace --locked
 
 test-unit: ## unit tests only (no Kafka needed)
 	cargo test --workspace --locked --lib --bins
 
 test-integration: kafka-up ## integration tests only (real Kafka)
+	cargo build --workspace --bins --locked
 	$(TEST_ENV) cargo test --workspace --locked --test '*'
 
 bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick) and end to end through the local Kafka
