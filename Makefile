@@ -12,7 +12,7 @@ IMAGE_PREFIX ?= finstream
 IMAGE_TAG ?= dev
 
 .PHONY: help deps build test test-unit test-integration bench run $(addprefix run-,$(PRODUCERS)) \
-        kafka-up kafka-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
+        kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
         docker-build check-deploy fmt fmt-check lint coverage clean
 
 help: ## this list
@@ -24,14 +24,14 @@ deps: ## install system packages, Kafka jars (Maven Central) and Rust crates
 build: ## build all crates (debug)
 	cargo build --workspace --all-targets --locked
 
-test: kafka-up ## all tests (unit + integration) against the real local Kafka
+test: kafka-up kafka-secure-up ## all tests (unit + integration) against the real local Kafka
 	cargo build --workspace --bins --locked  # every binary, provider-sim included (deploy checks run them)
 	$(TEST_ENV) cargo test --workspace --locked
 
 test-unit: ## unit tests only (no Kafka needed)
 	cargo test --workspace --locked --lib --bins
 
-test-integration: kafka-up ## integration tests only (real Kafka)
+test-integration: kafka-up kafka-secure-up ## integration tests only (real Kafka)
 	cargo build --workspace --bins --locked
 	$(TEST_ENV) cargo test --workspace --locked --test '*'
 
@@ -50,6 +50,12 @@ kafka-up: ## start the single-node local Kafka (127.0.0.1:$KAFKA_PORT) and creat
 
 kafka-down: ## stop the single-node local Kafka
 	scripts/kafka.sh down
+
+kafka-secure-up: ## start the TLS + SASL/SCRAM-SHA-512 test broker (localhost:9293; test CA and user in .local/kafka/secure)
+	scripts/kafka.sh secure-up
+
+kafka-secure-down: ## stop it
+	scripts/kafka.sh secure-down
 
 kafka-cluster-up: ## start a three-node local Kafka cluster (RF=3, min.insync.replicas=2)
 	scripts/kafka.sh cluster-up

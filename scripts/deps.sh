@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf 'deps.sh: %s\n' "$*" >&2; }
 
 packages=(build-essential pkg-config libssl-dev zlib1g-dev openjdk-17-jre-headless maven kcat curl
-  prometheus docker-compose python3-venv)
+  prometheus docker-compose python3-venv openssl)
 missing=()
 if command -v dpkg >/dev/null; then
   for p in "${packages[@]}"; do

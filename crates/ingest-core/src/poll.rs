@@ -471,16 +471,13 @@ pub fn read_committed_to_end(
 ) -> Result<(), String> {
     let consumer = |isolation: &str| -> Result<BaseConsumer, String> {
         let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &kafka.brokers)
-            .set("group.id", "finstream-state-restore")
+        // Security settings (TLS, SASL) apply to every client; producer tuning does not.
+        for (k, v) in kafka.connection_properties() {
+            cc.set(k, v);
+        }
+        cc.set("group.id", "finstream-state-restore")
             .set("enable.auto.commit", "false")
             .set("isolation.level", isolation);
-        // Security settings (TLS, SASL) apply to every client; producer tuning does not.
-        for (k, v) in &kafka.properties {
-            if ["security.", "ssl.", "sasl."].iter().any(|p| k.starts_with(p)) {
-                cc.set(k, v);
-            }
-        }
         cc.create().map_err(|e| format!("cannot create a consumer: {e}"))
     };
     let deadline = Instant::now() + timeout;

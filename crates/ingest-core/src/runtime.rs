@@ -217,7 +217,13 @@ pub async fn start<S: Section>(
         tracing::info!(url = %core.kafka.schema_registry_url, "schema registry configured; records carry a `schema` header (registration not implemented yet)");
     }
     if core.kafka.create_topics {
-        match ensure_topics(&core.kafka.brokers, core.kafka.replication_factor, &design_topics(&core.kafka)).await {
+        match ensure_topics(
+            &core.kafka.connection_properties(),
+            core.kafka.replication_factor,
+            &design_topics(&core.kafka),
+        )
+        .await
+        {
             Ok(created) if !created.is_empty() => tracing::info!(?created, "created missing topics"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not create topics; readiness will report missing ones"),

@@ -30,7 +30,7 @@ pub fn unique_topic(prefix: &str) -> String {
 /// Creates topics on the real broker; panics with a clear message if Kafka is unreachable.
 pub async fn create_topics(topics: &[TopicToCreate]) {
     let brokers = kafka_brokers();
-    ensure_topics(&brokers, 1, topics)
+    ensure_topics(&[("bootstrap.servers".to_string(), brokers.clone())], 1, topics)
         .await
         .unwrap_or_else(|e| panic!("cannot create test topics on Kafka at {brokers} (run `make kafka-up`): {e}"));
 }

@@ -71,6 +71,147 @@ pub struct KafkaConfig {
     pub healthcheck_interval_secs: u64,
     /// Topic names and partition counts.
     pub topics: Topics,
+    /// TLS and SASL towards the brokers, for every client (producer, state restore, admin).
+    pub security: KafkaSecurity,
+}
+
+/// `kafka.security`: how clients authenticate to the brokers and verify them.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSecurity {
+    /// `security.protocol`: plaintext, ssl, sasl_plaintext or sasl_ssl
+    /// (`KAFKA_SECURITY_PROTOCOL`).
+    pub protocol: String,
+    /// `sasl.mechanism`: SCRAM-SHA-512 (default), SCRAM-SHA-256 or PLAIN (`KAFKA_SASL_MECHANISM`).
+    pub sasl_mechanism: String,
+    /// SASL user (`KAFKA_SASL_USERNAME`).
+    pub sasl_username: String,
+    /// SASL password (`KAFKA_SASL_PASSWORD`). A secret: never logged.
+    pub sasl_password: super::Secret,
+    /// PEM file of the CA(s) that signed the brokers' certificates (`KAFKA_SSL_CA_LOCATION`);
+    /// empty: the system's CAs.
+    pub ssl_ca_location: String,
+    /// Client certificate (PEM) for mutual TLS (`KAFKA_SSL_CERTIFICATE_LOCATION`).
+    pub ssl_certificate_location: String,
+    /// Its private key (PEM) (`KAFKA_SSL_KEY_LOCATION`).
+    pub ssl_key_location: String,
+    /// The key's password, if it is encrypted (`KAFKA_SSL_KEY_PASSWORD`). A secret.
+    pub ssl_key_password: super::Secret,
+    /// Check that the broker's certificate names the host connected to (`https`
+    /// endpoint identification). Turn off only for test certificates without the right names.
+    pub ssl_verify_hostname: bool,
+}
+
+impl Default for KafkaSecurity {
+    fn default() -> Self {
+        Self {
+            protocol: "plaintext".into(),
+            sasl_mechanism: "SCRAM-SHA-512".into(),
+            sasl_username: String::new(),
+            sasl_password: super::Secret::default(),
+            ssl_ca_location: String::new(),
+            ssl_certificate_location: String::new(),
+            ssl_key_location: String::new(),
+            ssl_key_password: super::Secret::default(),
+            ssl_verify_hostname: true,
+        }
+    }
+}
+
+impl fmt::Debug for KafkaSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSecurity")
+            .field("protocol", &self.protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &self.sasl_password)
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("ssl_certificate_location", &self.ssl_certificate_location)
+            .field("ssl_key_location", &self.ssl_key_location)
+            .field("ssl_key_password", &self.ssl_key_password)
+            .field("ssl_verify_hostname", &self.ssl_verify_hostname)
+            .finish()
+    }
+}
+
+impl KafkaSecurity {
+    fn uses_sasl(&self) -> bool {
+        self.protocol.starts_with("sasl_")
+    }
+
+    fn uses_tls(&self) -> bool {
+        self.protocol == "ssl" || self.protocol == "sasl_ssl"
+    }
+
+    /// The librdkafka properties of these settings (credentials included: for client configs
+    /// only, never for logs).
+    pub fn client_properties(&self) -> Vec<(&'static str, String)> {
+        let mut p = vec![("security.protocol", self.protocol.clone())];
+        if self.uses_sasl() {
+            p.push(("sasl.mechanism", self.sasl_mechanism.clone()));
+            p.push(("sasl.username", self.sasl_username.clone()));
+            p.push(("sasl.password", self.sasl_password.expose().to_string()));
+        }
+        if self.uses_tls() {
+            for (k, v) in [
+                ("ssl.ca.location", &self.ssl_ca_location),
+                ("ssl.certificate.location", &self.ssl_certificate_location),
+                ("ssl.key.location", &self.ssl_key_location),
+            ] {
+                if !v.is_empty() {
+                    p.push((k, v.clone()));
+                }
+            }
+            if !self.ssl_key_password.is_empty() {
+                p.push(("ssl.key.password", self.ssl_key_password.expose().to_string()));
+            }
+            let id = if self.ssl_verify_hostname { "https" } else { "none" };
+            p.push(("ssl.endpoint.identification.algorithm", id.to_string()));
+        }
+        p
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("kafka.security.{k}");
+        if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&self.protocol.as_str()) {
+            return Err(ConfigError::key(key("protocol"), "must be plaintext, ssl, sasl_plaintext or sasl_ssl"));
+        }
+        if self.uses_sasl() {
+            if !["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"].contains(&self.sasl_mechanism.as_str()) {
+                return Err(ConfigError::key(key("sasl_mechanism"), "must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"));
+            }
+            if self.sasl_username.trim().is_empty() {
+                return Err(ConfigError::key(
+                    key("sasl_username"),
+                    "required with a SASL protocol (set KAFKA_SASL_USERNAME)",
+                ));
+            }
+            if self.sasl_password.is_empty() {
+                return Err(ConfigError::key(
+                    key("sasl_password"),
+                    "required with a SASL protocol (set KAFKA_SASL_PASSWORD)",
+                ));
+            }
+        }
+        if self.uses_tls() {
+            for (k, v) in [
+                ("ssl_ca_location", &self.ssl_ca_location),
+                ("ssl_certificate_location", &self.ssl_certificate_location),
+                ("ssl_key_location", &self.ssl_key_location),
+            ] {
+                if !v.is_empty() && std::fs::metadata(v).map(|m| !m.is_file()).unwrap_or(true) {
+                    return Err(ConfigError::key(key(k), format!("`{v}` is not a readable file")));
+                }
+            }
+            if self.ssl_certificate_location.is_empty() != self.ssl_key_location.is_empty() {
+                return Err(ConfigError::key(
+                    key("ssl_key_location"),
+                    "give both the client certificate and its key, or neither",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for KafkaConfig {
@@ -92,6 +233,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             healthcheck_interval_secs: 5,
             topics: Topics::default(),
+            security: KafkaSecurity::default(),
         }
     }
 }
@@ -115,6 +257,7 @@ impl fmt::Debug for KafkaConfig {
             .field("properties", &props)
             .field("create_topics", &self.create_topics)
             .field("topics", &self.topics)
+            .field("security", &self.security)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +269,21 @@ pub(crate) fn is_credential_key(key: &str) -> bool {
 }
 
 impl KafkaConfig {
+    /// The properties every Kafka client of ours needs to reach the brokers: bootstrap servers,
+    /// `kafka.security`, and the `security.*`/`ssl.*`/`sasl.*` keys of `kafka.properties` (which
+    /// win). Producer tuning is not included.
+    pub fn connection_properties(&self) -> Vec<(String, String)> {
+        let mut p = vec![("bootstrap.servers".to_string(), self.brokers.clone())];
+        p.extend(self.security.client_properties().into_iter().map(|(k, v)| (k.to_string(), v)));
+        p.extend(
+            self.properties
+                .iter()
+                .filter(|(k, _)| ["security.", "ssl.", "sasl."].iter().any(|pre| k.starts_with(pre)))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        p
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.brokers.split(',').all(|b| b.trim().is_empty()) {
             return Err(ConfigError::key("kafka.brokers", "must name at least one broker (host:port)"));
@@ -162,6 +320,7 @@ impl KafkaConfig {
         if !self.schema_registry_url.is_empty() {
             super::require_url("kafka.schema_registry_url", &self.schema_registry_url, &["https", "http"])?;
         }
+        self.security.validate()?;
         self.topics.validate()
     }
 }

@@ -18,7 +18,9 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-pub use self::core::{CoreConfig, KafkaConfig, LogFormat, RuntimeConfig, TelemetryConfig, TopicSpec, Topics};
+pub use self::core::{
+    CoreConfig, KafkaConfig, KafkaSecurity, LogFormat, RuntimeConfig, TelemetryConfig, TopicSpec, Topics,
+};
 pub use self::secret::Secret;
 
 /// The config file used when `--config` is not given.
@@ -45,6 +47,14 @@ pub const SEED_ENV: &[(&str, &str)] = &[
     ("SEC_USER_AGENT", "sec.user_agent"),
     ("REPLICA_INDEX", "market.replica_index"),
     ("REPLICA_COUNT", "market.replica_count"),
+    ("KAFKA_SECURITY_PROTOCOL", "kafka.security.protocol"),
+    ("KAFKA_SASL_MECHANISM", "kafka.security.sasl_mechanism"),
+    ("KAFKA_SASL_USERNAME", "kafka.security.sasl_username"),
+    ("KAFKA_SASL_PASSWORD", "kafka.security.sasl_password"),
+    ("KAFKA_SSL_CA_LOCATION", "kafka.security.ssl_ca_location"),
+    ("KAFKA_SSL_CERTIFICATE_LOCATION", "kafka.security.ssl_certificate_location"),
+    ("KAFKA_SSL_KEY_LOCATION", "kafka.security.ssl_key_location"),
+    ("KAFKA_SSL_KEY_PASSWORD", "kafka.security.ssl_key_password"),
 ];
 
 /// Prefix of the generic overrides: `FINSTREAM__KAFKA__LINGER_MS` sets `kafka.linger_ms`.

@@ -233,3 +233,58 @@ fn missing_file_is_a_clear_error() {
     let err = load_with_env::<Demo>(std::path::Path::new("/nonexistent/config.yaml"), &HashMap::new()).unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
 }
+
+#[test]
+fn kafka_security_from_the_seed_style_variables_checked_and_redacted() {
+    let f = file("news:\n  provider:\n    enabled: false\n");
+    let ca = file("-----BEGIN CERTIFICATE-----\n");
+    let ca_path = ca.path().display().to_string();
+    let cfg = load_with_env::<Demo>(
+        f.path(),
+        &env(&[
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_USERNAME", "ingest"),
+            ("KAFKA_SASL_PASSWORD", "SENTINEL-pw-9c2d"),
+            ("KAFKA_SSL_CA_LOCATION", &ca_path),
+        ]),
+    )
+    .unwrap();
+    let s = &cfg.core.kafka.security;
+    assert_eq!(
+        (s.protocol.as_str(), s.sasl_mechanism.as_str(), s.sasl_username.as_str()),
+        ("sasl_ssl", "SCRAM-SHA-512", "ingest")
+    );
+    let props = cfg.core.kafka.connection_properties();
+    for (k, v) in [
+        ("security.protocol", "sasl_ssl"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", "ingest"),
+        ("sasl.password", "SENTINEL-pw-9c2d"),
+        ("ssl.ca.location", ca_path.as_str()),
+        ("ssl.endpoint.identification.algorithm", "https"),
+    ] {
+        assert!(props.iter().any(|(pk, pv)| pk == k && pv == v), "{k}={v} missing");
+    }
+    assert!(!format!("{cfg:?}").contains("SENTINEL-pw-9c2d"));
+
+    let bad = |pairs: &[(&str, &str)]| load_with_env::<Demo>(f.path(), &env(pairs)).unwrap_err();
+    let e = bad(&[("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"), ("KAFKA_SASL_USERNAME", "ingest")]);
+    assert_eq!(e.key.as_deref(), Some("kafka.security.sasl_password"), "{e}");
+    let e = bad(&[("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"), ("KAFKA_SASL_PASSWORD", "SENTINEL-pw-9c2d")]);
+    assert_eq!(e.key.as_deref(), Some("kafka.security.sasl_username"), "{e}");
+    assert!(!e.to_string().contains("SENTINEL"), "{e}");
+    let e = bad(&[("KAFKA_SECURITY_PROTOCOL", "tls")]);
+    assert_eq!(e.key.as_deref(), Some("kafka.security.protocol"));
+    let e = bad(&[("KAFKA_SECURITY_PROTOCOL", "ssl"), ("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem")]);
+    assert_eq!(e.key.as_deref(), Some("kafka.security.ssl_ca_location"));
+    let e = bad(&[
+        ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+        ("KAFKA_SASL_USERNAME", "u"),
+        ("KAFKA_SASL_PASSWORD", "p"),
+        ("KAFKA_SASL_MECHANISM", "GSSAPI"),
+    ]);
+    assert_eq!(e.key.as_deref(), Some("kafka.security.sasl_mechanism"));
+    // Plaintext (the default) sends no credentials at all.
+    let plain = load_with_env::<Demo>(f.path(), &env(&[("KAFKA_SASL_PASSWORD", "SENTINEL-pw-9c2d")])).unwrap();
+    assert!(!plain.core.kafka.connection_properties().iter().any(|(k, _)| k.starts_with("sasl.")));
+}

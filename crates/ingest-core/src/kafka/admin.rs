@@ -45,16 +45,19 @@ pub fn design_topics(cfg: &KafkaConfig) -> Vec<TopicToCreate> {
 }
 
 /// Creates the topics that do not exist yet (existing ones are left as they are). Returns the
-/// names it created.
+/// names it created. `connection` is [`KafkaConfig::connection_properties`] (or just
+/// `bootstrap.servers`).
 pub async fn ensure_topics(
-    brokers: &str,
+    connection: &[(String, String)],
     replication_factor: i32,
     topics: &[TopicToCreate],
 ) -> Result<Vec<String>, String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| format!("cannot create the Kafka admin client: {e}"))?;
+    let mut cc = ClientConfig::new();
+    for (k, v) in connection {
+        cc.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        cc.create().map_err(|e| format!("cannot create the Kafka admin client: {e}"))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {

@@ -139,7 +139,6 @@ impl fmt::Debug for Sink {
 /// The librdkafka properties of a config, in the order they are applied (later wins).
 fn client_properties(cfg: &KafkaConfig, client_id: &str) -> Vec<(String, String)> {
     let mut p: Vec<(String, String)> = [
-        ("bootstrap.servers", cfg.brokers.clone()),
         // Same key -> partition mapping as the Java client, so Kafka Streams / Flink jobs that
         // join our topics with Java-produced ones see co-partitioned keys.
         ("partitioner", "murmur2_random".to_string()),
@@ -156,6 +155,7 @@ fn client_properties(cfg: &KafkaConfig, client_id: &str) -> Vec<(String, String)
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    p.extend(cfg.connection_properties());
     p.extend(cfg.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
     p
 }
@@ -167,6 +167,14 @@ fn config_key_of(property: &str, cfg: &KafkaConfig) -> String {
     }
     match property {
         "bootstrap.servers" => "kafka.brokers",
+        "security.protocol" => "kafka.security.protocol",
+        "sasl.mechanism" => "kafka.security.sasl_mechanism",
+        "sasl.username" => "kafka.security.sasl_username",
+        "sasl.password" => "kafka.security.sasl_password",
+        "ssl.ca.location" => "kafka.security.ssl_ca_location",
+        "ssl.certificate.location" => "kafka.security.ssl_certificate_location",
+        "ssl.key.location" => "kafka.security.ssl_key_location",
+        "ssl.key.password" => "kafka.security.ssl_key_password",
         "client.id" => "kafka.client_id",
         "acks" => "kafka.acks",
         "enable.idempotence" => "kafka.enable_idempotence",

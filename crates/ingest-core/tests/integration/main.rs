@@ -5,4 +5,5 @@
 
 mod poll;
 mod runtime;
+mod security;
 mod sink;
