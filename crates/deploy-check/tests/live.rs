@@ -7,10 +7,12 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{bin, demo_env, free_port, spawn_logged};
 
 use deploy_check::{dashboard_exprs, exposed_names, grafana_to_promql, metric_names, repo, tool, yaml_file};
 use ingest_core::kafka::admin::TopicToCreate;
@@ -18,77 +20,6 @@ use ingest_core::testkit::{self, ProducerProcess};
 use serde_json::Value;
 
 const PRODUCERS: [&str; 5] = ["market", "news", "social", "sec", "altdata"];
-
-/// A child process killed on drop (provider-sim, Prometheus).
-struct Guard(Child, PathBuf);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Guard {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-}
-
-/// `target/debug` (or wherever this test binary was built): the workspace binaries are there,
-/// built by `cargo test --workspace` (`make test`).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let path = dir.join(name);
-    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` (make test builds it)", path.display());
-    path
-}
-
-fn spawn_logged(program: &Path, args: &[String], log: PathBuf) -> Guard {
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(repo())
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    Guard(child, log)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The environment scripts/demo-env.sh exports for a simulator at `sim`, with no credentials set.
-fn demo_env(sim: &str) -> Vec<(String, String)> {
-    let out = Command::new("bash")
-        .args(["-c", ". scripts/demo-env.sh && env -0"])
-        .current_dir(repo())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("demo_sim", sim)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "demo-env.sh: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let env: Vec<(String, String)> = text
-        .split('\0')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| {
-            k.starts_with("FINSTREAM__")
-                || k.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-                    && *k != "PATH"
-                    && *k != "PWD"
-                    && *k != "SHLVL"
-                    && *k != "_"
-        })
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    assert!(env.iter().any(|(k, v)| k == "MARKET_WS_URL" && v == &format!("ws://{sim}/stocks")), "{env:?}");
-    env
-}
 
 async fn query(client: &reqwest::Client, prom: &str, q: &str) -> Value {
     let r = client.get(format!("{prom}/api/v1/query")).query(&[("query", q)]).send().await.unwrap();

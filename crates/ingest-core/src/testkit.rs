@@ -341,3 +341,61 @@ impl Drop for ProducerProcess {
         }
     }
 }
+
+/// Hostile-input property test of a poller's `normalize`: `cases` bodies, each either arbitrary
+/// bytes or one of `seeds` (real provider responses) mutated (bytes flipped, inserted, deleted,
+/// chunks repeated, truncated), served with status 200 and, in turn, with other statuses.
+/// `normalize` must return (records, rejects or an error), never panic. Proptest's runner with a
+/// fixed seed: reproducible, shrinks a failing input. Returns the number of inputs tried.
+pub fn hostile_bodies<P: crate::source::Poller>(poller: &P, cursor: &P::Cursor, seeds: &[Vec<u8>], cases: u32) -> u32 {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    assert!(!seeds.is_empty(), "give at least one real response as a seed");
+    let seeds = seeds.to_vec();
+    let n = seeds.len();
+    let mutated =
+        (0..n, proptest::collection::vec((any::<u32>(), 0u8..5, any::<u8>()), 0..24)).prop_map(move |(i, ops)| {
+            let mut b = seeds[i].clone();
+            for (pos, op, byte) in ops {
+                let at = if b.is_empty() { 0 } else { pos as usize % b.len() };
+                match op {
+                    0 if !b.is_empty() => b[at] = byte,
+                    1 => b.insert(at, byte),
+                    2 if !b.is_empty() => {
+                        b.remove(at);
+                    }
+                    3 => {
+                        // Repeat a chunk: deep nesting, long strings, duplicated keys.
+                        let end = (at + 1 + byte as usize).min(b.len());
+                        let chunk = b[at..end].to_vec();
+                        for _ in 0..(byte % 16) {
+                            b.splice(at..at, chunk.iter().copied());
+                        }
+                    }
+                    _ => b.truncate(at),
+                }
+            }
+            b
+        });
+    let strategy = prop_oneof![1 => proptest::collection::vec(any::<u8>(), 0..2048), 4 => mutated];
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
+    let tried = std::sync::atomic::AtomicU32::new(0);
+    let result = runner.run(&strategy, |body| {
+        let n = tried.fetch_add(1, Ordering::Relaxed);
+        let status = [200, 200, 200, 200, 429, 500, 401][n as usize % 7];
+        let resp = crate::http::HttpResponse {
+            status,
+            headers: reqwest::header::HeaderMap::new(),
+            body: body.into(),
+            received_at: chrono::Utc::now(),
+        };
+        let _ = poller.normalize(&resp, cursor);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("normalize of {} failed on hostile input: {e}", poller.name());
+    }
+    tried.into_inner()
+}

@@ -1,0 +1,81 @@
+//! Helpers shared by the tests that run the shipped binaries: start them with captured logs,
+//! find them in the target directory, compute the demo-mode environment.
+
+#![allow(dead_code, reason = "each test file uses a different subset")]
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use deploy_check::repo;
+
+/// A child process killed on drop (provider-sim, Prometheus).
+pub(crate) struct Guard(Child, PathBuf);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Guard {
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+/// `target/debug` (or wherever this test binary was built): the workspace binaries are there,
+/// built by `cargo test --workspace` (`make test`).
+pub(crate) fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` (make test builds it)", path.display());
+    path
+}
+
+pub(crate) fn spawn_logged(program: &Path, args: &[String], log: PathBuf) -> Guard {
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    Guard(child, log)
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The environment scripts/demo-env.sh exports for a simulator at `sim`, with no credentials set.
+pub(crate) fn demo_env(sim: &str) -> Vec<(String, String)> {
+    let out = Command::new("bash")
+        .args(["-c", ". scripts/demo-env.sh && env -0"])
+        .current_dir(repo())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("demo_sim", sim)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "demo-env.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let env: Vec<(String, String)> = text
+        .split('\0')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| {
+            k.starts_with("FINSTREAM__")
+                || k.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                    && *k != "PATH"
+                    && *k != "PWD"
+                    && *k != "SHLVL"
+                    && *k != "_"
+        })
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(env.iter().any(|(k, v)| k == "MARKET_WS_URL" && v == &format!("ws://{sim}/stocks")), "{env:?}");
+    env
+}
