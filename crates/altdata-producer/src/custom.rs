@@ -463,3 +463,52 @@ mod tests {
         assert_eq!(link_next(r#"<https://a.example/p1>; rel="prev""#), None);
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ssrf::{Lookup, Policy};
+
+    #[derive(Debug)]
+    struct NoLookup;
+
+    impl Lookup for NoLookup {
+        fn lookup(&self, _host: &str) -> futures::future::BoxFuture<'static, std::io::Result<Vec<IpAddr>>> {
+            Box::pin(async { Err(std::io::Error::other("no DNS in this test")) })
+        }
+    }
+
+    fn source(cfg: serde_json::Value) -> CustomSource {
+        let resolver = GuardedResolver::new(Arc::new(NoLookup), Arc::new(Policy::default()), None);
+        CustomSource::new(serde_json::from_value(cfg).unwrap(), resolver)
+    }
+
+    /// Hostile input for each kind of custom source (JSON with cursor paging, CSV, HTML with a
+    /// next link): mutated real pages and random bytes never panic.
+    #[test]
+    fn hostile_bodies_never_panic() {
+        let json = source(serde_json::json!({"name": "j", "kind": "json", "url": "https://a.example/r",
+            "items": "/data/items", "id": "/id", "time": "/observed", "fields": {"rate": "/value"},
+            "pagination": {"kind": "cursor", "param": "cursor", "cursor_path": "/next"}}));
+        let seed = br#"{"data":{"items":[{"id":"r1","observed":"2024-01-02T12:00:00Z","value":5.33,"label":"Fed funds"},{"id":"r2","observed":"2024-01-02T12:01:00Z","value":[1,{"a":null}]}]},"next":"o2"}"#;
+        assert_eq!(ingest_core::testkit::hostile_bodies(&json, &Cursor::default(), &[seed.to_vec()], 1500), 1500);
+
+        let csv = source(serde_json::json!({"name": "c", "kind": "csv", "url": "https://a.example/p.csv",
+            "id": "key", "time": "date", "time_format": "%Y-%m-%d"}));
+        let seed =
+            b"key,symbol,date,close\nAAPL-2024-01-02,AAPL,2024-01-02,185.64\n\"MS,FT\",MSFT,2024-01-02,\"370.87\"\n";
+        assert_eq!(ingest_core::testkit::hostile_bodies(&csv, &Cursor::default(), &[seed.to_vec()], 1500), 1500);
+
+        let html = source(serde_json::json!({"name": "h", "kind": "html", "url": "https://a.example/c.html",
+            "items": "table#calendar tr.event", "id": "@data-id", "time": "td.when", "time_format": "%Y-%m-%d",
+            "fields": {"event": "td.name", "link": "td.name a@href"},
+            "pagination": {"kind": "link", "cursor_path": "a[rel=next]@href"}}));
+        let seed = br#"<!DOCTYPE html><html><body><table id="calendar"><tr><th>When</th></tr>
+            <tr class="event" data-id="cpi"><td class="when">2024-01-11</td><td class="name"><a href="/e/cpi">CPI &amp; core</a></td></tr>
+            </table><a rel="next" href="?page=2">Next &raquo;</a><script>var x = "<div>";</script><!-- <b> --></body></html>"#;
+        assert_eq!(ingest_core::testkit::hostile_bodies(&html, &Cursor::default(), &[seed.to_vec()], 1500), 1500);
+    }
+}

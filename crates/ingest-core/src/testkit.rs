@@ -342,16 +342,34 @@ impl Drop for ProducerProcess {
     }
 }
 
-/// Hostile-input property test of a poller's `normalize`: `cases` bodies, each either arbitrary
-/// bytes or one of `seeds` (real provider responses) mutated (bytes flipped, inserted, deleted,
-/// chunks repeated, truncated), served with status 200 and, in turn, with other statuses.
-/// `normalize` must return (records, rejects or an error), never panic. Proptest's runner with a
-/// fixed seed: reproducible, shrinks a failing input. Returns the number of inputs tried.
+/// Hostile-input property test of a poller's `normalize`: `cases` bodies from
+/// [`hostile_inputs`], served with status 200 and, in turn, with other statuses. `normalize`
+/// must return (records, rejects or an error), never panic. Returns the number of inputs tried.
 pub fn hostile_bodies<P: crate::source::Poller>(poller: &P, cursor: &P::Cursor, seeds: &[Vec<u8>], cases: u32) -> u32 {
+    let tried = std::sync::atomic::AtomicU32::new(0);
+    hostile_inputs(poller.name(), seeds, cases, |body| {
+        let n = tried.fetch_add(1, Ordering::Relaxed);
+        let status = [200, 200, 200, 200, 429, 500, 401][n as usize % 7];
+        let resp = crate::http::HttpResponse {
+            status,
+            headers: reqwest::header::HeaderMap::new(),
+            body: body.to_vec().into(),
+            received_at: chrono::Utc::now(),
+        };
+        let _ = poller.normalize(&resp, cursor);
+    })
+}
+
+/// Hostile-input property test of any parser: `cases` inputs, each either arbitrary bytes or
+/// one of `seeds` (real provider input) mutated (bytes flipped, inserted, deleted, chunks
+/// repeated to nest deeper, truncated), handed to `check`, which must not panic. Proptest's
+/// runner with a fixed seed: reproducible, and a failing input is shrunk. Returns the number of
+/// inputs tried.
+pub fn hostile_inputs(what: &str, seeds: &[Vec<u8>], cases: u32, check: impl Fn(&[u8])) -> u32 {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-    assert!(!seeds.is_empty(), "give at least one real response as a seed");
+    assert!(!seeds.is_empty() && seeds.iter().all(|s| !s.is_empty()), "{what}: give real input as seeds");
     let seeds = seeds.to_vec();
     let n = seeds.len();
     let mutated =
@@ -382,20 +400,24 @@ pub fn hostile_bodies<P: crate::source::Poller>(poller: &P, cursor: &P::Cursor, 
     let config = Config { cases, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
     let tried = std::sync::atomic::AtomicU32::new(0);
-    let result = runner.run(&strategy, |body| {
-        let n = tried.fetch_add(1, Ordering::Relaxed);
-        let status = [200, 200, 200, 200, 429, 500, 401][n as usize % 7];
-        let resp = crate::http::HttpResponse {
-            status,
-            headers: reqwest::header::HeaderMap::new(),
-            body: body.into(),
-            received_at: chrono::Utc::now(),
-        };
-        let _ = poller.normalize(&resp, cursor);
+    let result = runner.run(&strategy, |input| {
+        tried.fetch_add(1, Ordering::Relaxed);
+        check(&input);
         Ok(())
     });
     if let Err(e) = result {
-        panic!("normalize of {} failed on hostile input: {e}", poller.name());
+        panic!("{what} failed on hostile input: {e}");
     }
-    tried.into_inner()
+    // Shrinking re-runs inputs; count the cases asked for, not the re-runs.
+    tried.into_inner().min(cases)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A parser that panics on some input fails the property test (the harness itself can fail).
+    #[test]
+    #[should_panic(expected = "a fragile parser failed on hostile input")]
+    fn a_panicking_parser_is_caught() {
+        super::hostile_inputs("a fragile parser", &[b"[1]".to_vec()], 200, |b| assert!(b.len() < 100, "too long"));
+    }
 }

@@ -250,3 +250,35 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    /// Hostile input for both SEC pollers: mutated real feed pages (the recorded 8-K feed,
+    /// generated pages) and submissions documents, and random bytes, never panic.
+    #[test]
+    fn hostile_bodies_never_panic() {
+        let recorded = std::fs::read(format!("{}/test_data/current_8k_4_13d.atom", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_default();
+        let feed =
+            CurrentFeed::new("https://sec.example", "8-K", 10, Duration::from_secs(60), Duration::from_secs(600));
+        let entities = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><feed xmlns=\"http://www.w3.org/2005/Atom\"><entry><title>8-K - A&amp;B &#233; (0000000001) (Filer)</title></entry></feed>".to_vec();
+        let seeds = vec![recorded, entities];
+        assert_eq!(ingest_core::testkit::hostile_bodies(&feed, &Cursor::default(), &seeds, 1500), 1500);
+
+        let subs = crate::submissions::Submissions::new(
+            "https://data.sec.example",
+            "https://www.sec.example/Archives",
+            "320193",
+            vec![],
+            true,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
+        let doc = br#"{"cik":"320193","name":"Apple Inc.","filings":{"recent":{"accessionNumber":["0000320193-24-000001","0000320193-24-000002"],"filingDate":["2024-01-02","2024-01-03"],"acceptanceDateTime":["2024-01-02T16:30:00.000Z","2024-01-03T16:30:00.000Z"],"form":["8-K","10-Q"],"primaryDocument":["a.htm","b.htm"],"items":["2.02,9.01",""]},"files":[{"name":"CIK0000320193-submissions-001.json","filingCount":1}]}}"#.to_vec();
+        let page = br#"{"accessionNumber":["0000320193-20-000001"],"filingDate":["2020-01-02"],"acceptanceDateTime":["2020-01-02T16:30:00.000Z"],"form":["10-K"],"primaryDocument":["c.htm"],"items":[""]}"#.to_vec();
+        let tried = ingest_core::testkit::hostile_bodies(&subs, &Default::default(), &[doc, page], 1500);
+        assert_eq!(tried, 1500);
+    }
+}

@@ -98,3 +98,45 @@ pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
     }
     group
 }
+
+#[cfg(test)]
+mod hostile {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ingest_core::config::Secret;
+    use ingest_core::testkit::hostile_bodies;
+
+    use crate::{reddit, stocktwits, x};
+
+    fn data(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/test_data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_default()
+    }
+
+    /// Hostile input for the social pollers (the X filtered stream parses its lines with the
+    /// same `x::post`): mutated real responses and random bytes never panic.
+    #[test]
+    fn hostile_bodies_never_panic() {
+        let symbols = Arc::new(vec!["AAPL".to_string(), "TSLA".to_string()]);
+        let tokens =
+            Arc::new(reddit::TokenCache::new("https://auth.example", Secret::new("id"), Secret::new("s"), 1 << 20));
+        let sub =
+            reddit::Subreddit::new("https://oauth.example", "stocks", tokens, symbols.clone(), Duration::from_secs(60));
+        assert_eq!(hostile_bodies(&sub, &Default::default(), &[data("reddit_new.json")], 1500), 1500);
+
+        let st = stocktwits::SymbolStream::new("https://st.example", "F", symbols.clone(), Duration::from_secs(60));
+        assert_eq!(hostile_bodies(&st, &Default::default(), &[data("stocktwits_f.json")], 1500), 1500);
+
+        let page = br#"{"data":[{"id":"1620858830937812995","text":"$AAPL beats &amp; rallies","author_id":"2833017360","created_at":"2023-02-01T18:57:14.000Z","public_metrics":{"retweet_count":3,"reply_count":1,"like_count":9,"quote_count":0}},{"id":"1","text":"x","author_id":"2","created_at":"nope"}],"includes":{"users":[{"id":"2833017360","name":"Some One","username":"someone"}]},"meta":{"newest_id":"1620858830937812995","oldest_id":"999","result_count":2,"next_token":"b26v"}}"#.to_vec();
+        let errors =
+            br#"{"title":"Too Many Requests","detail":"Too Many Requests","type":"about:blank","status":429}"#.to_vec();
+        let search = x::RecentSearch::new(
+            "https://api.x.example",
+            Secret::new("tok"),
+            &["$AAPL lang:en".into()],
+            symbols,
+            Duration::from_secs(60),
+        );
+        assert_eq!(hostile_bodies(&search, &Default::default(), &[page, errors], 1500), 1500);
+    }
+}

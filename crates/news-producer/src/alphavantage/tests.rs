@@ -121,3 +121,14 @@ fn request_parameters() {
     let url = topic.request(&reqwest::Client::new(), &Cursor::default()).build().unwrap().url().to_string();
     assert!(url.contains("topics=earnings") && !url.contains("tickers="), "{url}");
 }
+
+/// Hostile input: mutated real responses and random bytes never panic the normalizer.
+#[test]
+fn hostile_bodies_never_panic() {
+    let seeds: Vec<Vec<u8>> = ["feed.json", "burst.json", "daily_cap.json", "invalid_inputs.json", "legacy_note.json"]
+        .iter()
+        .map(|f| fixture(f).to_vec())
+        .collect();
+    let tried = ingest_core::testkit::hostile_bodies(&poller(), &Cursor::default(), &seeds, 2000);
+    assert_eq!(tried, 2000);
+}

@@ -130,3 +130,14 @@ fn requests_carry_the_key_in_a_header_and_the_cursor_in_from() {
     assert!(!url.contains("apiKey"), "the key is not in the URL");
     assert_eq!(req.headers()["x-api-key"], "k");
 }
+
+/// Hostile input: mutated real responses and random bytes never panic the normalizer.
+#[test]
+fn hostile_bodies_never_panic() {
+    let seeds: Vec<Vec<u8>> = ["everything.json", "maximum_results.json", "api_key_invalid.json"]
+        .iter()
+        .map(|f| fixture(f).to_vec())
+        .collect();
+    let tried = ingest_core::testkit::hostile_bodies(&poller(), &Cursor::default(), &seeds, 2000);
+    assert_eq!(tried, 2000);
+}
