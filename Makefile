@@ -11,7 +11,7 @@ DOCKER ?= docker
 IMAGE_PREFIX ?= finstream
 IMAGE_TAG ?= dev
 
-.PHONY: help deps build test test-unit test-integration bench run $(addprefix run-,$(PRODUCERS)) \
+.PHONY: help deps build test test-unit test-integration test-chaos bench run $(addprefix run-,$(PRODUCERS)) \
         kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
         docker-build check-deploy fmt fmt-check lint coverage clean
 
@@ -24,16 +24,19 @@ deps: ## install system packages, Kafka jars (Maven Central) and Rust crates
 build: ## build all crates (debug)
 	cargo build --workspace --all-targets --locked
 
-test: kafka-up kafka-secure-up ## all tests (unit + integration) against the real local Kafka
+test: kafka-up kafka-secure-up kafka-cluster-up ## all tests (unit + integration + chaos) against the real local Kafka
 	cargo build --workspace --bins --locked  # every binary, provider-sim included (deploy checks run them)
 	$(TEST_ENV) cargo test --workspace --locked
 
 test-unit: ## unit tests only (no Kafka needed)
 	cargo test --workspace --locked --lib --bins
 
-test-integration: kafka-up kafka-secure-up ## integration tests only (real Kafka)
+test-integration: kafka-up kafka-secure-up kafka-cluster-up ## integration tests only (real Kafka)
 	cargo build --workspace --bins --locked
 	$(TEST_ENV) cargo test --workspace --locked --test '*'
+
+test-chaos: kafka-up kafka-cluster-up ## chaos scenarios on the three-node cluster (leader kills, 2 of 3 brokers down); part of `make test`
+	$(TEST_ENV) cargo test --locked -p ingest-core --test chaos -- --nocapture
 
 bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick) and end to end through the local Kafka
 	cargo bench --locked -p market-producer --bench pipeline

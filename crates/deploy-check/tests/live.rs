@@ -12,7 +12,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{bin, demo_env, free_port, spawn_logged};
+use common::{bin, demo_env, free_port, sim_addr, spawn_logged, topic_env};
 
 use deploy_check::{dashboard_exprs, exposed_names, grafana_to_promql, metric_names, repo, tool, yaml_file};
 use ingest_core::kafka::admin::TopicToCreate;
@@ -63,11 +63,7 @@ async fn prometheus_scrapes_every_producer_and_every_dashboard_and_alert_query_i
         .map(String::from),
         tmp.path().join("sim.log"),
     );
-    let sim_addr = testkit::wait_for(Duration::from_secs(30), "provider-sim to listen", || {
-        let log = sim.log();
-        async move { log.split("listening on ").nth(1)?.split_whitespace().next().map(str::to_string) }
-    })
-    .await;
+    let sim_addr = sim_addr(&sim).await;
 
     // One config for all: the repository's, with the altdata examples pointed at this simulator,
     // plus a source that always fails (its breaker opens) and one whose items have no id (they
@@ -84,17 +80,7 @@ async fn prometheus_scrapes_every_producer_and_every_dashboard_and_alert_query_i
     std::fs::write(&config_path, config).unwrap();
 
     let mut env = demo_env(&sim_addr);
-    for (key, t) in [
-        ("MARKET_TICKS", "market.raw"),
-        ("NEWS_ARTICLES", "news.raw"),
-        ("SOCIAL_POSTS", "social.raw"),
-        ("SEC_FILINGS", "sec.raw"),
-        ("ALTDATA_RECORDS", "altdata.raw"),
-        ("EVENTS", "events"),
-        ("STATE", "state"),
-    ] {
-        env.push((format!("FINSTREAM__KAFKA__TOPICS__{key}__NAME"), topic(t)));
-    }
+    env.extend(topic_env(&stem));
     env.push(("FINSTREAM_CONFIG".into(), config_path.display().to_string()));
     env.push(("FINSTREAM__RUNTIME__INSTANCE_ID".into(), testkit::unique_topic("inst")));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{bin, demo_env, spawn_logged};
+use common::{bin, demo_env, sim_addr, spawn_logged, topic_env};
 use deploy_check::repo;
 use ingest_core::kafka::admin::TopicToCreate;
 use ingest_core::testkit::{self, ProducerProcess};
@@ -87,17 +87,7 @@ impl Run {
         let mut env: Vec<(String, String)> =
             demo_env(sim).into_iter().filter(|(k, _)| !SENTINELS.iter().any(|(s, _)| s == k)).collect();
         env.extend(SENTINELS.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
-        for (key, t) in [
-            ("MARKET_TICKS", "market.raw"),
-            ("NEWS_ARTICLES", "news.raw"),
-            ("SOCIAL_POSTS", "social.raw"),
-            ("SEC_FILINGS", "sec.raw"),
-            ("ALTDATA_RECORDS", "altdata.raw"),
-            ("EVENTS", "events"),
-            ("STATE", "state"),
-        ] {
-            env.push((format!("FINSTREAM__KAFKA__TOPICS__{key}__NAME"), format!("{}.{t}", self.stem)));
-        }
+        env.extend(topic_env(&self.stem));
         env.push(("FINSTREAM_CONFIG".into(), self.config.display().to_string()));
         env.push(("FINSTREAM__RUNTIME__INSTANCE_ID".into(), testkit::unique_topic("inst")));
         env.push(("LOG_LEVEL".into(), "trace".into()));
@@ -194,11 +184,7 @@ async fn sentinel_secrets_never_appear_in_logs_metrics_health_or_records() {
 
     // 1. The providers accept the sentinels: everything runs normally.
     let (sim, _) = start_sim(true, "accepting");
-    let addr = testkit::wait_for(Duration::from_secs(30), "provider-sim", || {
-        let log = sim.log();
-        async move { log.split("listening on ").nth(1)?.split_whitespace().next().map(str::to_string) }
-    })
-    .await;
+    let addr = sim_addr(&sim).await;
     let run = Run::new(tmp.path(), &addr).await;
     run.producers(&addr, &[], Duration::from_secs(8)).await;
     let seen = reqwest::get(format!("http://{addr}/_sim/requests")).await.unwrap().text().await.unwrap();
@@ -211,11 +197,7 @@ async fn sentinel_secrets_never_appear_in_logs_metrics_health_or_records() {
 
     // 2. The providers reject them: authentication errors everywhere (several are fatal).
     let (sim, _) = start_sim(false, "rejecting");
-    let addr = testkit::wait_for(Duration::from_secs(30), "provider-sim", || {
-        let log = sim.log();
-        async move { log.split("listening on ").nth(1)?.split_whitespace().next().map(str::to_string) }
-    })
-    .await;
+    let addr = sim_addr(&sim).await;
     let run = Run::new(tmp.path(), &addr).await;
     run.producers(&addr, &[], Duration::from_secs(5)).await;
     run.topics_if_any();

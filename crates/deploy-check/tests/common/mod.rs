@@ -79,3 +79,29 @@ pub(crate) fn demo_env(sim: &str) -> Vec<(String, String)> {
     assert!(env.iter().any(|(k, v)| k == "MARKET_WS_URL" && v == &format!("ws://{sim}/stocks")), "{env:?}");
     env
 }
+
+/// The environment that points a producer at topics `<stem>.market.raw`, …, `<stem>.events`,
+/// `<stem>.state` (created by the test).
+pub(crate) fn topic_env(stem: &str) -> Vec<(String, String)> {
+    [
+        ("MARKET_TICKS", "market.raw"),
+        ("NEWS_ARTICLES", "news.raw"),
+        ("SOCIAL_POSTS", "social.raw"),
+        ("SEC_FILINGS", "sec.raw"),
+        ("ALTDATA_RECORDS", "altdata.raw"),
+        ("EVENTS", "events"),
+        ("STATE", "state"),
+    ]
+    .iter()
+    .map(|(key, t)| (format!("FINSTREAM__KAFKA__TOPICS__{key}__NAME"), format!("{stem}.{t}")))
+    .collect()
+}
+
+/// The address provider-sim listens on, from its log (it is started on `127.0.0.1:0`).
+pub(crate) async fn sim_addr(sim: &Guard) -> String {
+    ingest_core::testkit::wait_for(std::time::Duration::from_secs(30), "provider-sim to listen", || {
+        let log = sim.log();
+        async move { log.split("listening on ").nth(1)?.split_whitespace().next().map(str::to_string) }
+    })
+    .await
+}
