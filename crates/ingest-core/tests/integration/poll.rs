@@ -237,3 +237,113 @@ async fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
     tokio::time::timeout(Duration::from_secs(20), successor.wait()).await.expect("stops").expect("clean stop");
     assert_eq!(sorted(ids), (1..=8).collect::<Vec<_>>(), "the successor continues; nothing twice");
 }
+
+/// A server that answers `200` with a 100 kB `content-length`, then trickles one byte every
+/// 200 ms forever (slow loris). Records how long each connection lived.
+async fn serve_slow_loris() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<Duration>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lifetimes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = lifetimes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let l = l.clone();
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n{").await;
+                while sock.write_all(b" ").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                l.lock().unwrap().push(start.elapsed());
+            });
+        }
+    });
+    (addr, lifetimes)
+}
+
+struct Slow {
+    base: String,
+}
+
+impl Poller for Slow {
+    type Record = AltDataRecord;
+    type Cursor = u64;
+
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn provider(&self) -> &str {
+        "itest-slow"
+    }
+    fn interval(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+    fn request(&self, client: &reqwest::Client, _: &u64) -> reqwest::RequestBuilder {
+        client.get(format!("{}/", self.base))
+    }
+    fn normalize(&self, _: &HttpResponse, after: &u64) -> Result<Normalized<AltDataRecord, u64>, String> {
+        Ok(Normalized { records: vec![], rejects: vec![], cursor: *after, more: false })
+    }
+}
+
+/// A slow-loris provider is cut off by the request timeout every time, counted as a retryable
+/// failure, and the healthy source in the same group keeps delivering meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_response_is_cut_off_in_bounded_time_without_hurting_other_sources() {
+    let t = topics().await;
+    let last = Arc::new(AtomicU64::new(12));
+    let feed = serve_feed(last).await;
+    let (slow, lifetimes) = serve_slow_loris().await;
+    let mut core = CoreConfig::default();
+    core.kafka.brokers = testkit::kafka_brokers();
+    core.kafka.topics.altdata_records.name = t.raw.clone();
+    core.kafka.topics.state.name = t.state.clone();
+    core.telemetry.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    core.telemetry.health_addr = "127.0.0.1:0".parse().unwrap();
+    let cfg = Config { core, section: NoSection {} };
+    let mut group = PollGroup::new("feed", GroupSettings::new(testkit::unique_topic("tx")));
+    group.add(
+        Feed { base: format!("http://{feed}") },
+        PollSettings { rate_per_second: 100.0, rate_burst: 10, ..PollSettings::default() },
+    );
+    let http = ingest_core::http::HttpConfig { timeout: Duration::from_secs(1), ..Default::default() };
+    group.add(Slow { base: format!("http://{slow}") }, PollSettings { http, ..PollSettings::default() });
+    let source: Box<dyn Source> = Box::new(group);
+    let running = runtime::start(ProducerSpec { name: "itest-poll", version: "0", about: "test" }, &cfg, vec![source])
+        .await
+        .expect("start");
+
+    // The healthy feed delivers all 12 items while the slow one hangs.
+    let started = std::time::Instant::now();
+    assert_eq!(sorted(wait_for_ids(&t.raw, 12).await), (1..=12).collect::<Vec<_>>());
+    let healthy_after = started.elapsed();
+    let failures = testkit::wait_for(Duration::from_secs(30), "two cut-off slow polls", || {
+        let text = running.metrics.render();
+        async move {
+            let n: f64 = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("producer_api_calls_total{")
+                        && l.contains("itest-slow")
+                        && l.contains("retryable_error")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            (n >= 2.0).then_some(n)
+        }
+    })
+    .await;
+    running.shutdown_token().cancel();
+    tokio::time::timeout(Duration::from_secs(20), running.wait()).await.expect("stops").expect("clean stop");
+    let lived = lifetimes.lock().unwrap().clone();
+    assert!(lived.len() >= 2, "{lived:?}");
+    for l in &lived {
+        assert!(*l < Duration::from_secs(3), "a slow-loris connection lived {l:?} with a 1 s timeout");
+    }
+    println!(
+        "slow loris: {failures} polls cut off, connections lived {lived:?}; the healthy feed delivered 12 items in {healthy_after:?}"
+    );
+}
