@@ -113,6 +113,16 @@ async fn topics() -> Topics {
 }
 
 async fn start(t: &Topics, addr: std::net::SocketAddr, transactional_id: &str) -> Running {
+    start_with(t, addr, transactional_id, |_| {}).await
+}
+
+/// As [`start`], with `more` pollers added to the group after the feed.
+async fn start_with(
+    t: &Topics,
+    addr: std::net::SocketAddr,
+    transactional_id: &str,
+    more: impl FnOnce(&mut PollGroup),
+) -> Running {
     let mut core = CoreConfig::default();
     core.kafka.brokers = testkit::kafka_brokers();
     core.kafka.topics.altdata_records.name = t.raw.clone();
@@ -125,6 +135,7 @@ async fn start(t: &Topics, addr: std::net::SocketAddr, transactional_id: &str) -
         Feed { base: format!("http://{addr}") },
         PollSettings { rate_per_second: 100.0, rate_burst: 10, ..PollSettings::default() },
     );
+    more(&mut group);
     let source: Box<dyn Source> = Box::new(group);
     runtime::start(ProducerSpec { name: "itest-poll", version: "0", about: "test" }, &cfg, vec![source])
         .await
@@ -297,24 +308,11 @@ async fn a_slow_loris_response_is_cut_off_in_bounded_time_without_hurting_other_
     let last = Arc::new(AtomicU64::new(12));
     let feed = serve_feed(last).await;
     let (slow, lifetimes) = serve_slow_loris().await;
-    let mut core = CoreConfig::default();
-    core.kafka.brokers = testkit::kafka_brokers();
-    core.kafka.topics.altdata_records.name = t.raw.clone();
-    core.kafka.topics.state.name = t.state.clone();
-    core.telemetry.metrics_addr = "127.0.0.1:0".parse().unwrap();
-    core.telemetry.health_addr = "127.0.0.1:0".parse().unwrap();
-    let cfg = Config { core, section: NoSection {} };
-    let mut group = PollGroup::new("feed", GroupSettings::new(testkit::unique_topic("tx")));
-    group.add(
-        Feed { base: format!("http://{feed}") },
-        PollSettings { rate_per_second: 100.0, rate_burst: 10, ..PollSettings::default() },
-    );
     let http = ingest_core::http::HttpConfig { timeout: Duration::from_secs(1), ..Default::default() };
-    group.add(Slow { base: format!("http://{slow}") }, PollSettings { http, ..PollSettings::default() });
-    let source: Box<dyn Source> = Box::new(group);
-    let running = runtime::start(ProducerSpec { name: "itest-poll", version: "0", about: "test" }, &cfg, vec![source])
-        .await
-        .expect("start");
+    let running = start_with(&t, feed, &testkit::unique_topic("tx"), |group| {
+        group.add(Slow { base: format!("http://{slow}") }, PollSettings { http, ..PollSettings::default() });
+    })
+    .await;
 
     // The healthy feed delivers all 12 items while the slow one hangs.
     let started = std::time::Instant::now();
