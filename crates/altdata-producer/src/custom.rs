@@ -77,10 +77,10 @@ fn guard_url(resolver: &GuardedResolver, u: &url::Url) -> Result<(), Refused> {
         Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
         _ => None,
     };
-    if let (Some(t), Some(ip)) = (resolver.tripwire(), literal) {
-        if !t(u.host_str().unwrap_or(""), ip) {
-            return Err(Refused(format!("test tripwire: {ip}")));
-        }
+    if let (Some(t), Some(ip)) = (resolver.tripwire(), literal)
+        && !t(u.host_str().unwrap_or(""), ip)
+    {
+        return Err(Refused(format!("test tripwire: {ip}")));
     }
     Ok(())
 }

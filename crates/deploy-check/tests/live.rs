@@ -140,10 +140,8 @@ async fn prometheus_scrapes_every_producer_and_every_dashboard_and_alert_query_i
             (all_sent && rest).then_some(sent)
         };
         let up = client.get(format!("{prom}/-/ready")).send().await.is_ok_and(|r| r.status().is_success());
-        if up {
-            if let Some(sent) = ready.await {
-                break sent;
-            }
+        if up && let Some(sent) = ready.await {
+            break sent;
         }
         assert!(
             Instant::now() < deadline,

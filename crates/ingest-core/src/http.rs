@@ -66,10 +66,10 @@ pub fn refused_in(e: &(dyn std::error::Error + 'static)) -> Option<Refused> {
             return Some(r.clone());
         }
         // `io::Error::source` skips the error it wraps; look at it directly.
-        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
-            if let Some(r) = inner.downcast_ref::<Refused>() {
-                return Some(r.clone());
-            }
+        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref)
+            && let Some(r) = inner.downcast_ref::<Refused>()
+        {
+            return Some(r.clone());
         }
         cur = err.source();
     }

@@ -88,10 +88,10 @@ fn verify(topic: &str, n: usize, timeout: Duration) -> Verified {
         if !seen.entry(key.clone()).or_default().insert(seq) {
             v.duplicates += 1;
         }
-        if let Some(prev) = last_seq.insert(key, seq) {
-            if seq < prev {
-                v.out_of_order += 1;
-            }
+        if let Some(prev) = last_seq.insert(key, seq)
+            && seq < prev
+        {
+            v.out_of_order += 1;
         }
         v.first_append_ms = v.first_append_ms.min(append_ms);
         v.last_append_ms = v.last_append_ms.max(append_ms);

@@ -70,14 +70,14 @@ mod hostile {
         let tried = hostile_inputs("finnhub frames", &finnhub, 3000, |b| {
             let book = QuoteBook::new(64);
             let text = String::from_utf8_lossy(b);
-            if let Ok(env) = serde_json::from_str::<crate::finnhub::wire::Envelope<'_>>(&text) {
-                if let Some(d) = env.data {
-                    let _ = for_each_element(d.get(), |el| {
-                        if let Ok(t) = serde_json::from_str::<crate::finnhub::wire::Trade<'_>>(el) {
-                            let _ = crate::finnhub::normalize::normalize(&t, now, &book);
-                        }
-                    });
-                }
+            if let Ok(env) = serde_json::from_str::<crate::finnhub::wire::Envelope<'_>>(&text)
+                && let Some(d) = env.data
+            {
+                let _ = for_each_element(d.get(), |el| {
+                    if let Ok(t) = serde_json::from_str::<crate::finnhub::wire::Trade<'_>>(el) {
+                        let _ = crate::finnhub::normalize::normalize(&t, now, &book);
+                    }
+                });
             }
         });
         assert_eq!(tried, 3000);

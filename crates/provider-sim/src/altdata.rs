@@ -117,13 +117,13 @@ impl AltDataHandle {
             value: 5.30 + f64::from(u32::try_from(n % 7).unwrap_or(0)) / 100.0,
             label: "SOFR".into(),
         });
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let names = ["CPI & core CPI", "Nonfarm payrolls", "FOMC rate decision", "Retail sales"];
             self.event(SimEvent {
                 id: format!("ev-{minute}-{n}"),
                 when: now.date_naive(),
                 name: names[usize::try_from(n / 5).unwrap_or(0) % names.len()].into(),
-                actual: (n % 2 == 0).then(|| format!("{:.1}%", 3.0 + (n % 10) as f64 / 10.0)),
+                actual: n.is_multiple_of(2).then(|| format!("{:.1}%", 3.0 + (n % 10) as f64 / 10.0)),
             });
         }
         for (i, sym) in ["AAPL", "MSFT", "NVDA"].into_iter().enumerate() {

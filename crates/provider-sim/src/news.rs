@@ -469,6 +469,6 @@ pub fn demo_article(n: u64, now: DateTime<Utc>) -> SimArticle {
         sentiment,
         category: Some("business".into()),
         on_newsapi: true,
-        on_alphavantage: n % 2 == 0,
+        on_alphavantage: n.is_multiple_of(2),
     }
 }

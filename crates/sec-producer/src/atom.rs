@@ -203,15 +203,13 @@ pub fn items(summary: &str) -> Vec<String> {
     let text = strip_tags(&summary.replace("<br>", "\n"));
     let mut out: Vec<String> = Vec::new();
     for line in text.lines() {
-        if let Some(rest) = line.trim().strip_prefix("Item ") {
-            if let Some((num, _)) = rest.split_once(':') {
-                let num = num.trim();
-                if !num.is_empty()
-                    && num.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-                    && !out.iter().any(|i| i == num)
-                {
-                    out.push(num.to_string());
-                }
+        if let Some(rest) = line.trim().strip_prefix("Item ")
+            && let Some((num, _)) = rest.split_once(':')
+        {
+            let num = num.trim();
+            if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !out.iter().any(|i| i == num)
+            {
+                out.push(num.to_string());
             }
         }
     }

@@ -315,15 +315,15 @@ impl Record for MarketTick<'_> {
                     }
                 }
                 check::opt_positive("vwap", self.vwap)?;
-                if let (Some(h), Some(l)) = (self.high, self.low) {
-                    if l > h {
-                        return Err(ValidationError::new("low", format!("{l} is above high {h}")));
-                    }
+                if let (Some(h), Some(l)) = (self.high, self.low)
+                    && l > h
+                {
+                    return Err(ValidationError::new("low", format!("{l} is above high {h}")));
                 }
-                if let (Some(s), Some(e)) = (self.window_start, self.window_end) {
-                    if e < s {
-                        return Err(ValidationError::new("window_end", "is before window_start"));
-                    }
+                if let (Some(s), Some(e)) = (self.window_start, self.window_end)
+                    && e < s
+                {
+                    return Err(ValidationError::new("window_end", "is before window_start"));
                 }
             }
             TickType::Trade => {}

@@ -123,11 +123,11 @@ impl Recorder {
 /// Records `frame` if recording; on a write error, logs it once and stops recording (the
 /// stream itself goes on).
 pub(crate) fn record(recorder: &mut Option<Recorder>, frame: Frame<'_>, received_at: DateTime<Utc>, epoch: u64) {
-    if let Some(r) = recorder {
-        if let Err(error) = r.write(frame, received_at, epoch) {
-            tracing::error!(%error, "writing the recording failed; recording stopped");
-            *recorder = None;
-        }
+    if let Some(r) = recorder
+        && let Err(error) = r.write(frame, received_at, epoch)
+    {
+        tracing::error!(%error, "writing the recording failed; recording stopped");
+        *recorder = None;
     }
 }
 

@@ -124,10 +124,10 @@ fn audit(topic: &str, expected: u64) -> (u64, u64, u64) {
                 if *count > 1 {
                     dups += 1;
                 }
-                if let Some(prev) = last.insert(sym, seq) {
-                    if seq < prev {
-                        reordered += 1;
-                    }
+                if let Some(prev) = last.insert(sym, seq)
+                    && seq < prev
+                {
+                    reordered += 1;
                 }
             }
             _ if n >= expected && idle_since.elapsed() > Duration::from_secs(3) => break,

@@ -81,12 +81,11 @@ pub(crate) fn normalize<'a>(
                 (t.bid_price, t.ask_price) = (Some(bid), Some(ask));
             }
             t.exchange_code = code(m.x);
-            if !crypto {
-                if let Some(Code::Int(id)) = t.exchange_code {
-                    if let Some(v) = exchanges::by_polygon_id(id) {
-                        (t.exchange, t.mic) = (Some(Cow::Borrowed(v.name)), Some(Cow::Borrowed(v.mic)));
-                    }
-                }
+            if !crypto
+                && let Some(Code::Int(id)) = t.exchange_code
+                && let Some(v) = exchanges::by_polygon_id(id)
+            {
+                (t.exchange, t.mic) = (Some(Cow::Borrowed(v.name)), Some(Cow::Borrowed(v.mic)));
             }
             t.sequence = m.q;
             t.conditions = m.c.filter(|c| c.get().starts_with('['));
