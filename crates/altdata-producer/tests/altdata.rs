@@ -109,6 +109,7 @@ impl Run {
         .unwrap();
         ingest_core::config::Section::validate(&section).unwrap();
         let mut core = CoreConfig::default();
+        core.kafka.spool.dir = ingest_core::testkit::unique_dir("spool").display().to_string();
         core.kafka.brokers = testkit::kafka_brokers();
         core.kafka.topics.altdata_records.name = format!("{stem}.raw");
         core.kafka.topics.events.name = format!("{stem}.events");

@@ -603,7 +603,7 @@ impl PollGroup {
         )
         .map_err(|e| match e {
             SinkError::Config(c) => fatal(c.to_string()),
-            SinkError::Create(m) => fatal(m),
+            SinkError::Create(m) | SinkError::Spool(m) => fatal(m),
         })?;
         ctx.health.set_connected(false, "registering the transactional producer");
         let timeout = self.settings.commit_timeout;

@@ -208,11 +208,16 @@ pub async fn start<S: Section>(
     let health = Health::new(spec.name, spec.version);
     let shutdown = CancellationToken::new();
     let fatal = CancellationToken::new();
-    let sink =
-        Sink::new(&core.kafka, spec.name, metrics.clone(), health.clone(), fatal.clone()).map_err(|e| match e {
-            SinkError::Config(c) => RunError::Config(c),
-            SinkError::Create(m) => RunError::Fatal(m),
-        })?;
+    let made = if core.kafka.spool.enabled {
+        let settings = core.kafka.spool.settings(spec.name);
+        Sink::spooled(&core.kafka, spec.name, settings, metrics.clone(), health.clone(), fatal.clone()).map(|(s, _)| s)
+    } else {
+        Sink::new(&core.kafka, spec.name, metrics.clone(), health.clone(), fatal.clone())
+    };
+    let sink = made.map_err(|e| match e {
+        SinkError::Config(c) => RunError::Config(c),
+        SinkError::Create(m) | SinkError::Spool(m) => RunError::Fatal(m),
+    })?;
     if !core.kafka.schema_registry_url.is_empty() {
         tracing::info!(url = %core.kafka.schema_registry_url, "schema registry configured; records carry a `schema` header (registration not implemented yet)");
     }
@@ -383,7 +388,17 @@ async fn supervise(mut s: Supervised) -> Result<(), RunError> {
         &IngestEvent::new(s.spec.name, PROCESS_PROVIDER, EventKind::Stopped).with_message(reason),
         b"",
     );
-    let left = s.sink.flush(deadline.saturating_duration_since(Instant::now())).await;
+    let in_flight = s.sink.flush(deadline.saturating_duration_since(Instant::now())).await;
+    // Spooled records not acknowledged stay in the spool for the next start: not lost.
+    let kept = s.sink.close_spool().await.unwrap_or_default();
+    let left = in_flight.saturating_sub(usize::try_from(kept.unacknowledged).unwrap_or(usize::MAX));
+    if kept.unsent + kept.unacknowledged > 0 {
+        tracing::warn!(
+            unsent = kept.unsent,
+            unacknowledged = kept.unacknowledged,
+            "Kafka did not take everything before the shutdown timeout; the spool keeps these records for the next start"
+        );
+    }
     s.servers_stop.cancel();
     let _ =
         tokio::time::timeout(Duration::from_secs(1), async { while s.servers.join_next().await.is_some() {} }).await;

@@ -38,6 +38,19 @@ pub struct SourceCtx {
 }
 
 impl SourceCtx {
+    /// For streaming sources: when the previous process died without a clean stop (its spool
+    /// says so), the start of the window in which data may be lost and why. The source
+    /// publishes it as a gap ending at its first subscription.
+    pub fn restart_gap(&self) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
+        let u = self.sink.unclean_stop()?;
+        let from = chrono::DateTime::from_timestamp_millis(u.at_risk_since_ms)?;
+        let why = format!(
+            "the previous process (pid {}) stopped without a clean shutdown: records it held only in memory and data sent while no process ran are lost",
+            u.pid
+        );
+        Some((from, why))
+    }
+
     /// Publishes a lifecycle event on `ingest.events` (best effort: a full queue is logged).
     pub fn event(&self, event: &IngestEvent) {
         let route = self.sink.route::<IngestEvent>(&event.provider);

@@ -4,7 +4,7 @@
 //!
 //! Tests that need Kafka fail, not skip, when it is unreachable: `make test` starts it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -232,6 +232,9 @@ fn check_sigterm(bin: &Path, env: &[(&str, &str)]) {
 #[derive(Debug)]
 pub struct ProducerProcess {
     child: std::process::Child,
+    /// The spool directory made for this process (removed on drop), unless the caller gave
+    /// `KAFKA_SPOOL_DIR`.
+    own_spool: Option<PathBuf>,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Where `/health` and `/ready` are served.
     pub health: std::net::SocketAddr,
@@ -259,6 +262,12 @@ impl ProducerProcess {
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // Every process gets its own spool: two at once in one directory would fight over its
+        // lock. Tests of crash recovery pass KAFKA_SPOOL_DIR to share one across restarts.
+        let own_spool = (!env.iter().any(|(k, _)| *k == "KAFKA_SPOOL_DIR")).then(|| unique_dir("spool"));
+        if let Some(dir) = &own_spool {
+            cmd.env("KAFKA_SPOOL_DIR", dir);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -293,7 +302,7 @@ impl ProducerProcess {
             assert!(Instant::now() < deadline, "producer did not start within 30s");
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self { child, log, health, metrics }
+        Self { child, own_spool, log, health, metrics }
     }
 
     /// The process id.
@@ -339,7 +348,18 @@ impl Drop for ProducerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        if let Some(dir) = &self.own_spool {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// A fresh path under the system's temp directory (not created), unique in this machine's
+/// run: `<tmp>/finstream-<what>-<pid>-<n>`.
+pub fn unique_dir(what: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("finstream-{what}-{}-{n}", std::process::id()))
 }
 
 /// Hostile-input property test of a poller's `normalize`: `cases` bodies from

@@ -73,6 +73,96 @@ pub struct KafkaConfig {
     pub topics: Topics,
     /// TLS and SASL towards the brokers, for every client (producer, state restore, admin).
     pub security: KafkaSecurity,
+    /// The outage spool of streaming records (WebSocket feeds, lifecycle events).
+    pub spool: SpoolConfig,
+}
+
+/// `kafka.spool`: where streamed records go once librdkafka's memory queue
+/// (`queue_max_messages`/`queue_max_kbytes`) is full, so a Kafka outage costs disk, not data.
+/// Polled sources do not need it: their transactions are retried from the last committed cursor.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Off: a full queue makes the source wait (a WebSocket feed then stops reading, and the
+    /// provider may drop us: a gap).
+    pub enabled: bool,
+    /// Directory; each producer uses `<dir>/<producer name>` (`KAFKA_SPOOL_DIR`). Keep it on a
+    /// persistent volume: a restarted process sends what the previous one left.
+    pub dir: String,
+    /// Bound on the spool's size on disk.
+    pub max_bytes: u64,
+    /// Size at which a segment file is closed and a new one started; drop-oldest frees one
+    /// segment at a time.
+    pub segment_bytes: u64,
+    /// `always` (fsync every record), `interval` (every `fsync_interval_ms`) or `never` (left to
+    /// the OS). A process crash loses nothing in any mode; a machine crash may lose the last
+    /// interval.
+    pub fsync: String,
+    /// Interval of `fsync: interval`.
+    pub fsync_interval_ms: u64,
+    /// When full: `block` (the source waits, nothing dropped) or `drop_oldest` (the oldest
+    /// segment is deleted and its records counted as failed, reason `spool_overflow`).
+    pub overflow: String,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: "spool".into(),
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            fsync: "interval".into(),
+            fsync_interval_ms: 1000,
+            overflow: "block".into(),
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// The settings of the spool of producer `producer`.
+    pub fn settings(&self, producer: &str) -> crate::kafka::SpoolSettings {
+        use crate::kafka::{Fsync, Overflow};
+        crate::kafka::SpoolSettings {
+            dir: std::path::Path::new(&self.dir).join(producer),
+            max_bytes: self.max_bytes,
+            segment_bytes: self.segment_bytes,
+            fsync: match self.fsync.as_str() {
+                "always" => Fsync::Always,
+                "never" => Fsync::Never,
+                _ => Fsync::Interval(std::time::Duration::from_millis(self.fsync_interval_ms)),
+            },
+            overflow: if self.overflow == "drop_oldest" { Overflow::DropOldest } else { Overflow::Block },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.dir.trim().is_empty() {
+            return Err(ConfigError::key(
+                "kafka.spool.dir",
+                "must name a directory (or set kafka.spool.enabled: false)",
+            ));
+        }
+        if self.segment_bytes < 1 << 16 {
+            return Err(ConfigError::key("kafka.spool.segment_bytes", "must be at least 65536"));
+        }
+        if self.max_bytes < 2 * self.segment_bytes {
+            return Err(ConfigError::key("kafka.spool.max_bytes", "must be at least twice kafka.spool.segment_bytes"));
+        }
+        if !["always", "interval", "never"].contains(&self.fsync.as_str()) {
+            return Err(ConfigError::key("kafka.spool.fsync", "must be always, interval or never"));
+        }
+        if self.fsync == "interval" && self.fsync_interval_ms == 0 {
+            return Err(ConfigError::key("kafka.spool.fsync_interval_ms", "must be positive"));
+        }
+        if !["block", "drop_oldest"].contains(&self.overflow.as_str()) {
+            return Err(ConfigError::key("kafka.spool.overflow", "must be block or drop_oldest"));
+        }
+        Ok(())
+    }
 }
 
 /// `kafka.security`: how clients authenticate to the brokers and verify them.
@@ -234,6 +324,7 @@ impl Default for KafkaConfig {
             healthcheck_interval_secs: 5,
             topics: Topics::default(),
             security: KafkaSecurity::default(),
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -258,6 +349,7 @@ impl fmt::Debug for KafkaConfig {
             .field("create_topics", &self.create_topics)
             .field("topics", &self.topics)
             .field("security", &self.security)
+            .field("spool", &self.spool)
             .finish_non_exhaustive()
     }
 }
@@ -321,6 +413,7 @@ impl KafkaConfig {
             super::require_url("kafka.schema_registry_url", &self.schema_registry_url, &["https", "http"])?;
         }
         self.security.validate()?;
+        self.spool.validate()?;
         self.topics.validate()
     }
 }

@@ -52,6 +52,7 @@ pub const SEED_ENV: &[(&str, &str)] = &[
     ("KAFKA_SASL_USERNAME", "kafka.security.sasl_username"),
     ("KAFKA_SASL_PASSWORD", "kafka.security.sasl_password"),
     ("KAFKA_SSL_CA_LOCATION", "kafka.security.ssl_ca_location"),
+    ("KAFKA_SPOOL_DIR", "kafka.spool.dir"),
     ("KAFKA_SSL_CERTIFICATE_LOCATION", "kafka.security.ssl_certificate_location"),
     ("KAFKA_SSL_KEY_LOCATION", "kafka.security.ssl_key_location"),
     ("KAFKA_SSL_KEY_PASSWORD", "kafka.security.ssl_key_password"),

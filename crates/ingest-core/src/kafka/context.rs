@@ -1,8 +1,9 @@
 //! The librdkafka callbacks: delivery reports drive the metrics; client errors drive health;
 //! librdkafka's own logs go to `tracing`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, IntCounter};
@@ -13,6 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use tokio_util::sync::CancellationToken;
 
+use super::spool::Spool;
 use crate::telemetry::{Health, Metrics};
 
 /// Metric handles of one (topic, provider) pair, resolved once when the route is made.
@@ -23,29 +25,58 @@ pub(crate) struct RouteStats {
     pub(crate) sent: IntCounter,
     pub(crate) failed_delivery: IntCounter,
     pub(crate) latency: Histogram,
+    /// `messages_failed{reason="rejected"}`: refused by the client when sent from the spool.
+    pub(crate) rejected: IntCounter,
+    /// `messages_failed{reason="spool_overflow"}`: deleted unsent by the drop-oldest policy.
+    pub(crate) overflow: IntCounter,
 }
 
 /// Append-only table of routes; the delivery opaque carries an index into it.
 pub(crate) type RouteTable = Arc<RwLock<Vec<RouteStats>>>;
 
-/// Bits of the delivery opaque used for the enqueue time (microseconds since the sink started:
-/// 2^44 µs ≈ 203 days, after which the latency clock wraps and one sample may be off).
+/// The delivery opaque is one machine word, so a record costs no allocation:
+/// - sent directly: `[0][route: 19 bits][enqueue time: 44 bits]` (microseconds since the sink
+///   started: 2^44 µs ≈ 203 days, after which the latency clock wraps and one sample may be off);
+/// - sent from the spool: `[1][route: 23 bits][spool sequence: 40 bits]` (the spool knows when
+///   the record was spooled).
 const TIME_BITS: u32 = 44;
 const TIME_MASK: usize = (1 << TIME_BITS) - 1;
-/// Route indexes must fit in the remaining bits.
-pub(crate) const MAX_ROUTES: usize = 1 << (usize::BITS - TIME_BITS);
+const SPOOLED: usize = 1 << (usize::BITS - 1);
+const SEQ_BITS: u32 = 40;
+const SEQ_MASK: usize = (1 << SEQ_BITS) - 1;
+/// Route indexes must fit in the bits left.
+pub(crate) const MAX_ROUTES: usize = 1 << (usize::BITS - TIME_BITS - 1);
 
+#[cfg(test)]
 pub(crate) fn pack(route: usize, epoch: Instant) -> usize {
-    let us = usize::try_from(epoch.elapsed().as_micros()).unwrap_or(usize::MAX) & TIME_MASK;
-    (route << TIME_BITS) | us
+    pack_at(route, u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
 }
 
-fn unpack(opaque: usize, epoch: Instant) -> (usize, Duration) {
+/// As [`pack`] for a record handed over `us` microseconds after the sink started.
+pub(crate) fn pack_at(route: usize, us: u64) -> usize {
+    (route << TIME_BITS) | (usize::try_from(us).unwrap_or(usize::MAX) & TIME_MASK)
+}
+
+pub(crate) fn pack_spooled(route: usize, seq: u64) -> usize {
+    SPOOLED | (route << SEQ_BITS) | (usize::try_from(seq).unwrap_or(usize::MAX) & SEQ_MASK)
+}
+
+/// What a delivery opaque says.
+#[derive(Debug, PartialEq, Eq)]
+enum Opaque {
+    Direct { route: usize, took: Duration, sent_us: u64 },
+    Spooled { route: usize, seq: u64 },
+}
+
+fn unpack(opaque: usize, epoch: Instant) -> Opaque {
+    if opaque & SPOOLED != 0 {
+        return Opaque::Spooled { route: (opaque & !SPOOLED) >> SEQ_BITS, seq: (opaque & SEQ_MASK) as u64 };
+    }
     let route = opaque >> TIME_BITS;
     let sent_us = (opaque & TIME_MASK) as u64;
     let now_us = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX) & TIME_MASK as u64;
     let took = now_us.wrapping_sub(sent_us) & TIME_MASK as u64;
-    (route, Duration::from_micros(took))
+    Opaque::Direct { route, took: Duration::from_micros(took), sent_us }
 }
 
 /// Context shared by the producer's callbacks.
@@ -59,6 +90,15 @@ pub struct SinkContext {
     /// Woken on every client error, so the sink can ask librdkafka whether it is now in a
     /// fatal state (the error event carries the underlying code, not `__FATAL`).
     pub(crate) errors: Arc<tokio::sync::Notify>,
+    /// The outage spool, when the sink has one: delivery reports of spooled records settle
+    /// them there.
+    pub(crate) spool: OnceLock<Arc<Spool>>,
+    /// Wall clock at `epoch` (ms since the Unix epoch).
+    pub(crate) epoch_wall_ms: i64,
+    /// With a spool: records handed straight to librdkafka and not yet settled, counted per
+    /// second of hand-off (sorted), so the session file can say since when memory-only records
+    /// are at risk if the process dies.
+    pub(crate) unacked: Option<Mutex<VecDeque<(u64, u64)>>>,
     /// Last time (ms since epoch) a delivery failure was logged; failures are counted always,
     /// logged at most once per second.
     last_failure_log_ms: AtomicU64,
@@ -79,13 +119,59 @@ impl SinkContext {
         Self {
             routes: Arc::new(RwLock::new(Vec::new())),
             epoch: Instant::now(),
+            epoch_wall_ms: chrono::Utc::now().timestamp_millis(),
+            unacked: None,
             metrics,
             health,
             fatal,
             errors: Arc::new(tokio::sync::Notify::new()),
+            spool: OnceLock::new(),
             last_failure_log_ms: AtomicU64::new(0),
             suppressed_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Microseconds since the sink started.
+    pub(crate) fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn buckets(&self) -> Option<std::sync::MutexGuard<'_, VecDeque<(u64, u64)>>> {
+        self.unacked.as_ref().map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A record handed to librdkafka at `us` (before the send: its report may come at once).
+    pub(crate) fn note_handed(&self, us: u64) {
+        let sec = (us & TIME_MASK as u64) / 1_000_000;
+        if let Some(mut b) = self.buckets() {
+            match b.iter().rposition(|(s, _)| *s <= sec) {
+                Some(i) if b[i].0 == sec => b[i].1 += 1,
+                Some(i) => b.insert(i + 1, (sec, 1)),
+                None => b.push_front((sec, 1)),
+            }
+        }
+    }
+
+    /// The record handed at `us` was settled (or never sent).
+    pub(crate) fn note_settled(&self, us: u64) {
+        let sec = (us & TIME_MASK as u64) / 1_000_000;
+        if let Some(mut b) = self.buckets() {
+            if let Some(i) = b.iter().position(|(s, _)| *s == sec) {
+                b[i].1 = b[i].1.saturating_sub(1);
+            }
+            while b.front().is_some_and(|(_, n)| *n == 0) {
+                b.pop_front();
+            }
+        }
+    }
+
+    /// Wall-clock ms before which every record handed straight to librdkafka was settled: the
+    /// start of the oldest second holding an unsettled one, minus a second of margin (so the
+    /// bound also covers the record handed just before it).
+    pub(crate) fn oldest_unacked_ms(&self) -> Option<i64> {
+        let b = self.buckets()?;
+        let (sec, _) = b.front()?;
+        Some(self.epoch_wall_ms + i64::try_from(sec * 1000).unwrap_or(i64::MAX) - 1000)
     }
 
     fn log_failure(&self, topic: &str, error: &KafkaError) {
@@ -136,7 +222,18 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         self.metrics.kafka_in_flight.dec();
-        let (route, took) = unpack(opaque, self.epoch);
+        let (route, took) = match unpack(opaque, self.epoch) {
+            Opaque::Direct { route, took, sent_us } => {
+                self.note_settled(sent_us);
+                (route, took)
+            }
+            Opaque::Spooled { route, seq } => {
+                // Spooled at `ts`: the latency includes the time spent waiting on disk.
+                let ts = self.spool.get().and_then(|s| s.settle(seq)).unwrap_or_default();
+                let ms = (chrono::Utc::now().timestamp_millis() - ts).max(0);
+                (route, Duration::from_millis(ms.unsigned_abs()))
+            }
+        };
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
         let Some(stats) = routes.get(route) else {
             tracing::error!(route, "delivery report for an unknown route");
@@ -164,9 +261,38 @@ mod tests {
         let epoch = Instant::now() - Duration::from_secs(3);
         let o = pack(1234, epoch);
         std::thread::sleep(Duration::from_millis(2));
-        let (route, took) = unpack(o, epoch);
+        let Opaque::Direct { route, took, .. } = unpack(o, epoch) else { panic!("direct opaque read as spooled") };
         assert_eq!(route, 1234);
         assert!(took >= Duration::from_millis(2) && took < Duration::from_secs(60), "{took:?}");
-        assert_eq!(unpack(pack(MAX_ROUTES - 1, epoch), epoch).0, MAX_ROUTES - 1);
+        assert!(
+            matches!(unpack(pack(MAX_ROUTES - 1, epoch), epoch), Opaque::Direct { route, .. } if route == MAX_ROUTES - 1)
+        );
+        let seq = (1u64 << 40) + 77;
+        assert_eq!(
+            unpack(pack_spooled(MAX_ROUTES - 1, seq), epoch),
+            Opaque::Spooled { route: MAX_ROUTES - 1, seq: 77 }
+        );
+        assert_eq!(unpack(pack_spooled(3, 0), epoch), Opaque::Spooled { route: 3, seq: 0 });
+    }
+}
+
+#[cfg(test)]
+mod unacked_tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_unsettled_second_bounds_what_is_at_risk() {
+        let mut ctx = SinkContext::new(Metrics::new("t", "0"), Health::new("t", "0"), CancellationToken::new());
+        ctx.unacked = Some(Mutex::default());
+        assert_eq!(ctx.oldest_unacked_ms(), None);
+        ctx.note_handed(2_500_000);
+        ctx.note_handed(3_100_000);
+        ctx.note_handed(1_200_000);
+        assert_eq!(ctx.oldest_unacked_ms(), Some(ctx.epoch_wall_ms + 1000 - 1000));
+        ctx.note_settled(1_200_000);
+        assert_eq!(ctx.oldest_unacked_ms(), Some(ctx.epoch_wall_ms + 2000 - 1000));
+        ctx.note_settled(2_500_000);
+        ctx.note_settled(3_100_000);
+        assert_eq!(ctx.oldest_unacked_ms(), None);
     }
 }

@@ -4,6 +4,8 @@
 pub mod admin;
 mod context;
 mod sink;
+pub mod spool;
 
 pub use self::context::SinkContext;
-pub use self::sink::{Outcome, Route, SendError, Sink, SinkError, TxError};
+pub use self::sink::{Outcome, Route, SendError, Sink, SinkError, SpoolLeft, TxError};
+pub use self::spool::{Fsync, Overflow, Recovered, SpoolSettings, UncleanStop};

@@ -8,8 +8,8 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use prometheus::IntCounter;
@@ -19,10 +19,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
-use super::context::{MAX_ROUTES, RouteStats, SinkContext, pack};
+use super::context::{MAX_ROUTES, RouteStats, RouteTable, SinkContext, pack_at, pack_spooled};
+use super::spool::{Append, Entry, Next, Recovered, Spool, SpoolSettings, UncleanStop};
 use crate::config::{ConfigError, KafkaConfig, Topics};
 use crate::record::{DeadLetter, Record, TopicKind, ValidationError, ts};
-use crate::telemetry::metrics::{REASON_DELIVERY, REASON_INVALID, REASON_REJECTED, REASON_SHUTDOWN};
+use crate::telemetry::metrics::{
+    REASON_DELIVERY, REASON_INVALID, REASON_REJECTED, REASON_SHUTDOWN, REASON_SPOOL_OVERFLOW,
+};
 use crate::telemetry::{Health, Metrics};
 
 /// What happened to a record handed to the sink.
@@ -62,6 +65,19 @@ pub enum SinkError {
     /// The client could not be created.
     #[error("cannot create the Kafka producer: {0}")]
     Create(String),
+    /// The outage spool could not be opened (unwritable directory, held by another process).
+    #[error("cannot open the outage spool: {0}")]
+    Spool(String),
+}
+
+/// What the outage spool still holds when the sink closes: sent by the next process that opens
+/// the same spool, so not lost.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolLeft {
+    /// Records on disk not yet handed to Kafka's client.
+    pub unsent: u64,
+    /// Spooled records handed to Kafka's client but not acknowledged (sent again next time).
+    pub unacknowledged: u64,
 }
 
 /// Where records of one type from one provider go, with their metric handles resolved. Made by
@@ -119,6 +135,9 @@ struct Inner {
     producer: ThreadedProducer<SinkContext>,
     producer_name: String,
     topics: Topics,
+    spool: Option<Arc<Spool>>,
+    drainer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    unclean: Option<UncleanStop>,
 }
 
 /// First and longest sleep of [`Sink::wait_for_space`].
@@ -223,6 +242,29 @@ impl fmt::Write for StackStr {
     }
 }
 
+/// The design.md headers of one record, borrowed (at most 7).
+struct Headers<'a> {
+    items: [(&'static str, &'a [u8]); 7],
+    len: usize,
+}
+
+impl<'a> Headers<'a> {
+    fn push(&mut self, key: &'static str, value: &'a [u8]) {
+        self.items[self.len] = (key, value);
+        self.len += 1;
+    }
+
+    fn list(&self) -> &[(&'static str, &'a [u8])] {
+        &self.items[..self.len]
+    }
+
+    fn owned(&self) -> OwnedHeaders {
+        self.list().iter().fold(OwnedHeaders::new_with_capacity(self.len), |h, (key, value)| {
+            h.insert(Header { key, value: Some(*value) })
+        })
+    }
+}
+
 /// A failed transaction call, classified as librdkafka classifies it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -257,7 +299,7 @@ impl Sink {
         health: Health,
         fatal: CancellationToken,
     ) -> Result<Self, SinkError> {
-        Self::build(cfg, producer_name, &[], metrics, health, fatal)
+        Self::build(cfg, producer_name, &[], metrics, health, fatal, None).map(|(sink, _)| sink)
     }
 
     /// A sink whose producer is transactional with `transactional_id` (one per instance of a
@@ -277,7 +319,28 @@ impl Sink {
             ("transactional.id", transactional_id.to_string()),
             ("transaction.timeout.ms", cfg.delivery_timeout_ms.max(60_000).to_string()),
         ];
-        Self::build(cfg, producer_name, &extra, metrics, health, fatal)
+        Self::build(cfg, producer_name, &extra, metrics, health, fatal, None).map(|(sink, _)| sink)
+    }
+
+    /// A sink with an outage spool in `spool.dir`: once librdkafka's bounded queue is full (Kafka
+    /// down or slow), records are appended to the spool and a drainer thread feeds them to Kafka
+    /// in order as it takes them. Records a previous process left there are sent first. Records
+    /// wait for Kafka without a deadline (`message.timeout.ms` 0 unless set in
+    /// `kafka.properties`): the spool's bounds, not a timer, decide what is given up.
+    pub fn spooled(
+        cfg: &KafkaConfig,
+        producer_name: &str,
+        spool: SpoolSettings,
+        metrics: Metrics,
+        health: Health,
+        fatal: CancellationToken,
+    ) -> Result<(Self, Recovered), SinkError> {
+        let mut extra = Vec::new();
+        if !cfg.properties.contains_key("message.timeout.ms") {
+            extra.push(("message.timeout.ms", "0".to_string()));
+        }
+        let (sink, recovered) = Self::build(cfg, producer_name, &extra, metrics, health, fatal, Some(spool))?;
+        Ok((sink, recovered.unwrap_or_default()))
     }
 
     fn build(
@@ -287,7 +350,8 @@ impl Sink {
         metrics: Metrics,
         health: Health,
         fatal: CancellationToken,
-    ) -> Result<Self, SinkError> {
+        spool: Option<SpoolSettings>,
+    ) -> Result<(Self, Option<Recovered>), SinkError> {
         let mut cc = ClientConfig::new();
         for (k, v) in client_properties(cfg, producer_name) {
             cc.set(k, v);
@@ -295,7 +359,24 @@ impl Sink {
         for (k, v) in extra {
             cc.set(*k, v);
         }
-        let ctx = SinkContext::new(metrics, health, fatal);
+        let mut ctx = SinkContext::new(metrics.clone(), health, fatal);
+        let spool = match spool {
+            None => None,
+            Some(settings) => {
+                let dir = settings.dir.display().to_string();
+                let (routes, m) = (ctx.routes.clone(), metrics);
+                let resolve = Box::new(move |topic: &str, provider: &str| register(&routes, &m, topic, provider));
+                let (spool, recovered) = Spool::open(settings, ctx.metrics.clone(), resolve)
+                    .map_err(|e| SinkError::Spool(format!("{dir}: {e}")))?;
+                if recovered.records > 0 || recovered.corrupt > 0 {
+                    tracing::warn!(spool = %dir, records = recovered.records, bytes = recovered.bytes, corrupt = recovered.corrupt, "a previous process left records in the spool; sending them first");
+                }
+                let spool = Arc::new(spool);
+                let _ = ctx.spool.set(spool.clone());
+                ctx.unacked = Some(Mutex::default());
+                Some((spool, recovered))
+            }
+        };
         let producer: ThreadedProducer<SinkContext> = cc.create_with_context(ctx).map_err(|e| match e {
             // Never print the value: it may be a password.
             KafkaError::ClientConfig(_, desc, key, _) => {
@@ -303,9 +384,24 @@ impl Sink {
             }
             other => SinkError::Create(other.to_string()),
         })?;
-        Ok(Self {
-            inner: Arc::new(Inner { producer, producer_name: producer_name.into(), topics: cfg.topics.clone() }),
-        })
+        let (spool, recovered) = spool.unzip();
+        let inner = Arc::new(Inner {
+            producer,
+            producer_name: producer_name.into(),
+            topics: cfg.topics.clone(),
+            spool: spool.clone(),
+            drainer: Mutex::new(None),
+            unclean: recovered.as_ref().and_then(|r| r.unclean),
+        });
+        if let Some(spool) = spool {
+            let drainer_inner = inner.clone();
+            let handle = std::thread::Builder::new()
+                .name("spool-drainer".into())
+                .spawn(move || drain(&drainer_inner, &spool))
+                .map_err(|e| SinkError::Spool(format!("cannot start the drainer thread: {e}")))?;
+            *inner.drainer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        }
+        Ok((Self { inner }, recovered))
     }
 
     fn ctx(&self) -> &SinkContext {
@@ -342,20 +438,7 @@ impl Sink {
     }
 
     fn register(&self, topic: &str, provider: &str) -> usize {
-        let m = &self.ctx().metrics;
-        let mut routes = self.ctx().routes.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = routes.iter().position(|r| r.topic == topic && r.provider == provider) {
-            return i;
-        }
-        assert!(routes.len() < MAX_ROUTES, "too many Kafka routes");
-        routes.push(RouteStats {
-            topic: topic.to_string(),
-            provider: provider.to_string(),
-            sent: m.messages_sent.with_label_values(&[provider, topic]),
-            failed_delivery: m.messages_failed.with_label_values(&[provider, topic, REASON_DELIVERY]),
-            latency: m.latency.with_label_values(&[provider, topic]),
-        });
-        routes.len() - 1
+        register(&self.ctx().routes, &self.ctx().metrics, topic, provider)
     }
 
     /// The route for records of type `R` from `provider`, to `R::TOPIC` (and its `.dlq`).
@@ -395,9 +478,10 @@ impl Sink {
             record.write_json(&mut buf)?;
             let event_time = StackStr::ts(record.event_time());
             let received_at = StackStr::ts(record.received_at());
-            let headers = self.headers(route, R::SCHEMA, record.provider(), &event_time, &received_at);
+            let epoch = route.conn_epoch.map(StackStr::of);
+            let headers = self.headers(R::SCHEMA, record.provider(), &event_time, &received_at, epoch.as_ref());
             let key = record.key();
-            let sent = self.enqueue(route.index, &route.topic, key.as_bytes(), &buf, headers);
+            let sent = self.enqueue(route.index, &route.topic, &route.provider, key.as_bytes(), &buf, &headers);
             match sent {
                 Err(SendError::Rejected(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))) => {
                     // Too big for Kafka: keep it as a dead letter rather than lose it.
@@ -494,50 +578,116 @@ impl Sink {
         let payload = serde_json::to_vec(&letter)?;
         let now = StackStr::ts(Utc::now());
         let received = StackStr::ts(received_at);
-        let headers = self.headers(route, DeadLetter::SCHEMA, &route.provider, &now, &received);
+        let epoch = route.conn_epoch.map(StackStr::of);
+        let headers = self.headers(DeadLetter::SCHEMA, &route.provider, &now, &received, epoch.as_ref());
         // Counted once it is enqueued: a retried dead letter must not count twice.
-        self.enqueue(route.dlq_index, &route.dlq_topic, route.provider.as_bytes(), &payload, headers)?;
+        self.enqueue(
+            route.dlq_index,
+            &route.dlq_topic,
+            &route.provider,
+            route.provider.as_bytes(),
+            &payload,
+            &headers,
+        )?;
         route.invalid.inc();
         Ok(())
     }
 
-    fn headers(
-        &self,
-        route: &Route,
-        schema: &str,
-        provider: &str,
-        event_time: &StackStr,
-        received_at: &StackStr,
-    ) -> OwnedHeaders {
-        let mut h = OwnedHeaders::new_with_capacity(7)
-            .insert(Header { key: "producer", value: Some(self.inner.producer_name.as_bytes()) })
-            .insert(Header { key: "provider", value: Some(provider.as_bytes()) })
-            .insert(Header { key: "schema", value: Some(schema.as_bytes()) })
-            .insert(Header { key: "content-type", value: Some(b"application/json".as_slice()) })
-            .insert(Header { key: "event_time", value: Some(event_time.as_bytes()) })
-            .insert(Header { key: "received_at", value: Some(received_at.as_bytes()) });
-        if let Some(epoch) = route.conn_epoch {
-            let b = StackStr::of(epoch);
-            h = h.insert(Header { key: "conn_epoch", value: Some(b.as_bytes()) });
+    fn headers<'a>(
+        &'a self,
+        schema: &'a str,
+        provider: &'a str,
+        event_time: &'a StackStr,
+        received_at: &'a StackStr,
+        conn_epoch: Option<&'a StackStr>,
+    ) -> Headers<'a> {
+        let mut h = Headers { items: [("", b""); 7], len: 0 };
+        h.push("producer", self.inner.producer_name.as_bytes());
+        h.push("provider", provider.as_bytes());
+        h.push("schema", schema.as_bytes());
+        h.push("content-type", b"application/json");
+        h.push("event_time", event_time.as_bytes());
+        h.push("received_at", received_at.as_bytes());
+        if let Some(epoch) = conn_epoch {
+            h.push("conn_epoch", epoch.as_bytes());
         }
         h
     }
 
+    /// Hands a record to librdkafka, or to the spool when it is in use or librdkafka's queue is
+    /// full. `Err(QueueFull)` means neither has room now.
     fn enqueue(
+        &self,
+        route: usize,
+        topic: &str,
+        provider: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: &Headers<'_>,
+    ) -> Result<(), SendError> {
+        let Some(spool) = &self.inner.spool else { return self.produce(route, topic, key, payload, headers) };
+        let entry =
+            Entry { ts_ms: Utc::now().timestamp_millis(), topic, provider, key, headers: headers.list(), payload };
+        if spool.is_spooling()
+            && let Some(done) = self.spool_append(spool, route, &entry, true)
+        {
+            return done;
+        }
+        match self.produce(route, topic, key, payload, headers) {
+            Err(SendError::QueueFull) => {
+                self.spool_append(spool, route, &entry, false).unwrap_or(Err(SendError::QueueFull))
+            }
+            other => other,
+        }
+    }
+
+    /// Appends to the spool; `None` if `only_if_spooling` and it was drained meanwhile.
+    fn spool_append(
+        &self,
+        spool: &Spool,
+        route: usize,
+        entry: &Entry<'_>,
+        only_if_spooling: bool,
+    ) -> Option<Result<(), SendError>> {
+        match spool.append(route, entry, only_if_spooling) {
+            Append::Written { dropped } => {
+                if !dropped.is_empty() {
+                    let routes = self.ctx().routes.read().unwrap_or_else(PoisonError::into_inner);
+                    for (r, n) in dropped {
+                        if let Some(stats) = routes.get(r) {
+                            stats.overflow.inc_by(n);
+                        }
+                    }
+                }
+                Some(Ok(()))
+            }
+            Append::NotSpooling => None,
+            Append::Full => Some(Err(SendError::QueueFull)),
+            Append::TooLarge => {
+                Some(Err(SendError::Rejected(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))))
+            }
+        }
+    }
+
+    fn produce(
         &self,
         route: usize,
         topic: &str,
         key: &[u8],
         payload: &[u8],
-        headers: OwnedHeaders,
+        headers: &Headers<'_>,
     ) -> Result<(), SendError> {
         let ctx = self.ctx();
-        let rec = BaseRecord::with_opaque_to(topic, pack(route, ctx.epoch)).key(key).payload(payload).headers(headers);
+        let us = ctx.now_us();
+        let rec =
+            BaseRecord::with_opaque_to(topic, pack_at(route, us)).key(key).payload(payload).headers(headers.owned());
         ctx.metrics.kafka_in_flight.inc();
+        ctx.note_handed(us);
         match self.inner.producer.send(rec) {
             Ok(()) => Ok(()),
             Err((e, _)) => {
                 ctx.metrics.kafka_in_flight.dec();
+                ctx.note_settled(us);
                 match e {
                     KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Err(SendError::QueueFull),
                     other => Err(SendError::Rejected(other)),
@@ -629,14 +779,43 @@ impl Sink {
 
     /// Waits up to `timeout` for every enqueued record to be acknowledged or to fail. Returns
     /// the number still in flight when it gave up (0 = all settled).
+    /// With a spool, first waits for the spool to be handed to librdkafka.
     pub async fn flush(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        if let Some(spool) = &self.inner.spool {
+            while !spool.drained() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let sink = self.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let _ = sink.inner.producer.flush(timeout);
+            let _ = sink.inner.producer.flush(deadline.saturating_duration_since(Instant::now()));
             sink.in_flight()
         })
         .await;
         usize::try_from(res.unwrap_or(i32::MAX)).unwrap_or(0)
+    }
+
+    /// Stops the spool's drainer and saves its cursor (after [`Sink::flush`], at shutdown).
+    /// Returns what the spool still holds, which the next process sends; `None` without a
+    /// spool. Records in librdkafka's memory queue are not in the spool: `in_flight` minus
+    /// `unacknowledged` of them are lost if the process exits now.
+    pub async fn close_spool(&self) -> Option<SpoolLeft> {
+        let spool = self.inner.spool.clone()?;
+        spool.close();
+        let handle = self.inner.drainer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        spool.checkpoint();
+        Some(SpoolLeft { unsent: spool.unread(), unacknowledged: spool.in_flight() as u64 })
+    }
+
+    /// If the previous process using this sink's spool died without a clean stop: since when
+    /// records it held only in memory may be lost. Streaming sources publish the window from
+    /// then to their first subscription as a gap.
+    pub fn unclean_stop(&self) -> Option<UncleanStop> {
+        self.inner.unclean
     }
 
     /// Asks the brokers for metadata and checks that every routed topic exists. Updates health
@@ -676,4 +855,86 @@ impl Sink {
         }
         outcome
     }
+}
+
+fn register(routes: &RouteTable, m: &Metrics, topic: &str, provider: &str) -> usize {
+    let mut routes = routes.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(i) = routes.iter().position(|r| r.topic == topic && r.provider == provider) {
+        return i;
+    }
+    assert!(routes.len() < MAX_ROUTES, "too many Kafka routes");
+    routes.push(RouteStats {
+        topic: topic.to_string(),
+        provider: provider.to_string(),
+        sent: m.messages_sent.with_label_values(&[provider, topic]),
+        failed_delivery: m.messages_failed.with_label_values(&[provider, topic, REASON_DELIVERY]),
+        latency: m.latency.with_label_values(&[provider, topic]),
+        rejected: m.messages_failed.with_label_values(&[provider, topic, REASON_REJECTED]),
+        overflow: m.messages_failed.with_label_values(&[provider, topic, REASON_SPOOL_OVERFLOW]),
+    });
+    routes.len() - 1
+}
+
+/// The spool's drainer thread: takes spooled records in order and hands them to librdkafka,
+/// waiting while its queue is full (Kafka still away); checkpoints the spool every 100 ms.
+fn drain(inner: &Inner, spool: &Spool) {
+    const TICK: Duration = Duration::from_millis(100);
+    let ctx = inner.producer.context();
+    let mut last = Instant::now();
+    let mut beats = 0u32;
+    let mut checkpoint = |last: &mut Instant| {
+        if last.elapsed() >= TICK {
+            spool.checkpoint();
+            *last = Instant::now();
+            beats += 1;
+            if beats.is_multiple_of(5) {
+                spool.heartbeat(ctx.oldest_unacked_ms());
+            }
+        }
+    };
+    loop {
+        checkpoint(&mut last);
+        let rec = match spool.next(TICK) {
+            Next::Closed => break,
+            Next::Idle => continue,
+            Next::Record(r) => r,
+        };
+        let seq = spool.begin(rec.seg, rec.end, rec.ts_ms);
+        let headers = rec.headers.iter().fold(OwnedHeaders::new_with_capacity(rec.headers.len()), |h, (key, value)| {
+            h.insert(Header { key, value: Some(value) })
+        });
+        let mut record = BaseRecord::with_opaque_to(&rec.topic, pack_spooled(rec.route, seq))
+            .key(&rec.key)
+            .payload(&rec.payload)
+            .headers(headers);
+        let mut wait = Duration::from_millis(1);
+        loop {
+            ctx.metrics.kafka_in_flight.inc();
+            match inner.producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    ctx.metrics.kafka_in_flight.dec();
+                    if matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) {
+                        // Left unsettled if closed now: the next process sends it.
+                        if spool.is_closed() {
+                            break;
+                        }
+                        checkpoint(&mut last);
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(Duration::from_millis(50));
+                        record = back;
+                        continue;
+                    }
+                    spool.settle(seq);
+                    let routes = ctx.routes.read().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(stats) = routes.get(rec.route) {
+                        stats.rejected.inc();
+                    }
+                    tracing::error!(topic = %rec.topic, error = %e, "Kafka refused a spooled record; counted as failed (rejected)");
+                    break;
+                }
+            }
+        }
+    }
+    spool.checkpoint();
 }

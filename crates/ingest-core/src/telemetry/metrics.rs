@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// `producer_messages_sent_total`: records acknowledged by Kafka.
@@ -37,6 +38,27 @@ pub const DUPLICATES_SKIPPED: &str = "producer_duplicates_skipped_total";
 /// Polls not made because a provider's daily quota was used up.
 pub const QUOTA_EXHAUSTED: &str = "producer_quota_exhausted_total";
 
+/// `producer_spool_bytes`: bytes of the outage spool's segments on disk.
+pub const SPOOL_BYTES: &str = "producer_spool_bytes";
+/// `producer_spool_records`: spooled records not yet handed to Kafka's client.
+pub const SPOOL_RECORDS: &str = "producer_spool_records";
+/// `producer_spool_oldest_age_seconds`: age of the oldest spooled record not yet acknowledged.
+pub const SPOOL_OLDEST_AGE: &str = "producer_spool_oldest_age_seconds";
+/// `producer_spool_active`: 1 while records go to the spool instead of straight to Kafka.
+pub const SPOOL_ACTIVE: &str = "producer_spool_active";
+/// `producer_spool_written_records_total`: records written to the spool.
+pub const SPOOL_WRITTEN: &str = "producer_spool_written_records_total";
+/// `producer_spool_dropped_records_total`: spooled records deleted unsent by the drop-oldest
+/// policy (each also counted in `producer_messages_failed_total{reason="spool_overflow"}`).
+pub const SPOOL_DROPPED: &str = "producer_spool_dropped_records_total";
+/// `producer_spool_full_total`: appends refused because the spool was full (block policy).
+pub const SPOOL_FULL: &str = "producer_spool_full_total";
+/// `producer_spool_corrupt_records_total`: records or tails skipped because their checksum or
+/// framing failed (a torn write after a machine crash, disk corruption).
+pub const SPOOL_CORRUPT: &str = "producer_spool_corrupt_records_total";
+/// `producer_spool_io_errors_total`: spool reads/writes the disk refused.
+pub const SPOOL_IO_ERRORS: &str = "producer_spool_io_errors_total";
+
 /// The reason label of [`MESSAGES_FAILED`] for input that failed parsing or validation (it went
 /// to the dead-letter topic).
 pub const REASON_INVALID: &str = "invalid";
@@ -49,6 +71,9 @@ pub const REASON_SHUTDOWN: &str = "shutdown";
 /// `messages_failed` reason: sent inside a Kafka transaction that was then aborted (invisible
 /// to `read_committed` consumers; the poll is retried, so the item is sent again).
 pub const REASON_ABORTED: &str = "aborted";
+/// `messages_failed` reason: a spooled record deleted unsent because the spool was full and its
+/// policy is drop-oldest.
+pub const REASON_SPOOL_OVERFLOW: &str = "spool_overflow";
 
 /// The registry and handles of one producer process.
 #[derive(Debug, Clone)]
@@ -80,6 +105,24 @@ pub struct Metrics {
     pub duplicates_skipped: IntCounterVec,
     /// [`QUOTA_EXHAUSTED`] {provider}
     pub quota_exhausted: IntCounterVec,
+    /// [`SPOOL_BYTES`]
+    pub spool_bytes: IntGauge,
+    /// [`SPOOL_RECORDS`]
+    pub spool_records: IntGauge,
+    /// [`SPOOL_OLDEST_AGE`]
+    pub spool_oldest_age: Gauge,
+    /// [`SPOOL_ACTIVE`]
+    pub spool_active: IntGauge,
+    /// [`SPOOL_WRITTEN`]
+    pub spool_written: IntCounter,
+    /// [`SPOOL_DROPPED`]
+    pub spool_dropped: IntCounter,
+    /// [`SPOOL_FULL`]
+    pub spool_full: IntCounter,
+    /// [`SPOOL_CORRUPT`]
+    pub spool_corrupt: IntCounter,
+    /// [`SPOOL_IO_ERRORS`]
+    pub spool_errors: IntCounter,
 }
 
 impl Metrics {
@@ -143,6 +186,28 @@ impl Metrics {
         let up = IntGaugeVec::new(Opts::new(UP, "1 while the producer runs."), &["version"]).expect("valid metric");
         registry.register(Box::new(up.clone())).expect("metric registered once");
         up.with_label_values(&[version]).set(1);
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        };
+        let count = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        let spool_bytes = gauge(SPOOL_BYTES, "Bytes of the outage spool's segments on disk.");
+        let spool_records = gauge(SPOOL_RECORDS, "Spooled records not yet handed to Kafka's client.");
+        let spool_active = gauge(SPOOL_ACTIVE, "1 while records go to the outage spool instead of straight to Kafka.");
+        let spool_oldest_age = Gauge::new(SPOOL_OLDEST_AGE, "Age of the oldest spooled record not yet acknowledged.")
+            .expect("valid metric");
+        registry.register(Box::new(spool_oldest_age.clone())).expect("metric registered once");
+        let spool_written = count(SPOOL_WRITTEN, "Records written to the outage spool.");
+        let spool_dropped = count(SPOOL_DROPPED, "Spooled records deleted unsent by the drop-oldest policy.");
+        let spool_full = count(SPOOL_FULL, "Appends refused because the spool was full (the source waited).");
+        let spool_corrupt =
+            count(SPOOL_CORRUPT, "Spooled records or tails skipped because their checksum or framing failed.");
+        let spool_errors = count(SPOOL_IO_ERRORS, "Spool reads or writes the disk refused.");
         Self {
             registry,
             messages_sent,
@@ -158,6 +223,15 @@ impl Metrics {
             transactions,
             duplicates_skipped,
             quota_exhausted,
+            spool_bytes,
+            spool_records,
+            spool_oldest_age,
+            spool_active,
+            spool_written,
+            spool_dropped,
+            spool_full,
+            spool_corrupt,
+            spool_errors,
         }
     }
 

@@ -216,7 +216,12 @@ pub async fn run<S: WsSession + ?Sized>(
     let mut epoch = 0u64;
     // Start of the current gap: the last data received before a disconnect. There is no gap
     // before the first subscription: nothing was being missed yet.
-    let mut gap_from: Option<DateTime<Utc>> = None;
+    // After a crash of the previous process, the first gap starts where its unacknowledged data
+    // did (see `SourceCtx::restart_gap`).
+    let (mut gap_from, mut gap_why) = match ctx.restart_gap() {
+        Some((from, why)) => (Some(from), why),
+        None => (None, String::new()),
+    };
     let mut last_data_at: Option<DateTime<Utc>> = None;
     let mut ever_subscribed = false;
     let config = WebSocketConfig::default()
@@ -323,7 +328,12 @@ pub async fn run<S: WsSession + ?Sized>(
                                             tracing::warn!(provider, epoch, gap_secs = secs, "resumed after a gap; data in the window was not received");
                                             let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Gap);
                                             (e.from, e.to, e.conn_epoch) = (Some(from), Some(to), Some(epoch));
-                                            e.message = Some("disconnect to resubscribe; WebSocket feeds cannot replay".into());
+                                            let why = std::mem::take(&mut gap_why);
+                                            e.message = Some(if why.is_empty() {
+                                                "disconnect to resubscribe; WebSocket feeds cannot replay".into()
+                                            } else {
+                                                why
+                                            });
                                             ctx.event(&e);
                                         }
                                         let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Resubscribed);

@@ -124,6 +124,7 @@ async fn start_with(
     more: impl FnOnce(&mut PollGroup),
 ) -> Running {
     let mut core = CoreConfig::default();
+    core.kafka.spool.dir = ingest_core::testkit::unique_dir("spool").display().to_string();
     core.kafka.brokers = testkit::kafka_brokers();
     core.kafka.topics.altdata_records.name = t.raw.clone();
     core.kafka.topics.state.name = t.state.clone();

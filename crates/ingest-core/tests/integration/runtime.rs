@@ -138,6 +138,7 @@ async fn producer_polls_delivers_and_reports_metrics_health_and_readiness() {
     let (addr, hits) = serve_items().await;
 
     let mut core = CoreConfig::default();
+    core.kafka.spool.dir = ingest_core::testkit::unique_dir("spool").display().to_string();
     core.kafka.brokers = testkit::kafka_brokers();
     core.kafka.topics.altdata_records.name = topic.clone();
     core.kafka.topics.events.name = events.clone();
@@ -268,6 +269,7 @@ async fn a_fatal_source_error_stops_the_producer_with_an_error() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let mut core = CoreConfig::default();
+    core.kafka.spool.dir = ingest_core::testkit::unique_dir("spool").display().to_string();
     core.kafka.brokers = testkit::kafka_brokers();
     core.telemetry.metrics_addr = "127.0.0.1:0".parse().unwrap();
     core.telemetry.health_addr = "127.0.0.1:0".parse().unwrap();
@@ -285,6 +287,7 @@ async fn a_fatal_source_error_stops_the_producer_with_an_error() {
 #[tokio::test]
 async fn a_fatal_kafka_error_fails_health_and_stops_the_producer() {
     let mut core = CoreConfig::default();
+    core.kafka.spool.dir = ingest_core::testkit::unique_dir("spool").display().to_string();
     core.kafka.brokers = testkit::kafka_brokers();
     core.telemetry.metrics_addr = "127.0.0.1:0".parse().unwrap();
     core.telemetry.health_addr = "127.0.0.1:0".parse().unwrap();

@@ -1,0 +1,356 @@
+use std::sync::{Arc, Mutex};
+
+use super::*;
+
+const SEG: u64 = 64 << 10;
+
+fn settings(dir: &Path, max_bytes: u64, overflow: Overflow) -> SpoolSettings {
+    SpoolSettings { dir: dir.to_path_buf(), max_bytes, segment_bytes: SEG, fsync: Fsync::Never, overflow }
+}
+
+/// Routes seen by a test resolver: (topic, provider) by index.
+type Routes = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A resolver over a shared route list, as the sink's route table.
+fn resolver() -> (Resolve, Routes) {
+    let routes = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let r = routes.clone();
+    let resolve: Resolve = Box::new(move |t: &str, p: &str| {
+        let mut v = r.lock().unwrap_or_else(PoisonError::into_inner);
+        v.iter().position(|(a, b)| a == t && b == p).unwrap_or_else(|| {
+            v.push((t.to_string(), p.to_string()));
+            v.len() - 1
+        })
+    });
+    (resolve, routes)
+}
+
+fn open(s: &SpoolSettings) -> (Spool, Recovered) {
+    Spool::open(s.clone(), Metrics::new("t", "0"), resolver().0).expect("open spool")
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    format!(r#"{{"seq":{i},"pad":"{}"}}"#, "x".repeat((i % 300) as usize)).into_bytes()
+}
+
+fn append(s: &Spool, route: usize, topic: &str, i: u64) -> Append {
+    let key = format!("k{}", i % 7);
+    let p = payload(i);
+    let seq = i.to_string();
+    let headers: [(&str, &[u8]); 2] = [("provider", b"polygon"), ("seq", seq.as_bytes())];
+    let e = Entry {
+        ts_ms: 1_700_000_000_000 + i as i64,
+        topic,
+        provider: "polygon",
+        key: key.as_bytes(),
+        headers: &headers,
+        payload: &p,
+    };
+    s.append(route, &e, false)
+}
+
+/// Takes every readable record, settling each (as acknowledged deliveries would).
+fn drain_all(s: &Spool) -> Vec<u64> {
+    let mut seen = Vec::new();
+    while let Next::Record(r) = s.next(Duration::from_millis(1)) {
+        let seq = s.begin(r.seg, r.end, r.ts_ms);
+        seen.push(seq_of(&r));
+        s.settle(seq);
+    }
+    seen
+}
+
+fn seq_of(r: &Spooled) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("payload is the JSON written");
+    v["seq"].as_u64().expect("seq")
+}
+
+#[test]
+fn records_come_back_in_order_with_every_field_and_the_spool_then_hands_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, rec) = open(&settings(dir.path(), 1 << 20, Overflow::Block));
+    assert_eq!(rec, Recovered::default());
+    assert!(!s.is_spooling());
+    assert!(matches!(
+        s.append(0, &Entry { ts_ms: 5, topic: "t", provider: "p", key: b"", headers: &[], payload: b"" }, true),
+        Append::NotSpooling
+    ));
+    for i in 0..2000 {
+        assert!(matches!(append(&s, 0, "market.ticks.raw", i), Append::Written { .. }));
+    }
+    assert!(s.is_spooling());
+    let first = match s.next(Duration::from_millis(1)) {
+        Next::Record(r) => r,
+        other => panic!("expected a record, got {other:?}"),
+    };
+    assert_eq!(first.topic, "market.ticks.raw");
+    assert_eq!(first.key, b"k0");
+    assert_eq!(first.ts_ms, 1_700_000_000_000);
+    assert_eq!(first.payload, payload(0));
+    assert_eq!(first.headers, vec![("provider".to_string(), b"polygon".to_vec()), ("seq".to_string(), b"0".to_vec())]);
+    let seq = s.begin(first.seg, first.end, first.ts_ms);
+    s.settle(seq);
+    let rest = drain_all(&s);
+    assert_eq!(rest, (1..2000).collect::<Vec<_>>());
+    // Drained: the next call hands over to direct sending.
+    assert!(matches!(s.next(Duration::from_millis(1)), Next::Idle));
+    assert!(!s.is_spooling());
+    // Settled segments are deleted at the checkpoint, except the one being written.
+    s.checkpoint();
+    let files = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .count();
+    assert_eq!(files, 1, "only the active segment is kept");
+    assert!(s.metrics.spool_bytes.get() < SEG as i64);
+    assert_eq!(s.metrics.spool_records.get(), 0);
+    assert_eq!(s.metrics.spool_written.get(), 2000);
+}
+
+#[test]
+fn a_crashed_process_leaves_unacknowledged_records_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 4 << 20, Overflow::Block);
+    {
+        let (s, _) = open(&st);
+        for i in 0..1000 {
+            append(&s, 0, "t", i);
+        }
+        // 600 taken; 500 acknowledged, but the 100th and the last 100 taken are not.
+        let mut taken = Vec::new();
+        for _ in 0..600 {
+            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            taken.push(s.begin(r.seg, r.end, r.ts_ms));
+        }
+        for (i, seq) in taken.iter().enumerate() {
+            if i < 500 && i != 99 {
+                s.settle(*seq);
+            }
+        }
+        s.checkpoint();
+        // Dropped without close: as a SIGKILL would.
+    }
+    let (s, rec) = open(&st);
+    // The cursor stops before the first unacknowledged record (index 99): nothing lost, the
+    // acknowledged records after it are sent again (at-least-once across a crash).
+    assert_eq!(rec.records, 901, "{rec:?}");
+    assert_eq!(rec.corrupt, 0);
+    assert!(s.is_spooling(), "recovered records are sent before new ones");
+    append(&s, 0, "t", 1000);
+    assert_eq!(drain_all(&s), (99..=1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_torn_tail_is_cut_off_and_counted_and_a_bad_checksum_skips_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 4 << 20, Overflow::Block);
+    let seg_path = {
+        let (s, _) = open(&st);
+        for i in 0..10 {
+            append(&s, 0, "t", i);
+        }
+        segment_path(dir.path(), s.lock().segments[0].id)
+    };
+    // A record half written when the machine died, and a flipped bit in record 3's payload.
+    let mut bytes = fs::read(&seg_path).unwrap();
+    let good_len = bytes.len();
+    let mut frame = Vec::new();
+    encode(&Entry { ts_ms: 1, topic: "t", provider: "p", key: b"k", headers: &[], payload: &payload(99) }, &mut frame);
+    bytes.extend_from_slice(&frame[..frame.len() / 2]);
+    let mut at = SEG_START as usize;
+    for _ in 0..3 {
+        at += FRAME + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    let last = at + FRAME + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize - 1;
+    bytes[last] ^= 0x20;
+    fs::write(&seg_path, &bytes).unwrap();
+
+    let metrics = Metrics::new("t", "0");
+    let (s, rec) = Spool::open(st.clone(), metrics.clone(), resolver().0).unwrap();
+    assert_eq!(rec.corrupt, 1, "the torn tail");
+    assert_eq!(fs::metadata(&seg_path).unwrap().len(), good_len as u64, "cut back to the last whole record");
+    append(&s, 0, "t", 10);
+    assert_eq!(drain_all(&s), vec![0, 1, 2, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(metrics.spool_corrupt.get(), 2, "torn tail + bad checksum");
+}
+
+#[test]
+fn drop_oldest_counts_every_dropped_record_exactly_per_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let (resolve, routes) = resolver();
+    let metrics = Metrics::new("t", "0");
+    let (s, _) = Spool::open(settings(dir.path(), 4 * SEG, Overflow::DropOldest), metrics.clone(), resolve).unwrap();
+    let mut dropped = [0u64; 2];
+    let n = 6000;
+    for i in 0..n {
+        let route = (i % 2) as usize;
+        match append(&s, route, if route == 0 { "a" } else { "b" }, i) {
+            Append::Written { dropped: d } => d.iter().for_each(|(r, k)| dropped[*r] += k),
+            other => panic!("drop-oldest never refuses: {other:?}"),
+        }
+    }
+    assert!(s.metrics.spool_bytes.get() as u64 <= 4 * SEG);
+    let kept = drain_all(&s);
+    let total: u64 = dropped.iter().sum();
+    assert!(total > 0, "the bound was reached");
+    assert_eq!(total + kept.len() as u64, n, "appended = delivered + dropped, exactly");
+    assert_eq!(metrics.spool_dropped.get(), total);
+    // The oldest went: what is left is the newest, contiguous and in order.
+    assert_eq!(kept, (total..n).collect::<Vec<_>>());
+    let per_route_kept =
+        [kept.iter().filter(|i| *i % 2 == 0).count() as u64, kept.iter().filter(|i| *i % 2 == 1).count() as u64];
+    assert_eq!(dropped[0] + per_route_kept[0], n / 2);
+    assert_eq!(dropped[1] + per_route_kept[1], n / 2);
+    drop(routes);
+}
+
+#[test]
+fn block_refuses_when_full_and_takes_again_once_acknowledged_segments_are_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new("t", "0");
+    let (s, _) = Spool::open(settings(dir.path(), 2 * SEG, Overflow::Block), metrics.clone(), resolver().0).unwrap();
+    let mut written = 0;
+    while let Append::Written { dropped } = append(&s, 0, "t", written) {
+        assert!(dropped.is_empty());
+        written += 1;
+    }
+    assert!(matches!(append(&s, 0, "t", written), Append::Full));
+    assert!(metrics.spool_full.get() >= 2);
+    // Taken but unacknowledged: still on disk, still full.
+    let mut taken = Vec::new();
+    while let Next::Record(r) = s.next(Duration::from_millis(1)) {
+        taken.push(s.begin(r.seg, r.end, r.ts_ms));
+    }
+    assert_eq!(taken.len() as u64, written);
+    s.checkpoint();
+    assert!(matches!(append(&s, 0, "t", written), Append::Full));
+    for seq in taken {
+        s.settle(seq);
+    }
+    s.checkpoint();
+    assert!(matches!(append(&s, 0, "t", written), Append::Written { .. }));
+}
+
+#[test]
+fn one_spool_directory_belongs_to_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 1 << 20, Overflow::Block);
+    let (_held, _) = open(&st);
+    let err = Spool::open(st, Metrics::new("t", "0"), resolver().0).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+}
+
+#[test]
+fn a_garbled_cursor_or_foreign_file_is_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 1 << 20, Overflow::Block);
+    {
+        let (s, _) = open(&st);
+        for i in 0..5 {
+            append(&s, 0, "t", i);
+        }
+    }
+    fs::write(dir.path().join("cursor"), b"garbage").unwrap();
+    fs::write(segment_path(dir.path(), 999), b"not a segment").unwrap();
+    let (s, rec) = open(&st);
+    assert_eq!((rec.records, rec.corrupt), (5, 1));
+    assert_eq!(drain_all(&s), (0..5).collect::<Vec<_>>());
+}
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(u8),
+        Take,
+        AckOldest,
+        Checkpoint,
+        Crash,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => any::<u8>().prop_map(Op::Append),
+            4 => Just(Op::Take),
+            3 => Just(Op::AckOldest),
+            1 => Just(Op::Checkpoint),
+            1 => Just(Op::Crash),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
+
+        /// Any interleaving of appends, takes, acknowledgements, checkpoints and crashes: every
+        /// appended record is acknowledged at least once, first deliveries come in append order,
+        /// and only records unacknowledged at a crash are sent again.
+        #[test]
+        fn nothing_is_lost_or_reordered_across_crashes(ops in proptest::collection::vec(op(), 1..400)) {
+            let dir = tempfile::tempdir().unwrap();
+            let st = SpoolSettings { segment_bytes: 1 << 16, ..settings(dir.path(), 1 << 30, Overflow::Block) };
+            let mut spool = Some(open(&st).0);
+            let mut next = 0u64;
+            let mut in_flight: VecDeque<(u64, u64)> = VecDeque::new();
+            let mut acked: Vec<u64> = Vec::new();
+            let mut first_seen: Vec<u64> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for op in ops {
+                let s = spool.as_ref().unwrap();
+                match op {
+                    Op::Append(size) => {
+                        let p = vec![b'x'; size as usize * 8];
+                        let seq_text = next.to_string();
+                        let e = Entry { ts_ms: 0, topic: "t", provider: "p", key: seq_text.as_bytes(), headers: &[], payload: &p };
+                        let written = matches!(s.append(0, &e, false), Append::Written { .. });
+                        prop_assert!(written);
+                        next += 1;
+                    }
+                    Op::Take => {
+                        if let Next::Record(r) = s.next(Duration::from_millis(0)) {
+                            let n: u64 = std::str::from_utf8(&r.key).unwrap().parse().unwrap();
+                            if seen.insert(n) {
+                                first_seen.push(n);
+                            }
+                            in_flight.push_back((s.begin(r.seg, r.end, 0), n));
+                        }
+                    }
+                    Op::AckOldest => {
+                        if let Some((seq, n)) = in_flight.pop_front() {
+                            s.settle(seq);
+                            acked.push(n);
+                        }
+                    }
+                    Op::Checkpoint => s.checkpoint(),
+                    Op::Crash => {
+                        in_flight.clear();
+                        drop(spool.take());
+                        spool = Some(open(&st).0);
+                    }
+                }
+            }
+            // Finish: take and acknowledge everything left.
+            let s = spool.as_ref().unwrap();
+            for (seq, n) in in_flight.drain(..) {
+                s.settle(seq);
+                acked.push(n);
+            }
+            while let Next::Record(r) = s.next(Duration::from_millis(0)) {
+                let n: u64 = std::str::from_utf8(&r.key).unwrap().parse().unwrap();
+                if seen.insert(n) {
+                    first_seen.push(n);
+                }
+                s.settle(s.begin(r.seg, r.end, 0));
+                acked.push(n);
+            }
+            prop_assert_eq!(first_seen, (0..next).collect::<Vec<_>>());
+            let mut all: Vec<u64> = acked.clone();
+            all.sort_unstable();
+            all.dedup();
+            prop_assert_eq!(all, (0..next).collect::<Vec<_>>());
+        }
+    }
+}
