@@ -45,13 +45,19 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g curl \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 finstream \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin finstream
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin finstream \
+ && mkdir -p /var/lib/finstream/spool && chown -R 10001:10001 /var/lib/finstream
 COPY --from=build /out/producer /usr/local/bin/producer
 COPY scripts/docker-entrypoint.sh /usr/local/bin/finstream-entrypoint
 COPY scripts/demo-env.sh /usr/local/share/finstream/demo-env.sh
 COPY configs/config.yaml /etc/finstream/config.yaml
 # The config's defaults listen on 0.0.0.0:9090 (metrics) and 0.0.0.0:8081 (health).
-ENV FINSTREAM_CONFIG=/etc/finstream/config.yaml
+# The outage spool (kafka.spool): records held on disk while Kafka is away. Mount a volume here
+# so that a restarted container sends what the previous one left.
+ENV FINSTREAM_CONFIG=/etc/finstream/config.yaml \
+    KAFKA_SPOOL_DIR=/var/lib/finstream/spool
+VOLUME ["/var/lib/finstream/spool"]
+WORKDIR /var/lib/finstream
 USER 10001:10001
 # 9090: /metrics (Prometheus); 8081: /health (liveness) and /ready (readiness).
 EXPOSE 9090 8081

@@ -210,7 +210,9 @@ impl XStream {
         let mut seen = DedupWindow::new(10_000);
         let mut schedule = Schedule::default();
         let mut rules_synced = false;
-        let mut gap_from: Option<DateTime<Utc>> = None;
+        // After a crash of the previous process, the first gap starts where its unacknowledged
+        // data did.
+        let mut gap_from: Option<DateTime<Utc>> = ctx.restart_gap().map(|(from, _)| from);
         let mut wait = Duration::ZERO;
         loop {
             if !sleep_or_stop(wait, &ctx).await {
