@@ -12,7 +12,7 @@ IMAGE_PREFIX ?= finstream
 IMAGE_TAG ?= dev
 
 .PHONY: help deps build test test-unit test-integration test-chaos bench run $(addprefix run-,$(PRODUCERS)) \
-        kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
+        kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-chaos-up kafka-chaos-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
         docker-build check-deploy fmt fmt-check lint coverage clean
 
 help: ## this list
@@ -24,19 +24,20 @@ deps: ## install system packages, Kafka jars (Maven Central) and Rust crates
 build: ## build all crates (debug)
 	cargo build --workspace --all-targets --locked
 
-test: kafka-up kafka-secure-up kafka-cluster-up ## all tests (unit + integration + chaos) against the real local Kafka
+test: kafka-up kafka-secure-up kafka-cluster-up kafka-chaos-up ## all tests (unit + integration + chaos) against the real local Kafka
 	cargo build --workspace --bins --locked  # every binary, provider-sim included (deploy checks run them)
 	$(TEST_ENV) cargo test --workspace --locked
 
 test-unit: ## unit tests only (no Kafka needed)
 	cargo test --workspace --locked --lib --bins
 
-test-integration: kafka-up kafka-secure-up kafka-cluster-up ## integration tests only (real Kafka)
+test-integration: kafka-up kafka-secure-up kafka-cluster-up kafka-chaos-up ## integration tests only (real Kafka)
 	cargo build --workspace --bins --locked
 	$(TEST_ENV) cargo test --workspace --locked --test '*'
 
-test-chaos: kafka-up kafka-cluster-up ## chaos scenarios on the three-node cluster (leader kills, 2 of 3 brokers down); part of `make test`
+test-chaos: kafka-up kafka-cluster-up kafka-chaos-up ## chaos scenarios: leader kills and 2 of 3 down on the cluster, broker SIGKILL under a market stream, spool overflow, producer kill -9; part of `make test`
 	$(TEST_ENV) cargo test --locked -p ingest-core --test chaos -- --nocapture
+	$(TEST_ENV) cargo test --locked -p market-producer --test chaos -- --nocapture
 
 bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick) and end to end through the local Kafka
 	cargo bench --locked -p market-producer --bench pipeline
@@ -62,6 +63,12 @@ kafka-secure-down: ## stop it
 
 kafka-cluster-up: ## start a three-node local Kafka cluster (RF=3, min.insync.replicas=2)
 	scripts/kafka.sh cluster-up
+
+kafka-chaos-up: ## start the single node the chaos tests SIGKILL (127.0.0.1:29092)
+	scripts/kafka.sh chaos-up
+
+kafka-chaos-down: ## stop it
+	scripts/kafka.sh chaos-down
 
 kafka-cluster-down: ## stop the three-node cluster
 	scripts/kafka.sh cluster-down

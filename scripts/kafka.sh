@@ -10,6 +10,8 @@
 #   scripts/kafka.sh secure-up     one node with TLS + SASL/SCRAM-SHA-512 clients on $KAFKA_SECURE_PORT+1
 #                                  (test CA, user and password in .local/kafka/secure/)
 #   scripts/kafka.sh secure-down   stop it
+#   scripts/kafka.sh chaos-up      a second single node on $KAFKA_CHAOS_PORT, for tests that SIGKILL it
+#   scripts/kafka.sh chaos-down    stop it
 #   scripts/kafka.sh status        what is running
 #   scripts/kafka.sh topics        list topics and partition counts
 #   scripts/kafka.sh clean         stop everything and delete the data folders
@@ -18,6 +20,7 @@
 #   KAFKA_PORT=9092                 client port of the single node (controller: KAFKA_PORT+1)
 #   KAFKA_CLUSTER_PORT=19092        client port of cluster node 1 (node i: +100*(i-1), controller +1)
 #   KAFKA_SECURE_PORT=9292          secure node: plaintext admin port (SASL_SSL: +1, controller: +2)
+#   KAFKA_CHAOS_PORT=29092          client port of the chaos node (controller: +1)
 #   KAFKA_HEAP_OPTS="-Xms256m -Xmx512m"
 #   KAFKA_READY_TIMEOUT_SECS=120
 #   KAFKA_LOCAL_DIR=<repo>/.local/kafka   jars, data and logs (git-ignored)
@@ -33,6 +36,7 @@ lib=$local_dir/lib
 port=${KAFKA_PORT:-9092}
 cluster_port=${KAFKA_CLUSTER_PORT:-19092}
 secure_port=${KAFKA_SECURE_PORT:-9292}
+chaos_port=${KAFKA_CHAOS_PORT:-29092}
 heap=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 ready_timeout=${KAFKA_READY_TIMEOUT_SECS:-120}
 
@@ -171,16 +175,17 @@ fail_with_log() {
   die "$2"
 }
 
-up() {
+# single_up NAME PORT PORT_VARIABLE: a one-node cluster in $local_dir/NAME.
+single_up() {
   need_java
   deps
-  local dir=$local_dir/single ctrl=$((port + 1))
+  local dir=$local_dir/$1 port=$2 var=$3 ctrl=$(($2 + 1))
   mkdir -p "$dir"
   if ! pid_of "$dir" >/dev/null; then
-    port_open "$port" && die "port $port is in use by another process; set KAFKA_PORT to a free port"
-    port_open "$ctrl" && die "controller port $ctrl is in use by another process; set KAFKA_PORT"
+    port_open "$port" && die "port $port is in use by another process; set $var to a free port"
+    port_open "$ctrl" && die "controller port $ctrl is in use by another process; set $var"
     write_config "$dir" 1 "$port" "$ctrl" "1@127.0.0.1:$ctrl" 1
-    start_node "$dir" "$(cluster_id_of "$local_dir/single")"
+    start_node "$dir" "$(cluster_id_of "$dir")"
   fi
   admin wait --bootstrap "127.0.0.1:$port" --brokers 1 --timeout-secs "$ready_timeout" \
     || fail_with_log "$dir" "broker on 127.0.0.1:$port not ready"
@@ -188,6 +193,8 @@ up() {
     || die "creating topics failed"
   log "Kafka ready on 127.0.0.1:$port"
 }
+
+up() { single_up single "$port" KAFKA_PORT; }
 
 down() { stop_nodes "$local_dir/single"; }
 
@@ -309,7 +316,7 @@ cluster_down() {
 
 status() {
   local d pid
-  for d in "$local_dir/single" "$local_dir/secure" $(cluster_dirs); do
+  for d in "$local_dir/single" "$local_dir/secure" "$local_dir/chaos" $(cluster_dirs); do
     if pid=$(pid_of "$d"); then
       echo "running  pid $pid  $d"
     fi
@@ -324,8 +331,10 @@ case ${1:-} in
   cluster-down) cluster_down ;;
   secure-up) secure_up ;;
   secure-down) stop_nodes "$local_dir/secure" ;;
+  chaos-up) single_up chaos "$chaos_port" KAFKA_CHAOS_PORT ;;
+  chaos-down) stop_nodes "$local_dir/chaos" ;;
   status) status ;;
   topics) deps; admin list --bootstrap "${2:-127.0.0.1:$port}" ;;
-  clean) down; cluster_down; stop_nodes "$local_dir/secure"; rm -rf "$local_dir/single" "$local_dir/cluster" "$local_dir/secure" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  clean) down; cluster_down; stop_nodes "$local_dir/secure" "$local_dir/chaos"; rm -rf "$local_dir/single" "$local_dir/cluster" "$local_dir/secure" "$local_dir/chaos" ;;
+  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
