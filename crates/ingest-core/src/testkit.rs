@@ -310,6 +310,23 @@ impl ProducerProcess {
         self.child.id()
     }
 
+    /// Its resident memory (KiB).
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// The sum of its series `name` whose labels contain every `labels` pair, from its own
+    /// `/metrics` (served with `/health` when both addresses are 127.0.0.1:0).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let url = format!("http://{}/metrics", self.health);
+        let text = reqwest::get(url).await.expect("scrape /metrics").text().await.expect("metrics body");
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).join("\n")
@@ -352,6 +369,14 @@ impl Drop for ProducerProcess {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Resident memory of process `pid` from /proc (KiB; 0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches(" kB").parse().ok()))
+        .unwrap_or(0)
 }
 
 /// A fresh path under the system's temp directory (not created), unique in this machine's

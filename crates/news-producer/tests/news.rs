@@ -319,16 +319,7 @@ async fn a_provider_fault_storm_is_ridden_out_without_loss_or_growth() {
     fx.news.delay_next("/v2/everything", 3, Duration::from_secs(2));
     let mut p = fx.spawn();
     let pid = p.pid();
-    let rss = || {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
-                })
-            })
-            .unwrap_or(0)
-    };
+    let rss = || testkit::rss_kib(pid);
     let mut samples = Vec::new();
     let mut published = 0;
     let started = std::time::Instant::now();

@@ -626,16 +626,17 @@ impl Sink {
         headers: &Headers<'_>,
     ) -> Result<(), SendError> {
         let Some(spool) = &self.inner.spool else { return self.produce(route, topic, key, payload, headers) };
+        // Built (and the clock read) only when the spool takes the record, not per direct send.
         let entry =
-            Entry { ts_ms: Utc::now().timestamp_millis(), topic, provider, key, headers: headers.list(), payload };
+            || Entry { ts_ms: Utc::now().timestamp_millis(), topic, provider, key, headers: headers.list(), payload };
         if spool.is_spooling()
-            && let Some(done) = self.spool_append(spool, route, &entry, true)
+            && let Some(done) = self.spool_append(spool, route, &entry(), true)
         {
             return done;
         }
         match self.produce(route, topic, key, payload, headers) {
             Err(SendError::QueueFull) => {
-                self.spool_append(spool, route, &entry, false).unwrap_or(Err(SendError::QueueFull))
+                self.spool_append(spool, route, &entry(), false).unwrap_or(Err(SendError::QueueFull))
             }
             other => other,
         }

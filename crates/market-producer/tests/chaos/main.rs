@@ -103,24 +103,25 @@ fn producer(sim: &Sim, topic: &str, events: &str, spool: &Path, extra: &[(&str, 
     ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env)
 }
 
-/// Sum of the producer's series `name` whose labels contain `labels`.
-async fn metric(p: &ProducerProcess, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let Ok(resp) = reqwest::get(format!("http://{}/metrics", p.health)).await else { return f64::NAN };
-    let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+fn rss_mib(p: &ProducerProcess) -> f64 {
+    p.rss_kib() as f64 / 1024.0
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+/// A consumer of every partition of `topic` on the chaos broker, from the beginning.
+fn from_beginning(topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", testkit::unique_topic("chaos-audit"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    c
 }
 
 async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut f: F)
@@ -150,18 +151,7 @@ struct Audit {
 /// Reads the whole topic (until `expected` distinct ticks arrived and 5 s passed without
 /// more, or `timeout`): count, duplicates and per-symbol order by Polygon's sequence number.
 fn audit(topic: &str, expected: u64, timeout: Duration) -> Audit {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", testkit::unique_topic("chaos-audit"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = from_beginning(topic);
     let mut seen: HashMap<String, std::collections::HashSet<u64>> = HashMap::new();
     let mut last: HashMap<String, u64> = HashMap::new();
     let mut a = Audit::default();
@@ -215,19 +205,19 @@ struct Sampler {
 async fn sample(p: &ProducerProcess, d: Duration, s: &mut Sampler) {
     let end = Instant::now() + d;
     while Instant::now() < end {
-        s.peak_rss = s.peak_rss.max(rss_mib(p.pid()));
-        s.peak_spool_bytes = s.peak_spool_bytes.max(metric(p, "producer_spool_bytes", &[]).await);
-        s.peak_spool_records = s.peak_spool_records.max(metric(p, "producer_spool_records", &[]).await);
+        s.peak_rss = s.peak_rss.max(rss_mib(p));
+        s.peak_spool_bytes = s.peak_spool_bytes.max(p.metric("producer_spool_bytes", &[]).await);
+        s.peak_spool_records = s.peak_spool_records.max(p.metric("producer_spool_records", &[]).await);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
 /// The ticks the producer acknowledged and the spool being empty and idle.
 async fn drained(p: &ProducerProcess, topic: &str) -> (f64, bool) {
-    let sent = metric(p, "producer_messages_sent_total", &[("topic", topic)]).await;
-    let idle = metric(p, "producer_spool_records", &[]).await == 0.0
-        && metric(p, "producer_spool_active", &[]).await == 0.0
-        && metric(p, "producer_kafka_in_flight_messages", &[]).await == 0.0;
+    let sent = p.metric("producer_messages_sent_total", &[("topic", topic)]).await;
+    let idle = p.metric("producer_spool_records", &[]).await == 0.0
+        && p.metric("producer_spool_active", &[]).await == 0.0
+        && p.metric("producer_kafka_in_flight_messages", &[]).await == 0.0;
     (sent, idle)
 }
 
@@ -251,13 +241,13 @@ async fn a_broker_sigkilled_for_30_s_under_a_100k_ticks_stream_loses_nothing() {
     let started = Instant::now();
     let mut s = Sampler { peak_rss: 0.0, peak_spool_bytes: 0.0, peak_spool_records: 0.0 };
     sample(&p, before, &mut s).await;
-    let sent_before = metric(&p, "producer_messages_sent_total", &[("topic", &topic)]).await;
-    let rss_before = rss_mib(p.pid());
+    let sent_before = p.metric("producer_messages_sent_total", &[("topic", &topic)]).await;
+    let rss_before = rss_mib(&p);
 
     kill_broker();
     let killed = Instant::now();
     sample(&p, outage, &mut s).await;
-    let spooled_during = metric(&p, "producer_spool_written_records_total", &[]).await;
+    let spooled_during = p.metric("producer_spool_written_records_total", &[]).await;
     let back_in = restart_broker();
     let down_for = killed.elapsed();
 
@@ -266,9 +256,9 @@ async fn a_broker_sigkilled_for_30_s_under_a_100k_ticks_stream_loses_nothing() {
     let drain_started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        s.peak_rss = s.peak_rss.max(rss_mib(p.pid()));
+        s.peak_rss = s.peak_rss.max(rss_mib(&p));
         let (sent, idle) = drained(&p, &topic).await;
-        if recovered_in.is_zero() && metric(&p, "producer_spool_active", &[]).await == 0.0 {
+        if recovered_in.is_zero() && p.metric("producer_spool_active", &[]).await == 0.0 {
             recovered_in = drain_started.elapsed();
         }
         if sent >= total as f64 && idle {
@@ -278,9 +268,9 @@ async fn a_broker_sigkilled_for_30_s_under_a_100k_ticks_stream_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let stream_secs = started.elapsed().as_secs_f64();
-    let failed = metric(&p, "producer_messages_failed_total", &[("topic", &topic)]).await;
-    let gaps = metric(&p, "producer_ws_gaps_total", &[]).await;
-    let reconnects = metric(&p, "producer_ws_reconnects_total", &[]).await;
+    let failed = p.metric("producer_messages_failed_total", &[("topic", &topic)]).await;
+    let gaps = p.metric("producer_ws_gaps_total", &[]).await;
+    let reconnects = p.metric("producer_ws_reconnects_total", &[]).await;
     let a = audit(&topic, total, Duration::from_secs(300));
     println!(
         "chaos: broker SIGKILLed for {:.1} s (back in {:.1} s) under a {rate}/s firehose ({:.0} ticks/s acknowledged before the kill): \
@@ -348,7 +338,7 @@ async fn an_outage_longer_than_the_bounds_drops_oldest_with_exact_counts() {
     let (delivered, dropped) = loop {
         let (sent, idle) = drained(&p, &topic).await;
         let dropped =
-            metric(&p, "producer_messages_failed_total", &[("topic", &topic), ("reason", "spool_overflow")]).await;
+            p.metric("producer_messages_failed_total", &[("topic", &topic), ("reason", "spool_overflow")]).await;
         if sent + dropped >= total as f64 && idle {
             break (sent, dropped);
         }
@@ -356,8 +346,8 @@ async fn an_outage_longer_than_the_bounds_drops_oldest_with_exact_counts() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let drain_secs = t.elapsed().as_secs_f64();
-    let spool_dropped = metric(&p, "producer_spool_dropped_records_total", &[]).await;
-    let other_failures = metric(&p, "producer_messages_failed_total", &[("topic", &topic)]).await - dropped;
+    let spool_dropped = p.metric("producer_spool_dropped_records_total", &[]).await;
+    let other_failures = p.metric("producer_messages_failed_total", &[("topic", &topic)]).await - dropped;
     let a = audit(&topic, delivered as u64, Duration::from_secs(120));
     println!(
         "chaos: 20 s outage at {rate}/s with a 10,000-record memory queue and an 8 MiB drop-oldest spool (back in {:.1} s): \
@@ -407,10 +397,10 @@ async fn a_producer_killed_during_an_outage_keeps_its_spool_and_publishes_its_lo
     tokio::time::sleep(Duration::from_secs(4)).await;
     kill_broker();
     wait_until(Duration::from_secs(60), "records spooled", || async {
-        metric(&a, "producer_spool_written_records_total", &[]).await > 40_000.0
+        a.metric("producer_spool_written_records_total", &[]).await > 40_000.0
     })
     .await;
-    let spooled = metric(&a, "producer_spool_written_records_total", &[]).await;
+    let spooled = a.metric("producer_spool_written_records_total", &[]).await;
     assert!(Command::new("kill").args(["-KILL", &a.pid().to_string()]).status().unwrap().success());
     assert_eq!(a.wait_exit(Duration::from_secs(10)), None, "killed by the signal");
     let killed_at = chrono::Utc::now();
@@ -427,17 +417,7 @@ async fn a_producer_killed_during_an_outage_keeps_its_spool_and_publishes_its_lo
     drop(b); // SIGTERM: the stream ends, so the audit below can reach the end of the topic.
 
     // The first process's ticks (received before it was killed), per symbol.
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", testkit::unique_topic("chaos-audit"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = from_beginning(&topic);
     let mut first: HashMap<String, Vec<(u64, i64)>> = HashMap::new();
     let (mut from_b, mut idle) = (0u64, Instant::now());
     while idle.elapsed() < Duration::from_secs(5) {

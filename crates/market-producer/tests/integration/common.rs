@@ -62,14 +62,3 @@ pub(crate) async fn wait_event(topic: &str, kind: EventKind, min_total: usize) -
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
-
-/// The sum of the series of metric `name` whose labels contain every `labels` pair, from the
-/// producer's own `/metrics` (served with `/health` when both addresses are 127.0.0.1:0).
-pub(crate) async fn metric(p: &ingest_core::testkit::ProducerProcess, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", p.health)).await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}

@@ -11,7 +11,7 @@ use provider_sim::polygon::{PolygonConfig, PolygonHandle};
 use rdkafka::message::Message;
 use serde_json::Value;
 
-use crate::common::{Topics, metric, value, wait_event};
+use crate::common::{Topics, value, wait_event};
 
 const KEY: &str = "pk-test-0123456789";
 
@@ -146,9 +146,9 @@ async fn reconnects_resubscribes_and_publishes_the_gap() {
         assert!(kinds.contains(&k), "{kinds:?}");
     }
 
-    assert_eq!(metric(&s.producer, "producer_ws_gaps_total", &[("provider", "polygon")]).await, 1.0);
-    assert!(metric(&s.producer, "producer_ws_reconnects_total", &[("provider", "polygon")]).await >= 1.0);
-    assert!(metric(&s.producer, "producer_ws_gap_seconds_total", &[("provider", "polygon")]).await > 0.0);
+    assert_eq!(s.producer.metric("producer_ws_gaps_total", &[("provider", "polygon")]).await, 1.0);
+    assert!(s.producer.metric("producer_ws_reconnects_total", &[("provider", "polygon")]).await >= 1.0);
+    assert!(s.producer.metric("producer_ws_gap_seconds_total", &[("provider", "polygon")]).await > 0.0);
     s.polygon.push(r#"[{"ev":"T","sym":"MSFT","x":12,"i":"2","p":100.6,"s":10,"t":1704205801000,"q":2}]"#);
     let got = testkit::consume(&s.topic, 2, Duration::from_secs(30));
     assert!(
@@ -198,8 +198,8 @@ async fn malformed_input_is_dead_lettered_and_the_stream_continues() {
     assert_eq!(s.polygon.subscribed_connections(), 1, "no reconnect was needed");
     // Every bad input counted once, and no gap.
     let invalid = [("topic", s.topic.as_str()), ("reason", "invalid")];
-    assert_eq!(metric(&s.producer, "producer_messages_failed_total", &invalid).await, 5.0);
-    assert_eq!(metric(&s.producer, "producer_ws_gaps_total", &[("provider", "polygon")]).await, 0.0);
+    assert_eq!(s.producer.metric("producer_messages_failed_total", &invalid).await, 5.0);
+    assert_eq!(s.producer.metric("producer_ws_gaps_total", &[("provider", "polygon")]).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,17 +267,6 @@ async fn two_replicas_cover_each_symbol_exactly_once() {
     assert_eq!(got, want, "together exactly the whole set, no symbol twice");
 }
 
-/// Resident memory of a process, from /proc (KiB).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse().ok()))
-        })
-        .flatten()
-        .unwrap_or(0)
-}
-
 /// A provider that drops the connection 8 times, a second after each resubscription, while a
 /// firehose streams: the producer stays up, reconnects and resubscribes every time, counts each
 /// gap, keeps delivering, and its memory stays flat (RSS sampled every 250 ms). Connections that
@@ -293,7 +282,7 @@ async fn a_disconnect_storm_is_ridden_out_with_bounded_memory() {
         total: 0,
     });
     let pid = s.producer.pid();
-    let mut samples = vec![rss_kib(pid)];
+    let mut samples = vec![testkit::rss_kib(pid)];
     let drops: usize = 8;
     let started = std::time::Instant::now();
     let auths = |p: &PolygonHandle| p.client_messages().iter().filter(|m| m.contains("\"auth\"")).count();
@@ -306,7 +295,7 @@ async fn a_disconnect_storm_is_ridden_out_with_bounded_memory() {
         .await;
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            samples.push(rss_kib(pid));
+            samples.push(testkit::rss_kib(pid));
         }
         s.polygon.drop_all();
     }
@@ -317,15 +306,15 @@ async fn a_disconnect_storm_is_ridden_out_with_bounded_memory() {
         async move { (auths(&p) == drops + 1 && p.subscribed_connections() == 1).then_some(()) }
     })
     .await;
-    let before = metric(&s.producer, "producer_messages_sent_total", &[("provider", "polygon")]).await;
+    let before = s.producer.metric("producer_messages_sent_total", &[("provider", "polygon")]).await;
     testkit::wait_for(Duration::from_secs(30), "records after the storm", || {
         let p = &s.producer;
-        async move { (metric(p, "producer_messages_sent_total", &[("provider", "polygon")]).await > before).then_some(()) }
+        async move { (p.metric("producer_messages_sent_total", &[("provider", "polygon")]).await > before).then_some(()) }
     })
     .await;
-    let reconnects = metric(&s.producer, "producer_ws_reconnects_total", &[("provider", "polygon")]).await;
-    let gaps = metric(&s.producer, "producer_ws_gaps_total", &[("provider", "polygon")]).await;
-    let sent = metric(&s.producer, "producer_messages_sent_total", &[("provider", "polygon")]).await;
+    let reconnects = s.producer.metric("producer_ws_reconnects_total", &[("provider", "polygon")]).await;
+    let gaps = s.producer.metric("producer_ws_gaps_total", &[("provider", "polygon")]).await;
+    let sent = s.producer.metric("producer_messages_sent_total", &[("provider", "polygon")]).await;
     let (first, peak, last) = (samples[4], *samples.iter().max().unwrap(), *samples.last().unwrap());
     println!(
         "chaos: {drops} disconnects in {:.1} s under a 5,000 ticks/s firehose: reconnects {reconnects}, gaps {gaps}, \
