@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -52,18 +52,40 @@ fn restart_broker() -> Duration {
     t.elapsed()
 }
 
-/// A unique `<stem>.raw` (16 partitions), its `.dlq` and an events topic on the chaos broker.
-async fn topics() -> (String, String) {
+/// A scenario's own topics on the chaos broker (`<stem>.raw` with 16 partitions, its `.dlq`,
+/// an events topic) and spool directory. Dropping it deletes them, also when the test fails:
+/// the 100k ticks/s scenario writes ~1.4 GB to the broker and up to ~750 MB to the spool, and
+/// repeated runs must not fill the disk.
+struct Scenario {
+    topic: String,
+    events: String,
+    spool: PathBuf,
+    all: Vec<String>,
+}
+
+async fn scenario() -> Scenario {
     kafka_sh("chaos-up");
     let stem = testkit::unique_topic("chaos");
-    let (topic, events) = (format!("{stem}.raw"), format!("{stem}.events"));
-    let list = [
-        TopicToCreate::new(&topic, PARTITIONS),
-        TopicToCreate::new(format!("{stem}.dlq"), 1),
-        TopicToCreate::new(&events, 1),
-    ];
+    let (topic, events, dlq) = (format!("{stem}.raw"), format!("{stem}.events"), format!("{stem}.dlq"));
+    let list = [TopicToCreate::new(&topic, PARTITIONS), TopicToCreate::new(&dlq, 1), TopicToCreate::new(&events, 1)];
     ensure_topics(&[("bootstrap.servers".into(), bootstrap())], 1, &list).await.unwrap();
-    (topic, events)
+    let all = vec![topic.clone(), events.clone(), dlq];
+    Scenario { topic, events, spool: testkit::unique_dir("chaos-spool"), all }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        let _ = std::fs::remove_dir_all(&self.spool);
+        let admin: Option<AdminClient<DefaultClientContext>> =
+            ClientConfig::new().set("bootstrap.servers", bootstrap()).create().ok();
+        if let Some(admin) = admin {
+            let names: Vec<&str> = self.all.iter().map(String::as_str).collect();
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            let _ = futures::executor::block_on(admin.delete_topics(&names, &opts));
+        }
+    }
 }
 
 fn symbols() -> Vec<String> {
@@ -233,9 +255,9 @@ async fn a_broker_sigkilled_for_30_s_under_a_100k_ticks_stream_loses_nothing() {
     let before = Duration::from_secs(8);
     // Offered through the kill, the outage, the broker's restart (~20 s here) and after it.
     let total = rate * ((before + outage).as_secs() + 30);
-    let (topic, events) = topics().await;
+    let sc = scenario().await;
+    let (topic, events, spool) = (sc.topic.clone(), sc.events.clone(), sc.spool.clone());
     let (sim, polygon) = firehose(rate, total).await;
-    let spool = testkit::unique_dir("chaos-spool");
     let p = producer(&sim, &topic, &events, &spool, &[]);
     wait_until(Duration::from_secs(30), "the subscription", || async { polygon.subscribed_connections() == 1 }).await;
     let started = Instant::now();
@@ -298,7 +320,6 @@ async fn a_broker_sigkilled_for_30_s_under_a_100k_ticks_stream_loses_nothing() {
         assert_eq!((*lo, *hi, *holes), (1, *n, 0), "{sym}: a hole in the sequence");
     }
     drop(p);
-    let _ = std::fs::remove_dir_all(spool);
 }
 
 /// A longer outage than memory and a small spool with `drop_oldest`: the spool fills, its oldest
@@ -309,10 +330,10 @@ async fn a_broker_sigkilled_for_30_s_under_a_100k_ticks_stream_loses_nothing() {
 async fn an_outage_longer_than_the_bounds_drops_oldest_with_exact_counts() {
     let _one = ONE_AT_A_TIME.lock().await;
     let rate = 20_000;
-    let (topic, events) = topics().await;
+    let sc = scenario().await;
+    let (topic, events, spool) = (sc.topic.clone(), sc.events.clone(), sc.spool.clone());
     let total = rate * 30;
     let (sim, polygon) = firehose(rate, total).await;
-    let spool = testkit::unique_dir("chaos-spool");
     let p = producer(
         &sim,
         &topic,
@@ -376,7 +397,6 @@ async fn an_outage_longer_than_the_bounds_drops_oldest_with_exact_counts() {
         assert!(*holes <= 1, "{sym}: {holes} separate runs missing");
     }
     drop(p);
-    let _ = std::fs::remove_dir_all(spool);
 }
 
 /// The producer SIGKILLed while the broker is down: what it had spooled survives on disk and
@@ -388,9 +408,9 @@ async fn an_outage_longer_than_the_bounds_drops_oldest_with_exact_counts() {
 async fn a_producer_killed_during_an_outage_keeps_its_spool_and_publishes_its_loss_window() {
     let _one = ONE_AT_A_TIME.lock().await;
     let rate = 20_000;
-    let (topic, events) = topics().await;
+    let sc = scenario().await;
+    let (topic, events, spool) = (sc.topic.clone(), sc.events.clone(), sc.spool.clone());
     let (sim, polygon) = firehose(rate, 0).await;
-    let spool = testkit::unique_dir("chaos-spool");
     let queue = [("FINSTREAM__KAFKA__QUEUE_MAX_MESSAGES", "20000")];
     let mut a = producer(&sim, &topic, &events, &spool, &queue);
     wait_until(Duration::from_secs(30), "the subscription", || async { polygon.subscribed_connections() == 1 }).await;
@@ -494,5 +514,4 @@ async fn a_producer_killed_during_an_outage_keeps_its_spool_and_publishes_its_lo
     assert!(to >= killed_at, "the gap lasts until the new subscription");
     assert!(delivered_a as f64 >= spooled, "every spooled tick was sent by the next process");
     assert!(from_b > 0);
-    let _ = std::fs::remove_dir_all(spool);
 }
