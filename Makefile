@@ -13,7 +13,7 @@ IMAGE_TAG ?= dev
 
 .PHONY: help deps build test test-unit test-integration test-chaos bench run $(addprefix run-,$(PRODUCERS)) \
         kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-chaos-up kafka-chaos-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
-        docker-build check-deploy fmt fmt-check lint coverage clean
+        docker-build check-deploy fmt fmt-check lint coverage clean fuzz fuzz-ci
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ test-integration: kafka-up kafka-secure-up kafka-cluster-up kafka-chaos-up ## in
 test-chaos: kafka-up kafka-cluster-up kafka-chaos-up ## chaos scenarios: leader kills and 2 of 3 down on the cluster, broker SIGKILL under a market stream, spool overflow, producer kill -9; part of `make test`
 	$(TEST_ENV) cargo test --locked -p ingest-core --test chaos -- --nocapture
 	$(TEST_ENV) cargo test --locked -p market-producer --test chaos -- --nocapture
+
+fuzz: ## fuzz every wire parser with cargo-fuzz, FUZZ_SECS (default 60) per target; table in .local/fuzz/summary.txt
+	scripts/fuzz.sh
+
+fuzz-ci: ## the fuzz targets for a fixed 20,000 inputs each (seed 1), as CI runs them
+	FUZZ_RUNS=20000 scripts/fuzz.sh
 
 bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick) and end to end through the local Kafka
 	cargo bench --locked -p market-producer --bench pipeline
@@ -94,8 +100,9 @@ check-deploy: kafka-up ## deployment checks: compose, hadolint, promtool, Kubern
 fmt: ## format the code
 	cargo fmt --all
 
-fmt-check: ## check formatting
+fmt-check: ## check formatting (the fuzz crate too)
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 lint: ## clippy, warnings are errors
 	cargo clippy --workspace --all-targets --locked -- -D warnings

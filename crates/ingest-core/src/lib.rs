@@ -9,6 +9,7 @@
 //! - SIGTERM/SIGINT stop sources, flush Kafka and exit 0 within the configured timeout.
 
 pub mod config;
+pub mod hostile;
 pub mod http;
 pub mod kafka;
 pub mod poll;

@@ -393,15 +393,9 @@ pub fn unique_dir(what: &str) -> PathBuf {
 pub fn hostile_bodies<P: crate::source::Poller>(poller: &P, cursor: &P::Cursor, seeds: &[Vec<u8>], cases: u32) -> u32 {
     let tried = std::sync::atomic::AtomicU32::new(0);
     hostile_inputs(poller.name(), seeds, cases, |body| {
-        let n = tried.fetch_add(1, Ordering::Relaxed);
-        let status = [200, 200, 200, 200, 429, 500, 401][n as usize % 7];
-        let resp = crate::http::HttpResponse {
-            status,
-            headers: reqwest::header::HeaderMap::new(),
-            body: body.to_vec().into(),
-            received_at: chrono::Utc::now(),
-        };
-        let _ = poller.normalize(&resp, cursor);
+        let n = tried.fetch_add(1, Ordering::Relaxed) as usize;
+        let status = crate::hostile::STATUSES[n % crate::hostile::STATUSES.len()];
+        crate::hostile::poll_body(poller, cursor, status, body);
     })
 }
 

@@ -113,8 +113,8 @@ mod hostile {
         std::fs::read(format!("{}/test_data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_default()
     }
 
-    /// Hostile input for the social pollers (the X filtered stream parses its lines with the
-    /// same `x::post`): mutated real responses and random bytes never panic.
+    /// Hostile input for the social pollers and the X filtered stream's lines: mutated real
+    /// responses and random bytes never panic.
     #[test]
     fn hostile_bodies_never_panic() {
         let symbols = Arc::new(vec!["AAPL".to_string(), "TSLA".to_string()]);
@@ -138,5 +138,15 @@ mod hostile {
             Duration::from_secs(60),
         );
         assert_eq!(hostile_bodies(&search, &Default::default(), &[page, errors], 1500), 1500);
+
+        let now = chrono::Utc::now();
+        let line = br#"{"data":{"id":"1620858830937812995","text":"$AAPL beats &amp; rallies","author_id":"2833017360","created_at":"2023-02-01T18:57:14.000Z"},"includes":{"users":[{"id":"2833017360","name":"Some One","username":"someone"}]},"matching_rules":[{"id":"1","tag":"aapl"}]}"#.to_vec();
+        let closed =
+            br#"{"errors":[{"title":"operational-disconnect","disconnect_type":"UpstreamOperationalDisconnect"}]}"#;
+        let seeds = [line, closed.to_vec()];
+        let lines = ingest_core::testkit::hostile_inputs("x stream lines", &seeds, 1500, |line| {
+            let _ = crate::x_stream::parse_line(crate::x_stream::trim_line(line), &["AAPL".to_string()], now);
+        });
+        assert_eq!(lines, 1500);
     }
 }

@@ -349,48 +349,63 @@ impl XStream {
     /// Handles one line; `Some` if X closed the stream in-band.
     async fn on_line(&self, line: &[u8], ctx: &SourceCtx, route: &Route, seen: &mut DedupWindow) -> Option<Ended> {
         let received_at = Utc::now();
-        let dead = |reason: String| dead_letter(ctx, route, line, reason, received_at);
-        let v: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => {
-                dead(format!("stream line is not JSON: {e}")).await;
-                return None;
-            }
-        };
-        let Some(data) = v.get("data") else {
-            if let Some(errors) = v.get("errors") {
-                let title = errors.pointer("/0/title").and_then(Value::as_str).unwrap_or("error").to_string();
-                tracing::warn!(provider = PROVIDER, %errors, "X closed the stream in-band");
-                return Some(Ended::Network(format!("in-band {title}")));
-            }
-            dead("stream line has neither `data` nor `errors`".into()).await;
-            return None;
-        };
-        let users: Vec<(String, String)> = v
-            .pointer("/includes/users")
-            .and_then(Value::as_array)
-            .map(|us| {
-                us.iter()
-                    .filter_map(|u| {
-                        Some((u.get("id")?.as_str()?.to_string(), u.get("username")?.as_str()?.to_string()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        match x::post(data, &users, &self.settings.symbols, received_at) {
-            Ok(p) => {
+        match parse_line(line, &self.settings.symbols, received_at) {
+            Line::Post(p) => {
                 if !seen.insert(&p.id) {
                     ctx.metrics.duplicates_skipped.with_label_values(&[PROVIDER]).inc();
                     return None;
                 }
                 ctx.health.mark_data();
-                if let Err(e) = ctx.sink.send(route, &p, line, &ctx.shutdown).await {
+                if let Err(e) = ctx.sink.send(route, &*p, line, &ctx.shutdown).await {
                     tracing::error!(error = %e, "tweet not accepted by the Kafka client");
                 }
             }
-            Err(reason) => dead(reason).await,
+            Line::Closed { title, errors } => {
+                tracing::warn!(provider = PROVIDER, %errors, "X closed the stream in-band");
+                return Some(Ended::Network(format!("in-band {title}")));
+            }
+            Line::Invalid(reason) => dead_letter(ctx, route, line, reason, received_at).await,
         }
         None
+    }
+}
+
+/// What one line of the filtered stream says.
+#[derive(Debug)]
+pub enum Line {
+    /// A tweet, normalized.
+    Post(Box<SocialPost>),
+    /// X closed the stream in-band with an `errors` object (title of the first error).
+    Closed { title: String, errors: Value },
+    /// Not a usable line: dead-lettered with this reason.
+    Invalid(String),
+}
+
+/// Parses one (trimmed, non-empty) line of the filtered stream.
+pub fn parse_line(line: &[u8], symbols: &[String], received_at: DateTime<Utc>) -> Line {
+    let v: Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => return Line::Invalid(format!("stream line is not JSON: {e}")),
+    };
+    let Some(data) = v.get("data") else {
+        if let Some(errors) = v.get("errors") {
+            let title = errors.pointer("/0/title").and_then(Value::as_str).unwrap_or("error").to_string();
+            return Line::Closed { title, errors: errors.clone() };
+        }
+        return Line::Invalid("stream line has neither `data` nor `errors`".into());
+    };
+    let users: Vec<(String, String)> = v
+        .pointer("/includes/users")
+        .and_then(Value::as_array)
+        .map(|us| {
+            us.iter()
+                .filter_map(|u| Some((u.get("id")?.as_str()?.to_string(), u.get("username")?.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    match x::post(data, &users, symbols, received_at) {
+        Ok(p) => Line::Post(Box::new(p)),
+        Err(reason) => Line::Invalid(reason),
     }
 }
 
@@ -403,7 +418,8 @@ async fn dead_letter(ctx: &SourceCtx, route: &Route, line: &[u8], reason: String
     }
 }
 
-fn trim_line(line: &[u8]) -> &[u8] {
+/// A stream line without its CR/LF and surrounding blanks (empty: a keep-alive).
+pub fn trim_line(line: &[u8]) -> &[u8] {
     let mut l = line;
     while let [rest @ .., b'\n' | b'\r' | b' ' | b'\t'] = l {
         l = rest;
