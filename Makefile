@@ -13,7 +13,7 @@ IMAGE_TAG ?= dev
 
 .PHONY: help deps build test test-unit test-integration test-chaos bench run $(addprefix run-,$(PRODUCERS)) \
         kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-chaos-up kafka-chaos-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
-        docker-build check-deploy fmt fmt-check lint coverage clean fuzz fuzz-ci
+        docker-build check-deploy fmt fmt-check lint coverage clean fuzz fuzz-ci deny
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -106,6 +106,10 @@ fmt-check: ## check formatting (the fuzz crate too)
 
 lint: ## clippy, warnings are errors
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+deny: ## cargo-deny: licenses, bans, sources (deny.toml; installs cargo-deny if missing). Advisories need GitHub: see docs/reliability.md
+	@cargo deny --version 2>/dev/null | grep -q "0.20.2" || cargo install cargo-deny --locked --version 0.20.2
+	cargo deny --offline check licenses bans sources
 
 coverage: kafka-up ## HTML coverage report in coverage/ (installs cargo-tarpaulin if missing)
 	@command -v cargo-tarpaulin >/dev/null || cargo install cargo-tarpaulin --locked

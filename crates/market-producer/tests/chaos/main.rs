@@ -5,7 +5,8 @@
 //! at a time (a lock); each prints its figures (`chaos: …`), quoted in docs/reliability.md.
 //!
 //! Settings: CHAOS_RATE (ticks/s the simulator offers, default 100000), CHAOS_OUTAGE_SECS
-//! (default 30).
+//! (default 30), CHAOS_PRODUCER_BIN (the market-producer binary to run; default the debug
+//! build cargo made for this test; `make test-chaos-release` gives the release build).
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
@@ -122,7 +123,9 @@ fn producer(sim: &Sim, topic: &str, events: &str, spool: &Path, extra: &[(&str, 
         ("FINSTREAM__KAFKA__COMPRESSION_TYPE", "lz4"),
     ];
     env.extend_from_slice(extra);
-    ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env)
+    let bin = std::env::var_os("CHAOS_PRODUCER_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_market-producer")), PathBuf::from);
+    ProducerProcess::spawn(&bin, &env)
 }
 
 fn rss_mib(p: &ProducerProcess) -> f64 {
