@@ -148,9 +148,12 @@ fn slot<'e>(entry: &'e mut Entry, field: &str) -> &'e mut String {
     }
 }
 
+/// Whether the XML declaration (in the first 100 bytes) names a Latin-1 encoding. Bytes, not
+/// `str` slicing: byte 100 may fall inside a character (a panic, found by the fuzzer).
 fn declares_latin1(s: &str) -> bool {
-    let head = &s[..s.len().min(100)].to_ascii_lowercase();
-    head.starts_with("<?xml") && (head.contains("iso-8859-1") || head.contains("windows-1252"))
+    let head = s.as_bytes()[..s.len().min(100)].to_ascii_lowercase();
+    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    head.starts_with(b"<?xml") && (has(b"iso-8859-1") || has(b"windows-1252"))
 }
 
 /// `<FORM> - <NAME> (<CIK>) (<Role>)` → (form, name, 10-digit CIK, role).

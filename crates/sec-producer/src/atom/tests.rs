@@ -101,3 +101,21 @@ fn hostile_and_malformed_xml_is_refused() {
     let many = format!("<feed>{}</feed>", "<entry><title>t</title></entry>".repeat(MAX_ENTRIES + 1));
     assert!(entries(many.as_bytes()).unwrap_err().contains("entries"));
 }
+
+/// Found by `make fuzz` (sec_feed): a UTF-8 page with a character across byte 100 made the
+/// encoding sniffing slice a `str` inside it and panic. Now an ordinary malformed-XML error,
+/// and a well-formed page with such a character parses.
+#[test]
+fn a_character_across_the_sniffed_prefix_is_not_a_panic() {
+    let crash = b"<\x03\x04\x01\x04 version=\"1.0p+daded>20<b5-1entry>\n<<entry>\n<title>1<updaded>20<b5-0entry>\nKKKKKKKKKKKKKKKKKK<\xda\x99eed>\n";
+    assert!(entries(crash).is_err());
+    let mut page =
+        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><feed xmlns=\"http://www.w3.org/2005/Atom\"><entry><title>"
+            .to_vec();
+    page.resize(99, b'x');
+    page.extend_from_slice("é (0000000001) (Filer)</title></entry></feed>".as_bytes());
+    let e = entries(&page).unwrap();
+    assert!(e[0].title.ends_with("é (0000000001) (Filer)"), "{:?}", e[0].title);
+    assert!(!declares_latin1(std::str::from_utf8(&page).unwrap()));
+    assert!(declares_latin1("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><feed/>"));
+}
