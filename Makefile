@@ -11,7 +11,7 @@ DOCKER ?= docker
 IMAGE_PREFIX ?= finstream
 IMAGE_TAG ?= dev
 
-.PHONY: help deps build test test-unit test-integration test-chaos bench run $(addprefix run-,$(PRODUCERS)) \
+.PHONY: help deps build test test-unit test-integration test-chaos test-chaos-release bench run $(addprefix run-,$(PRODUCERS)) \
         kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-chaos-up kafka-chaos-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
         docker-build check-deploy fmt fmt-check lint coverage clean fuzz fuzz-ci deny
 
@@ -35,9 +35,12 @@ test-integration: kafka-up kafka-secure-up kafka-cluster-up kafka-chaos-up ## in
 	cargo build --workspace --bins --locked
 	$(TEST_ENV) cargo test --workspace --locked --test '*'
 
-test-chaos: kafka-up kafka-cluster-up kafka-chaos-up ## chaos scenarios: leader kills and 2 of 3 down on the cluster, broker SIGKILL under a market stream, spool overflow, producer kill -9; part of `make test`
+test-chaos: kafka-up kafka-cluster-up kafka-chaos-up ## chaos scenarios: leader kills and 2 of 3 down on the cluster, broker SIGKILL under a market stream, spool overflow, producer kill -9 (debug build: part of `make test`)
 	$(TEST_ENV) cargo test --locked -p ingest-core --test chaos -- --nocapture
 	$(TEST_ENV) cargo test --locked -p market-producer --test chaos -- --nocapture
+
+test-chaos-release: kafka-up kafka-chaos-up ## the market chaos scenarios built in release (the profile the images ship): the 100k ticks/s figures; run by CI
+	$(TEST_ENV) cargo test --release --locked -p market-producer --test chaos -- --nocapture
 
 fuzz: ## fuzz every wire parser with cargo-fuzz, FUZZ_SECS (default 60) per target; table in .local/fuzz/summary.txt
 	scripts/fuzz.sh

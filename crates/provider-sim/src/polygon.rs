@@ -178,6 +178,10 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
     let mut seq: HashMap<String, u64> = HashMap::new();
     let mut sent = 0u64;
     let mut hose_tick = tokio::time::interval(Duration::from_millis(1));
+    // A paced firehose sends on an absolute schedule (frame n at start + n / frames_per_sec), so
+    // the offered rate is exact on average: a sleep after each send would add the send's own
+    // time and the timer's granularity to every period (~85k instead of 100k ticks/s).
+    let mut hose_due: Option<tokio::time::Instant> = None;
     loop {
         let hose = if authed {
             let s = h.lock();
@@ -228,11 +232,15 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
             _ = hose_tick.tick(), if hose.is_some() => {
                 let Some(f) = hose else { continue };
                 if f.total > 0 && sent >= f.total { continue }
+                let period = Duration::from_secs(1).checked_div(u32::try_from(f.frames_per_sec).unwrap_or(u32::MAX));
+                if let Some(period) = period {
+                    let now = tokio::time::Instant::now();
+                    let due = *hose_due.get_or_insert(now);
+                    if now < due { continue }
+                    hose_due = Some(due + period);
+                }
                 let frame = firehose_frame(&f, &mut seq, &mut sent);
                 if out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err() { break }
-                if let Some(us) = 1_000_000u64.checked_div(f.frames_per_sec) {
-                    tokio::time::sleep(Duration::from_micros(us)).await;
-                }
             }
         }
     }
