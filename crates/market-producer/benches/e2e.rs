@@ -7,7 +7,8 @@
 //! and one awaited `FutureProducer` send per tick, against the same simulator and broker.
 //!
 //! `make bench` (starts Kafka). Settings: BENCH_TICKS (default 1000000), BENCH_SYMBOLS (100),
-//! BENCH_EVENTS_PER_FRAME (100), BENCH_NAIVE_SECS (10).
+//! BENCH_EVENTS_PER_FRAME (100), BENCH_NAIVE_SECS (10), BENCH_SPOOL (true: the outage spool on, as
+//! shipped; false to measure what it costs while Kafka keeps up).
 
 #![allow(clippy::unwrap_used, reason = "benchmark harness")]
 
@@ -115,6 +116,20 @@ fn pct(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<f64> = after_comm.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    let tck = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / tck
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -186,6 +201,7 @@ async fn main() {
     // The shipped defaults unless overridden (BENCH_BATCH_BYTES, BENCH_COMPRESSION).
     let batch = std::env::var("BENCH_BATCH_BYTES").unwrap_or_else(|_| "16384".into());
     let compression = std::env::var("BENCH_COMPRESSION").unwrap_or_else(|_| "snappy".into());
+    let spool = std::env::var("BENCH_SPOOL").unwrap_or_else(|_| "true".into());
 
     // Ours.
     let topic_ours = topic().await;
@@ -203,6 +219,7 @@ async fn main() {
             ("LOG_LEVEL", "warn,ingest_core::runtime=info"),
             ("FINSTREAM__KAFKA__BATCH_SIZE_BYTES", &batch),
             ("FINSTREAM__KAFKA__COMPRESSION_TYPE", &compression),
+            ("FINSTREAM__KAFKA__SPOOL__ENABLED", &spool),
         ],
     );
     let n = usize::try_from(ticks).unwrap();
@@ -214,6 +231,7 @@ async fn main() {
     .unwrap();
     let wall = started.elapsed().as_secs_f64();
     let rss = peak_rss_mib(producer.pid());
+    let cpu = cpu_secs(producer.pid());
     assert_eq!(producer.terminate(Duration::from_secs(30)), Some(0), "{}", producer.log());
     let span_s = ((v.last_append_ms - v.first_append_ms).max(1)) as f64 / 1000.0;
     let ours_rate = v.count as f64 / span_s;
@@ -235,7 +253,7 @@ async fn main() {
     println!();
     println!("machine: {machine}, {cores} cores; broker, simulator, producer and consumer on the same machine");
     println!(
-        "settings: {ticks} trades, {n_symbols} symbols, {per_frame} events/frame, acks=all, idempotence, {compression}, linger 10 ms, batch.size {batch} B, 16 partitions"
+        "settings: {ticks} trades, {n_symbols} symbols, {per_frame} events/frame, acks=all, idempotence, {compression}, linger 10 ms, batch.size {batch} B, 16 partitions, spool {spool}"
     );
     println!();
     println!(
@@ -256,6 +274,10 @@ async fn main() {
         "| naive baseline (Value + awaited send per tick) | {naive_sent} in {naive_secs} s | {naive_rate:.0} | – | – | – | – | – |"
     );
     println!();
+    println!(
+        "producer CPU (user + system, incl. startup): {cpu:.2} s, {:.2} µs per tick",
+        cpu * 1e6 / ticks as f64
+    );
     println!(
         "ratio: {:.1}x the naive baseline; wall time of our run incl. startup {wall:.1} s",
         ours_rate / naive_rate.max(1e-9)
