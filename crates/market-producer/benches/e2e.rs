@@ -274,10 +274,7 @@ async fn main() {
         "| naive baseline (Value + awaited send per tick) | {naive_sent} in {naive_secs} s | {naive_rate:.0} | – | – | – | – | – |"
     );
     println!();
-    println!(
-        "producer CPU (user + system, incl. startup): {cpu:.2} s, {:.2} µs per tick",
-        cpu * 1e6 / ticks as f64
-    );
+    println!("producer CPU (user + system, incl. startup): {cpu:.2} s, {:.2} µs per tick", cpu * 1e6 / ticks as f64);
     println!(
         "ratio: {:.1}x the naive baseline; wall time of our run incl. startup {wall:.1} s",
         ours_rate / naive_rate.max(1e-9)

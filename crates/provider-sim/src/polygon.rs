@@ -231,20 +231,53 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
             }
             _ = hose_tick.tick(), if hose.is_some() => {
                 let Some(f) = hose else { continue };
-                if f.total > 0 && sent >= f.total { continue }
-                let period = Duration::from_secs(1).checked_div(u32::try_from(f.frames_per_sec).unwrap_or(u32::MAX));
-                if let Some(period) = period {
-                    let now = tokio::time::Instant::now();
-                    let due = *hose_due.get_or_insert(now);
-                    if now < due { continue }
-                    hose_due = Some(due + period);
-                }
-                let frame = firehose_frame(&f, &mut seq, &mut sent);
-                if out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err() { break }
+                if !send_hose(&mut out, &f, &mut hose_due, &mut seq, &mut sent).await { break }
             }
         }
     }
     h.lock().conns.remove(&id);
+}
+
+/// One tick of the firehose: every frame that is due (paced), or frames for up to one tick
+/// (unthrottled: as fast as the client reads, the socket's back-pressure being the only
+/// limit; one frame per tick would cap the offered rate at `1000 × events_per_frame`).
+/// The burst is bounded so commands and client messages are still served between ticks.
+/// Returns `false` when the client is gone.
+async fn send_hose<S>(
+    out: &mut S,
+    f: &Firehose,
+    due: &mut Option<tokio::time::Instant>,
+    seq: &mut HashMap<String, u64>,
+    sent: &mut u64,
+) -> bool
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    const MAX_BURST: usize = 256;
+    let started = tokio::time::Instant::now();
+    let period = Duration::from_secs(1).checked_div(u32::try_from(f.frames_per_sec).unwrap_or(u32::MAX));
+    for _ in 0..MAX_BURST {
+        if f.total > 0 && *sent >= f.total {
+            break;
+        }
+        let now = tokio::time::Instant::now();
+        match period {
+            Some(period) => {
+                let next = *due.get_or_insert(now);
+                if now < next {
+                    break;
+                }
+                *due = Some(next + period);
+            }
+            None if now.duration_since(started) >= Duration::from_millis(1) => break,
+            None => {}
+        }
+        let frame = firehose_frame(f, seq, sent);
+        if out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Registers an authenticated connection, dropping the oldest of the key beyond the limit.
