@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH, Section};
 use crate::kafka::admin::{design_topics, ensure_topics};
-use crate::kafka::{Sink, SinkError};
+use crate::kafka::{Sink, SinkError, SpoolLeft};
 use crate::record::{EventKind, IngestEvent};
 use crate::source::{Source, SourceCtx};
 use crate::telemetry::{self, Health, Metrics, ServerAddrs, logging};
@@ -389,16 +389,15 @@ async fn supervise(mut s: Supervised) -> Result<(), RunError> {
         b"",
     );
     let in_flight = s.sink.flush(deadline.saturating_duration_since(Instant::now())).await;
-    // Spooled records not acknowledged stay in the spool for the next start: not lost.
-    let kept = s.sink.close_spool().await.unwrap_or_default();
-    let left = in_flight.saturating_sub(usize::try_from(kept.unacknowledged).unwrap_or(usize::MAX));
-    if kept.unsent + kept.unacknowledged > 0 {
-        tracing::warn!(
-            unsent = kept.unsent,
-            unacknowledged = kept.unacknowledged,
-            "Kafka did not take everything before the shutdown timeout; the spool keeps these records for the next start"
-        );
-    }
+    // Spooled records not acknowledged stay in the spool for the next start, and records held
+    // only in the Kafka client are taken back into it: not lost.
+    let left = match s.sink.close_spool().await {
+        Some(kept) => {
+            warn_kept(kept);
+            usize::try_from(kept.lost).unwrap_or(usize::MAX)
+        }
+        None => in_flight,
+    };
     s.servers_stop.cancel();
     let _ =
         tokio::time::timeout(Duration::from_secs(1), async { while s.servers.join_next().await.is_some() {} }).await;
@@ -408,5 +407,16 @@ async fn supervise(mut s: Supervised) -> Result<(), RunError> {
         (None, n) => {
             Err(RunError::Fatal(format!("{n} record(s) were not acknowledged by Kafka before the shutdown timeout")))
         }
+    }
+}
+
+fn warn_kept(kept: SpoolLeft) {
+    if kept.unsent + kept.unacknowledged > 0 {
+        tracing::warn!(
+            unsent = kept.unsent,
+            unacknowledged = kept.unacknowledged,
+            taken_back = kept.taken_back,
+            "Kafka did not take everything before the shutdown timeout; the spool keeps these records for the next start"
+        );
     }
 }

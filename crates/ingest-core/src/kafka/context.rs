@@ -10,11 +10,11 @@ use prometheus::{Histogram, IntCounter};
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use tokio_util::sync::CancellationToken;
 
-use super::spool::Spool;
+use super::spool::{Rescued, Spool};
 use crate::telemetry::{Health, Metrics};
 
 /// Metric handles of one (topic, provider) pair, resolved once when the route is made.
@@ -103,6 +103,9 @@ pub struct SinkContext {
     /// logged at most once per second.
     last_failure_log_ms: AtomicU64,
     suppressed_failures: AtomicU64,
+    /// Armed at shutdown with a spool: records purged from librdkafka's queue are collected
+    /// here (to go to the spool's front) instead of being counted as failed.
+    pub(crate) rescue: Mutex<Option<Vec<Rescued>>>,
 }
 
 impl std::fmt::Debug for SinkContext {
@@ -128,6 +131,7 @@ impl SinkContext {
             spool: OnceLock::new(),
             last_failure_log_ms: AtomicU64::new(0),
             suppressed_failures: AtomicU64::new(0),
+            rescue: Mutex::new(None),
         }
     }
 
@@ -188,6 +192,45 @@ impl SinkContext {
     }
 }
 
+impl SinkContext {
+    /// A record purged from librdkafka's queue while a rescue is armed: collected (with what
+    /// orders it) rather than counted. `false` if no rescue is armed.
+    fn take_back(&self, opaque: usize, queued: bool, message: &BorrowedMessage<'_>) -> bool {
+        let mut rescue = self.rescue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(taken) = rescue.as_mut() else { return false };
+        let (route, handed_us, ts_ms, spooled_seq) = match unpack(opaque, self.epoch) {
+            Opaque::Direct { route, sent_us, .. } => {
+                self.note_settled(sent_us);
+                (route, sent_us, chrono::Utc::now().timestamp_millis(), None)
+            }
+            Opaque::Spooled { route, seq } => {
+                let (ts, handed) = self.spool.get().and_then(|s| s.slot_times(seq)).unwrap_or_default();
+                (route, handed, ts, Some(seq))
+            }
+        };
+        let provider =
+            self.routes.read().unwrap_or_else(PoisonError::into_inner).get(route).map(|r| r.provider.clone());
+        let headers = message.headers().map_or_else(Vec::new, |h| {
+            (0..h.count())
+                .filter_map(|i| h.try_get(i))
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        });
+        taken.push(Rescued {
+            route,
+            order: (handed_us & TIME_MASK as u64, u8::from(queued)),
+            spooled_seq,
+            ts_ms,
+            topic: message.topic().to_string(),
+            provider: provider.unwrap_or_default(),
+            key: message.key().unwrap_or_default().to_vec(),
+            headers,
+            payload: message.payload().unwrap_or_default().to_vec(),
+        });
+        true
+    }
+}
+
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         match level {
@@ -222,6 +265,14 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         self.metrics.kafka_in_flight.dec();
+        if let Err((
+            KafkaError::MessageProduction(code @ (RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)),
+            message,
+        )) = result
+            && self.take_back(opaque, *code == RDKafkaErrorCode::PurgeQueue, message)
+        {
+            return;
+        }
         let (route, took) = match unpack(opaque, self.epoch) {
             Opaque::Direct { route, took, sent_us } => {
                 self.note_settled(sent_us);

@@ -16,7 +16,7 @@ use prometheus::IntCounter;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, PurgeConfig, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
 use super::context::{MAX_ROUTES, RouteStats, RouteTable, SinkContext, pack_at, pack_spooled};
@@ -70,14 +70,20 @@ pub enum SinkError {
     Spool(String),
 }
 
-/// What the outage spool still holds when the sink closes: sent by the next process that opens
-/// the same spool, so not lost.
+/// What the outage spool still holds when the sink closes (sent by the next process that opens
+/// the same spool, so not lost), and what could not be kept.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SpoolLeft {
-    /// Records on disk not yet handed to Kafka's client.
+    /// Records on disk not yet handed to Kafka's client (including those taken back).
     pub unsent: u64,
     /// Spooled records handed to Kafka's client but not acknowledged (sent again next time).
     pub unacknowledged: u64,
+    /// Records taken back from Kafka's client (memory queue and in-flight requests) into the
+    /// spool's front because Kafka did not acknowledge them before the shutdown timeout.
+    pub taken_back: u64,
+    /// Records held only in Kafka's client that could not be taken back: lost, and counted as
+    /// failed (reason `delivery`) where their delivery report came.
+    pub lost: u64,
 }
 
 /// Where records of one type from one provider go, with their metric handles resolved. Made by
@@ -798,9 +804,11 @@ impl Sink {
     }
 
     /// Stops the spool's drainer and saves its cursor (after [`Sink::flush`], at shutdown).
-    /// Returns what the spool still holds, which the next process sends; `None` without a
-    /// spool. Records in librdkafka's memory queue are not in the spool: `in_flight` minus
-    /// `unacknowledged` of them are lost if the process exits now.
+    /// Records Kafka has still not acknowledged are then taken back from librdkafka (purged from
+    /// its queue and in-flight requests) and written, in the order they were handed to it, to
+    /// the spool's front, so the next process sends them first and in order (a purged in-flight
+    /// record may have reached the broker: at-least-once, as for spooled records). Returns what
+    /// the spool holds and what could not be kept; `None` without a spool.
     pub async fn close_spool(&self) -> Option<SpoolLeft> {
         let spool = self.inner.spool.clone()?;
         spool.close();
@@ -809,7 +817,54 @@ impl Sink {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
         spool.checkpoint();
-        Some(SpoolLeft { unsent: spool.unread(), unacknowledged: spool.in_flight() as u64 })
+        let sink = self.clone();
+        let held = usize::try_from(self.in_flight()).unwrap_or(0);
+        let spooled = spool.in_flight();
+        let direct = held.saturating_sub(spooled) as u64;
+        let (taken_back, lost) = if held == 0 {
+            (0, 0)
+        } else {
+            let s = spool.clone();
+            tokio::task::spawn_blocking(move || sink.take_back(&s, direct)).await.unwrap_or((0, direct))
+        };
+        Some(SpoolLeft { unsent: spool.unread(), unacknowledged: spool.in_flight() as u64, taken_back, lost })
+    }
+
+    /// Purges librdkafka's queues into the spool's front (see [`Sink::close_spool`]). `direct`
+    /// records are held only in librdkafka's memory. Returns (taken back, lost).
+    fn take_back(&self, spool: &Spool, direct: u64) -> (u64, u64) {
+        const SERVE: Duration = Duration::from_secs(2);
+        let ctx = self.ctx();
+        *ctx.rescue.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vec::new());
+        self.inner.producer.purge(PurgeConfig::default().queue().inflight());
+        let deadline = Instant::now() + SERVE;
+        while self.in_flight() > 0 && Instant::now() < deadline {
+            let _ = self.inner.producer.flush(Duration::from_millis(50));
+        }
+        let mut taken = ctx.rescue.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default();
+        // Stable: equal hand-off times keep the order librdkafka reported them in.
+        taken.sort_by_key(|r| r.order);
+        let taken_direct = taken.iter().filter(|r| r.spooled_seq.is_none()).count() as u64;
+        match spool.rescue(&taken) {
+            Ok(n) => {
+                tracing::warn!(
+                    records = n,
+                    dir = %spool.dir().display(),
+                    "Kafka did not acknowledge these records before the shutdown timeout; they were taken back from the client into the spool and are sent first at the next start"
+                );
+                (n, direct.saturating_sub(taken_direct))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = taken_direct, "could not move unacknowledged records into the spool; they are lost and counted as failed");
+                let routes = ctx.routes.read().unwrap_or_else(PoisonError::into_inner);
+                for r in taken.iter().filter(|r| r.spooled_seq.is_none()) {
+                    if let Some(stats) = routes.get(r.route) {
+                        stats.failed_delivery.inc();
+                    }
+                }
+                (0, direct)
+            }
+        }
     }
 
     /// If the previous process using this sink's spool died without a clean stop: since when
@@ -900,7 +955,7 @@ fn drain(inner: &Inner, spool: &Spool) {
             Next::Idle => continue,
             Next::Record(r) => r,
         };
-        let seq = spool.begin(rec.seg, rec.end, rec.ts_ms);
+        let seq = spool.begin_at(rec.seg, rec.end, rec.ts_ms, ctx.now_us());
         let headers = rec.headers.iter().fold(OwnedHeaders::new_with_capacity(rec.headers.len()), |h, (key, value)| {
             h.insert(Header { key, value: Some(value) })
         });
@@ -916,8 +971,9 @@ fn drain(inner: &Inner, spool: &Spool) {
                 Err((e, back)) => {
                     ctx.metrics.kafka_in_flight.dec();
                     if matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) {
-                        // Left unsettled if closed now: the next process sends it.
+                        // Given back unsent if closed now: the next process sends it.
                         if spool.is_closed() {
+                            spool.untake(&rec, seq);
                             break;
                         }
                         checkpoint(&mut last);

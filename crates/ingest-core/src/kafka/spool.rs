@@ -9,6 +9,14 @@
 //!   {[u8 n][header name][u32 n][header value]}*[payload]`.
 //! - `cursor`: `[u64 segment][u64 offset][u32 CRC-32]`, the position before which every record
 //!   was acknowledged by Kafka (or counted as failed). Replaced atomically (write + rename).
+//! - `front.seg`: records a stopping process took back from librdkafka's memory queue (Kafka
+//!   away at shutdown), sent before everything else. It starts with [`FRONT_MAGIC`] and
+//!   `[u64 segment][u64 offset][u32 CRC-32]`, the position in the ordinary segments where reading
+//!   resumes after it (the records it holds that were taken from the segments come before it);
+//!   then frames as above. While it is being sent the cursor points into it (segment 0); before
+//!   it is deleted the cursor is set to the resume position, so a cursor at or past that
+//!   position means it was sent, and one before it (the process died between writing the front
+//!   and moving the cursor) means it was not.
 //! - `session`: `pid heartbeat_ms oldest_unacknowledged_ms clean`, rewritten every ~500 ms. A
 //!   process that finds `clean` 0 knows its predecessor died (SIGKILL, OOM, power): the records
 //!   that one held only in memory since `oldest_unacknowledged_ms` may be lost, and streaming
@@ -20,7 +28,7 @@
 //! across a crash; never lost). The spool is FIFO: once a record is spooled, every later one is
 //! too until the spool is drained, which keeps per-key (and global) order.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt as _;
@@ -34,10 +42,17 @@ use crate::telemetry::Metrics;
 /// First bytes of every segment file.
 pub const MAGIC: &[u8; 8] = b"FSSPOOL1";
 const SEG_START: u64 = MAGIC.len() as u64;
+/// First bytes of the front segment (see the module docs).
+pub const FRONT_MAGIC: &[u8; 8] = b"FSFRONT1";
+/// The front segment's id: before every ordinary segment (their ids start at 1).
+const FRONT: u64 = 0;
+const FRONT_START: u64 = FRONT_MAGIC.len() as u64 + 20;
 const FRAME: usize = 8;
 /// Largest record body accepted (a larger length field means corruption).
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 const READ_CHUNK: usize = 256 << 10;
+/// Sequence numbers travel in 40 bits of the delivery opaque.
+const SEQ_MASK: u64 = (1 << 40) - 1;
 
 /// When appended records are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +112,25 @@ pub(crate) struct Spooled {
     pub(crate) headers: Vec<(String, Vec<u8>)>,
     pub(crate) payload: Vec<u8>,
     pub(crate) seg: u64,
+    pub(crate) start: u64,
     pub(crate) end: u64,
+}
+
+/// A record taken back from librdkafka's memory queue at shutdown, for [`Spool::rescue`].
+#[derive(Debug)]
+pub(crate) struct Rescued {
+    pub(crate) route: usize,
+    /// When it was handed to librdkafka (µs since the sink started), then 0 if it was in flight
+    /// to a broker and 1 if still queued: per partition, that is librdkafka's order.
+    pub(crate) order: (u64, u8),
+    /// Its sequence number if it was sent from the spool.
+    pub(crate) spooled_seq: Option<u64>,
+    pub(crate) ts_ms: i64,
+    pub(crate) topic: String,
+    pub(crate) provider: String,
+    pub(crate) key: Vec<u8>,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// Outcome of [`Spool::append`].
@@ -197,7 +230,7 @@ struct Reader {
 impl Reader {
     fn move_to(&mut self, seg: u64) {
         self.seg = seg;
-        self.off = SEG_START;
+        self.off = seg_start(seg);
         self.file = None;
         self.buf.clear();
     }
@@ -232,12 +265,24 @@ struct State {
     bytes: u64,
     unread: u64,
     reader: Reader,
+    /// With a front segment: where reading resumes in the ordinary segments after it.
+    resume: Option<(u64, u64)>,
     scratch: Vec<u8>,
     dirty: bool,
     last_sync: Instant,
 }
 
 impl State {
+    /// Moves the reader to the start of `seg` (or to the resume position, after a front).
+    fn move_reader(&mut self, seg: u64) {
+        self.reader.move_to(seg);
+        if let Some((rs, ro)) = self.resume
+            && rs == seg
+        {
+            self.reader.off = ro.max(SEG_START);
+        }
+    }
+
     fn caught_up(&self) -> bool {
         self.segments.iter().all(|s| s.id < self.reader.seg || (s.id == self.reader.seg && self.reader.off >= s.len))
     }
@@ -248,6 +293,7 @@ struct Slot {
     seg: u64,
     end: u64,
     ts_ms: i64,
+    handed_us: u64,
     settled: bool,
 }
 
@@ -279,7 +325,29 @@ impl std::fmt::Debug for Spool {
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}.seg"))
+    if id == FRONT { dir.join("front.seg") } else { dir.join(format!("{id:020}.seg")) }
+}
+
+fn seg_start(id: u64) -> u64 {
+    if id == FRONT { FRONT_START } else { SEG_START }
+}
+
+/// The resume position of `front.seg`, if there is one. `Err` if it exists but its header is
+/// unreadable.
+fn read_front(dir: &Path) -> io::Result<Option<(u64, u64)>> {
+    let mut f = match File::open(segment_path(dir, FRONT)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut h = [0u8; FRONT_START as usize];
+    io::Read::read_exact(&mut f, &mut h)?;
+    let pos = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes(h[24..28].try_into().unwrap_or_default());
+    if &h[..8] != FRONT_MAGIC || crc32fast::hash(&h[8..24]) != crc {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad front segment header"));
+    }
+    Ok(Some((pos(&h[8..16]), pos(&h[16..24]))))
 }
 
 fn now_ms() -> i64 {
@@ -415,34 +483,59 @@ impl Spool {
         })?;
         let unclean = read_session(&dir);
         write_session(&dir, None, false)?;
-        let (cur_seg, cur_off) = read_cursor(&dir).unwrap_or((0, 0));
+        let cursor = read_cursor(&dir);
+        let mut rec = Recovered { unclean, ..Recovered::default() };
+        let front = read_front(&dir).unwrap_or_else(|e| {
+            tracing::error!(dir = %dir.display(), error = %e, "the spool's front segment is unreadable; deleted");
+            rec.corrupt += 1;
+            let _ = fs::remove_file(segment_path(&dir, FRONT));
+            None
+        });
+        // Where the front (if any) is read from, and where the ordinary segments are.
+        let (front_from, (cur_seg, cur_off)) = match (front, cursor) {
+            (None, c) => (None, c.unwrap_or((0, 0))),
+            (Some(resume), Some((FRONT, off))) => (Some(off.max(FRONT_START)), resume),
+            (Some(resume), Some(c)) if c >= resume => {
+                // Sent completely; the process stopped before deleting it.
+                fs::remove_file(segment_path(&dir, FRONT))?;
+                (None, c)
+            }
+            (Some(resume), _) => (Some(FRONT_START), resume),
+        };
         let mut ids: Vec<u64> = fs::read_dir(&dir)?
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
             .collect();
         ids.sort_unstable();
-        let mut rec = Recovered { unclean, ..Recovered::default() };
         let mut segments = VecDeque::new();
         let mut reader = Reader::default();
         let mut scratch = Reader::default();
         let last = ids.last().copied();
+        if front_from.is_some() {
+            ids.insert(0, FRONT);
+        }
         for &id in &ids {
             let path = segment_path(&dir, id);
-            if id < cur_seg {
+            if id != FRONT && id < cur_seg {
                 fs::remove_file(&path)?;
                 continue;
             }
             let file_len = fs::metadata(&path)?.len();
             let mut magic = [0u8; 8];
+            let want = if id == FRONT { FRONT_MAGIC } else { MAGIC };
             let ok_magic =
-                file_len >= SEG_START && File::open(&path)?.read_exact_at(&mut magic, 0).is_ok() && &magic == MAGIC;
+                file_len >= SEG_START && File::open(&path)?.read_exact_at(&mut magic, 0).is_ok() && &magic == want;
             if !ok_magic {
                 tracing::error!(segment = %path.display(), "not a spool segment (bad header); deleted");
                 rec.corrupt += 1;
                 fs::remove_file(&path)?;
                 continue;
             }
-            let start = if id == cur_seg { cur_off.max(SEG_START) } else { SEG_START };
+            let start = match front_from {
+                Some(from) if id == FRONT => from,
+                _ if id == cur_seg => cur_off.max(SEG_START),
+                _ => SEG_START,
+            };
             let mut seg = Segment { id, len: file_len, unread: 0, by_route: Vec::new() };
             let mut at = start;
             while at < file_len {
@@ -450,7 +543,7 @@ impl Spool {
                     // A frame cut short or a garbled length: the tail cannot be read.
                     rec.corrupt += 1;
                     tracing::warn!(segment = %path.display(), offset = at, dropped_bytes = file_len - at, "spool segment has a torn or unreadable tail; cut off");
-                    if Some(id) == last {
+                    if Some(id) == last && id != FRONT {
                         OpenOptions::new().write(true).open(&path)?.set_len(at)?;
                     }
                     seg.len = at;
@@ -489,6 +582,7 @@ impl Spool {
             bytes: rec.bytes,
             unread: rec.records,
             reader,
+            resume: front_from.map(|_| (cur_seg, cur_off)),
             scratch: Vec::with_capacity(4096),
             dirty: false,
             last_sync: Instant::now(),
@@ -497,7 +591,10 @@ impl Spool {
             spooling: AtomicBool::new(st.spooling),
             state: Mutex::new(st),
             wake: Condvar::new(),
-            inflight: Mutex::new(Inflight { durable: (cur_seg, cur_off), ..Inflight::default() }),
+            inflight: Mutex::new(Inflight {
+                durable: front_from.map_or((cur_seg, cur_off), |from| (FRONT, from)),
+                ..Inflight::default()
+            }),
             closed: AtomicBool::new(false),
             resolve,
             metrics,
@@ -506,6 +603,11 @@ impl Spool {
         };
         spool.publish_gauges(&spool.lock());
         Ok((spool, rec))
+    }
+
+    /// The spool's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.settings.dir
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -561,20 +663,23 @@ impl Spool {
             st.writer.is_none() || st.segments.back().is_none_or(|s| s.len + need > self.settings.segment_bytes);
         let need_total = need + if fresh_segment { SEG_START } else { 0 };
         while st.bytes + need_total > self.settings.max_bytes {
-            let droppable = st.segments.len() > usize::from(st.writer.is_some());
+            // The front (records a stopping process took back from memory) is never dropped:
+            // it is bounded by librdkafka's queue, and the cursor may point into it.
+            let first = usize::from(st.segments.front().is_some_and(|s| s.id == FRONT));
+            let droppable = st.segments.len() > first + usize::from(st.writer.is_some());
             if self.settings.overflow == Overflow::Block || !droppable {
                 self.metrics.spool_full.inc();
                 return Append::Full;
             }
-            let Some(seg) = st.segments.pop_front() else { return Append::Full };
+            let Some(seg) = st.segments.remove(first) else { return Append::Full };
             let _ = fs::remove_file(segment_path(&self.settings.dir, seg.id));
             st.bytes -= seg.len;
             st.unread = st.unread.saturating_sub(seg.unread);
             self.metrics.spool_dropped.inc_by(seg.unread);
             dropped.extend(seg.by_route.iter().copied().filter(|(_, n)| *n > 0));
-            if st.reader.seg <= seg.id {
-                let next = st.segments.front().map_or(st.next_id, |s| s.id);
-                st.reader.move_to(next);
+            if st.reader.seg != FRONT && st.reader.seg <= seg.id {
+                let next = st.segments.iter().find(|s| s.id != FRONT).map_or(st.next_id, |s| s.id);
+                st.move_reader(next);
             }
             tracing::warn!(
                 segment = seg.id,
@@ -681,7 +786,7 @@ impl Spool {
                 (s.id, s.len, idx + 1 == st.segments.len())
             };
             if id != rs {
-                st.reader.move_to(id);
+                st.move_reader(id);
             }
             let at = st.reader.off;
             if at >= len {
@@ -689,7 +794,7 @@ impl Spool {
                     return Ok(None);
                 }
                 let next = st.segments[idx + 1].id;
-                st.reader.move_to(next);
+                st.move_reader(next);
                 continue;
             }
             let Some((n, crc)) = frame_at(&mut st.reader, dir, id, len, at)? else {
@@ -722,6 +827,7 @@ impl Spool {
                 headers: b.headers.iter().map(|(k, v)| ((*k).to_string(), v.to_vec())).collect(),
                 payload: b.payload.to_vec(),
                 seg: id,
+                start: at,
                 end,
             };
             st.unread = st.unread.saturating_sub(1);
@@ -743,17 +849,52 @@ impl Spool {
     /// Registers a record taken by the drainer as in flight; returns its sequence number for
     /// the delivery opaque.
     pub(crate) fn begin(&self, seg: u64, end: u64, ts_ms: i64) -> u64 {
+        self.begin_at(seg, end, ts_ms, 0)
+    }
+
+    /// As [`Spool::begin`] for a record handed to librdkafka at `handed_us` (µs since the
+    /// sink started), which orders it among the others if it is taken back at shutdown.
+    pub(crate) fn begin_at(&self, seg: u64, end: u64, ts_ms: i64, handed_us: u64) -> u64 {
         let mut r = self.ring();
-        r.ring.push_back(Slot { seg, end, ts_ms, settled: false });
+        r.ring.push_back(Slot { seg, end, ts_ms, handed_us, settled: false });
         r.base + r.ring.len() as u64 - 1
+    }
+
+    /// Gives back `rec` (registered as `seq`, the last one begun) that the drainer took but
+    /// never handed to librdkafka, because the spool closed while librdkafka's queue was full:
+    /// the reader moves back before it, so it stays unsent rather than in flight.
+    pub(crate) fn untake(&self, rec: &Spooled, seq: u64) {
+        let mut st = self.lock();
+        {
+            let mut r = self.ring();
+            let last = (r.base + r.ring.len() as u64).wrapping_sub(1) & SEQ_MASK;
+            if last != seq & SEQ_MASK || r.ring.back().is_none_or(|s| s.settled) {
+                return;
+            }
+            r.ring.pop_back();
+        }
+        st.move_reader(rec.seg);
+        st.reader.off = rec.start;
+        st.unread += 1;
+        if let Some(seg) = st.segments.iter_mut().find(|s| s.id == rec.seg) {
+            seg.unread += 1;
+            seg.count(rec.route, 1);
+        }
+        self.publish_gauges(&st);
+    }
+
+    /// When in-flight record `seq` was spooled (ms) and handed to librdkafka (µs).
+    pub(crate) fn slot_times(&self, seq: u64) -> Option<(i64, u64)> {
+        let r = self.ring();
+        let idx = (seq.wrapping_sub(r.base) & SEQ_MASK) as usize;
+        r.ring.get(idx).map(|s| (s.ts_ms, s.handed_us))
     }
 
     /// Marks in-flight record `seq` (low 40 bits suffice) acknowledged or failed; returns when
     /// it was spooled. The cursor advances over the settled prefix.
     pub(crate) fn settle(&self, seq: u64) -> Option<i64> {
-        const MASK: u64 = (1 << 40) - 1;
         let mut r = self.ring();
-        let idx = (seq.wrapping_sub(r.base) & MASK) as usize;
+        let idx = (seq.wrapping_sub(r.base) & SEQ_MASK) as usize;
         let slot = r.ring.get_mut(idx)?;
         slot.settled = true;
         let ts = slot.ts_ms;
@@ -803,9 +944,26 @@ impl Spool {
             if !(settled && read) {
                 break;
             }
+            if front.id == FRONT
+                && let Some(resume) = st.resume
+            {
+                // The cursor leaves the front for where the segments resume, before the front
+                // goes: a cursor at or past that position says it was sent.
+                let mut r = self.ring();
+                if r.durable.0 == FRONT {
+                    if let Err(e) = write_cursor(&self.settings.dir, resume, sync) {
+                        self.io_failed("saving the spool cursor", &e);
+                        break;
+                    }
+                    r.durable = resume;
+                }
+            }
             let Some(seg) = st.segments.pop_front() else { break };
             let _ = fs::remove_file(segment_path(&self.settings.dir, seg.id));
             st.bytes -= seg.len;
+            if seg.id == FRONT {
+                st.resume = None;
+            }
         }
         if let Fsync::Interval(every) = self.settings.fsync
             && st.dirty
@@ -852,6 +1010,110 @@ impl Spool {
         if let Err(e) = write_session(&self.settings.dir, None, true) {
             self.io_failed("writing the spool's session file", &e);
         }
+    }
+
+    /// After [`Spool::close`]: writes `records`, taken back from librdkafka's memory queue and
+    /// sorted in the order they were handed to it, to the front segment, so the next process
+    /// sends them before everything else (the spool is FIFO, and these came first). Every
+    /// spooled record in flight must be among them (the check fails otherwise): the front takes
+    /// their place, and reading resumes after the last one handed over. An existing front's
+    /// unsent tail is kept after them. Returns the records written.
+    ///
+    /// Crash safety: the new front is written and synced under a temporary name, then renamed;
+    /// the cursor then moves into it. Dying before the rename leaves the previous state; between
+    /// the rename and the cursor, the next process sees a cursor before the front's resume
+    /// position and sends the front first. Replacing an older front moves the cursor to its
+    /// start first, so dying in between sends that front's acknowledged part twice, not never.
+    pub(crate) fn rescue(&self, records: &[Rescued]) -> io::Result<u64> {
+        let mut st = self.lock();
+        let mut ring = self.ring();
+        let taken: HashSet<u64> = records.iter().filter_map(|r| r.spooled_seq).collect();
+        let base = ring.base;
+        let missing = ring
+            .ring
+            .iter()
+            .enumerate()
+            .filter(|(i, slot)| !slot.settled && !taken.contains(&((base + *i as u64) & SEQ_MASK)))
+            .count();
+        if missing > 0 {
+            return Err(io::Error::other(format!(
+                "{missing} spooled record(s) in flight were not taken back from Kafka's client"
+            )));
+        }
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let dir = self.settings.dir.clone();
+        let in_front = st.reader.seg == FRONT;
+        let resume =
+            if in_front { st.resume.unwrap_or((st.next_id, SEG_START)) } else { (st.reader.seg, st.reader.off) };
+        let mut out = Vec::with_capacity(64 << 10);
+        out.extend_from_slice(FRONT_MAGIC);
+        out.extend_from_slice(&resume.0.to_le_bytes());
+        out.extend_from_slice(&resume.1.to_le_bytes());
+        let crc = crc32fast::hash(&out[8..24]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        let mut frame = Vec::with_capacity(4096);
+        let mut tally = Segment { id: FRONT, len: 0, unread: 0, by_route: Vec::new() };
+        for r in records {
+            let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            let e = Entry {
+                ts_ms: r.ts_ms,
+                topic: &r.topic,
+                provider: &r.provider,
+                key: &r.key,
+                headers: &headers,
+                payload: &r.payload,
+            };
+            if encode(&e, &mut frame).is_none() {
+                return Err(io::Error::other("a record taken back from Kafka's client cannot be framed"));
+            }
+            out.extend_from_slice(&frame);
+            tally.unread += 1;
+            tally.count(r.route, 1);
+        }
+        let old_front = st.segments.front().filter(|s| s.id == FRONT).map(|s| (s.len, s.unread, s.by_route.clone()));
+        if let Some((len, unread, by_route)) = old_front.as_ref().filter(|_| in_front) {
+            // The old front's unsent tail follows (its in-flight part is among `records`).
+            let from = st.reader.off.min(*len);
+            let mut tail = vec![0u8; usize::try_from(len - from).unwrap_or(0)];
+            File::open(segment_path(&dir, FRONT))?.read_exact_at(&mut tail, from)?;
+            out.extend_from_slice(&tail);
+            tally.unread += unread;
+            for (route, n) in by_route {
+                tally.count(*route, i64::try_from(*n).unwrap_or(i64::MAX));
+            }
+        }
+        let tmp = dir.join("front.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_data()?;
+        drop(f);
+        if old_front.is_some() {
+            write_cursor(&dir, (FRONT, FRONT_START), true)?;
+        }
+        fs::rename(&tmp, segment_path(&dir, FRONT))?;
+        sync_dir(&dir)?;
+        write_cursor(&dir, (FRONT, FRONT_START), true)?;
+        // The in-memory state follows, for what the sink reports and a later checkpoint.
+        tally.len = out.len() as u64;
+        let written = records.len() as u64;
+        if let Some((len, unread, _)) = old_front {
+            st.bytes = st.bytes.saturating_sub(len);
+            st.unread = st.unread.saturating_sub(unread);
+            st.segments.pop_front();
+        }
+        st.bytes += tally.len;
+        st.unread += tally.unread;
+        st.segments.push_front(tally);
+        st.resume = Some(resume);
+        st.reader.move_to(FRONT);
+        ring.ring.clear();
+        ring.durable = (FRONT, FRONT_START);
+        ring.dirty = false;
+        self.metrics.spool_written.inc_by(written);
+        self.publish_gauges(&st);
+        Ok(written)
     }
 }
 

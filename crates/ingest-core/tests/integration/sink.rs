@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use ingest_core::config::KafkaConfig;
 use ingest_core::kafka::admin::TopicToCreate;
-use ingest_core::kafka::{Outcome, SendError, Sink, SinkError};
+use ingest_core::kafka::{Fsync, Outcome, Overflow, SendError, Sink, SinkError, SpoolSettings};
 use ingest_core::record::{Code, DeadLetter, MarketTick, TickType};
 use ingest_core::telemetry::{Health, Metrics};
 use ingest_core::testkit::{self, header, java_partition};
@@ -219,4 +219,67 @@ fn refused_librdkafka_property_names_the_key_and_hides_the_value() {
     let SinkError::Config(e) = err else { panic!("expected a config error") };
     assert_eq!(e.key.as_deref(), Some("kafka.properties.no.such.property"));
     assert!(!e.to_string().contains("hunter2"), "{e}");
+}
+
+/// A spooled sink to `brokers` with librdkafka's queue bounded to 500 records.
+fn spooled_sink(brokers: &str, dir: &std::path::Path) -> (Sink, ingest_core::kafka::Recovered, Metrics) {
+    let cfg = KafkaConfig { brokers: brokers.into(), queue_max_messages: 500, ..KafkaConfig::default() };
+    let settings = SpoolSettings {
+        dir: dir.to_path_buf(),
+        max_bytes: 64 << 20,
+        segment_bytes: 1 << 20,
+        fsync: Fsync::Never,
+        overflow: Overflow::Block,
+    };
+    let metrics = Metrics::new("itest-producer", "0.0.0");
+    let health = Health::new("itest-producer", "0");
+    let (sink, recovered) =
+        Sink::spooled(&cfg, "itest-producer", settings, metrics.clone(), health, CancellationToken::new())
+            .expect("spooled sink");
+    (sink, recovered, metrics)
+}
+
+#[tokio::test]
+async fn records_in_the_client_at_a_shutdown_without_kafka_are_kept_and_sent_first_in_order() {
+    const N: u64 = 3000;
+    let topic = testkit::unique_topic("rescue");
+    testkit::create_topics(&[TopicToCreate::new(&topic, 3)]).await;
+    let dir = testkit::unique_dir("rescue-spool");
+    // Kafka away: a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    {
+        let (sink, _, metrics) = spooled_sink(&closed, &dir);
+        let route = sink.route_to::<MarketTick>(&topic, &format!("{topic}.dlq"), "polygon");
+        let symbols = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN"];
+        for i in 0..N {
+            let t = tick(symbols[(i % 5) as usize], i, 100.0);
+            assert_eq!(sink.try_send(&route, &t, b"").unwrap(), Outcome::Enqueued);
+        }
+        // The first 500 sit in librdkafka's memory, the rest in the spool.
+        assert_eq!(sink.flush(Duration::from_millis(300)).await, 500);
+        let left = sink.close_spool().await.expect("a spool");
+        assert_eq!((left.taken_back, left.lost, left.unacknowledged, left.unsent), (500, 0, 0, N), "{left:?}");
+        assert_eq!(counter(&metrics, "producer_messages_failed_total", &[]), 0.0, "taken back, not failed");
+        assert_eq!(sink.in_flight(), 0);
+    }
+    // The next process, with Kafka back: everything, once, in per-symbol order.
+    let (sink, recovered, metrics) = spooled_sink(&testkit::kafka_brokers(), &dir);
+    assert_eq!(recovered.records, N, "{recovered:?}");
+    let _route = sink.route_to::<MarketTick>(&topic, &format!("{topic}.dlq"), "polygon");
+    let got = testkit::consume(&topic, usize::try_from(N).unwrap(), Duration::from_secs(60));
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for m in &got {
+        let t: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let (sym, seq) = (t["symbol"].as_str().unwrap().to_string(), t["sequence"].as_u64().unwrap());
+        assert!(seen.insert(seq), "sequence {seq} delivered twice");
+        let prev = last.insert(sym.clone(), seq);
+        assert!(prev.is_none_or(|p| p < seq), "{sym}: {seq} after {prev:?}");
+    }
+    assert_eq!(seen.len() as u64, N);
+    assert_eq!(sink.flush(Duration::from_secs(30)).await, 0);
+    let left = sink.close_spool().await.unwrap();
+    assert_eq!((left.unsent, left.unacknowledged, left.taken_back, left.lost), (0, 0, 0, 0), "{left:?}");
+    assert_eq!(counter(&metrics, "producer_messages_sent_total", &[]), N as f64);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -213,6 +213,38 @@ fn audit(topic: &str, expected: u64, timeout: Duration) -> Audit {
     a
 }
 
+/// Ticks per symbol: (sequence, received ms).
+type PerSymbol = HashMap<String, Vec<(u64, i64)>>;
+
+/// Reads the whole topic (until 5 s pass without more): the ticks received before `t` per
+/// symbol as (sequence, received ms) in the order read, how many were received later (a second
+/// process: its connection's sequence numbers start again), and how many of the first arrived
+/// behind a higher sequence number of their symbol.
+fn split_at(topic: &str, t: chrono::DateTime<chrono::Utc>) -> (PerSymbol, u64, u64) {
+    let c = from_beginning(topic);
+    let mut first = PerSymbol::new();
+    let (mut later, mut reordered, mut idle) = (0u64, 0u64, Instant::now());
+    while idle.elapsed() < Duration::from_secs(5) {
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap().detach();
+        idle = Instant::now();
+        let received = testkit::header(&m, "received_at").unwrap();
+        let received = chrono::DateTime::parse_from_rfc3339(&received).unwrap().with_timezone(&chrono::Utc);
+        if received >= t {
+            later += 1;
+            continue;
+        }
+        let payload = std::str::from_utf8(m.payload().unwrap()).unwrap();
+        let seq: u64 = field(payload, "\"sequence\":").parse().unwrap();
+        let ticks = first.entry(field(payload, "\"symbol\":\"").to_string()).or_default();
+        if ticks.last().is_some_and(|(prev, _)| *prev > seq) {
+            reordered += 1;
+        }
+        ticks.push((seq, received.timestamp_millis()));
+    }
+    (first, later, reordered)
+}
+
 fn field<'a>(json: &'a str, prefix: &str) -> &'a str {
     let rest = &json[json.find(prefix).unwrap() + prefix.len()..];
     &rest[..rest.find([',', '"', '}']).unwrap()]
@@ -444,24 +476,8 @@ async fn a_producer_killed_during_an_outage_keeps_its_spool_and_publishes_its_lo
     drop(b); // SIGTERM: the stream ends, so the audit below can reach the end of the topic.
 
     // The first process's ticks (received before it was killed), per symbol.
-    let c = from_beginning(&topic);
-    let mut first: HashMap<String, Vec<(u64, i64)>> = HashMap::new();
-    let (mut from_b, mut idle) = (0u64, Instant::now());
-    while idle.elapsed() < Duration::from_secs(5) {
-        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
-        let m = m.unwrap().detach();
-        idle = Instant::now();
-        let received = testkit::header(&m, "received_at").unwrap();
-        let received = chrono::DateTime::parse_from_rfc3339(&received).unwrap().with_timezone(&chrono::Utc);
-        if received >= b_started {
-            from_b += 1;
-            continue;
-        }
-        let payload = std::str::from_utf8(m.payload().unwrap()).unwrap();
-        let seq: u64 = field(payload, "\"sequence\":").parse().unwrap();
-        let t = received.timestamp_millis();
-        first.entry(field(payload, "\"symbol\":\"").to_string()).or_default().push((seq, t));
-    }
+    let (mut first, from_b, reordered) = split_at(&topic, b_started);
+    assert_eq!(reordered, 0, "per-symbol order");
     let mut delivered_a = 0;
     let mut lost = 0;
     let mut earliest_before_hole = i64::MAX;
@@ -520,5 +536,67 @@ async fn a_producer_killed_during_an_outage_keeps_its_spool_and_publishes_its_lo
     assert!(from.timestamp_millis() <= earliest_before_hole, "the gap starts no later than the first lost tick");
     assert!(to >= killed_at, "the gap lasts until the new subscription");
     assert!(delivered_a as f64 >= spooled, "every spooled tick was sent by the next process");
+    assert!(from_b > 0);
+}
+
+/// SIGTERM while the broker is down: what librdkafka held in memory (its queue and in-flight
+/// requests) is taken back into the spool's front, the process exits 0 within its shutdown
+/// timeout, and the next process sends it first: every tick of the first process arrives once,
+/// in per-symbol order, with no hole and no gap event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_stopped_during_an_outage_keeps_what_its_client_held_and_exits_0() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rate = 20_000;
+    let sc = scenario().await;
+    let (topic, events, spool) = (sc.topic.clone(), sc.events.clone(), sc.spool.clone());
+    let (sim, polygon) = firehose(rate, 0).await;
+    let queue = [("FINSTREAM__KAFKA__QUEUE_MAX_MESSAGES", "20000")];
+    let mut a = producer(&sim, &topic, &events, &spool, &queue);
+    wait_until(Duration::from_secs(30), "the subscription", || async { polygon.subscribed_connections() == 1 }).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    kill_broker();
+    wait_until(Duration::from_secs(60), "records spooled", || async {
+        a.metric("producer_spool_written_records_total", &[]).await > 40_000.0
+    })
+    .await;
+    let stop = Instant::now();
+    let code = a.terminate(Duration::from_secs(30));
+    let (stopped_in, a_log) = (stop.elapsed(), a.log());
+    assert_eq!(code, Some(0), "a clean stop, nothing lost:\n{a_log}");
+    let line = a_log.lines().find(|l| l.contains("taken back from the client")).unwrap_or_else(|| panic!("{a_log}"));
+    // The count, in the text or the JSON log format.
+    let digits = &line[line.find("records").unwrap() + "records".len()..];
+    let digits: String = digits.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+    let taken_back: u64 = digits.parse().unwrap_or_else(|_| panic!("{line}"));
+    restart_broker();
+    wait_until(Duration::from_secs(30), "the old connection gone", || async { polygon.subscribed_connections() == 0 })
+        .await;
+    let b_started = chrono::Utc::now();
+    let b = producer(&sim, &topic, &events, &spool, &queue);
+    wait_until(Duration::from_secs(30), "the resubscription", || async { polygon.subscribed_connections() == 1 }).await;
+    assert!(b.log().contains("left records in the spool"), "{}", b.log());
+    assert!(!b.log().contains("without a clean shutdown"), "{}", b.log());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until(Duration::from_secs(120), "the spool drained", || async { drained(&b, &topic).await.1 }).await;
+    drop(b);
+
+    let (first, from_b, reordered) = split_at(&topic, b_started);
+    let mut delivered_a = 0;
+    for (sym, v) in &first {
+        let mut seqs: Vec<u64> = v.iter().map(|(s, _)| *s).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), v.len(), "{sym}: duplicated ticks");
+        assert_eq!((seqs[0], seqs[seqs.len() - 1]), (1, seqs.len() as u64), "{sym}: a hole");
+        delivered_a += v.len();
+    }
+    println!(
+        "chaos: producer SIGTERMed during a broker outage at {rate}/s: exit 0 after {:.1} s, {taken_back} records taken \
+         back from the Kafka client into the spool; the next process sent all {delivered_a} of its ticks, 0 lost, \
+         0 duplicated, {reordered} reordered; {from_b} ticks of the new connection",
+        stopped_in.as_secs_f64()
+    );
+    assert_eq!(reordered, 0);
+    assert!(taken_back >= 15_000, "the memory queue was full (20,000 records): {taken_back}");
     assert!(from_b > 0);
 }

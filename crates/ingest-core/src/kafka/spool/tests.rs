@@ -354,3 +354,209 @@ mod prop {
         }
     }
 }
+
+/// A record handed straight to librdkafka and taken back at shutdown.
+fn direct(i: u64) -> Rescued {
+    Rescued {
+        route: 0,
+        order: (i, 1),
+        spooled_seq: None,
+        ts_ms: 1_800_000_000_000,
+        topic: "t".into(),
+        provider: "polygon".into(),
+        key: format!("k{}", i % 7).into_bytes(),
+        headers: vec![("seq".into(), i.to_string().into_bytes())],
+        payload: payload(i),
+    }
+}
+
+/// A spooled record in flight (`seq` from `begin`) taken back at shutdown.
+fn taken_back(r: &Spooled, seq: u64) -> Rescued {
+    Rescued {
+        route: r.route,
+        order: (0, 0),
+        spooled_seq: Some(seq),
+        ts_ms: r.ts_ms,
+        topic: r.topic.clone(),
+        provider: "polygon".into(),
+        key: r.key.clone(),
+        headers: r.headers.clone(),
+        payload: r.payload.clone(),
+    }
+}
+
+/// A spool of records 0..1000 (several segments) of which 0..300 were taken, 0..250
+/// acknowledged and 250..300 still in flight when the process stopped with 1000..1005 in
+/// librdkafka's memory too; all of those taken back (directs first, as handed). Returns the
+/// cursor file as it was before the rescue.
+fn stopped_with_records_in_memory(st: &SpoolSettings) -> Vec<u8> {
+    let (s, _) = open(st);
+    for i in 0..1000 {
+        append(&s, 0, "t", i);
+    }
+    let mut back: Vec<Rescued> = (1000..1005).map(direct).collect();
+    for i in 0..300 {
+        let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+        let seq = s.begin(r.seg, r.end, r.ts_ms);
+        if i < 250 {
+            s.settle(seq);
+        } else {
+            back.push(taken_back(&r, seq));
+        }
+    }
+    s.close();
+    let before = fs::read(st.dir.join("cursor")).unwrap();
+    assert_eq!(s.rescue(&back).unwrap(), 55);
+    assert_eq!((s.unread(), s.in_flight()), (55 + 700, 0));
+    s.checkpoint();
+    before
+}
+
+fn expected_after_rescue() -> Vec<u64> {
+    (1000..1005).chain(250..1000).collect()
+}
+
+#[test]
+fn records_taken_back_at_shutdown_go_first_and_the_segments_resume_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 4 << 20, Overflow::Block);
+    stopped_with_records_in_memory(&st);
+    let (s, rec) = open(&st);
+    assert_eq!((rec.records, rec.corrupt), (755, 0), "{rec:?}");
+    assert!(s.is_spooling());
+    append(&s, 0, "t", 5000);
+    let mut want = expected_after_rescue();
+    want.push(5000);
+    assert_eq!(drain_all(&s), want);
+    s.checkpoint();
+    assert!(!dir.path().join("front.seg").exists(), "the front is deleted once sent");
+    drop(s);
+    let (s, rec) = open(&st);
+    assert_eq!(rec.records, 0, "nothing is sent twice after a clean stop: {rec:?}");
+    assert!(drain_all(&s).is_empty());
+}
+
+#[test]
+fn a_crash_while_the_front_is_sent_or_after_resumes_exactly() {
+    // Half of the front acknowledged, then SIGKILL.
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 4 << 20, Overflow::Block);
+    stopped_with_records_in_memory(&st);
+    {
+        let (s, _) = open(&st);
+        for _ in 0..20 {
+            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            s.settle(s.begin(r.seg, r.end, r.ts_ms));
+        }
+        s.checkpoint();
+    }
+    let (s, _) = open(&st);
+    assert_eq!(drain_all(&s), expected_after_rescue()[20..]);
+    drop(s);
+
+    // The front and 10 ordinary records acknowledged, then SIGKILL; and the same with the front
+    // file left behind (killed between moving the cursor and deleting it).
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 4 << 20, Overflow::Block);
+    stopped_with_records_in_memory(&st);
+    let front = fs::read(dir.path().join("front.seg")).unwrap();
+    {
+        let (s, _) = open(&st);
+        for _ in 0..65 {
+            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            s.settle(s.begin(r.seg, r.end, r.ts_ms));
+        }
+        s.checkpoint();
+        assert!(!dir.path().join("front.seg").exists());
+    }
+    fs::write(dir.path().join("front.seg"), &front).unwrap();
+    let (s, rec) = open(&st);
+    assert_eq!(rec.records, 690, "a front behind the cursor was sent: {rec:?}");
+    assert_eq!(drain_all(&s), (310..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_crash_before_the_cursor_moved_into_the_front_sends_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 4 << 20, Overflow::Block);
+    let before = stopped_with_records_in_memory(&st);
+    // Killed after the front was renamed into place, before the cursor was written.
+    fs::write(dir.path().join("cursor"), before).unwrap();
+    let (s, rec) = open(&st);
+    assert_eq!(rec.records, 755, "{rec:?}");
+    assert_eq!(drain_all(&s), expected_after_rescue());
+}
+
+#[test]
+fn a_second_stop_with_kafka_still_away_keeps_the_front_and_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 4 << 20, Overflow::Block);
+    stopped_with_records_in_memory(&st);
+    {
+        // The next process hands 12 front records to librdkafka, Kafka acknowledges 4, and it
+        // stops with 8 in flight: they are taken back ahead of the front's unsent rest.
+        let (s, _) = open(&st);
+        let mut back = Vec::new();
+        for i in 0..12 {
+            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            let seq = s.begin(r.seg, r.end, r.ts_ms);
+            if i < 4 {
+                s.settle(seq);
+            } else {
+                back.push(taken_back(&r, seq));
+            }
+        }
+        s.close();
+        assert_eq!(s.rescue(&back).unwrap(), 8);
+        assert_eq!(s.unread(), 755 - 4);
+    }
+    let (s, rec) = open(&st);
+    assert_eq!(rec.records, 751, "{rec:?}");
+    assert_eq!(drain_all(&s), expected_after_rescue()[4..]);
+}
+
+#[test]
+fn a_rescue_missing_a_spooled_record_in_flight_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 4 << 20, Overflow::Block);
+    {
+        let (s, _) = open(&st);
+        for i in 0..100 {
+            append(&s, 0, "t", i);
+        }
+        for _ in 0..10 {
+            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            s.begin(r.seg, r.end, r.ts_ms);
+        }
+        s.close();
+        let err = s.rescue(&[direct(1000)]).unwrap_err();
+        assert!(err.to_string().contains("10 spooled record(s) in flight"), "{err}");
+        assert!(!dir.path().join("front.seg").exists());
+    }
+    let (s, _) = open(&st);
+    assert_eq!(drain_all(&s), (0..100).collect::<Vec<_>>(), "in flight means sent again, from the cursor");
+}
+
+#[test]
+fn a_record_taken_but_never_handed_over_is_given_back_unsent() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = settings(dir.path(), 4 << 20, Overflow::Block);
+    {
+        let (s, _) = open(&st);
+        for i in 0..10 {
+            append(&s, 0, "t", i);
+        }
+        let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+        s.settle(s.begin(r.seg, r.end, r.ts_ms));
+        let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+        let seq = s.begin(r.seg, r.end, r.ts_ms);
+        s.close();
+        s.untake(&r, seq);
+        assert_eq!((s.unread(), s.in_flight()), (9, 0));
+        // Nothing in flight, nothing taken back: a rescue of nothing is not an error.
+        assert_eq!(s.rescue(&[]).unwrap(), 0);
+    }
+    let (s, rec) = open(&st);
+    assert_eq!(rec.records, 9);
+    assert_eq!(drain_all(&s), (1..10).collect::<Vec<_>>());
+}
