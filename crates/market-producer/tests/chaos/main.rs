@@ -438,6 +438,53 @@ async fn an_outage_longer_than_the_bounds_drops_oldest_with_exact_counts() {
     drop(p);
 }
 
+/// What the two producer-stop scenarios start from: the firehose at 20,000 ticks/s into a
+/// producer whose memory queue holds 20,000 records, the broker SIGKILLed after 4 s, and the
+/// producer past 40,000 spooled ticks.
+struct Outage {
+    sc: Scenario,
+    sim: Sim,
+    polygon: PolygonHandle,
+    a: ProducerProcess,
+    rate: u64,
+}
+
+const STOP_QUEUE: [(&str, &str); 1] = [("FINSTREAM__KAFKA__QUEUE_MAX_MESSAGES", "20000")];
+
+async fn outage_while_spooling() -> Outage {
+    let rate = 20_000;
+    let sc = scenario().await;
+    let (sim, polygon) = firehose(rate, 0).await;
+    let a = producer(&sim, &sc.topic, &sc.events, &sc.spool, &STOP_QUEUE);
+    wait_until(Duration::from_secs(30), "the subscription", || async { polygon.subscribed_connections() == 1 }).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    kill_broker();
+    wait_until(Duration::from_secs(60), "records spooled", || async {
+        a.metric("producer_spool_written_records_total", &[]).await > 40_000.0
+    })
+    .await;
+    Outage { sc, sim, polygon, a, rate }
+}
+
+/// After the first producer stopped: the broker back, a second producer on the same spool (it
+/// found records there), when it started, once its spool has drained.
+async fn next_process(
+    sc: &Scenario,
+    sim: &Sim,
+    polygon: &PolygonHandle,
+) -> (ProducerProcess, chrono::DateTime<chrono::Utc>) {
+    restart_broker();
+    wait_until(Duration::from_secs(30), "the old connection gone", || async { polygon.subscribed_connections() == 0 })
+        .await;
+    let b_started = chrono::Utc::now();
+    let b = producer(sim, &sc.topic, &sc.events, &sc.spool, &STOP_QUEUE);
+    wait_until(Duration::from_secs(30), "the resubscription", || async { polygon.subscribed_connections() == 1 }).await;
+    assert!(b.log().contains("left records in the spool"), "{}", b.log());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until(Duration::from_secs(120), "the spool drained", || async { drained(&b, &sc.topic).await.1 }).await;
+    (b, b_started)
+}
+
 /// The producer SIGKILLed while the broker is down: what it had spooled survives on disk and
 /// the next process sends it; what it held only in librdkafka's memory is lost, and exactly that
 /// window is published: the next process's first subscription emits a `gap` event starting no
@@ -446,32 +493,13 @@ async fn an_outage_longer_than_the_bounds_drops_oldest_with_exact_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_killed_during_an_outage_keeps_its_spool_and_publishes_its_loss_window() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let rate = 20_000;
-    let sc = scenario().await;
-    let (topic, events, spool) = (sc.topic.clone(), sc.events.clone(), sc.spool.clone());
-    let (sim, polygon) = firehose(rate, 0).await;
-    let queue = [("FINSTREAM__KAFKA__QUEUE_MAX_MESSAGES", "20000")];
-    let mut a = producer(&sim, &topic, &events, &spool, &queue);
-    wait_until(Duration::from_secs(30), "the subscription", || async { polygon.subscribed_connections() == 1 }).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    kill_broker();
-    wait_until(Duration::from_secs(60), "records spooled", || async {
-        a.metric("producer_spool_written_records_total", &[]).await > 40_000.0
-    })
-    .await;
+    let Outage { sc, sim, polygon, mut a, rate } = outage_while_spooling().await;
+    let topic = sc.topic.clone();
     let spooled = a.metric("producer_spool_written_records_total", &[]).await;
     assert!(Command::new("kill").args(["-KILL", &a.pid().to_string()]).status().unwrap().success());
     assert_eq!(a.wait_exit(Duration::from_secs(10)), None, "killed by the signal");
     let killed_at = chrono::Utc::now();
-    restart_broker();
-    wait_until(Duration::from_secs(30), "the old connection gone", || async { polygon.subscribed_connections() == 0 })
-        .await;
-    let b_started = chrono::Utc::now();
-    let b = producer(&sim, &topic, &events, &spool, &queue);
-    wait_until(Duration::from_secs(30), "the resubscription", || async { polygon.subscribed_connections() == 1 }).await;
-    assert!(b.log().contains("left records in the spool"), "{}", b.log());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_until(Duration::from_secs(120), "the spool drained", || async { drained(&b, &topic).await.1 }).await;
+    let (b, b_started) = next_process(&sc, &sim, &polygon).await;
     let b_log = b.log();
     drop(b); // SIGTERM: the stream ends, so the audit below can reach the end of the topic.
 
@@ -501,7 +529,7 @@ async fn a_producer_killed_during_an_outage_keeps_its_spool_and_publishes_its_lo
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    ev.subscribe(&[&events]).unwrap();
+    ev.subscribe(&[&sc.events]).unwrap();
     let mut evs = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -546,19 +574,8 @@ async fn a_producer_killed_during_an_outage_keeps_its_spool_and_publishes_its_lo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_stopped_during_an_outage_keeps_what_its_client_held_and_exits_0() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let rate = 20_000;
-    let sc = scenario().await;
-    let (topic, events, spool) = (sc.topic.clone(), sc.events.clone(), sc.spool.clone());
-    let (sim, polygon) = firehose(rate, 0).await;
-    let queue = [("FINSTREAM__KAFKA__QUEUE_MAX_MESSAGES", "20000")];
-    let mut a = producer(&sim, &topic, &events, &spool, &queue);
-    wait_until(Duration::from_secs(30), "the subscription", || async { polygon.subscribed_connections() == 1 }).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    kill_broker();
-    wait_until(Duration::from_secs(60), "records spooled", || async {
-        a.metric("producer_spool_written_records_total", &[]).await > 40_000.0
-    })
-    .await;
+    let Outage { sc, sim, polygon, mut a, rate } = outage_while_spooling().await;
+    let topic = sc.topic.clone();
     let stop = Instant::now();
     let code = a.terminate(Duration::from_secs(30));
     let (stopped_in, a_log) = (stop.elapsed(), a.log());
@@ -568,16 +585,8 @@ async fn a_producer_stopped_during_an_outage_keeps_what_its_client_held_and_exit
     let digits = &line[line.find("records").unwrap() + "records".len()..];
     let digits: String = digits.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
     let taken_back: u64 = digits.parse().unwrap_or_else(|_| panic!("{line}"));
-    restart_broker();
-    wait_until(Duration::from_secs(30), "the old connection gone", || async { polygon.subscribed_connections() == 0 })
-        .await;
-    let b_started = chrono::Utc::now();
-    let b = producer(&sim, &topic, &events, &spool, &queue);
-    wait_until(Duration::from_secs(30), "the resubscription", || async { polygon.subscribed_connections() == 1 }).await;
-    assert!(b.log().contains("left records in the spool"), "{}", b.log());
+    let (b, b_started) = next_process(&sc, &sim, &polygon).await;
     assert!(!b.log().contains("without a clean shutdown"), "{}", b.log());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_until(Duration::from_secs(120), "the spool drained", || async { drained(&b, &topic).await.1 }).await;
     drop(b);
 
     let (first, from_b, reordered) = split_at(&topic, b_started);
