@@ -190,9 +190,7 @@ impl SinkContext {
             self.suppressed_failures.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
 
-impl SinkContext {
     /// A record purged from librdkafka's queue while a rescue is armed: collected (with what
     /// orders it) rather than counted. `false` if no rescue is armed.
     fn take_back(&self, opaque: usize, queued: bool, message: &BorrowedMessage<'_>) -> bool {
