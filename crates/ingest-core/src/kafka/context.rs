@@ -14,7 +14,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use tokio_util::sync::CancellationToken;
 
-use super::spool::{Rescued, Spool};
+use super::spool::{Rescued, SEQ_BITS, Spool};
 use crate::telemetry::{Health, Metrics};
 
 /// Metric handles of one (topic, provider) pair, resolved once when the route is made.
@@ -42,7 +42,6 @@ pub(crate) type RouteTable = Arc<RwLock<Vec<RouteStats>>>;
 const TIME_BITS: u32 = 44;
 const TIME_MASK: usize = (1 << TIME_BITS) - 1;
 const SPOOLED: usize = 1 << (usize::BITS - 1);
-const SEQ_BITS: u32 = 40;
 const SEQ_MASK: usize = (1 << SEQ_BITS) - 1;
 /// Route indexes must fit in the bits left.
 pub(crate) const MAX_ROUTES: usize = 1 << (usize::BITS - TIME_BITS - 1);

@@ -46,13 +46,16 @@ const SEG_START: u64 = MAGIC.len() as u64;
 pub const FRONT_MAGIC: &[u8; 8] = b"FSFRONT1";
 /// The front segment's id: before every ordinary segment (their ids start at 1).
 const FRONT: u64 = 0;
-const FRONT_START: u64 = FRONT_MAGIC.len() as u64 + 20;
+const FRONT_START: u64 = (FRONT_MAGIC.len() + POS_BYTES) as u64;
+/// A position (`cursor`, the front's resume position): `[u64 segment][u64 offset][u32 CRC-32]`.
+const POS_BYTES: usize = 20;
 const FRAME: usize = 8;
 /// Largest record body accepted (a larger length field means corruption).
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 const READ_CHUNK: usize = 256 << 10;
-/// Sequence numbers travel in 40 bits of the delivery opaque.
-const SEQ_MASK: u64 = (1 << 40) - 1;
+/// Sequence numbers travel in this many bits of the delivery opaque.
+pub(crate) const SEQ_BITS: u32 = 40;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 
 /// When appended records are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,12 +345,26 @@ fn read_front(dir: &Path) -> io::Result<Option<(u64, u64)>> {
     };
     let mut h = [0u8; FRONT_START as usize];
     io::Read::read_exact(&mut f, &mut h)?;
-    let pos = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
-    let crc = u32::from_le_bytes(h[24..28].try_into().unwrap_or_default());
-    if &h[..8] != FRONT_MAGIC || crc32fast::hash(&h[8..24]) != crc {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad front segment header"));
-    }
-    Ok(Some((pos(&h[8..16]), pos(&h[16..24]))))
+    let pos = (&h[..8] == FRONT_MAGIC).then(|| decode_pos(&h[8..])).flatten();
+    pos.map(Some).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad front segment header"))
+}
+
+fn encode_pos((seg, off): (u64, u64)) -> [u8; POS_BYTES] {
+    let mut b = [0u8; POS_BYTES];
+    b[..8].copy_from_slice(&seg.to_le_bytes());
+    b[8..16].copy_from_slice(&off.to_le_bytes());
+    let crc = crc32fast::hash(&b[..16]);
+    b[16..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The position encoded in `b` (exactly [`POS_BYTES`]), if its checksum holds.
+fn decode_pos(b: &[u8]) -> Option<(u64, u64)> {
+    let b: &[u8; POS_BYTES] = b.try_into().ok()?;
+    let crc = u32::from_le_bytes(b[16..20].try_into().ok()?);
+    (crc32fast::hash(&b[..16]) == crc)
+        .then(|| Some((u64::from_le_bytes(b[..8].try_into().ok()?), u64::from_le_bytes(b[8..16].try_into().ok()?))))
+        .flatten()
 }
 
 fn now_ms() -> i64 {
@@ -436,26 +453,13 @@ fn frame_at(r: &mut Reader, dir: &Path, seg: u64, len: u64, at: u64) -> io::Resu
 }
 
 fn read_cursor(dir: &Path) -> Option<(u64, u64)> {
-    let b = fs::read(dir.join("cursor")).ok()?;
-    let b: [u8; 20] = b.try_into().ok()?;
-    let crc = u32::from_le_bytes(b[16..20].try_into().ok()?);
-    (crc32fast::hash(&b[..16]) == crc).then(|| {
-        (
-            u64::from_le_bytes(b[..8].try_into().unwrap_or_default()),
-            u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
-        )
-    })
+    decode_pos(&fs::read(dir.join("cursor")).ok()?)
 }
 
-fn write_cursor(dir: &Path, (seg, off): (u64, u64), sync: bool) -> io::Result<()> {
-    let mut b = [0u8; 20];
-    b[..8].copy_from_slice(&seg.to_le_bytes());
-    b[8..16].copy_from_slice(&off.to_le_bytes());
-    let crc = crc32fast::hash(&b[..16]);
-    b[16..].copy_from_slice(&crc.to_le_bytes());
+fn write_cursor(dir: &Path, pos: (u64, u64), sync: bool) -> io::Result<()> {
     let tmp = dir.join("cursor.tmp");
     let mut f = File::create(&tmp)?;
-    f.write_all(&b)?;
+    f.write_all(&encode_pos(pos))?;
     if sync {
         f.sync_data()?;
     }
@@ -1049,10 +1053,7 @@ impl Spool {
             if in_front { st.resume.unwrap_or((st.next_id, SEG_START)) } else { (st.reader.seg, st.reader.off) };
         let mut out = Vec::with_capacity(64 << 10);
         out.extend_from_slice(FRONT_MAGIC);
-        out.extend_from_slice(&resume.0.to_le_bytes());
-        out.extend_from_slice(&resume.1.to_le_bytes());
-        let crc = crc32fast::hash(&out[8..24]);
-        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&encode_pos(resume));
         let mut frame = Vec::with_capacity(4096);
         let mut tally = Segment { id: FRONT, len: 0, unread: 0, by_route: Vec::new() };
         for r in records {

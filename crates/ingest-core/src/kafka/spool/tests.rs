@@ -60,6 +60,14 @@ fn drain_all(s: &Spool) -> Vec<u64> {
     seen
 }
 
+/// The next record, which the test knows is there.
+fn next_record(s: &Spool) -> Box<Spooled> {
+    match s.next(Duration::from_millis(1)) {
+        Next::Record(r) => r,
+        other => panic!("expected a record, got {other:?}"),
+    }
+}
+
 fn seq_of(r: &Spooled) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("payload is the JSON written");
     v["seq"].as_u64().expect("seq")
@@ -79,10 +87,7 @@ fn records_come_back_in_order_with_every_field_and_the_spool_then_hands_over() {
         assert!(matches!(append(&s, 0, "market.ticks.raw", i), Append::Written { .. }));
     }
     assert!(s.is_spooling());
-    let first = match s.next(Duration::from_millis(1)) {
-        Next::Record(r) => r,
-        other => panic!("expected a record, got {other:?}"),
-    };
+    let first = next_record(&s);
     assert_eq!(first.topic, "market.ticks.raw");
     assert_eq!(first.key, b"k0");
     assert_eq!(first.ts_ms, 1_700_000_000_000);
@@ -119,7 +124,7 @@ fn a_crashed_process_leaves_unacknowledged_records_for_the_next_one() {
         // 600 taken; 500 acknowledged, but the 100th and the last 100 taken are not.
         let mut taken = Vec::new();
         for _ in 0..600 {
-            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            let r = next_record(&s);
             taken.push(s.begin(r.seg, r.end, r.ts_ms));
         }
         for (i, seq) in taken.iter().enumerate() {
@@ -396,7 +401,7 @@ fn stopped_with_records_in_memory(st: &SpoolSettings) -> Vec<u8> {
     }
     let mut back: Vec<Rescued> = (1000..1005).map(direct).collect();
     for i in 0..300 {
-        let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+        let r = next_record(&s);
         let seq = s.begin(r.seg, r.end, r.ts_ms);
         if i < 250 {
             s.settle(seq);
@@ -445,7 +450,7 @@ fn a_crash_while_the_front_is_sent_or_after_resumes_exactly() {
     {
         let (s, _) = open(&st);
         for _ in 0..20 {
-            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            let r = next_record(&s);
             s.settle(s.begin(r.seg, r.end, r.ts_ms));
         }
         s.checkpoint();
@@ -463,7 +468,7 @@ fn a_crash_while_the_front_is_sent_or_after_resumes_exactly() {
     {
         let (s, _) = open(&st);
         for _ in 0..65 {
-            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            let r = next_record(&s);
             s.settle(s.begin(r.seg, r.end, r.ts_ms));
         }
         s.checkpoint();
@@ -498,7 +503,7 @@ fn a_second_stop_with_kafka_still_away_keeps_the_front_and_its_order() {
         let (s, _) = open(&st);
         let mut back = Vec::new();
         for i in 0..12 {
-            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            let r = next_record(&s);
             let seq = s.begin(r.seg, r.end, r.ts_ms);
             if i < 4 {
                 s.settle(seq);
@@ -525,7 +530,7 @@ fn a_rescue_missing_a_spooled_record_in_flight_changes_nothing() {
             append(&s, 0, "t", i);
         }
         for _ in 0..10 {
-            let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+            let r = next_record(&s);
             s.begin(r.seg, r.end, r.ts_ms);
         }
         s.close();
@@ -546,9 +551,9 @@ fn a_record_taken_but_never_handed_over_is_given_back_unsent() {
         for i in 0..10 {
             append(&s, 0, "t", i);
         }
-        let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+        let r = next_record(&s);
         s.settle(s.begin(r.seg, r.end, r.ts_ms));
-        let Next::Record(r) = s.next(Duration::from_millis(1)) else { panic!("record expected") };
+        let r = next_record(&s);
         let seq = s.begin(r.seg, r.end, r.ts_ms);
         s.close();
         s.untake(&r, seq);
