@@ -8,7 +8,9 @@
 demo_market=0
 if [[ -z ${MARKET_API_KEY:-} ]]; then
   demo_market=1
-  export MARKET_API_KEY=demo MARKET_PROVIDER=polygon MARKET_WS_URL=ws://$demo_sim/stocks
+  # The simulator trades around the clock, so demo data is not held to the NYSE calendar.
+  export MARKET_API_KEY=demo MARKET_PROVIDER=polygon MARKET_WS_URL=ws://$demo_sim/stocks \
+    FINSTREAM__MARKET__SESSION=always
 fi
 demo_news=0
 if [[ -z ${NEWS_API_KEY:-} && -z ${ALPHAVANTAGE_API_KEY:-} ]]; then

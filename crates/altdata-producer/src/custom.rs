@@ -247,7 +247,7 @@ impl Poller for CustomSource {
             }
         });
         Some(
-            reqwest::Client::builder()
+            ingest_core::http::builder()
                 .user_agent(cfg.user_agent.clone())
                 .timeout(cfg.timeout)
                 .connect_timeout(cfg.connect_timeout)

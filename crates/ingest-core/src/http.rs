@@ -96,15 +96,21 @@ impl HttpResponse {
     }
 }
 
-/// Builds the client.
+/// Builds the client (trusting the process's TLS roots, see [`crate::tls`]).
 pub fn client(cfg: &HttpConfig) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    builder()
         .user_agent(cfg.user_agent.clone())
         .timeout(cfg.timeout)
         .connect_timeout(cfg.connect_timeout)
         .gzip(true)
         .redirect(reqwest::redirect::Policy::limited(cfg.max_redirects))
         .build()
+}
+
+/// A reqwest builder with the process's TLS configuration (built-in, system and
+/// `tls.extra_ca_file` roots). Every HTTPS client of the project starts here.
+pub fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().use_preconfigured_tls(crate::tls::client_config().as_ref().clone())
 }
 
 /// Sends `req` and reads the body, refusing bodies over `max_body_bytes`. Errors never include

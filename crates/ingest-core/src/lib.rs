@@ -8,10 +8,12 @@
 //! - secrets are only reachable through [`config::Secret::expose`] and never printed;
 //! - SIGTERM/SIGINT stop sources, flush Kafka and exit 0 within the configured timeout.
 
+pub mod clock;
 pub mod config;
 pub mod hostile;
 pub mod http;
 pub mod kafka;
+pub mod market_hours;
 pub mod poll;
 pub mod record;
 pub mod resilience;
@@ -22,6 +24,7 @@ pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod text;
+pub mod tls;
 pub mod ws;
 
 pub use runtime::{ProducerSpec, main};

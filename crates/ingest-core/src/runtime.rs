@@ -204,6 +204,8 @@ pub async fn start<S: Section>(
     sources: Vec<Box<dyn Source>>,
 ) -> Result<Running, RunError> {
     let core = &cfg.core;
+    // One set of trust roots for every HTTPS and WSS client of the process.
+    crate::tls::install(&core.tls).map_err(|e| RunError::Config(ConfigError::key("tls.extra_ca_file", e.reason)))?;
     let metrics = Metrics::new(spec.name, spec.version);
     let health = Health::new(spec.name, spec.version);
     let shutdown = CancellationToken::new();

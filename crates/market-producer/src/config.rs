@@ -1,6 +1,7 @@
 //! The `market:` section of `configs/config.yaml`.
 
 use ingest_core::config::{ConfigError, Secret, Section, require_secret, require_symbols, require_url};
+use ingest_core::market_hours::MarketSession;
 use serde::Deserialize;
 
 /// Which real-time market-data WebSocket to stream from.
@@ -17,6 +18,18 @@ pub(crate) enum MarketProvider {
 }
 
 impl MarketProvider {
+    /// The largest frame accepted by default. Polygon sends all-symbol minute aggregates
+    /// (`AM.*`) as one frame of several MB each minute (~11,000 tickers × ~230 bytes ≈ 2.5 MB);
+    /// Alpaca's `bars: ["*"]` arrive in frames of up to a few MB; Finnhub's trade messages are
+    /// small (a few KB). Still bounded: a frame is held in memory once while it is parsed.
+    pub(crate) fn default_max_frame_bytes(self) -> usize {
+        match self {
+            MarketProvider::Polygon => 16 * 1024 * 1024,
+            MarketProvider::Alpaca => 8 * 1024 * 1024,
+            MarketProvider::Finnhub => 1024 * 1024,
+        }
+    }
+
     /// Label used in metrics and records.
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -41,6 +54,30 @@ pub(crate) enum Channel {
     MinuteBars,
 }
 
+/// Trading hours of the feed (`market.session`): the staleness watchdog and the gap windows
+/// count only time in which the market is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SessionChoice {
+    /// From the provider, URL and symbols: crypto endpoints and exchange-prefixed crypto
+    /// symbols are always open, forex symbols follow the forex week, everything else US equities.
+    #[default]
+    Auto,
+    /// US equities with extended hours (04:00–20:00 New York, NYSE holidays and early closes).
+    UsEquities,
+    /// US equities, regular session only (09:30–16:00, 13:00 on early closes).
+    UsEquitiesRegular,
+    /// Crypto: never closed.
+    Crypto,
+    /// Spot forex: Sunday 17:00 to Friday 17:00 New York.
+    Forex,
+    /// Never closed (a test feed that runs at all hours).
+    Always,
+}
+
+/// Venue prefixes of Finnhub forex symbols (`OANDA:EUR_USD`, `FXCM:EUR/USD`, `IC MARKETS:1`).
+const FINNHUB_FOREX_VENUES: &[&str] = &["OANDA", "FXCM", "FOREX", "FXPRO", "IC MARKETS", "PEPPERSTONE", "OCTAFX"];
+
 /// `market:`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,8 +94,12 @@ pub struct MarketConfig {
     pub(crate) symbols: Vec<String>,
     /// Channels per symbol.
     pub(crate) channels: Vec<Channel>,
-    /// Largest accepted WebSocket frame, in bytes.
+    /// Largest accepted WebSocket frame, in bytes; 0 = the provider's default (see
+    /// [`MarketProvider::default_max_frame_bytes`]).
     pub(crate) max_frame_bytes: usize,
+    /// Trading hours of the feed: `auto`, `us_equities`, `us_equities_regular`, `crypto`,
+    /// `forex` or `always`.
+    pub(crate) session: SessionChoice,
     /// Subscribed but no data for this long: not ready, reconnect.
     pub(crate) stale_after_secs: u64,
     /// WebSocket ping interval.
@@ -88,7 +129,8 @@ impl Default for MarketConfig {
             api_secret: Secret::default(),
             symbols: vec!["AAPL".into(), "MSFT".into()],
             channels: vec![Channel::Trades, Channel::Quotes, Channel::MinuteBars],
-            max_frame_bytes: 1024 * 1024,
+            max_frame_bytes: 0,
+            session: SessionChoice::Auto,
             stale_after_secs: 60,
             ping_interval_secs: 25,
             dead_after_secs: 60,
@@ -129,8 +171,19 @@ impl Section for MarketConfig {
                 "the Polygon forex cluster is not supported (stocks and crypto are)",
             ));
         }
-        if !(1024..=64 * 1024 * 1024).contains(&self.max_frame_bytes) {
-            return Err(ConfigError::key("market.max_frame_bytes", "must be between 1024 and 67108864"));
+        if self.max_frame_bytes != 0 && !(1024..=64 * 1024 * 1024).contains(&self.max_frame_bytes) {
+            return Err(ConfigError::key(
+                "market.max_frame_bytes",
+                "must be 0 (the provider's default) or between 1024 and 67108864",
+            ));
+        }
+        if self.provider == MarketProvider::Finnhub
+            && url::Url::parse(&self.ws_url).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "token"))
+        {
+            return Err(ConfigError::key(
+                "market.ws_url",
+                "leave the token out of the URL (wss://ws.finnhub.io); it is taken from market.api_key (MARKET_API_KEY)",
+            ));
         }
         for (key, v) in [
             ("market.stale_after_secs", self.stale_after_secs),
@@ -178,20 +231,72 @@ impl MarketConfig {
         crate::shard::select(&self.symbols, self.replica_index, self.replica_count)
     }
 
+    /// The largest accepted frame: the configured one, or the provider's default.
+    pub(crate) fn max_frame_bytes(&self) -> usize {
+        if self.max_frame_bytes == 0 { self.provider.default_max_frame_bytes() } else { self.max_frame_bytes }
+    }
+
+    /// The trading hours the feed follows (`market.session`, `auto` resolved).
+    pub(crate) fn session(&self) -> MarketSession {
+        match self.session {
+            SessionChoice::UsEquities => MarketSession::UsEquities,
+            SessionChoice::UsEquitiesRegular => MarketSession::UsEquitiesRegular,
+            SessionChoice::Forex => MarketSession::Forex,
+            SessionChoice::Crypto | SessionChoice::Always => MarketSession::Always,
+            SessionChoice::Auto => {
+                let path = url::Url::parse(&self.ws_url)
+                    .map(|u| u.path().trim_end_matches('/').to_string())
+                    .unwrap_or_default();
+                match self.provider {
+                    // `/crypto`: crypto trades around the clock.
+                    MarketProvider::Polygon if path.ends_with("/crypto") => MarketSession::Always,
+                    // `/v1beta3/crypto/us`; the `/v2/test` stream (FAKEPACA) runs at all hours.
+                    MarketProvider::Alpaca if path.contains("/crypto") || path.ends_with("/test") => {
+                        MarketSession::Always
+                    }
+                    MarketProvider::Finnhub => {
+                        let venue = |s: &String| s.split_once(':').map(|(v, _)| v.to_ascii_uppercase());
+                        let venues: Vec<Option<String>> = self.symbols.iter().map(venue).collect();
+                        // A feed is as open as its most open symbol: crypto (any other venue
+                        // prefix) flows at all hours, forex through the week.
+                        if venues.iter().flatten().any(|v| !FINNHUB_FOREX_VENUES.contains(&v.as_str())) {
+                            MarketSession::Always
+                        } else if venues.iter().any(Option::is_some) {
+                            MarketSession::Forex
+                        } else {
+                            MarketSession::UsEquities
+                        }
+                    }
+                    _ => MarketSession::UsEquities,
+                }
+            }
+        }
+    }
+
+    /// The URL connected to. Finnhub takes the token as a query parameter of the URL users
+    /// write without a path (`wss://ws.finnhub.io`): the request goes to `/?token=…` (the
+    /// runner never logs the query).
+    pub(crate) fn connect_url(&self) -> String {
+        match self.provider {
+            MarketProvider::Finnhub => match url::Url::parse(&self.ws_url) {
+                Ok(mut u) => {
+                    u.query_pairs_mut().append_pair("token", self.api_key.expose());
+                    u.to_string()
+                }
+                Err(_) => self.ws_url.clone(),
+            },
+            _ => self.ws_url.clone(),
+        }
+    }
+
     /// The WebSocket settings of this config.
     pub(crate) fn ws_settings(&self) -> ingest_core::ws::WsSettings {
         use std::time::Duration;
-        // Finnhub takes the token in the query; the runner never logs the query.
-        let url = match self.provider {
-            MarketProvider::Finnhub => {
-                let sep = if self.ws_url.contains('?') { '&' } else { '?' };
-                format!("{}{sep}token={}", self.ws_url, self.api_key.expose())
-            }
-            _ => self.ws_url.clone(),
-        };
         ingest_core::ws::WsSettings {
-            url,
-            max_frame_bytes: self.max_frame_bytes,
+            url: self.connect_url(),
+            max_frame_bytes: self.max_frame_bytes(),
+            session: self.session(),
+            clock: ingest_core::clock::Clock::System,
             ping_interval: Duration::from_secs(self.ping_interval_secs),
             dead_after: Duration::from_secs(self.dead_after_secs),
             stale_after: Duration::from_secs(self.stale_after_secs),

@@ -105,7 +105,7 @@ pub(crate) fn merge(a: Step, b: Step) -> Step {
             Step::Continue => 0,
             Step::Data => 1,
             Step::Subscribed => 2,
-            Step::Reconnect(_) => 3,
+            Step::Reconnect(_) | Step::ReconnectAfter(..) => 3,
             Step::Fatal(_) => 4,
         }
     }

@@ -67,3 +67,63 @@ mod tests {
         assert_eq!(hostile_inputs("finnhub frames", &finnhub, 3000, super::finnhub_frame), 3000);
     }
 }
+
+#[cfg(test)]
+mod escaped_strings {
+    use chrono::Utc;
+
+    use crate::book::QuoteBook;
+    use crate::frame::for_each_element;
+    use crate::polygon::Element;
+
+    /// JSON escapes are JSON: `\u00c4PFEL` and `ÄPFEL` are the same symbol for every provider.
+    #[test]
+    fn escaped_and_raw_symbols_normalize_the_same() {
+        let now = Utc::now();
+        for frame in [
+            r#"[{"ev":"T","sym":"\u00c4PFEL","x":4,"i":"1","p":1.5,"s":10,"t":1704205800000,"q":1}]"#,
+            r#"[{"ev":"T","sym":"ÄPFEL","x":4,"i":"1","p":1.5,"s":10,"t":1704205800000,"q":1}]"#,
+            r#"[{"ev":"\u0054","sym":"\u00C4PFEL","x":4,"i":"1","p":1.5,"s":10,"t":1704205800000,"q":1}]"#,
+        ] {
+            let mut book = QuoteBook::new(8);
+            let mut got = Vec::new();
+            crate::polygon::elements(frame, now, &mut book, |e| match e {
+                Element::Tick(t, _) => got.push(t.symbol.to_string()),
+                Element::Bad(_, why) => panic!("{frame}: dead-lettered: {why}"),
+                Element::Status(..) => {}
+            })
+            .expect("frame");
+            assert_eq!(got, ["ÄPFEL"], "{frame}");
+        }
+        for frame in [
+            r#"[{"T":"t","i":1,"S":"\u00c4PFEL","x":"\u0044","p":1.5,"s":1,"t":"2024-01-02T14:30:00Z"}]"#,
+            r#"[{"T":"t","i":1,"S":"ÄPFEL","x":"D","p":1.5,"s":1,"t":"2024-01-02T14:30:00Z"}]"#,
+        ] {
+            let mut book = QuoteBook::new(8);
+            let mut got = Vec::new();
+            for_each_element(frame, |el| {
+                let m: crate::alpaca::wire::Msg<'_> = serde_json::from_str(el).expect("wire");
+                let t = crate::alpaca::normalize::normalize(&m, now, &mut book).expect("tick");
+                got.push((t.symbol.to_string(), t.exchange.map(|e| e.to_string())));
+            })
+            .expect("frame");
+            assert_eq!(got, [("ÄPFEL".to_string(), Some("FINRA ADF".to_string()))], "{frame}");
+        }
+        for frame in [
+            r#"{"data":[{"p":1.5,"s":"\u00c4PFEL","t":1704205800000,"v":1}],"type":"trade"}"#,
+            r#"{"data":[{"p":1.5,"s":"ÄPFEL","t":1704205800000,"v":1}],"type":"\u0074rade"}"#,
+        ] {
+            let env: crate::finnhub::wire::Envelope<'_> = serde_json::from_str(frame).expect("envelope");
+            assert_eq!(&*env.kind, "trade");
+            let data = env.data.expect("data");
+            let book = QuoteBook::new(8);
+            let mut got = Vec::new();
+            for_each_element(data.get(), |el| {
+                let t: crate::finnhub::wire::Trade<'_> = serde_json::from_str(el).expect("trade");
+                got.push(crate::finnhub::normalize::normalize(&t, now, &book).expect("tick").symbol.to_string());
+            })
+            .expect("frame");
+            assert_eq!(got, ["ÄPFEL"], "{frame}");
+        }
+    }
+}

@@ -98,7 +98,7 @@ impl Source for ReplaySource {
                 match session.on_frame(payload.frame(), frame.received_at, &mut out) {
                     Step::Fatal(m) => return Err(fatal(m)),
                     Step::Data | Step::Subscribed => ctx.health.mark_data(),
-                    Step::Continue | Step::Reconnect(_) => {}
+                    Step::Continue | Step::Reconnect(_) | Step::ReconnectAfter(..) => {}
                 }
                 out.clear();
             }

@@ -128,7 +128,7 @@ impl XStream {
 
 fn client(s: &StreamSettings) -> Result<reqwest::Client, reqwest::Error> {
     // No overall timeout: the response lasts as long as the stream; reads are timed one by one.
-    reqwest::Client::builder().user_agent(s.user_agent.clone()).connect_timeout(Duration::from_secs(10)).build()
+    ingest_core::http::builder().user_agent(s.user_agent.clone()).connect_timeout(Duration::from_secs(10)).build()
 }
 
 async fn sleep_or_stop(d: Duration, ctx: &SourceCtx) -> bool {

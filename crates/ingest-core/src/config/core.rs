@@ -1,4 +1,4 @@
-//! The sections every producer shares: `kafka`, `telemetry`, `runtime`.
+//! The sections every producer shares: `kafka`, `telemetry`, `runtime`, `tls`.
 //!
 //! Defaults are defined once, here, in the `Default` impls; `configs/config.yaml` repeats them
 //! with documentation.
@@ -20,6 +20,8 @@ pub struct CoreConfig {
     pub telemetry: TelemetryConfig,
     /// Process lifecycle.
     pub runtime: RuntimeConfig,
+    /// Trust roots of every HTTPS and WSS client.
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl CoreConfig {
@@ -27,7 +29,11 @@ impl CoreConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.kafka.validate()?;
         self.telemetry.validate()?;
-        self.runtime.validate()
+        self.runtime.validate()?;
+        if !self.tls.extra_ca_file.is_empty() {
+            crate::tls::build(&self.tls).map_err(|e| ConfigError::key("tls.extra_ca_file", e.reason))?;
+        }
+        Ok(())
     }
 }
 

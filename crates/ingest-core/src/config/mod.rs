@@ -56,6 +56,7 @@ pub const SEED_ENV: &[(&str, &str)] = &[
     ("KAFKA_SSL_CERTIFICATE_LOCATION", "kafka.security.ssl_certificate_location"),
     ("KAFKA_SSL_KEY_LOCATION", "kafka.security.ssl_key_location"),
     ("KAFKA_SSL_KEY_PASSWORD", "kafka.security.ssl_key_password"),
+    ("TLS_EXTRA_CA_FILE", "tls.extra_ca_file"),
 ];
 
 /// Prefix of the generic overrides: `FINSTREAM__KAFKA__LINGER_MS` sets `kafka.linger_ms`.
@@ -161,6 +162,8 @@ struct FileConfig {
     telemetry: TelemetryConfig,
     #[serde(default)]
     runtime: RuntimeConfig,
+    #[serde(default)]
+    tls: crate::tls::TlsConfig,
     market: Option<config::Value>,
     news: Option<config::Value>,
     social: Option<config::Value>,
@@ -237,7 +240,7 @@ pub fn load_with_env<S: Section>(path: &Path, env: &HashMap<String, String>) -> 
             .map_err(|e| path_error(Some(S::NAME), e.path().to_string(), e.into_inner()))?,
         None => S::default(),
     };
-    let core = CoreConfig { kafka: file.kafka, telemetry: file.telemetry, runtime: file.runtime };
+    let core = CoreConfig { kafka: file.kafka, telemetry: file.telemetry, runtime: file.runtime, tls: file.tls };
     core.validate()?;
     section.validate()?;
     Ok(Config { core, section })

@@ -32,6 +32,11 @@ struct SourceCell {
     last_data_ms: AtomicU64,
     stale_after: Duration,
     detail: Mutex<String>,
+    /// `Some(why)` while the source's market is closed: silence is then expected.
+    market_closed: Mutex<Option<String>>,
+    /// Milliseconds since `Inner::started` when the market last opened, +1 (0 = never closed):
+    /// freshness counts from then, not from the last trade of the previous session.
+    reopened_ms: AtomicU64,
 }
 
 /// A source's handle on its own health.
@@ -50,16 +55,34 @@ impl SourceHealth {
 
     /// Data arrived now. Two atomic stores; call it per frame or per batch.
     pub fn mark_data(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        self.cell.last_data_ms.store(ms + 1, Ordering::Release);
+        self.cell.last_data_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// The source's market closed (`Some(why)`, e.g. `market closed (weekend) until …`) or
+    /// opened (`None`). While closed, silence is not staleness; freshness counts again from the
+    /// moment it opens.
+    pub fn set_market_closed(&self, why: Option<String>) {
+        let mut closed = self.cell.market_closed.lock().unwrap_or_else(PoisonError::into_inner);
+        if closed.is_some() && why.is_none() {
+            self.cell.reopened_ms.store(self.now_ms(), Ordering::Release);
+        }
+        *closed = why;
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+}
+
+fn since(started: Instant, stamp: u64) -> Option<Duration> {
+    match stamp {
+        0 => None,
+        ms => Some(started.elapsed().saturating_sub(Duration::from_millis(ms - 1))),
     }
 }
 
 fn age(cell: &SourceCell, started: Instant) -> Option<Duration> {
-    match cell.last_data_ms.load(Ordering::Acquire) {
-        0 => None,
-        ms => Some(started.elapsed().saturating_sub(Duration::from_millis(ms - 1))),
-    }
+    since(started, cell.last_data_ms.load(Ordering::Acquire))
 }
 
 /// `/ready` body.
@@ -95,6 +118,9 @@ pub struct SourceReport {
     pub fresh: bool,
     /// Seconds since the last data.
     pub last_data_age_secs: Option<f64>,
+    /// `market closed (…) until …` while the source's market is closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub market: Option<String>,
     /// Detail.
     pub detail: String,
 }
@@ -138,6 +164,8 @@ impl Health {
             last_data_ms: AtomicU64::new(0),
             stale_after: stale_after.unwrap_or(Duration::MAX),
             detail: Mutex::new("starting".into()),
+            market_closed: Mutex::new(None),
+            reopened_ms: AtomicU64::new(0),
         });
         self.inner.sources.lock().unwrap_or_else(PoisonError::into_inner).insert(name.into(), cell.clone());
         SourceHealth { cell, started: self.inner.started }
@@ -207,10 +235,18 @@ impl Health {
             .map(|(name, cell)| {
                 let connected = cell.connected.load(Ordering::Acquire);
                 let age = age(cell, self.inner.started);
-                let fresh = match age {
-                    Some(a) => a <= cell.stale_after,
-                    None => cell.stale_after == Duration::MAX,
+                let market = cell.market_closed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                // Freshness counts from the later of the last data and the market's last open.
+                let reopened = since(self.inner.started, cell.reopened_ms.load(Ordering::Acquire));
+                let quiet_for = match (age, reopened) {
+                    (Some(a), Some(r)) => Some(a.min(r)),
+                    (a, r) => a.or(r),
                 };
+                let fresh = market.is_some()
+                    || match quiet_for {
+                        Some(a) => a <= cell.stale_after,
+                        None => cell.stale_after == Duration::MAX,
+                    };
                 let detail = cell.detail.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 if !connected {
                     reasons.push(format!("source {name}: not connected ({detail})"));
@@ -222,6 +258,7 @@ impl Health {
                     connected,
                     fresh,
                     last_data_age_secs: age.map(|a| a.as_secs_f64()),
+                    market,
                     detail,
                 }
             })
@@ -267,6 +304,28 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let r = h.readiness();
         assert!(!r.sources[0].fresh && !r.ready, "{r:?}");
+    }
+
+    #[test]
+    fn a_closed_market_keeps_a_silent_source_ready_and_says_so() {
+        let h = Health::new("p", "1");
+        h.set_kafka(true, "");
+        let s = h.register_source("polygon", Some(Duration::ZERO));
+        s.set_connected(true, "subscribed");
+        s.mark_data();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!h.readiness().ready, "stale while open");
+        s.set_market_closed(Some("market closed (weekend) until 2026-12-07T09:00:00Z".into()));
+        let r = h.readiness();
+        assert!(r.ready && r.sources[0].fresh, "{r:?}");
+        assert_eq!(r.sources[0].market.as_deref(), Some("market closed (weekend) until 2026-12-07T09:00:00Z"));
+        let h2 = Health::new("p", "1");
+        h2.set_kafka(true, "");
+        let s2 = h2.register_source("polygon", Some(Duration::from_secs(60)));
+        s2.set_connected(true, "subscribed");
+        s2.set_market_closed(Some("closed".into()));
+        s2.set_market_closed(None);
+        assert!(h2.readiness().ready, "freshly reopened: counts from the open, not from never");
     }
 
     #[test]

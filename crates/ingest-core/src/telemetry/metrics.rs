@@ -29,6 +29,12 @@ pub const WS_RECONNECTS: &str = "producer_ws_reconnects_total";
 pub const WS_GAPS: &str = "producer_ws_gaps_total";
 /// `producer_ws_gap_seconds_total`: total length of those windows.
 pub const WS_GAP_SECONDS: &str = "producer_ws_gap_seconds_total";
+/// `producer_ws_connect_errors_total`: streaming connections that could not be opened, by
+/// reason (`tls_certificate`, `tls`, `http`, `connect`, `timeout`).
+pub const WS_CONNECT_ERRORS: &str = "producer_ws_connect_errors_total";
+/// `producer_market_open`: 1 while a streaming feed's market is open (its session calendar),
+/// 0 while it is closed. Alerts on silence and gaps use it instead of a clock in PromQL.
+pub const MARKET_OPEN: &str = "producer_market_open";
 /// `producer_up`: 1 while the process runs (build info in labels).
 pub const UP: &str = "producer_up";
 /// Kafka transactions of polled sources by outcome (`committed`, `aborted`).
@@ -99,6 +105,10 @@ pub struct Metrics {
     pub ws_gaps: IntCounterVec,
     /// [`WS_GAP_SECONDS`] {provider}
     pub ws_gap_seconds: CounterVec,
+    /// [`WS_CONNECT_ERRORS`] {provider, reason}
+    pub ws_connect_errors: IntCounterVec,
+    /// [`MARKET_OPEN`] {provider}
+    pub market_open: IntGaugeVec,
     /// [`TRANSACTIONS`] {source, outcome}
     pub transactions: IntCounterVec,
     /// [`DUPLICATES_SKIPPED`] {provider}
@@ -153,6 +163,11 @@ impl Metrics {
             "Disconnect-to-resume windows of streaming sources (WebSocket, X filtered stream).",
             &["provider"],
         );
+        let ws_connect_errors = counter(
+            WS_CONNECT_ERRORS,
+            "Streaming connections that could not be opened, by reason (tls_certificate, tls, http, connect, timeout).",
+            &["provider", "reason"],
+        );
         let transactions =
             counter(TRANSACTIONS, "Kafka transactions of polled sources by outcome.", &["source", "outcome"]);
         let duplicates_skipped = counter(
@@ -180,6 +195,15 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(breaker_state.clone())).expect("metric registered once");
+        let market_open = IntGaugeVec::new(
+            Opts::new(
+                MARKET_OPEN,
+                "1 while a streaming feed's market is open by its session calendar, 0 while closed.",
+            ),
+            &["provider"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(market_open.clone())).expect("metric registered once");
         let kafka_in_flight =
             IntGauge::new(KAFKA_IN_FLIGHT, "Records handed to librdkafka and not yet settled.").expect("valid metric");
         registry.register(Box::new(kafka_in_flight.clone())).expect("metric registered once");
@@ -220,6 +244,8 @@ impl Metrics {
             ws_reconnects,
             ws_gaps,
             ws_gap_seconds,
+            ws_connect_errors,
+            market_open,
             transactions,
             duplicates_skipped,
             quota_exhausted,

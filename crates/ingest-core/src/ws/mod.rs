@@ -6,11 +6,20 @@
 //!   healthy for `healthy_after`;
 //! - on every connection: a new connection epoch, [`WsSession::on_open`] (auth, subscribe), and a
 //!   `connected` event; after a disconnect (once a subscription had been live), a `gap` event
-//!   from the last data received before it to the moment the new subscription is live, and the
-//!   `producer_ws_gaps_total` counter;
+//!   from the last frame received before it to the moment the new subscription is live (see
+//!   [`gap`]: windows never overlap, closed-market time is left out, and
+//!   `producer_ws_gap_seconds_total` is the sum of the published windows);
 //! - WebSocket pings every `ping_interval`; a connection with no frame at all (pongs included)
-//!   for `dead_after` is dropped;
-//! - a staleness watchdog: subscribed but no data for `stale_after` → not ready, reconnect;
+//!   for `dead_after` is dropped, whether the market is open or not;
+//! - a session-aware staleness watchdog: subscribed, the feed's market open (see
+//!   [`crate::market_hours`]) and no data for `stale_after` (counted from the later of the last
+//!   data, the subscription and the market's open) → not ready, reconnect. While the market is
+//!   closed silence is expected: no reconnect, no gap, `/ready` stays ready and says
+//!   "market closed"; `producer_market_open` tells alert rules the same;
+//! - `wss://` over rustls with the process's roots ([`crate::tls`]); a certificate the roots do
+//!   not trust is an ERROR naming the host and the reason, counted in
+//!   `producer_ws_connect_errors_total{reason="tls_certificate"}`, and retried only at the
+//!   longest backoff delay;
 //! - a handshake deadline: not subscribed within `handshake_timeout` → reconnect;
 //! - frames larger than `max_frame_bytes` are refused by the WebSocket layer (the connection is
 //!   failed, the session told via [`WsSession::on_transport_error`]);
@@ -27,8 +36,14 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+pub mod connect;
+pub mod gap;
 pub mod recording;
 
+pub use connect::{Connector, Dialer, WsStream};
+
+use crate::clock::Clock;
+use crate::market_hours::MarketSession;
 use crate::record::{EventKind, IngestEvent};
 use crate::resilience::{Backoff, BackoffConfig};
 use crate::source::{FatalError, SourceCtx};
@@ -57,6 +72,10 @@ pub struct WsSettings {
     pub healthy_after: Duration,
     /// Record every data frame received to this file (see [`recording`]).
     pub record_to: Option<std::path::PathBuf>,
+    /// The trading hours of the feed's market: staleness is checked only while it is open.
+    pub session: MarketSession,
+    /// Wall-clock time (the calendar, event times); tests anchor it on tokio's paused clock.
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for WsSettings {
@@ -65,6 +84,7 @@ impl std::fmt::Debug for WsSettings {
             .field("url", &self.display_url())
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("stale_after", &self.stale_after)
+            .field("session", &self.session)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +114,8 @@ impl Default for WsSettings {
             },
             healthy_after: Duration::from_secs(30),
             record_to: None,
+            session: MarketSession::Always,
+            clock: Clock::System,
         }
     }
 }
@@ -128,6 +150,9 @@ pub enum Step {
     Subscribed,
     /// Drop this connection and reconnect (with backoff), for this reason.
     Reconnect(String),
+    /// Drop this connection and reconnect no sooner than after this delay (plus jitter): the
+    /// provider refuses a new connection while it still counts the old one (Alpaca 406).
+    ReconnectAfter(String, Duration),
     /// Stop the source: retrying cannot help (bad credentials, plan without access).
     Fatal(String),
 }
@@ -157,6 +182,16 @@ pub enum WsError {
     /// Could not connect or upgrade.
     #[error("connect failed: {0}")]
     Connect(String),
+    /// The TLS handshake failed (`certificate`: the server's certificate was not trusted).
+    #[error("{reason}")]
+    Tls {
+        /// The host connected to.
+        host: String,
+        /// Host and rustls' reason, for operators.
+        reason: String,
+        /// The certificate was refused (unknown issuer, expired, wrong name…).
+        certificate: bool,
+    },
     /// The upgrade was refused with this HTTP status.
     #[error("upgrade refused with HTTP {0}")]
     Http(u16),
@@ -189,7 +224,22 @@ pub enum WsError {
     Session(String),
 }
 
-fn classify(e: tungstenite::Error, limit: usize) -> WsError {
+impl WsError {
+    /// The `reason` label of `producer_ws_connect_errors_total` for a connection that could not
+    /// be opened; `None` for one that ended after it was open.
+    fn connect_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            WsError::Tls { certificate: true, .. } => "tls_certificate",
+            WsError::Tls { .. } => "tls",
+            WsError::Http(_) => "http",
+            WsError::Connect(m) if m.starts_with("timed out") => "timeout",
+            WsError::Connect(_) => "connect",
+            _ => return None,
+        })
+    }
+}
+
+pub(crate) fn classify(e: tungstenite::Error, limit: usize) -> WsError {
     use tungstenite::error::{CapacityError, Error as E};
     match e {
         E::Capacity(CapacityError::MessageTooLong { .. }) => WsError::FrameTooLarge { limit },
@@ -201,11 +251,26 @@ fn classify(e: tungstenite::Error, limit: usize) -> WsError {
     }
 }
 
-/// Runs `session` until shutdown (`Ok`) or a fatal condition (`Err`).
+/// Runs `session` until shutdown (`Ok`) or a fatal condition (`Err`), connecting to
+/// `settings.url` over TCP (and TLS for `wss://`).
 pub async fn run<S: WsSession + ?Sized>(
     session: &mut S,
     settings: &WsSettings,
     ctx: &SourceCtx,
+) -> Result<(), FatalError> {
+    let dialer = Dialer::new(&settings.url).map_err(|e| FatalError {
+        source_name: session.provider().to_string(),
+        message: format!("cannot use {}: {e}", settings.display_url()),
+    })?;
+    run_with(session, settings, ctx, &dialer).await
+}
+
+/// As [`run`], opening connections with `connector`.
+pub async fn run_with<S: WsSession + ?Sized>(
+    session: &mut S,
+    settings: &WsSettings,
+    ctx: &SourceCtx,
+    connector: &dyn Connector,
 ) -> Result<(), FatalError> {
     let provider = session.provider().to_string();
     let fatal = |message: String| FatalError { source_name: provider.clone(), message };
@@ -214,16 +279,10 @@ pub async fn run<S: WsSession + ?Sized>(
     let gap_seconds = ctx.metrics.ws_gap_seconds.with_label_values(&[&provider]);
     let mut backoff = Backoff::new(settings.backoff);
     let mut epoch = 0u64;
-    // Start of the current gap: the last data received before a disconnect. There is no gap
-    // before the first subscription: nothing was being missed yet.
     // After a crash of the previous process, the first gap starts where its unacknowledged data
     // did (see `SourceCtx::restart_gap`).
-    let (mut gap_from, mut gap_why) = match ctx.restart_gap() {
-        Some((from, why)) => (Some(from), why),
-        None => (None, String::new()),
-    };
-    let mut last_data_at: Option<DateTime<Utc>> = None;
-    let mut ever_subscribed = false;
+    let mut tracker = gap::GapTracker::new(settings.session, ctx.restart_gap());
+    let mut market = MarketWatch::new(settings, ctx, &provider);
     let config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_frame_bytes))
         .max_frame_size(Some(settings.max_frame_bytes));
@@ -240,24 +299,24 @@ pub async fn run<S: WsSession + ?Sized>(
             return Ok(());
         }
         epoch += 1;
+        market.update();
+        let mut min_delay = None;
         let connected = tokio::select! {
-            r = tokio::time::timeout(settings.connect_timeout, tokio_tungstenite::connect_async_with_config(settings.url.as_str(), Some(config), true)) => r,
+            r = tokio::time::timeout(settings.connect_timeout, connector.connect(config)) => r,
             () = ctx.shutdown.cancelled() => return Ok(()),
         };
         let ended = match connected {
             Err(_) => WsError::Connect(format!("timed out after {:?}", settings.connect_timeout)),
-            Ok(Err(e)) => match classify(e, settings.max_frame_bytes) {
-                WsError::Http(code @ (401 | 403)) => {
-                    ctx.health.set_connected(false, format!("upgrade refused with HTTP {code}"));
-                    return Err(fatal(format!(
-                        "{} refused the connection with HTTP {code}: check the API key",
-                        settings.display_url()
-                    )));
-                }
-                WsError::Protocol(m) => WsError::Connect(m),
-                other => other,
-            },
-            Ok(Ok((mut ws, _))) => {
+            Ok(Err(WsError::Http(code @ (401 | 403)))) => {
+                ctx.metrics.ws_connect_errors.with_label_values(&[provider.as_str(), "http"]).inc();
+                ctx.health.set_connected(false, format!("upgrade refused with HTTP {code}"));
+                return Err(fatal(format!(
+                    "{} refused the connection with HTTP {code}: check the API key",
+                    settings.display_url()
+                )));
+            }
+            Ok(Err(e)) => e,
+            Ok(Ok(mut ws)) => {
                 tracing::info!(provider, url = settings.display_url(), epoch, "connected");
                 ctx.event(&IngestEvent {
                     conn_epoch: Some(epoch),
@@ -265,12 +324,13 @@ pub async fn run<S: WsSession + ?Sized>(
                 });
                 out.clear();
                 let mut pending = Some(session.on_open(epoch, &mut out));
+                let now = Instant::now();
                 let mut conn = Conn {
-                    opened: Instant::now(),
-                    last_frame: Instant::now(),
+                    opened: now,
+                    last_frame: now,
                     subscribed_at: None,
                     last_data: None,
-                    next_ping: Instant::now() + settings.ping_interval,
+                    next_ping: now + settings.ping_interval,
                 };
                 let ended = 'conn: loop {
                     for m in out.drain(..) {
@@ -278,26 +338,29 @@ pub async fn run<S: WsSession + ?Sized>(
                             break 'conn classify(e, settings.max_frame_bytes);
                         }
                     }
-                    let tick = conn.next_deadline(settings);
+                    let tick = conn.next_deadline(settings, &market);
                     tokio::select! {
                         // The step of on_open first (without reading), then frames.
                         msg = async { match pending.take() { Some(step) => Err(step), None => Ok(ws.next().await) } } => {
                             let now = Instant::now();
-                            let received_at = Utc::now();
+                            let received_at = settings.clock.now();
                             let step = match msg {
                                 Err(from_open) => from_open,
                                 Ok(Some(Ok(Message::Text(t)))) => {
                                     conn.last_frame = now;
+                                    tracker.frame(received_at);
                                     recording::record(&mut recorder, Frame::Text(t.as_str()), received_at, epoch);
                                     session.on_frame(Frame::Text(t.as_str()), received_at, &mut out)
                                 }
                                 Ok(Some(Ok(Message::Binary(b)))) => {
                                     conn.last_frame = now;
+                                    tracker.frame(received_at);
                                     recording::record(&mut recorder, Frame::Binary(&b), received_at, epoch);
                                     session.on_frame(Frame::Binary(&b), received_at, &mut out)
                                 }
                                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
                                     conn.last_frame = now;
+                                    tracker.frame(received_at);
                                     Step::Continue
                                 }
                                 Ok(Some(Ok(Message::Close(frame)))) => {
@@ -311,39 +374,39 @@ pub async fn run<S: WsSession + ?Sized>(
                                 Step::Continue => {}
                                 Step::Data => {
                                     conn.last_data = Some(now);
-                                    last_data_at = Some(received_at);
                                     ctx.health.mark_data();
                                 }
                                 Step::Subscribed => {
                                     if conn.subscribed_at.is_none() {
                                         conn.subscribed_at = Some(now);
-                                        ever_subscribed = true;
                                         ctx.health.set_connected(true, format!("subscribed (epoch {epoch})"));
                                         ctx.health.mark_data();
-                                        if let Some(from) = gap_from.take() {
-                                            let to = received_at;
-                                            let secs = (to - from).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                                        if let Some(g) = tracker.resumed(received_at) {
+                                            let secs = g.secs();
                                             gaps.inc();
-                                            gap_seconds.inc_by(secs.max(0.0));
+                                            gap_seconds.inc_by(secs);
                                             tracing::warn!(provider, epoch, gap_secs = secs, "resumed after a gap; data in the window was not received");
                                             let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Gap);
-                                            (e.from, e.to, e.conn_epoch) = (Some(from), Some(to), Some(epoch));
-                                            let why = std::mem::take(&mut gap_why);
-                                            e.message = Some(if why.is_empty() {
+                                            (e.from, e.to, e.conn_epoch) = (Some(g.from), Some(g.to), Some(epoch));
+                                            e.message = Some(if g.why.is_empty() {
                                                 "disconnect to resubscribe; WebSocket feeds cannot replay".into()
                                             } else {
-                                                why
+                                                g.why
                                             });
                                             ctx.event(&e);
                                         }
-                                        let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Resubscribed);
-                                        e.conn_epoch = Some(epoch);
                                         if epoch > 1 {
+                                            let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Resubscribed);
+                                            e.conn_epoch = Some(epoch);
                                             ctx.event(&e);
                                         }
                                     }
                                 }
                                 Step::Reconnect(why) => break 'conn WsError::Session(why),
+                                Step::ReconnectAfter(why, at_least) => {
+                                    min_delay = Some(at_least);
+                                    break 'conn WsError::Session(why);
+                                }
                                 Step::Fatal(why) => {
                                     let _ = ws.close(None).await;
                                     ctx.health.set_connected(false, why.clone());
@@ -352,7 +415,8 @@ pub async fn run<S: WsSession + ?Sized>(
                             }
                         }
                         () = tokio::time::sleep_until(tick) => {
-                            if let Some(e) = conn.check(settings) {
+                            market.update();
+                            if let Some(e) = conn.check(settings, &market) {
                                 break 'conn e;
                             }
                             if Instant::now() >= conn.next_ping {
@@ -375,21 +439,104 @@ pub async fn run<S: WsSession + ?Sized>(
                 ended
             }
         };
-        // Disconnected (or never connected): the gap starts at the last data we received.
-        if ever_subscribed && gap_from.is_none() {
-            gap_from = Some(last_data_at.unwrap_or_else(Utc::now));
-        }
+        // Disconnected (or never connected): a gap opens at the last frame received.
+        tracker.disconnected(settings.clock.now());
         session.on_transport_error(&ended);
         reconnects.inc();
         ctx.health.set_connected(false, ended.to_string());
-        let delay = backoff.next_delay();
-        tracing::warn!(provider, epoch, error = %ended, retry_in_secs = delay.as_secs_f64(), "disconnected");
+        let mut delay = backoff.next_delay();
+        if let Some(reason) = ended.connect_reason() {
+            ctx.metrics.ws_connect_errors.with_label_values(&[provider.as_str(), reason]).inc();
+        }
+        if let Some(at_least) = min_delay {
+            // At least the provider's delay, plus up to half of it again so that replicas that
+            // were refused together do not come back together.
+            delay = delay.max(at_least.mul_f64(1.0 + rand::random::<f64>() * 0.5));
+        }
+        if let WsError::Tls { certificate: true, .. } = &ended {
+            // Retrying will not change the answer until someone fixes the trust store or the
+            // server: say so loudly and retry only at the longest delay.
+            delay = delay.max(settings.backoff.max);
+            tracing::error!(provider, epoch, error = %ended, retry_in_secs = delay.as_secs_f64(),
+                "the server's certificate is not trusted: add its CA to tls.extra_ca_file (TLS_EXTRA_CA_FILE) if it is a TLS-inspecting proxy, or check market.ws_url");
+        } else {
+            tracing::warn!(provider, epoch, error = %ended, retry_in_secs = delay.as_secs_f64(), "disconnected");
+        }
         let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Disconnected).with_message(ended.to_string());
         e.conn_epoch = Some(epoch);
         ctx.event(&e);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = ctx.shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// The feed's market: open or closed now, since when, until when. Publishes transitions to
+/// `/ready` (via the source's health) and to `producer_market_open`.
+struct MarketWatch {
+    session: MarketSession,
+    clock: Clock,
+    health: crate::telemetry::SourceHealth,
+    gauge: prometheus::IntGauge,
+    provider: String,
+    open: Option<bool>,
+    /// What `/ready` was last told while closed.
+    described: String,
+    /// When the market last opened (or the watch started): staleness counts from no earlier.
+    opened_at: Instant,
+    /// The next transition, if any.
+    until: Option<Instant>,
+}
+
+impl MarketWatch {
+    fn new(settings: &WsSettings, ctx: &SourceCtx, provider: &str) -> Self {
+        Self {
+            session: settings.session,
+            clock: settings.clock,
+            health: ctx.health.clone(),
+            gauge: ctx.metrics.market_open.with_label_values(&[provider]),
+            provider: provider.to_string(),
+            open: None,
+            described: String::new(),
+            opened_at: Instant::now(),
+            until: None,
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.unwrap_or(true)
+    }
+
+    fn update(&mut self) {
+        let state = self.session.state_at(self.clock.now());
+        self.until = state.until.map(|u| self.clock.instant_at(u));
+        if self.open == Some(state.open) {
+            if !state.open && state.describe() != self.described {
+                self.described = state.describe();
+                self.health.set_market_closed(Some(self.described.clone()));
+            }
+            return;
+        }
+        let first = self.open.is_none();
+        self.open = Some(state.open);
+        self.gauge.set(i64::from(state.open));
+        let provider = self.provider.as_str();
+        if state.open {
+            self.opened_at = Instant::now();
+            self.health.set_market_closed(None);
+            if !first || self.session != MarketSession::Always {
+                tracing::info!(provider, session = self.session.name(), state = state.describe(), "market open");
+            }
+        } else {
+            self.described = state.describe();
+            self.health.set_market_closed(Some(self.described.clone()));
+            tracing::info!(
+                provider,
+                session = self.session.name(),
+                state = state.describe(),
+                "market closed: silence is expected, the connection is kept and checked with pings"
+            );
         }
     }
 }
@@ -404,28 +551,42 @@ struct Conn {
 }
 
 impl Conn {
+    /// The moment data is overdue, if the staleness watchdog applies now.
+    fn stale_at(&self, s: &WsSettings, market: &MarketWatch) -> Option<Instant> {
+        let sub = self.subscribed_at?;
+        market.is_open().then(|| self.last_data.unwrap_or(sub).max(sub).max(market.opened_at) + s.stale_after)
+    }
+
     /// The next moment a timer must be checked.
-    fn next_deadline(&self, s: &WsSettings) -> Instant {
+    fn next_deadline(&self, s: &WsSettings, market: &MarketWatch) -> Instant {
         let mut t = self.next_ping.min(self.last_frame + s.dead_after);
+        if let Some(transition) = market.until {
+            t = t.min(transition);
+        }
         match self.subscribed_at {
-            Some(sub) => t = t.min(self.last_data.unwrap_or(sub).max(sub) + s.stale_after),
+            Some(_) => {
+                if let Some(stale) = self.stale_at(s, market) {
+                    t = t.min(stale);
+                }
+            }
             None => t = t.min(self.opened + s.handshake_timeout),
         }
         t
     }
 
     /// A reason to drop the connection, if a limit passed.
-    fn check(&self, s: &WsSettings) -> Option<WsError> {
+    fn check(&self, s: &WsSettings, market: &MarketWatch) -> Option<WsError> {
         let now = Instant::now();
         if now >= self.last_frame + s.dead_after {
             return Some(WsError::Dead(s.dead_after));
         }
         match self.subscribed_at {
-            Some(sub) if now >= self.last_data.unwrap_or(sub).max(sub) + s.stale_after => {
-                Some(WsError::Stale(s.stale_after))
-            }
+            Some(_) if self.stale_at(s, market).is_some_and(|at| now >= at) => Some(WsError::Stale(s.stale_after)),
             None if now >= self.opened + s.handshake_timeout => Some(WsError::HandshakeTimeout(s.handshake_timeout)),
             _ => None,
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

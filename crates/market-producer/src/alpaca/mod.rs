@@ -42,7 +42,7 @@ impl AlpacaSession {
 
     fn on_control(&mut self, m: &Msg<'_>, out: &mut Vec<String>) -> Step {
         let text = m.msg.as_deref().unwrap_or("");
-        match (m.kind, m.code) {
+        match (&*m.kind, m.code) {
             ("success", _) if text == "connected" => {
                 out.push(wire::auth(self.key.expose(), self.secret.expose()));
                 Step::Continue
@@ -81,7 +81,7 @@ impl AlpacaSession {
                 return Step::Data;
             }
         };
-        if matches!(msg.kind, "success" | "subscription" | "error") {
+        if matches!(&*msg.kind, "success" | "subscription" | "error") {
             return self.on_control(&msg, out);
         }
         match normalize::normalize(&msg, received_at, &mut self.book) {

@@ -11,13 +11,14 @@ use ingest_core::record::{Code, MarketTick, TickType};
 use super::wire::Msg;
 use crate::book::QuoteBook;
 use crate::exchanges;
+use crate::tick::Text;
 use crate::tick::{req, tick};
 
 /// Provider label of Alpaca records.
 pub(crate) const PROVIDER: &str = "alpaca";
 
-fn time(t: Option<&str>) -> Result<DateTime<Utc>, String> {
-    let t = req(t, "t")?;
+fn time(t: Option<&Text<'_>>) -> Result<DateTime<Utc>, String> {
+    let t: &str = req(t, "t")?;
     DateTime::parse_from_rfc3339(t)
         .map(|d| d.with_timezone(&Utc))
         .map_err(|e| format!("`t` is not an RFC 3339 time ({e}): {t}"))
@@ -29,18 +30,17 @@ pub(crate) fn normalize<'a>(
     received_at: DateTime<Utc>,
     book: &mut QuoteBook,
 ) -> Result<MarketTick<'a>, String> {
-    let symbol = || req(m.symbol, "S");
-    match m.kind {
+    let symbol = || req(m.symbol.clone(), "S").map(Text::into_cow);
+    match &*m.kind {
         "t" => {
-            let s = symbol()?;
-            let mut t = tick(PROVIDER, s, TickType::Trade, time(m.t)?, received_at);
+            let mut t = tick(PROVIDER, symbol()?, TickType::Trade, time(m.t.as_ref())?, received_at);
             t.price = req(m.p, "p")?;
             t.volume = req(m.s, "s")?;
-            if let Some((bid, ask)) = book.get(s) {
+            if let Some((bid, ask)) = book.get(&t.symbol) {
                 (t.bid_price, t.ask_price) = (Some(bid), Some(ask));
             }
-            if let Some(x) = m.x {
-                t.exchange_code = Some(Code::Str(Cow::Borrowed(x)));
+            if let Some(x) = &m.x {
+                t.exchange_code = Some(Code::Str(x.clone().into_cow()));
                 if let Some(v) = exchanges::by_participant(x) {
                     (t.exchange, t.mic) = (Some(Cow::Borrowed(v.name)), Some(Cow::Borrowed(v.mic)));
                 }
@@ -50,19 +50,17 @@ pub(crate) fn normalize<'a>(
             Ok(t)
         }
         "q" => {
-            let s = symbol()?;
-            let mut t = tick(PROVIDER, s, TickType::Quote, time(m.t)?, received_at);
+            let mut t = tick(PROVIDER, symbol()?, TickType::Quote, time(m.t.as_ref())?, received_at);
             let (bid, ask) = (req(m.bp, "bp")?, req(m.ap, "ap")?);
             t.price = (bid + ask) / 2.0;
             (t.bid_price, t.ask_price, t.bid_size, t.ask_size) = (Some(bid), Some(ask), m.bs, m.as_);
             t.conditions = m.c.filter(|c| c.get().starts_with('[') && c.get() != "[]");
-            book.update(s, bid, ask);
+            book.update(&t.symbol, bid, ask);
             Ok(t)
         }
         "b" => {
-            let s = symbol()?;
-            let start = time(m.t)?;
-            let mut t = tick(PROVIDER, s, TickType::Bar, start, received_at);
+            let start = time(m.t.as_ref())?;
+            let mut t = tick(PROVIDER, symbol()?, TickType::Bar, start, received_at);
             let close = req(m.c, "c")?;
             t.price = serde_json::from_str::<f64>(close.get())
                 .map_err(|_| format!("`c` is not a number: {}", close.get()))?;

@@ -15,23 +15,25 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+
+use crate::tick::Text;
 use serde_json::value::RawValue;
 
 /// One element of a server frame; borrowed, unknown keys ignored.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Msg<'a> {
     /// Type: `success`, `subscription`, `error`, `t`, `q`, `b`, `u`, `d`, `c`, `x`, …
-    #[serde(rename = "T")]
-    pub(crate) kind: &'a str,
+    #[serde(borrow, rename = "T")]
+    pub(crate) kind: Text<'a>,
     /// Symbol.
-    #[serde(default, rename = "S")]
-    pub(crate) symbol: Option<&'a str>,
+    #[serde(default, borrow, rename = "S")]
+    pub(crate) symbol: Option<Text<'a>>,
     /// Trade id.
     #[serde(default, borrow)]
     pub(crate) i: Option<&'a RawValue>,
     /// Exchange (participant letter).
-    #[serde(default)]
-    pub(crate) x: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub(crate) x: Option<Text<'a>>,
     /// Trade price.
     #[serde(default)]
     pub(crate) p: Option<f64>,
@@ -39,8 +41,8 @@ pub(crate) struct Msg<'a> {
     #[serde(default)]
     pub(crate) s: Option<f64>,
     /// RFC 3339 time, nanosecond precision.
-    #[serde(default)]
-    pub(crate) t: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub(crate) t: Option<Text<'a>>,
     /// Conditions (trades, quotes) or close (bars).
     #[serde(default, borrow)]
     pub(crate) c: Option<&'a RawValue>,

@@ -34,7 +34,7 @@ impl FinnhubSession {
                 return Step::Data;
             }
         };
-        match env.kind {
+        match &*env.kind {
             "trade" => {
                 let Some(data) = env.data else {
                     self.emit.dead_letter(text.as_bytes(), "trade message without `data`", received_at);

@@ -19,14 +19,14 @@ pub(crate) fn normalize<'a>(
     book: &QuoteBook,
 ) -> Result<MarketTick<'a>, String> {
     let timestamp = DateTime::from_timestamp_millis(t.t).ok_or_else(|| format!("`t` is not a valid time: {}", t.t))?;
-    let (bid_price, ask_price) = book.get(t.s).map_or((None, None), |(b, a)| (Some(b), Some(a)));
+    let (bid_price, ask_price) = book.get(&t.s).map_or((None, None), |(b, a)| (Some(b), Some(a)));
     Ok(MarketTick {
         price: t.p,
         volume: t.v,
         bid_price,
         ask_price,
         conditions: t.c.filter(|c| c.get().starts_with('[') && c.get() != "[]"),
-        ..MarketTick::new(Cow::Borrowed(t.s), TickType::Trade, timestamp, Cow::Borrowed(PROVIDER), received_at)
+        ..MarketTick::new(t.s.clone().into_cow(), TickType::Trade, timestamp, Cow::Borrowed(PROVIDER), received_at)
     })
 }
 
@@ -55,7 +55,7 @@ mod tests {
         let mut got = Vec::new();
         for frame in frames.lines() {
             let env: Envelope<'_> = serde_json::from_str(frame).unwrap();
-            assert_eq!(env.kind, "trade");
+            assert_eq!(&*env.kind, "trade");
             for_each_element(env.data.unwrap().get(), |el| {
                 let t: Trade<'_> = serde_json::from_str(el).unwrap();
                 got.push(serde_json::to_value(normalize(&t, received_at, &book).unwrap()).unwrap());

@@ -12,14 +12,16 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+
+use crate::tick::Text;
 use serde_json::value::RawValue;
 
 /// A server frame.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Envelope<'a> {
     /// `trade`, `ping`, `error`, `news`, …
-    #[serde(rename = "type")]
-    pub(crate) kind: &'a str,
+    #[serde(borrow, rename = "type")]
+    pub(crate) kind: Text<'a>,
     /// The trades of a `trade` message (array).
     #[serde(default, borrow)]
     pub(crate) data: Option<&'a RawValue>,
@@ -32,7 +34,8 @@ pub(crate) struct Envelope<'a> {
 #[derive(Debug, Deserialize)]
 pub(crate) struct Trade<'a> {
     /// Symbol (`AAPL`, `BINANCE:BTCUSDT`).
-    pub(crate) s: &'a str,
+    #[serde(borrow)]
+    pub(crate) s: Text<'a>,
     /// Last price.
     pub(crate) p: f64,
     /// Time, Unix milliseconds.

@@ -36,7 +36,7 @@ pub enum Element<'a> {
     /// A normalized tick and the raw element it came from.
     Tick(MarketTick<'a>, &'a str),
     /// A status message: status and message text.
-    Status(&'a str, Cow<'a, str>),
+    Status(Cow<'a, str>, Cow<'a, str>),
     /// An element that cannot be used: the raw element and why.
     Bad(&'a str, Cow<'static, str>),
 }
@@ -54,7 +54,10 @@ pub fn elements<'a>(
         let raw = el;
         f(match serde_json::from_str::<Msg<'a>>(raw) {
             Err(e) => Element::Bad(raw, format!("malformed event: {e}").into()),
-            Ok(m) if m.ev == "status" => Element::Status(m.status.unwrap_or(""), m.message.unwrap_or_default()),
+            Ok(m) if &*m.ev == "status" => Element::Status(
+                m.status.map_or(Cow::Borrowed(""), crate::tick::Text::into_cow),
+                m.message.unwrap_or_default(),
+            ),
             Ok(m) => match normalize::normalize(&m, received_at, book) {
                 Ok(t) => Element::Tick(t, raw),
                 Err(reason) => Element::Bad(raw, reason),
@@ -170,7 +173,7 @@ impl WsSession for PolygonSession {
                     emit.dead_letter(raw.as_bytes(), &reason, received_at);
                     Step::Data
                 }
-                Element::Status(status, message) => handshake.on_status(status, &message, out),
+                Element::Status(status, message) => handshake.on_status(&status, &message, out),
             };
             step = merge(std::mem::replace(&mut step, Step::Continue), s);
         });

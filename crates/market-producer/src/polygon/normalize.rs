@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use super::wire::Msg;
 use crate::book::QuoteBook;
 use crate::exchanges;
+use crate::tick::Text;
 use crate::tick::{req, tick};
 
 /// Provider label of Polygon records.
@@ -70,14 +71,19 @@ pub(crate) fn normalize<'a>(
     received_at: DateTime<Utc>,
     book: &mut QuoteBook,
 ) -> Result<MarketTick<'a>, Reason> {
-    match m.ev {
+    let ev: &str = &m.ev;
+    // The pair for crypto events, the ticker for stock events; borrowed unless escaped.
+    let symbol = |crypto: bool| {
+        req(if crypto { m.pair.clone() } else { m.sym.clone() }, if crypto { "pair" } else { "sym" })
+            .map(Text::into_cow)
+    };
+    match ev {
         "T" | "XT" => {
-            let crypto = m.ev == "XT";
-            let symbol = req(if crypto { m.pair } else { m.sym }, if crypto { "pair" } else { "sym" })?;
-            let mut t = tick(PROVIDER, symbol, TickType::Trade, millis(req(m.t, "t")?, "t")?, received_at);
+            let crypto = ev == "XT";
+            let mut t = tick(PROVIDER, symbol(crypto)?, TickType::Trade, millis(req(m.t, "t")?, "t")?, received_at);
             t.price = num(m.p, "p")?;
             t.volume = num(m.s, "s")?;
-            if let Some((bid, ask)) = book.get(symbol) {
+            if let Some((bid, ask)) = book.get(&t.symbol) {
                 (t.bid_price, t.ask_price) = (Some(bid), Some(ask));
             }
             t.exchange_code = code(m.x);
@@ -93,23 +99,21 @@ pub(crate) fn normalize<'a>(
             Ok(t)
         }
         "Q" | "XQ" => {
-            let crypto = m.ev == "XQ";
-            let symbol = req(if crypto { m.pair } else { m.sym }, if crypto { "pair" } else { "sym" })?;
-            let mut t = tick(PROVIDER, symbol, TickType::Quote, millis(req(m.t, "t")?, "t")?, received_at);
+            let crypto = ev == "XQ";
+            let mut t = tick(PROVIDER, symbol(crypto)?, TickType::Quote, millis(req(m.t, "t")?, "t")?, received_at);
             let (bid, ask) = (req(m.bp, "bp")?, req(m.ap, "ap")?);
             let lot = if crypto { 1.0 } else { ROUND_LOT };
             t.price = (bid + ask) / 2.0;
             (t.bid_price, t.ask_price) = (Some(bid), Some(ask));
             (t.bid_size, t.ask_size) = (m.bs.map(|s| s * lot), m.as_.map(|s| s * lot));
             t.sequence = m.q;
-            book.update(symbol, bid, ask);
+            book.update(&t.symbol, bid, ask);
             Ok(t)
         }
         "A" | "AM" | "XA" | "XAS" => {
-            let crypto = m.ev.starts_with('X');
-            let symbol = req(if crypto { m.pair } else { m.sym }, if crypto { "pair" } else { "sym" })?;
+            let crypto = ev.starts_with('X');
             let start = millis(int(m.s, "s")?, "s")?;
-            let mut t = tick(PROVIDER, symbol, TickType::Bar, start, received_at);
+            let mut t = tick(PROVIDER, symbol(crypto)?, TickType::Bar, start, received_at);
             t.price = num(m.c, "c")?;
             t.volume = req(m.v, "v")?;
             (t.open, t.high, t.low, t.vwap) = (m.o, m.h, m.l, m.vw);

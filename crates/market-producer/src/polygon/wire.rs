@@ -17,19 +17,22 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+
+use crate::tick::Text;
 use serde_json::value::RawValue;
 
 /// One element of a server frame. Borrowed from the frame; unknown keys are ignored.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Msg<'a> {
     /// Event type: `T`, `Q`, `A`, `AM`, `XT`, `XQ`, `XA`, `XAS`, `status`, …
-    pub(crate) ev: &'a str,
+    #[serde(borrow)]
+    pub(crate) ev: Text<'a>,
     /// Stock ticker.
-    #[serde(default)]
-    pub(crate) sym: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub(crate) sym: Option<Text<'a>>,
     /// Crypto pair (`BTC-USD`).
-    #[serde(default)]
-    pub(crate) pair: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub(crate) pair: Option<Text<'a>>,
     /// Exchange id (number; a string in some forex examples).
     #[serde(default, borrow)]
     pub(crate) x: Option<&'a RawValue>,
@@ -82,8 +85,8 @@ pub(crate) struct Msg<'a> {
     #[serde(default)]
     pub(crate) e: Option<i64>,
     /// Status messages: `connected`, `auth_success`, `auth_failed`, `success`, `error`, …
-    #[serde(default)]
-    pub(crate) status: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub(crate) status: Option<Text<'a>>,
     /// Status message text.
     #[serde(default, borrow)]
     pub(crate) message: Option<Cow<'a, str>>,

@@ -113,6 +113,8 @@ fn producer(sim: &Sim, topic: &str, events: &str, spool: &Path, extra: &[(&str, 
         ("MARKET_PROVIDER", "polygon"),
         ("MARKET_API_KEY", "chaos"),
         ("MARKET_WS_URL", &url),
+        // The simulator trades around the clock: a calendar would make the test depend on the hour.
+        ("FINSTREAM__MARKET__SESSION", "always"),
         ("FINSTREAM__MARKET__SYMBOLS", &symbols),
         ("FINSTREAM__MARKET__CHANNELS", "trades"),
         ("FINSTREAM__KAFKA__TOPICS__MARKET_TICKS__NAME", topic),

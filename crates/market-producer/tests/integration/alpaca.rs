@@ -32,6 +32,8 @@ fn producer(sim: &Sim, topics: &Topics, secret: &str) -> ProducerProcess {
         ("MARKET_API_KEY", KEY),
         ("MARKET_API_SECRET", secret),
         ("MARKET_WS_URL", &url),
+        // The simulator trades around the clock: a calendar would make the test depend on the hour.
+        ("FINSTREAM__MARKET__SESSION", "always"),
         ("FINSTREAM__MARKET__SYMBOLS", "AMD,AAPL,SPY"),
         ("FINSTREAM__MARKET__CHANNELS", "trades,quotes,minute_bars"),
         ("FINSTREAM__MARKET__RECONNECT_BASE_MS", "50"),

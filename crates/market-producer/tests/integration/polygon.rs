@@ -34,6 +34,8 @@ async fn start(key_in_sim: &str, extra_env: &[(&str, &str)]) -> Setup {
         ("MARKET_PROVIDER", "polygon"),
         ("MARKET_API_KEY", KEY),
         ("MARKET_WS_URL", &url),
+        // The simulator trades around the clock: a calendar would make the test depend on the hour.
+        ("FINSTREAM__MARKET__SESSION", "always"),
         ("FINSTREAM__MARKET__SYMBOLS", "MSFT,AAPL"),
         ("FINSTREAM__MARKET__CHANNELS", "trades,quotes"),
         ("FINSTREAM__MARKET__RECONNECT_BASE_MS", "50"),
@@ -244,6 +246,8 @@ async fn two_replicas_cover_each_symbol_exactly_once() {
             &[
                 ("MARKET_API_KEY", KEY),
                 ("MARKET_WS_URL", &url),
+                // The simulator trades around the clock: a calendar would make the test depend on the hour.
+                ("FINSTREAM__MARKET__SESSION", "always"),
                 ("FINSTREAM__MARKET__SYMBOLS", symbols),
                 ("FINSTREAM__MARKET__CHANNELS", "trades"),
                 ("REPLICA_COUNT", "2"),

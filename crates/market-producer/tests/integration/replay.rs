@@ -74,8 +74,12 @@ async fn a_live_recording_replays_to_the_same_records() {
     let live = Topics::create().await;
     let rec = std::env::temp_dir().join(format!("{}.jsonl", testkit::unique_topic("rec")));
     let url = format!("ws://{}/stocks", sim.addr);
-    let mut env: Vec<(&str, &str)> =
-        vec![("MARKET_API_KEY", "k"), ("MARKET_WS_URL", &url), ("FINSTREAM__MARKET__SYMBOLS", "AAPL,MSFT")];
+    let mut env: Vec<(&str, &str)> = vec![
+        ("MARKET_API_KEY", "k"),
+        ("MARKET_WS_URL", &url),
+        ("FINSTREAM__MARKET__SYMBOLS", "AAPL,MSFT"),
+        ("FINSTREAM__MARKET__SESSION", "always"),
+    ];
     env.extend(live.env());
     let mut p = ProducerProcess::spawn_with_args(bin(), &["--record", rec.to_str().unwrap()], &env);
     testkit::wait_for(Duration::from_secs(30), "subscription", || {
