@@ -11,7 +11,7 @@ DOCKER ?= docker
 IMAGE_PREFIX ?= finstream
 IMAGE_TAG ?= dev
 
-.PHONY: help deps build test test-unit test-integration test-chaos test-chaos-release bench run $(addprefix run-,$(PRODUCERS)) \
+.PHONY: help deps build test test-ca test-unit test-integration test-chaos test-chaos-release bench run $(addprefix run-,$(PRODUCERS)) \
         kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-chaos-up kafka-chaos-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
         docker-build check-deploy fmt fmt-check lint coverage clean fuzz fuzz-ci deny
 
@@ -24,14 +24,17 @@ deps: ## install system packages, Kafka jars (Maven Central) and Rust crates
 build: ## build all crates (debug)
 	cargo build --workspace --all-targets --locked
 
-test: kafka-up kafka-secure-up kafka-cluster-up kafka-chaos-up ## all tests (unit + integration + chaos) against the real local Kafka
+test-ca: ## the test CA and certificates provider-sim serves https:// and wss:// with (.local/test-ca)
+	scripts/test-ca.sh
+
+test: test-ca kafka-up kafka-secure-up kafka-cluster-up kafka-chaos-up ## all tests (unit + integration + chaos) against the real local Kafka
 	cargo build --workspace --bins --locked  # every binary, provider-sim included (deploy checks run them)
 	$(TEST_ENV) cargo test --workspace --locked
 
 test-unit: ## unit tests only (no Kafka needed)
 	cargo test --workspace --locked --lib --bins
 
-test-integration: kafka-up kafka-secure-up kafka-cluster-up kafka-chaos-up ## integration tests only (real Kafka)
+test-integration: test-ca kafka-up kafka-secure-up kafka-cluster-up kafka-chaos-up ## integration tests only (real Kafka)
 	cargo build --workspace --bins --locked
 	$(TEST_ENV) cargo test --workspace --locked --test '*'
 
@@ -39,7 +42,7 @@ test-chaos: kafka-up kafka-cluster-up kafka-chaos-up ## chaos scenarios: leader 
 	$(TEST_ENV) cargo test --locked -p ingest-core --test chaos -- --nocapture
 	$(TEST_ENV) cargo test --locked -p market-producer --test chaos -- --nocapture
 
-test-chaos-release: kafka-up kafka-chaos-up ## the market chaos scenarios built in release (the profile the images ship): the 100k ticks/s figures; run by CI
+test-chaos-release: test-ca kafka-up kafka-chaos-up ## the market chaos scenarios built in release (the profile the images ship): the 100k ticks/s figures; run by CI
 	$(TEST_ENV) cargo test --release --locked -p market-producer --test chaos -- --nocapture
 
 fuzz: ## fuzz every wire parser with cargo-fuzz, FUZZ_SECS (default 60) per target; table in .local/fuzz/summary.txt

@@ -15,6 +15,7 @@ pub mod finnhub;
 pub mod news;
 pub mod polygon;
 pub mod social;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -86,6 +87,8 @@ async fn log_request(State(log): State<RequestLog>, req: Request, next: Next) ->
 pub struct Sim {
     /// The bound address.
     pub addr: SocketAddr,
+    /// Serving `https://` and `wss://` (with a test CA's certificate) rather than plain.
+    pub tls: bool,
     /// What it received.
     pub log: RequestLog,
     stop: CancellationToken,
@@ -93,8 +96,18 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// Serves `simulators` (plus the harness routes) on `addr`.
+    /// Serves `simulators` (plus the harness routes) on `addr`, plain `http://` and `ws://`.
     pub async fn start(addr: SocketAddr, simulators: Router) -> std::io::Result<Sim> {
+        Self::serve(addr, simulators, None).await
+    }
+
+    /// Serves `simulators` on `addr` over TLS (`https://`, `wss://`) with `identity`, as the
+    /// real providers do.
+    pub async fn start_tls(addr: SocketAddr, simulators: Router, identity: &tls::TlsIdentity) -> std::io::Result<Sim> {
+        Self::serve(addr, simulators, Some(identity)).await
+    }
+
+    async fn serve(addr: SocketAddr, simulators: Router, identity: Option<&tls::TlsIdentity>) -> std::io::Result<Sim> {
         let log = RequestLog::default();
         let harness = Router::new()
             .route("/_sim/health", get(|| async { "ok" }))
@@ -105,17 +118,36 @@ impl Sim {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let s = stop.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(s.cancelled_owned())
-                .await
-        });
-        Ok(Sim { addr, log, stop, task })
+        let task = match identity {
+            None => tokio::spawn(async move {
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(s.cancelled_owned())
+                    .await
+            }),
+            Some(identity) => {
+                let listener = tls::TlsListener::new(listener, identity, stop.clone())?;
+                tokio::spawn(async move {
+                    axum::serve(listener, app.into_make_service()).with_graceful_shutdown(s.cancelled_owned()).await
+                })
+            }
+        };
+        Ok(Sim { addr, tls: identity.is_some(), log, stop, task })
     }
 
-    /// `http://<addr>` of the server.
+    /// `http://<addr>` of the server (`https://localhost:<port>` over TLS: the name in the test
+    /// certificate).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls { format!("https://localhost:{}", self.addr.port()) } else { format!("http://{}", self.addr) }
+    }
+
+    /// The WebSocket URL of `path` (`""` for none, as Finnhub's URL is written):
+    /// `wss://localhost:<port><path>` over TLS, `ws://<addr><path>` otherwise.
+    pub fn ws_url(&self, path: &str) -> String {
+        if self.tls {
+            format!("wss://localhost:{}{path}", self.addr.port())
+        } else {
+            format!("ws://{}{path}", self.addr)
+        }
     }
 
     /// Stops the server and waits for it.
@@ -147,6 +179,24 @@ mod tests {
         assert_eq!(logged[0]["query"], "q=tsla");
         let got = sim.log.to_path("/v2/everything");
         assert!(got[0].headers.iter().any(|(k, v)| k == "x-api-key" && v == "k"));
+        sim.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn serves_https_with_the_test_ca() {
+        let ca = tls::TestCa::get().unwrap();
+        let routes = Router::new().route("/v2/everything", get(|| async { "{}" }));
+        let sim = Sim::start_tls("127.0.0.1:0".parse().unwrap(), routes, &ca.identity().unwrap()).await.unwrap();
+        let pem = std::fs::read(ca.ca_file()).unwrap();
+        let trusting = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .build()
+            .unwrap();
+        let url = format!("{}/v2/everything", sim.http_url());
+        assert!(url.starts_with("https://localhost:"), "{url}");
+        assert_eq!(trusting.get(&url).send().await.unwrap().status(), 200);
+        let e = reqwest::Client::new().get(&url).send().await.expect_err("untrusted CA");
+        assert!(format!("{e:?}").contains("UnknownIssuer"), "{e:?}");
         sim.stop().await.unwrap();
     }
 }

@@ -10,7 +10,7 @@ use provider_sim::Sim;
 use provider_sim::alpaca::{AlpacaConfig, AlpacaHandle};
 use serde_json::{Value, json};
 
-use crate::common::{Topics, value, wait_event};
+use crate::common::{Topics, sim_tls, value, wait_event};
 
 const KEY: &str = "PKTEST0000000001";
 const SECRET: &str = "alpaca-secret-do-not-log";
@@ -21,13 +21,16 @@ fn sim_cfg() -> AlpacaConfig {
 
 async fn sim(cfg: AlpacaConfig) -> (Sim, AlpacaHandle) {
     let alpaca = AlpacaHandle::new(cfg);
-    let sim = Sim::start("127.0.0.1:0".parse().unwrap(), alpaca.router()).await.unwrap();
+    // wss:// with a certificate of the test CA, as stream.data.alpaca.markets serves it.
+    let (sim, _ca) = sim_tls(alpaca.router()).await;
     (sim, alpaca)
 }
 
 fn producer(sim: &Sim, topics: &Topics, secret: &str) -> ProducerProcess {
-    let url = format!("ws://{}/v2/iex", sim.addr);
+    let url = sim.ws_url("/v2/iex");
+    let ca = provider_sim::tls::TestCa::get().unwrap().ca_file().display().to_string();
     let mut env: Vec<(&str, &str)> = vec![
+        ("TLS_EXTRA_CA_FILE", &ca),
         ("MARKET_PROVIDER", "alpaca"),
         ("MARKET_API_KEY", KEY),
         ("MARKET_API_SECRET", secret),

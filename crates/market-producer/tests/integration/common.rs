@@ -62,3 +62,14 @@ pub(crate) async fn wait_event(topic: &str, kind: EventKind, min_total: usize) -
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// provider-sim over TLS (`wss://localhost:<port>`, `https://…`) with the test CA's certificate,
+/// as the real providers serve; and the CA file the producer is told to trust
+/// (`TLS_EXTRA_CA_FILE`).
+pub(crate) async fn sim_tls(routes: axum::Router) -> (provider_sim::Sim, String) {
+    let ca = provider_sim::tls::TestCa::get().expect("test CA (scripts/test-ca.sh)");
+    let sim = provider_sim::Sim::start_tls("127.0.0.1:0".parse().unwrap(), routes, &ca.identity().expect("identity"))
+        .await
+        .expect("simulator");
+    (sim, ca.ca_file().display().to_string())
+}

@@ -10,16 +10,19 @@ use provider_sim::Sim;
 use provider_sim::finnhub::{FinnhubConfig, FinnhubHandle};
 use rdkafka::message::Message;
 
-use crate::common::{Topics, value, wait_event};
+use crate::common::{Topics, sim_tls, value, wait_event};
 
 const TOKEN: &str = "fh-test-token-42";
 
 async fn start(sim_cfg: FinnhubConfig, symbols: &str) -> (Sim, FinnhubHandle, Topics, ProducerProcess) {
     let topics = Topics::create().await;
     let finnhub = FinnhubHandle::new(sim_cfg);
-    let sim = Sim::start("127.0.0.1:0".parse().unwrap(), finnhub.router()).await.unwrap();
-    let url = format!("ws://{}/", sim.addr);
+    // The URL exactly as Finnhub documents it: wss:// and no path (`wss://ws.finnhub.io`).
+    let (sim, ca) = sim_tls(finnhub.router()).await;
+    let url = sim.ws_url("");
+    assert!(url.starts_with("wss://") && !url.ends_with('/'), "{url}");
     let mut env: Vec<(&str, &str)> = vec![
+        ("TLS_EXTRA_CA_FILE", &ca),
         ("MARKET_PROVIDER", "finnhub"),
         ("MARKET_API_KEY", TOKEN),
         ("MARKET_WS_URL", &url),

@@ -11,7 +11,7 @@ use provider_sim::polygon::{PolygonConfig, PolygonHandle};
 use rdkafka::message::Message;
 use serde_json::Value;
 
-use crate::common::{Topics, value, wait_event};
+use crate::common::{Topics, sim_tls, value, wait_event};
 
 const KEY: &str = "pk-test-0123456789";
 
@@ -28,12 +28,14 @@ struct Setup {
 async fn start(key_in_sim: &str, extra_env: &[(&str, &str)]) -> Setup {
     let Topics { topic, dlq, events } = Topics::create().await;
     let polygon = PolygonHandle::new(PolygonConfig { api_key: key_in_sim.into(), ..PolygonConfig::default() });
-    let sim = Sim::start("127.0.0.1:0".parse().unwrap(), polygon.router()).await.unwrap();
-    let url = format!("ws://{}/stocks", sim.addr);
+    // wss:// with a certificate of the test CA, as socket.massive.com serves it.
+    let (sim, ca) = sim_tls(polygon.router()).await;
+    let url = sim.ws_url("/stocks");
     let mut env: Vec<(&str, &str)> = vec![
         ("MARKET_PROVIDER", "polygon"),
         ("MARKET_API_KEY", KEY),
         ("MARKET_WS_URL", &url),
+        ("TLS_EXTRA_CA_FILE", &ca),
         // The simulator trades around the clock: a calendar would make the test depend on the hour.
         ("FINSTREAM__MARKET__SESSION", "always"),
         ("FINSTREAM__MARKET__SYMBOLS", "MSFT,AAPL"),
@@ -328,4 +330,45 @@ async fn a_disconnect_storm_is_ridden_out_with_bounded_memory() {
     assert!(reconnects >= drops as f64 && gaps >= drops as f64, "{reconnects} reconnects, {gaps} gaps");
     assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
     assert!(last < first + 48 * 1024, "RSS grew from {first} to {last} KiB");
+}
+
+/// A server whose certificate no configured root trusts: a clear error naming the host and the
+/// reason, counted, retried only at the longest delay (not a silent fast loop), and no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_a_clear_counted_error() {
+    let topics = Topics::create().await;
+    let polygon = PolygonHandle::new(PolygonConfig { api_key: KEY.into(), ..PolygonConfig::default() });
+    let ca = provider_sim::tls::TestCa::get().unwrap();
+    let sim = Sim::start_tls("127.0.0.1:0".parse().unwrap(), polygon.router(), &ca.untrusted_identity().unwrap())
+        .await
+        .unwrap();
+    let url = sim.ws_url("/stocks");
+    let ca_file = ca.ca_file().display().to_string();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("MARKET_PROVIDER", "polygon"),
+        ("MARKET_API_KEY", KEY),
+        ("MARKET_WS_URL", &url),
+        ("TLS_EXTRA_CA_FILE", &ca_file),
+        ("FINSTREAM__MARKET__SESSION", "always"),
+        ("FINSTREAM__MARKET__RECONNECT_BASE_MS", "50"),
+        ("FINSTREAM__MARKET__RECONNECT_MAX_SECS", "30"),
+    ];
+    env.extend(topics.env());
+    let p = ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env);
+    let tls_errors = [("reason", "tls_certificate")];
+    testkit::wait_for(Duration::from_secs(30), "the certificate error in the log and the metric", || {
+        let p = &p;
+        async move {
+            let counted = p.metric("producer_ws_connect_errors_total", &tls_errors).await;
+            (p.log().contains("UnknownIssuer") && counted >= 1.0).then_some(())
+        }
+    })
+    .await;
+    let log = p.log();
+    assert!(log.contains("TLS with localhost failed") && log.contains("tls.extra_ca_file"), "{log}");
+    assert!(!log.contains(KEY), "the key never reaches the log");
+    // Not a silent loop: one attempt, then the longest backoff (30 s) before the next.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(p.metric("producer_ws_connect_errors_total", &tls_errors).await, 1.0, "{}", p.log());
+    assert_eq!(polygon.subscribed_connections(), 0);
 }
