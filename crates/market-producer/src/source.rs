@@ -60,12 +60,8 @@ pub(crate) fn session_for(provider: &str, cfg: &MarketConfig, ctx: &SourceCtx) -
         "finnhub" => Box::new(FinnhubSession::new(cfg.shard(), emit, book)),
         "alpaca" => {
             let with = |c: Channel| if cfg.channels.contains(&c) { cfg.shard() } else { Vec::new() };
-            let subscribe = crate::alpaca::wire::subscribe(
-                &with(Channel::Trades),
-                &with(Channel::Quotes),
-                &with(Channel::MinuteBars),
-            );
-            Box::new(AlpacaSession::new(cfg.api_key.clone(), cfg.api_secret.clone(), subscribe, emit, book))
+            let channels = [with(Channel::Trades), with(Channel::Quotes), with(Channel::MinuteBars)];
+            Box::new(AlpacaSession::new(cfg.api_key.clone(), cfg.api_secret.clone(), channels, emit, book))
         }
         _ => return None,
     })

@@ -29,15 +29,69 @@ use wire::Msg;
 pub(crate) struct AlpacaSession {
     key: Secret,
     secret: Secret,
-    subscribe: String,
+    /// Symbols per channel: trades, quotes, bars.
+    channels: [Vec<String>; 3],
     live: bool,
+    /// After a 405 (symbol limit): the symbols subscribed one by one whose answer (a
+    /// `subscription` or a 405) is still to come, in order, and those refused.
+    one_by_one: std::collections::VecDeque<String>,
+    refused: Vec<String>,
     emit: Emitter,
     book: QuoteBook,
 }
 
 impl AlpacaSession {
-    pub(crate) fn new(key: Secret, secret: Secret, subscribe: String, emit: Emitter, book: QuoteBook) -> Self {
-        Self { key, secret, subscribe, live: false, emit, book }
+    pub(crate) fn new(key: Secret, secret: Secret, channels: [Vec<String>; 3], emit: Emitter, book: QuoteBook) -> Self {
+        let (one_by_one, refused) = (std::collections::VecDeque::new(), Vec::new());
+        Self { key, secret, channels, live: false, one_by_one, refused, emit, book }
+    }
+
+    fn subscribe_all(&self) -> String {
+        let [t, q, b] = &self.channels;
+        wire::subscribe(t, q, b)
+    }
+
+    /// Every configured symbol, in config order, once.
+    fn symbols(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for s in self.channels.iter().flatten() {
+            if !all.contains(s) {
+                all.push(s.clone());
+            }
+        }
+        all
+    }
+
+    /// A 405 to the whole subscription (Alpaca changes nothing then): subscribe symbol by
+    /// symbol, so that the stream keeps every symbol the plan allows.
+    fn subscribe_one_by_one(&mut self, out: &mut Vec<String>) {
+        for sym in self.symbols() {
+            let only = |c: &Vec<String>| if c.contains(&sym) { vec![sym.clone()] } else { Vec::new() };
+            let [t, q, b] = &self.channels;
+            out.push(wire::subscribe(&only(t), &only(q), &only(b)));
+            self.one_by_one.push_back(sym);
+        }
+    }
+
+    /// One answer of the symbol-by-symbol subscription; the summary once the last came.
+    fn one_answered(&mut self, refused: bool) {
+        if let Some(sym) = self.one_by_one.pop_front()
+            && refused
+        {
+            self.refused.push(sym);
+        }
+        if self.one_by_one.is_empty() && !self.refused.is_empty() {
+            let total = self.symbols().len();
+            let kept = total - self.refused.len();
+            tracing::error!(
+                provider = normalize::PROVIDER,
+                limit = kept,
+                configured = total,
+                not_streamed = %self.refused.join(","),
+                "Alpaca 405 symbol limit exceeded: the plan allows {kept} of the {total} symbols in market.symbols; streaming those, the rest are not streamed (reduce market.symbols or upgrade the plan)"
+            );
+            self.refused.clear();
+        }
     }
 
     fn on_control(&mut self, m: &Msg<'_>, out: &mut Vec<String>) -> Step {
@@ -48,26 +102,52 @@ impl AlpacaSession {
                 Step::Continue
             }
             ("success", _) if text == "authenticated" => {
-                out.push(self.subscribe.clone());
+                self.one_by_one.clear();
+                self.refused.clear();
+                out.push(self.subscribe_all());
                 Step::Continue
             }
-            ("subscription", _) if !self.live => {
+            ("subscription", _) => {
+                self.one_answered(false);
+                if self.live {
+                    return Step::Continue;
+                }
                 self.live = true;
                 Step::Subscribed
             }
-            ("error", Some(code @ (400 | 402 | 405 | 408 | 409 | 410 | 411))) => {
+            ("error", Some(405)) if !self.one_by_one.is_empty() => {
+                self.one_answered(true);
+                // Nothing subscribed at all: the plan allows no symbol of this feed.
+                if self.one_by_one.is_empty() && !self.live {
+                    return Step::Fatal(format!(
+                        "Alpaca refused every symbol: 405 {text}; check the plan's symbol limit"
+                    ));
+                }
+                Step::Continue
+            }
+            ("error", Some(405)) => {
+                tracing::warn!(
+                    provider = normalize::PROVIDER,
+                    "Alpaca 405 {text}: subscribing symbol by symbol to keep what the plan allows"
+                );
+                self.subscribe_one_by_one(out);
+                Step::Continue
+            }
+            ("error", Some(code @ (400 | 402 | 408 | 409 | 410 | 411))) => {
                 let hint = match code {
                     402 => "check MARKET_API_KEY and MARKET_API_SECRET",
-                    405 => "reduce market.symbols to the plan's limit",
                     409 | 411 => "the plan does not include this feed or data",
                     410 => "the feed in market.ws_url does not allow this subscription",
                     _ => "see the Alpaca market data documentation",
                 };
                 Step::Fatal(format!("Alpaca refused the stream: {code} {text}; {hint}"))
             }
-            ("error", Some(406)) => {
-                Step::Reconnect(format!("Alpaca 406 {text}: another client uses this key; retrying with backoff"))
-            }
+            // Alpaca still counts the old connection for a moment after it closed: come back
+            // after at least a second (jittered by the runner), not in 0.2 s.
+            ("error", Some(406)) => Step::ReconnectAfter(
+                format!("Alpaca 406 {text}: another client uses this key; retrying in a second or more"),
+                std::time::Duration::from_secs(1),
+            ),
             ("error", code) => Step::Reconnect(format!("Alpaca error {}: {text}", code.unwrap_or(0))),
             _ => Step::Continue,
         }

@@ -119,12 +119,21 @@ async fn connection_limit_406_is_retried_until_the_other_client_leaves() {
     let (t1, t2) = (Topics::create().await, Topics::create().await);
     let mut first = producer(&sim, &t1, SECRET);
     wait_subscribed(&a).await;
+    let second_from = chrono::Utc::now();
     let second = producer(&sim, &t2, SECRET);
     testkit::wait_for(Duration::from_secs(30), "406 refusals of the second producer", || {
         let log = second.log();
-        async move { (log.matches("406").count() >= 2).then_some(()) }
+        async move { (log.matches("406").count() >= 3).then_some(()) }
     })
     .await;
+    // Alpaca still counts a closed connection for a moment: retries come a second or more apart
+    // (jittered), not at the 50 ms reconnect base.
+    let upgrades: Vec<_> =
+        sim.log.to_path("/v2/iex").into_iter().filter(|r| r.at >= second_from).map(|r| r.at).collect();
+    assert!(upgrades.len() >= 3, "{upgrades:?}");
+    for w in upgrades.windows(2) {
+        assert!(w[1] - w[0] >= chrono::Duration::milliseconds(990), "406 retried too soon: {upgrades:?}");
+    }
     assert_eq!(first.terminate(Duration::from_secs(20)), Some(0));
     // The second producer gets the connection once the first is gone.
     testkit::wait_for(Duration::from_secs(30), "the second producer to subscribe", || {
@@ -135,6 +144,26 @@ async fn connection_limit_406_is_retried_until_the_other_client_leaves() {
     a.push(r#"[{"T":"t","i":1,"S":"AAPL","x":"V","p":150.0,"s":1,"t":"2024-01-02T14:30:00Z","c":["@"],"z":"C"}]"#);
     let got = testkit::consume(&t2.topic, 1, Duration::from_secs(30));
     assert_eq!(value(&got[0])["price"], 150.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symbol_limit_405_keeps_what_the_plan_allows() {
+    // The plan allows 2 symbols; market.symbols lists 3. Alpaca refuses the whole request with
+    // 405 and changes nothing; the producer subscribes symbol by symbol and keeps two.
+    let (sim, a) = sim(AlpacaConfig { max_symbols: 2, ..sim_cfg() }).await;
+    let t = Topics::create().await;
+    let p = producer(&sim, &t, SECRET);
+    wait_subscribed(&a).await;
+    testkit::wait_for(Duration::from_secs(30), "the symbol-limit error naming the limit", || {
+        let log = p.log();
+        async move { log.contains("allows 2 of the 3 symbols").then_some(()) }
+    })
+    .await;
+    assert!(p.log().contains("SPY"), "the symbol not streamed is named: {}", p.log());
+    a.push(r#"[{"T":"t","i":7,"S":"AMD","x":"V","p":99.5,"s":3,"t":"2024-01-02T14:30:00Z","c":["@"],"z":"C"}]"#);
+    let got = testkit::consume(&t.topic, 1, Duration::from_secs(30));
+    assert_eq!(value(&got[0])["symbol"], "AMD");
+    assert_eq!(a.subscribed_connections(), 1, "still connected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
