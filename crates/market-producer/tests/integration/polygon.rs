@@ -372,3 +372,82 @@ async fn an_untrusted_certificate_is_a_clear_counted_error() {
     assert_eq!(p.metric("producer_ws_connect_errors_total", &tls_errors).await, 1.0, "{}", p.log());
     assert_eq!(polygon.subscribed_connections(), 0);
 }
+
+/// A stall storm: the feed goes silent after each resubscription, the watchdog reconnects again
+/// and again. `producer_ws_gap_seconds_total` equals the sum of the published gap windows, and
+/// the windows never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gap_counter_is_the_sum_of_published_windows_across_a_stall_storm() {
+    let s = start(
+        KEY,
+        &[
+            ("FINSTREAM__MARKET__STALE_AFTER_SECS", "1"),
+            ("FINSTREAM__MARKET__PING_INTERVAL_SECS", "1"),
+            ("FINSTREAM__MARKET__DEAD_AFTER_SECS", "5"),
+        ],
+    )
+    .await;
+    wait_subscribed(&s.polygon, 1).await;
+    s.polygon.push(r#"[{"ev":"T","sym":"MSFT","x":12,"p":100.5,"s":10,"t":1704205800000,"q":1}]"#);
+    let gaps = [("provider", "polygon")];
+    testkit::wait_for(Duration::from_secs(60), "five stale reconnects with their gaps", || {
+        let p = &s.producer;
+        async move { (p.metric("producer_ws_gaps_total", &gaps).await >= 5.0).then_some(()) }
+    })
+    .await;
+    // The counters from one consistent moment (the gap count the same before and after).
+    let (n, secs) = loop {
+        let before = s.producer.metric("producer_ws_gaps_total", &gaps).await;
+        let secs = s.producer.metric("producer_ws_gap_seconds_total", &gaps).await;
+        if s.producer.metric("producer_ws_gaps_total", &gaps).await == before {
+            break (before as usize, secs);
+        }
+    };
+    // The first n gap events (one partition: published in the order they were counted).
+    let mut windows = Vec::new();
+    let mut want = n + 4;
+    while windows.len() < n {
+        let evs = crate::common::events_of(&s.events, want);
+        windows = evs.iter().filter(|e| e.kind == EventKind::Gap).map(|e| (e.from.unwrap(), e.to.unwrap())).collect();
+        want = evs.len() + 1;
+    }
+    windows.truncate(n);
+    let published: f64 = windows.iter().map(|(a, b)| (*b - *a).num_microseconds().unwrap() as f64 / 1e6).sum();
+    // Event times are written with millisecond precision.
+    assert!(
+        (published - secs).abs() <= 0.002 * n as f64,
+        "counter {secs} s, published windows {published} s: {windows:?}"
+    );
+    for w in windows.windows(2) {
+        assert!(w[0].1 <= w[1].0, "windows overlap: {windows:?}");
+    }
+}
+
+/// Polygon sends all-symbol minute bars (`AM.*`) as one frame of several MB each minute. Under
+/// the shipped defaults (no frame limit set) a 2.5 MB frame is normalized: every bar delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2_5_mb_all_symbol_minute_bar_frame_is_normalized_under_the_defaults() {
+    let s = start(KEY, &[("FINSTREAM__MARKET__CHANNELS", "minute_bars")]).await;
+    wait_subscribed(&s.polygon, 1).await;
+    let bars: Vec<String> = (0..13_000)
+        .map(|i| {
+            format!(
+                r#"{{"ev":"AM","sym":"T{i:05}","v":{v},"av":{av},"op":{o:.4},"vw":{o:.4},"o":{o:.4},"c":{c:.4},"h":{h:.4},"l":{l:.4},"a":{o:.4},"z":{z},"s":1704205800000,"e":1704205860000,"otc":false}}"#,
+                v = 1000 + i,
+                av = 9_470_157 + i,
+                o = 10.0 + f64::from(i) / 100.0,
+                c = 10.01 + f64::from(i) / 100.0,
+                h = 10.02 + f64::from(i) / 100.0,
+                l = 9.99 + f64::from(i) / 100.0,
+                z = 100 + i % 50,
+            )
+        })
+        .collect();
+    let frame = format!("[{}]", bars.join(","));
+    assert!(frame.len() >= 2_500_000, "{} bytes", frame.len());
+    s.polygon.push(&frame);
+    let got = testkit::consume(&s.topic, 13_000, Duration::from_secs(60));
+    assert_eq!(got.len(), 13_000);
+    assert!(got.iter().all(|m| value(m)["event_type"] == "bar"));
+    assert_eq!(s.producer.metric("producer_ws_reconnects_total", &[("provider", "polygon")]).await, 0.0);
+}
