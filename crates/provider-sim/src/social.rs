@@ -115,6 +115,9 @@ struct Inner {
     stream_pending: Vec<String>,
     stream_faults: std::collections::VecDeque<u16>,
     stream_connections: u32,
+    /// When the last stream connection ended: X still counts it for a moment
+    /// ([`STREAM_LINGER`]), and a connect within that time meets 429 TooManyConnections.
+    stream_ended_at: Option<std::time::Instant>,
     tokens: HashMap<String, Instant>,
     issued: u64,
     window: (Instant, u32),
@@ -139,6 +142,7 @@ impl SocialHandle {
             stream_pending: Vec::new(),
             stream_faults: std::collections::VecDeque::new(),
             stream_connections: 0,
+            stream_ended_at: None,
             tokens: HashMap::new(),
             issued: 0,
             window: (Instant::now(), 0),
@@ -197,9 +201,11 @@ impl SocialHandle {
     /// X's in-band `operational-disconnect` error line, then the end of the response.
     pub fn stream_operational_disconnect(&self) {
         let line = r#"{"errors":[{"title":"operational-disconnect","disconnect_type":"OperationalDisconnect","detail":"This stream has been disconnected for operational reasons.","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#;
-        if let Some(tx) = self.lock().stream.take() {
+        let mut inner = self.lock();
+        if let Some(tx) = inner.stream.take() {
             let _ = tx.send(Some(format!("{line}\r\n")));
             let _ = tx.send(None);
+            inner.stream_ended_at = Some(std::time::Instant::now());
         }
     }
 
@@ -571,12 +577,17 @@ async fn post_rules(State(h): State<SocialHandle>, headers: HeaderMap, body: Str
         .into_response()
 }
 
+/// How long the simulated X keeps counting a stream connection after it ended in-band.
+pub const STREAM_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn stream_connect(State(h): State<SocialHandle>, headers: HeaderMap) -> Response {
     let mut inner = h.lock();
     if !x_authorized(&inner, &headers) {
         return x_unauthorized();
     }
-    if let Some(status) = inner.stream_faults.pop_front() {
+    // One connection per app: a connect while X still counts the previous one is refused.
+    let lingering = inner.stream_ended_at.is_some_and(|t| t.elapsed() < STREAM_LINGER);
+    if let Some(status) = inner.stream_faults.pop_front().or(lingering.then_some(429)) {
         let body = if status == 429 {
             json!({"title": "ConnectionException", "detail": "This stream is currently at the maximum allowed connection limit.", "connection_issue": "TooManyConnections", "type": "https://api.twitter.com/2/problems/streaming-connection"})
         } else {

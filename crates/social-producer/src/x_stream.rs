@@ -24,9 +24,11 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use ingest_core::config::Secret;
 use ingest_core::kafka::Route;
+use ingest_core::market_hours::MarketSession;
 use ingest_core::poll::DedupWindow;
 use ingest_core::record::{EventKind, IngestEvent, SocialPost};
 use ingest_core::source::{FatalError, Source, SourceCtx};
+use ingest_core::ws::gap::GapTracker;
 use serde_json::{Value, json};
 
 use crate::x::{self, PROVIDER};
@@ -67,6 +69,11 @@ pub struct StreamSettings {
 #[derive(Debug)]
 enum Ended {
     Network(String),
+    /// X ended the stream in-band (operational disconnect) or nothing arrived for the read
+    /// timeout: X allows one connection and still counts this one for a moment, so the next
+    /// connect waits at least [`MIN_WAIT_AFTER_CLOSE`] instead of meeting 429 TooManyConnections
+    /// and its 60 s schedule.
+    Closed(String),
     Http(u16, String),
     RateLimited(String),
 }
@@ -74,9 +81,17 @@ enum Ended {
 impl std::fmt::Display for Ended {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Ended::Network(m) | Ended::Http(_, m) | Ended::RateLimited(m) => f.write_str(m),
+            Ended::Network(m) | Ended::Closed(m) | Ended::Http(_, m) | Ended::RateLimited(m) => f.write_str(m),
         }
     }
+}
+
+/// The least wait before reconnecting after X closed the stream or it timed out (see
+/// [`Ended::Closed`]); up to 250 ms of jitter is added.
+const MIN_WAIT_AFTER_CLOSE: Duration = Duration::from_secs(1);
+
+fn rand_jitter_ms() -> u64 {
+    rand::random::<u64>() % 250
 }
 
 /// The reconnect schedule state.
@@ -98,6 +113,11 @@ impl Schedule {
                 let d = s.network_step.saturating_mul(self.network).min(s.network_max);
                 self.network += 1;
                 d
+            }
+            Ended::Closed(_) => {
+                let d = s.network_step.saturating_mul(self.network).min(s.network_max);
+                self.network += 1;
+                d.max(MIN_WAIT_AFTER_CLOSE + Duration::from_millis(rand_jitter_ms()))
             }
             Ended::Http(..) => {
                 let d = s.http_base.saturating_mul(1 << self.http.min(16)).min(s.http_max);
@@ -212,7 +232,9 @@ impl XStream {
         let mut rules_synced = false;
         // After a crash of the previous process, the first gap starts where its unacknowledged
         // data did.
-        let mut gap_from: Option<DateTime<Utc>> = ctx.restart_gap().map(|(from, _)| from);
+        // Gaps as the WebSocket feeds count them: from the last line (keep-alives included) of
+        // the old connection to the new one, never overlapping; the counter is their sum.
+        let mut gap = GapTracker::new(MarketSession::Always, ctx.restart_gap());
         let mut wait = Duration::ZERO;
         loop {
             if !sleep_or_stop(wait, &ctx).await {
@@ -230,7 +252,7 @@ impl XStream {
                 }
             }
             let ended = self
-                .connect_and_read(&client, &ctx, &route, &mut seen, &mut schedule, &mut gap_from, &gaps, &gap_seconds)
+                .connect_and_read(&client, &ctx, &route, &mut seen, &mut schedule, &mut gap, &gaps, &gap_seconds)
                 .await;
             let ended = match ended {
                 None => return Ok(()),
@@ -241,9 +263,7 @@ impl XStream {
                 Some(e) => e,
             };
             ctx.health.set_connected(false, ended.to_string());
-            if gap_from.is_none() {
-                gap_from = Some(Utc::now());
-            }
+            gap.disconnected(Utc::now());
             reconnects.inc();
             wait = schedule.next(&ended, s);
             tracing::warn!(provider = PROVIDER, reason = %ended, reconnect_in_secs = wait.as_secs_f64(), "stream ended; reconnecting");
@@ -266,7 +286,7 @@ impl XStream {
         route: &Route,
         seen: &mut DedupWindow,
         schedule: &mut Schedule,
-        gap_from: &mut Option<DateTime<Utc>>,
+        gap: &mut GapTracker,
         gaps: &prometheus::IntCounter,
         gap_seconds: &prometheus::Counter,
     ) -> Option<Ended> {
@@ -296,13 +316,16 @@ impl XStream {
         ctx.health.set_connected(true, "streaming");
         ctx.health.mark_data();
         ctx.event(&IngestEvent::new(&ctx.producer, PROVIDER, EventKind::Connected));
-        if let Some(from) = gap_from.take() {
-            let secs = (now - from).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        if let Some(g) = gap.resumed(now) {
             gaps.inc();
-            gap_seconds.inc_by(secs.max(0.0));
+            gap_seconds.inc_by(g.secs());
             let mut e = IngestEvent::new(&ctx.producer, PROVIDER, EventKind::Gap);
-            (e.from, e.to) = (Some(from), Some(now));
-            e.message = Some("disconnect to reconnect; the filtered stream cannot replay".into());
+            (e.from, e.to) = (Some(g.from), Some(g.to));
+            e.message = Some(if g.why.is_empty() {
+                "disconnect to reconnect; the filtered stream cannot replay".into()
+            } else {
+                g.why
+            });
             ctx.event(&e);
         }
         let mut buf: Vec<u8> = Vec::new();
@@ -313,7 +336,7 @@ impl XStream {
             };
             let bytes = match chunk {
                 Err(_) => {
-                    return Some(Ended::Network(format!(
+                    return Some(Ended::Closed(format!(
                         "nothing received for {:?} (keep-alives missing)",
                         s.read_timeout
                     )));
@@ -322,6 +345,7 @@ impl XStream {
                 Ok(Ok(None)) => return Some(Ended::Network("the stream ended".into())),
                 Ok(Ok(Some(b))) => b,
             };
+            gap.frame(Utc::now());
             buf.extend_from_slice(&bytes);
             while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
@@ -362,7 +386,7 @@ impl XStream {
             }
             Line::Closed { title, errors } => {
                 tracing::warn!(provider = PROVIDER, %errors, "X closed the stream in-band");
-                return Some(Ended::Network(format!("in-band {title}")));
+                return Some(Ended::Closed(format!("in-band {title}")));
             }
             Line::Invalid(reason) => dead_letter(ctx, route, line, reason, received_at).await,
         }

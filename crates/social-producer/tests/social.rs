@@ -44,9 +44,15 @@ impl Fixture {
             x_bearer: "x-bearer".into(),
             x_page_size: 2,
         });
-        let sim = Sim::start("127.0.0.1:0".parse().unwrap(), social.router()).await.unwrap();
+        // https:// with a certificate of the test CA, as the real APIs serve (the producer trusts
+        // the CA through TLS_EXTRA_CA_FILE).
+        let ca = provider_sim::tls::TestCa::get().unwrap();
+        let sim =
+            Sim::start_tls("127.0.0.1:0".parse().unwrap(), social.router(), &ca.identity().unwrap()).await.unwrap();
         let url = sim.http_url();
+        let ca_file = ca.ca_file().display().to_string();
         let env = [
+            ("TLS_EXTRA_CA_FILE", ca_file.as_str()),
             ("FINSTREAM__KAFKA__TOPICS__SOCIAL_POSTS__NAME", raw.as_str()),
             ("FINSTREAM__KAFKA__TOPICS__EVENTS__NAME", &format!("{stem}.events")),
             ("FINSTREAM__KAFKA__TOPICS__STATE__NAME", &state),
@@ -324,12 +330,18 @@ async fn x_stream_syncs_rules_delivers_tweets_and_reconnects_on_schedule() {
     fx.social.stream_line("this is not JSON");
     fx.wait_for("x:1620858830937812995").await;
 
-    // In-band operational-disconnect: reconnect at once.
+    // In-band operational-disconnect: X still counts the old connection for a moment (the
+    // simulator answers 429 TooManyConnections within 500 ms); the producer waits 1 s or more
+    // and connects on the first try.
     let t = Utc::now();
+    let before = fx.sim.log.to_path("/2/tweets/search/stream").len();
     fx.social.stream_operational_disconnect();
     wait_connections(&fx, 2).await;
     let connects = fx.sim.log.to_path("/2/tweets/search/stream");
-    assert!(connects.last().unwrap().at - t < chrono::Duration::milliseconds(900), "immediate reconnect");
+    let waited = connects.last().unwrap().at - t;
+    assert!(waited >= chrono::Duration::milliseconds(990), "reconnected after {waited}");
+    assert!(waited < chrono::Duration::milliseconds(2500), "but not on the 60 s 429 schedule: {waited}");
+    assert_eq!(connects.len(), before + 1, "one connect, no 429 TooManyConnections");
 
     // Two HTTP errors at connect: 1 s, then 2 s (exponential), then connected.
     fx.social.stream_fail_connects(503, 2);
