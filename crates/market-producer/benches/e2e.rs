@@ -141,7 +141,13 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 async fn sim(symbols: &[String], per_frame: usize, total: u64) -> (Sim, PolygonHandle) {
     let polygon = PolygonHandle::new(PolygonConfig { api_key: "bench".into(), ..PolygonConfig::default() });
-    polygon.firehose(Firehose { symbols: symbols.to_vec(), events_per_frame: per_frame, frames_per_sec: 0, total });
+    polygon.firehose(Firehose {
+        symbols: symbols.to_vec(),
+        events_per_frame: per_frame,
+        frames_per_sec: 0,
+        total,
+        demo: false,
+    });
     (Sim::start("127.0.0.1:0".parse().unwrap(), polygon.router()).await.unwrap(), polygon)
 }
 

@@ -30,6 +30,17 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9400", env = "PROVIDER_SIM_LISTEN")]
     listen: SocketAddr,
+    /// Also serve the same simulators over TLS (https://, wss://) on this address, with
+    /// --tls-cert and --tls-key (e.g. .local/test-ca/server.pem and server.key from
+    /// scripts/test-ca.sh).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long)]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-listen.
+    #[arg(long)]
+    tls_key: Option<std::path::PathBuf>,
     /// API key the Polygon simulator accepts.
     #[arg(long, default_value = "demo")]
     polygon_key: String,
@@ -90,6 +101,7 @@ async fn main() -> ExitCode {
             events_per_frame: cli.firehose_events_per_frame,
             frames_per_sec: cli.firehose_fps,
             total: cli.firehose_total,
+            demo: true,
         });
     }
     let news = NewsHandle::new(NewsConfig {
@@ -147,8 +159,9 @@ async fn main() -> ExitCode {
                 feed.twit(demo_twit(n, now));
                 let tweet = SimTweet {
                     id: 1_700_000_000_000_000_000 + n,
+                    // Unescaped: the simulator HTML-escapes the text once, as X does.
                     text: format!(
-                        "${} moving on volume &amp; news (demo {n})",
+                        "${} moving on volume & news (demo {n})",
                         ["AAPL", "TSLA", "NVDA"][usize::try_from(n % 3).unwrap_or(0)]
                     ),
                     author_id: 100 + n % 4,
@@ -183,6 +196,25 @@ async fn main() -> ExitCode {
     }
     let routes =
         polygon.router().merge(news.router()).merge(edgar.router()).merge(social.router()).merge(altdata.router());
+    let tls_sim = match (cli.tls_listen, &cli.tls_cert, &cli.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let started = match provider_sim::tls::TlsIdentity::from_pem_files(cert, key) {
+                Ok(identity) => provider_sim::Sim::start_tls(addr, routes.clone(), &identity).await,
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(sim) => {
+                    eprintln!("provider-sim: TLS on {} (wss://localhost:{}/stocks)", sim.addr, sim.addr.port());
+                    Some(sim)
+                }
+                Err(e) => {
+                    eprintln!("provider-sim: cannot serve TLS on {addr}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        _ => None,
+    };
     let sim = match provider_sim::Sim::start(cli.listen, routes).await {
         Ok(sim) => sim,
         Err(e) => {
@@ -203,6 +235,9 @@ async fn main() -> ExitCode {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+    if let Some(t) = tls_sim {
+        let _ = t.stop().await;
     }
     match sim.stop().await {
         Ok(()) => ExitCode::SUCCESS,

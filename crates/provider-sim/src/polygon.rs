@@ -54,6 +54,10 @@ pub struct Firehose {
     pub frames_per_sec: u64,
     /// Events to send in all; 0 = endless.
     pub total: u64,
+    /// Demo data that looks like a market (`make run`): each symbol at its own price level
+    /// moving in a random walk, varied trade sizes, and a quote around each trade. Off for
+    /// benchmarks and tests, which want identical cheap trades.
+    pub demo: bool,
 }
 
 enum Cmd {
@@ -300,6 +304,9 @@ fn register(h: &PolygonHandle, id: u64, key: &str, tx: mpsc::UnboundedSender<Cmd
 /// simulator must not be the bottleneck of a benchmark).
 fn firehose_frame(f: &Firehose, seq: &mut HashMap<String, u64>, sent: &mut u64) -> String {
     use std::fmt::Write as _;
+    if f.demo {
+        return demo_frame(f, seq, sent);
+    }
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut out = String::with_capacity(f.events_per_frame * 128 + 2);
     out.push('[');
@@ -324,4 +331,94 @@ fn firehose_frame(f: &Firehose, seq: &mut HashMap<String, u64>, sent: &mut u64) 
     }
     out.push(']');
     out
+}
+
+/// A small deterministic generator (xorshift64*), seeded per symbol and step: demo data needs
+/// variety, not cryptographic randomness.
+fn noise(seed: u64) -> f64 {
+    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A symbol's price level: 20–620 USD from its name.
+fn base_price(sym: &str) -> f64 {
+    let h = sym.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    20.0 + noise(h) * 600.0
+}
+
+/// Demo trades with quotes: per symbol a random walk (±0.1 % a step, around its own level),
+/// sizes from 1 share to a few round lots, a quote a cent or two around each trade.
+fn demo_frame(f: &Firehose, seq: &mut HashMap<String, u64>, sent: &mut u64) -> String {
+    use std::fmt::Write as _;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut out = String::with_capacity(f.events_per_frame * 256 + 2);
+    out.push('[');
+    for n in 0..f.events_per_frame {
+        if f.total > 0 && *sent >= f.total {
+            break;
+        }
+        let sym = &f.symbols[usize::try_from(*sent).unwrap_or(0) % f.symbols.len().max(1)];
+        let q = {
+            let e = seq.entry(sym.clone()).or_insert(0);
+            *e += 1;
+            *e
+        };
+        // The walk's position, in millionths of the symbol's level (0.5x to 1.5x).
+        let w = seq.entry(format!("{sym}#walk")).or_insert(1_000_000);
+        let step = noise(*w ^ sent.rotate_left(17) ^ q) - 0.5;
+        *w = (*w as i64 + (step * 2000.0) as i64).clamp(500_000, 1_500_000) as u64;
+        let price = (base_price(sym) * (*w as f64) / 1_000_000.0 * 100.0).round() / 100.0;
+        let r = noise(sent.wrapping_mul(31) ^ 7);
+        let size = if r < 0.3 { 1 + (r * 300.0) as u64 } else { 100 * (1 + (r * 10.0) as u64) };
+        let spread = 0.01 + (noise(*sent ^ 99) * 2.0).floor() / 100.0;
+        if n > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"ev":"Q","sym":"{sym}","bx":12,"bp":{bp:.2},"bs":{bs},"ax":11,"ap":{ap:.2},"as":{as_},"c":0,"t":{now_ms},"q":{q},"z":3}},{{"ev":"T","sym":"{sym}","x":12,"i":"{q}","z":3,"p":{price:.2},"s":{size},"c":[0,12],"t":{now_ms},"q":{q}}}"#,
+            bp = price - spread,
+            ap = price + spread,
+            bs = 1 + (r * 7.0) as u64,
+            as_ = 1 + (noise(*sent ^ 5) * 7.0) as u64,
+        );
+        *sent += 1;
+    }
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod demo_tests {
+    use super::*;
+
+    #[test]
+    fn demo_data_looks_like_a_market() {
+        let f = Firehose {
+            symbols: vec!["AAPL".into(), "MSFT".into()],
+            events_per_frame: 200,
+            frames_per_sec: 0,
+            total: 0,
+            demo: true,
+        };
+        let (mut seq, mut sent) = (HashMap::new(), 0);
+        let frame: Vec<serde_json::Value> = serde_json::from_str(&firehose_frame(&f, &mut seq, &mut sent)).unwrap();
+        let trades: Vec<&serde_json::Value> = frame.iter().filter(|e| e["ev"] == "T").collect();
+        let quotes = frame.iter().filter(|e| e["ev"] == "Q").count();
+        assert_eq!((trades.len(), quotes), (200, 200), "a quote with each trade");
+        let prices = |sym: &str| -> Vec<f64> {
+            trades.iter().filter(|t| t["sym"] == sym).map(|t| t["p"].as_f64().unwrap()).collect()
+        };
+        let (aapl, msft) = (prices("AAPL"), prices("MSFT"));
+        assert!((aapl[0] - msft[0]).abs() > 1.0, "own price levels: {} vs {}", aapl[0], msft[0]);
+        assert!(aapl.windows(2).any(|w| w[0] != w[1]), "prices move");
+        let sizes: std::collections::HashSet<u64> = trades.iter().map(|t| t["s"].as_u64().unwrap()).collect();
+        assert!(sizes.len() > 5, "varied sizes: {sizes:?}");
+        for e in frame.iter().filter(|e| e["ev"] == "Q") {
+            assert!(e["bp"].as_f64().unwrap() < e["ap"].as_f64().unwrap());
+        }
+    }
 }

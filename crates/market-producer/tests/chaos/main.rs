@@ -96,7 +96,13 @@ fn symbols() -> Vec<String> {
 /// The simulator offering `rate` ticks/s (1,000-trade frames) until `total` were sent.
 async fn firehose(rate: u64, total: u64) -> (Sim, PolygonHandle) {
     let polygon = PolygonHandle::new(PolygonConfig { api_key: "chaos".into(), ..PolygonConfig::default() });
-    polygon.firehose(Firehose { symbols: symbols(), events_per_frame: 1000, frames_per_sec: rate / 1000, total });
+    polygon.firehose(Firehose {
+        symbols: symbols(),
+        events_per_frame: 1000,
+        frames_per_sec: rate / 1000,
+        total,
+        demo: false,
+    });
     (Sim::start("127.0.0.1:0".parse().unwrap(), polygon.router()).await.unwrap(), polygon)
 }
 

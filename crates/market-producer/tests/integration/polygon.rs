@@ -286,6 +286,7 @@ async fn a_disconnect_storm_is_ridden_out_with_bounded_memory() {
         events_per_frame: 50,
         frames_per_sec: 100,
         total: 0,
+        demo: false,
     });
     let pid = s.producer.pid();
     let mut samples = vec![testkit::rss_kib(pid)];
