@@ -21,20 +21,32 @@ use market_producer::polygon::{Element, elements};
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed, and the most of that seen since the last reset.
+static LIVE: AtomicU64 = AtomicU64::new(0);
+static PEAK: AtomicU64 = AtomicU64::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by as u64, Ordering::Relaxed) + by as u64;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts allocations.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        grew(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        grew(new_size);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -88,6 +100,54 @@ fn run(frames: &[String], book: &mut QuoteBook, buf: &mut Vec<u8>) -> usize {
     ticks
 }
 
+/// One all-symbol minute-bar frame (`AM.*`) of at least `bytes` bytes, as Polygon sends each
+/// minute.
+fn minute_bars_frame(bytes: usize) -> String {
+    let mut out = String::with_capacity(bytes + 256);
+    out.push('[');
+    let mut i = 0u32;
+    while out.len() < bytes {
+        if i > 0 {
+            out.push(',');
+        }
+        let o = 10.0 + f64::from(i % 5000) / 100.0;
+        out.push_str(&format!(
+            r#"{{"ev":"AM","sym":"T{i:06}","v":{v},"av":{av},"op":{o:.4},"vw":{o:.4},"o":{o:.4},"c":{o:.4},"h":{o:.4},"l":{o:.4},"a":{o:.4},"z":{z},"s":1704205800000,"e":1704205860000}}"#,
+            v = 1000 + i,
+            av = 9_470_157 + i,
+            z = 100 + i % 50
+        ));
+        i += 1;
+    }
+    out.push(']');
+    out
+}
+
+/// Memory of one maximal frame: the frame is held once (the WebSocket layer's message buffer,
+/// up to the limit), and normalizing it allocates only the quote book's growth and the output
+/// buffer. Prints the frame size, its bars, and the peak heap beyond the frame itself.
+fn frame_memory() {
+    println!();
+    println!(
+        "| frame (Polygon AM.*, all symbols) | bytes | bars | peak heap while normalizing, beyond the frame | allocations per bar |"
+    );
+    println!("|---|---|---|---|---|");
+    for (label, bytes) in
+        [("2.5 MB, a busy minute", 2_500_000usize), ("16 MiB, the polygon default limit", 16 * 1024 * 1024)]
+    {
+        let frame = minute_bars_frame(bytes);
+        let mut book = QuoteBook::new(10_000);
+        let mut buf = Vec::with_capacity(1024);
+        let base = LIVE.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        let allocs = ALLOCATIONS.load(Ordering::Relaxed);
+        let bars = run(std::slice::from_ref(&frame), &mut book, &mut buf);
+        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+        let per = (ALLOCATIONS.load(Ordering::Relaxed) - allocs) as f64 / bars.max(1) as f64;
+        println!("| {label} | {} | {bars} | {:.1} KiB | {per:.4} |", frame.len(), peak as f64 / 1024.0);
+    }
+}
+
 fn main() {
     let (frames, events) = frames(2_000);
     let mut book = QuoteBook::new(10_000);
@@ -119,4 +179,5 @@ fn main() {
         ticks as f64 / secs,
         allocs as f64 / ticks as f64
     );
+    frame_memory();
 }
