@@ -5,9 +5,10 @@
 //!   precision, so the boundary stories come again and the dedup window drops them).
 //! - Every error comes with HTTP 200, as a body without `feed`: `Error Message` or an
 //!   `Information`/`Note` mentioning the API key is fatal; "No articles found" is an empty
-//!   success; "Invalid inputs" is permanent; a daily-cap notice waits until the next UTC
-//!   midnight; any other notice (the per-second burst, the legacy per-minute note) is a rate
-//!   limit with backoff.
+//!   success; "Invalid inputs" is permanent; the rate notices are told apart by what they
+//!   limit, not by any "per day" in their text (see [`rate_notice_wait`]): the per-second burst
+//!   notice (which mentions the daily limit in passing) waits ≥ 1 s, the legacy per-minute note
+//!   ≥ 12 s, only the daily cap waits until the next UTC midnight.
 //! - `time_published` (`20240102T160013`) carries no zone; it is read as UTC (providers.md
 //!   marks the zone unverified) and the raw item stays in the DLQ path if it does not parse.
 
@@ -219,10 +220,8 @@ impl Poller for AlphaVantage {
             return None;
         } else if kind == "Error Message" || lower.contains("invalid inputs") || lower.contains("invalid api call") {
             ErrorClass::Permanent
-        } else if lower.contains("per day") {
-            ErrorClass::RateLimited { after: Some(until_midnight(resp.received_at)) }
         } else {
-            ErrorClass::RateLimited { after: None }
+            ErrorClass::RateLimited { after: Some(rate_notice_wait(&lower, resp.received_at)) }
         })
     }
 
@@ -254,6 +253,26 @@ impl Poller for AlphaVantage {
         }
         out.cursor = Cursor { since: newest };
         Ok(out)
+    }
+}
+
+/// How long to wait after an Alpha Vantage rate notice (`lower`: its text, lower-cased):
+/// - the per-second burst notice ("…spreading out your free API requests more sparingly (1
+///   request per second)… to lift the free key rate limit (25 requests per day)…"): 1.5 s;
+/// - the legacy note ("…5 calls per minute and 500 calls per day…"): 12 s, one call's share
+///   of a minute at 5 per minute;
+/// - the daily cap ("Our standard API rate limit is 25 requests per day…"): until the next UTC
+///   midnight, when the quota resets;
+/// - any other notice: 60 s.
+fn rate_notice_wait(lower: &str, now: DateTime<Utc>) -> Duration {
+    if lower.contains("per second") || lower.contains("burst") {
+        Duration::from_millis(1500)
+    } else if lower.contains("per minute") {
+        Duration::from_secs(12)
+    } else if lower.contains("per day") {
+        until_midnight(now)
+    } else {
+        Duration::from_secs(60)
     }
 }
 

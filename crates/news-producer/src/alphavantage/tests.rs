@@ -76,15 +76,17 @@ fn http_200_errors_are_classified() {
         p.classify(&response(fixture("daily_cap.json")), &Cursor::default()),
         Some(ErrorClass::RateLimited { after: Some(midnight) })
     );
-    // The burst notice also mentions the daily limit in passing; it still is a daily-limit text.
-    assert!(matches!(
+    // The burst notice mentions "25 requests per day" in passing: it is a per-second limit, not
+    // a reason to pause until midnight.
+    assert_eq!(
         p.classify(&response(fixture("burst.json")), &Cursor::default()),
-        Some(ErrorClass::RateLimited { .. })
-    ));
-    assert!(matches!(
+        Some(ErrorClass::RateLimited { after: Some(Duration::from_millis(1500)) })
+    );
+    // The legacy note says "5 calls per minute and 500 calls per day": a per-minute wait.
+    assert_eq!(
         p.classify(&response(fixture("legacy_note.json")), &Cursor::default()),
-        Some(ErrorClass::RateLimited { .. })
-    ));
+        Some(ErrorClass::RateLimited { after: Some(Duration::from_secs(12)) })
+    );
     assert_eq!(p.classify(&response(fixture("invalid_inputs.json")), &Cursor::default()), Some(ErrorClass::Permanent));
     let empty = response(fixture("no_articles.json"));
     assert_eq!(p.classify(&empty, &Cursor::default()), None, "an empty window is not an error");
