@@ -1,5 +1,5 @@
 //! provider-sim: local stand-ins for the providers, speaking their exact wire protocols
-//! (`../shared/providers.md`), so that tests, benchmarks and `make run` demo mode never need
+//! (`docs/providers.md`), so that tests, benchmarks and `make run` demo mode never need
 //! the network.
 //!
 //! This module is the harness every simulator runs in: an HTTP/WebSocket server on an address
