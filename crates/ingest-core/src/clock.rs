@@ -47,13 +47,19 @@ impl Clock {
     }
 }
 
+/// `2026-12-05T12:00:00Z` as a UTC time (tests).
+#[cfg(test)]
+pub(crate) fn utc(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339).expect("an RFC 3339 time").with_timezone(&Utc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
     async fn an_anchored_clock_moves_with_tokio_time() {
-        let start = DateTime::parse_from_rfc3339("2026-12-05T12:00:00Z").expect("t").with_timezone(&Utc);
+        let start = utc("2026-12-05T12:00:00Z");
         let c = Clock::starting_at(start);
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         assert_eq!(c.now(), start + chrono::Duration::hours(1));

@@ -218,10 +218,7 @@ fn forex(t: DateTime<Utc>) -> MarketState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
-    }
+    use crate::clock::utc;
 
     #[test]
     fn the_data_file_parses_and_covers_this_year_and_the_next() {

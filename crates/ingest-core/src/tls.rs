@@ -46,19 +46,10 @@ pub fn install(cfg: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, TlsConfigEr
 /// The process's TLS client configuration (ALPN `http/1.1`, which both reqwest without HTTP/2
 /// and the WebSocket upgrade speak).
 pub fn client_config() -> Arc<rustls::ClientConfig> {
+    // Without an extra bundle, building cannot fail; the compiled-in roots are the floor anyway.
     INSTALLED
-        .get_or_init(|| match build(&TlsConfig::default()) {
-            Ok(c) => c,
-            // Without an extra bundle, building cannot fail (the compiled-in roots are valid).
-            Err(e) => unreachable_default(&e),
-        })
+        .get_or_init(|| build(&TlsConfig::default()).unwrap_or_else(|_| Arc::new(with_roots(webpki_store()))))
         .clone()
-}
-
-#[cold]
-fn unreachable_default(e: &TlsConfigError) -> Arc<rustls::ClientConfig> {
-    tracing::error!(error = %e, "TLS defaults failed; continuing with the compiled-in roots only");
-    Arc::new(with_roots(webpki_store()))
 }
 
 fn webpki_store() -> rustls::RootCertStore {

@@ -300,6 +300,14 @@ fn register(h: &PolygonHandle, id: u64, key: &str, tx: mpsc::UnboundedSender<Cmd
     }
 }
 
+/// The symbol of the `sent`-th trade (round-robin) and its next sequence number.
+fn next_trade<'f>(f: &'f Firehose, seq: &mut HashMap<String, u64>, sent: u64) -> (&'f String, u64) {
+    let sym = &f.symbols[usize::try_from(sent).unwrap_or(0) % f.symbols.len().max(1)];
+    let q = seq.entry(sym.clone()).or_insert(0);
+    *q += 1;
+    (sym, *q)
+}
+
 /// One firehose frame of trades, round-robin over the symbols, written directly (the
 /// simulator must not be the bottleneck of a benchmark).
 fn firehose_frame(f: &Firehose, seq: &mut HashMap<String, u64>, sent: &mut u64) -> String {
@@ -314,10 +322,8 @@ fn firehose_frame(f: &Firehose, seq: &mut HashMap<String, u64>, sent: &mut u64) 
         if f.total > 0 && *sent >= f.total {
             break;
         }
-        let sym = &f.symbols[usize::try_from(*sent).unwrap_or(0) % f.symbols.len().max(1)];
-        let q = seq.entry(sym.clone()).or_insert(0);
-        *q += 1;
-        let cents = 10_000 + (*q % 1000);
+        let (sym, q) = next_trade(f, seq, *sent);
+        let cents = 10_000 + (q % 1000);
         if n > 0 {
             out.push(',');
         }
@@ -360,12 +366,7 @@ fn demo_frame(f: &Firehose, seq: &mut HashMap<String, u64>, sent: &mut u64) -> S
         if f.total > 0 && *sent >= f.total {
             break;
         }
-        let sym = &f.symbols[usize::try_from(*sent).unwrap_or(0) % f.symbols.len().max(1)];
-        let q = {
-            let e = seq.entry(sym.clone()).or_insert(0);
-            *e += 1;
-            *e
-        };
+        let (sym, q) = next_trade(f, seq, *sent);
         // The walk's position, in millionths of the symbol's level (0.5x to 1.5x).
         let w = seq.entry(format!("{sym}#walk")).or_insert(1_000_000);
         let step = noise(*w ^ sent.rotate_left(17) ^ q) - 0.5;

@@ -88,10 +88,7 @@ impl GapTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
-    }
+    use crate::clock::utc as t;
 
     #[test]
     fn windows_start_at_the_last_frame_and_never_overlap() {

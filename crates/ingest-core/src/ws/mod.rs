@@ -472,7 +472,7 @@ pub async fn run_with<S: WsSession + ?Sized>(
     }
 }
 
-/// The feed's market: open or closed now, since when, until when. Publishes transitions to
+/// The feed's market: open or closed now, since when, until when. Publishes changes to
 /// `/ready` (via the source's health) and to `producer_market_open`.
 struct MarketWatch {
     session: MarketSession,
@@ -480,9 +480,8 @@ struct MarketWatch {
     health: crate::telemetry::SourceHealth,
     gauge: prometheus::IntGauge,
     provider: String,
-    open: Option<bool>,
-    /// What `/ready` was last told while closed.
-    described: String,
+    /// The state last published (`None` before the first look).
+    last: Option<crate::market_hours::MarketState>,
     /// When the market last opened (or the watch started): staleness counts from no earlier.
     opened_at: Instant,
     /// The next transition, if any.
@@ -497,47 +496,46 @@ impl MarketWatch {
             health: ctx.health.clone(),
             gauge: ctx.metrics.market_open.with_label_values(&[provider]),
             provider: provider.to_string(),
-            open: None,
-            described: String::new(),
+            last: None,
             opened_at: Instant::now(),
             until: None,
         }
     }
 
     fn is_open(&self) -> bool {
-        self.open.unwrap_or(true)
+        self.last.as_ref().is_none_or(|s| s.open)
     }
 
+    /// Looks at the calendar; publishes what changed (open/closed, or the closed phase).
     fn update(&mut self) {
         let state = self.session.state_at(self.clock.now());
         self.until = state.until.map(|u| self.clock.instant_at(u));
-        if self.open == Some(state.open) {
-            if !state.open && state.describe() != self.described {
-                self.described = state.describe();
-                self.health.set_market_closed(Some(self.described.clone()));
-            }
+        if self.last.as_ref() == Some(&state) {
             return;
         }
-        let first = self.open.is_none();
-        self.open = Some(state.open);
-        self.gauge.set(i64::from(state.open));
-        let provider = self.provider.as_str();
+        let (provider, session) = (self.provider.as_str(), self.session.name());
+        let was_open = self.last.as_ref().map(|s| s.open);
         if state.open {
-            self.opened_at = Instant::now();
             self.health.set_market_closed(None);
-            if !first || self.session != MarketSession::Always {
-                tracing::info!(provider, session = self.session.name(), state = state.describe(), "market open");
+            if was_open != Some(true) {
+                self.opened_at = Instant::now();
+                if was_open.is_some() || self.session != MarketSession::Always {
+                    tracing::info!(provider, session, state = state.describe(), "market open");
+                }
             }
         } else {
-            self.described = state.describe();
-            self.health.set_market_closed(Some(self.described.clone()));
-            tracing::info!(
-                provider,
-                session = self.session.name(),
-                state = state.describe(),
-                "market closed: silence is expected, the connection is kept and checked with pings"
-            );
+            self.health.set_market_closed(Some(state.describe()));
+            if was_open != Some(false) {
+                tracing::info!(
+                    provider,
+                    session,
+                    state = state.describe(),
+                    "market closed: silence is expected, the connection is kept and checked with pings"
+                );
+            }
         }
+        self.gauge.set(i64::from(state.open));
+        self.last = Some(state);
     }
 }
 

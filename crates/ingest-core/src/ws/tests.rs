@@ -15,13 +15,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::clock::utc;
 use crate::config::KafkaConfig;
 use crate::kafka::Sink;
 use crate::telemetry::{Health, Metrics};
-
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
-}
 
 /// The provider's behaviour: data every 10 s inside `windows`, except during `stalls` (the
 /// connection stays up and answers pings, but no data is sent).
