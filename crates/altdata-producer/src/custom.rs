@@ -309,7 +309,7 @@ impl Poller for CustomSource {
         let c = &self.cfg;
         let url = cursor.next_url.clone().unwrap_or_else(|| c.url.clone());
         let (items, next) = self.items(&resp.body)?;
-        let mut out = Normalized { records: vec![], rejects: vec![], cursor: Cursor::default(), more: false };
+        let mut out = Normalized::at(Cursor::default());
         for item in &items {
             let raw = serde_json::to_vec(item).unwrap_or_default();
             match self.record(item, &url, resp.received_at) {

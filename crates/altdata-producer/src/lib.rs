@@ -17,7 +17,7 @@ pub mod ssrf;
 use std::sync::Arc;
 
 use ingest_core::config::Config;
-use ingest_core::poll::{GroupSettings, PollGroup, PollSettings};
+use ingest_core::poll::{PollGroup, PollSettings};
 
 /// Name of the polling group.
 pub const GROUP: &str = "altdata";
@@ -34,7 +34,7 @@ pub fn group(
     let policy =
         Arc::new(ssrf::Policy { allowed_hosts: a.allowed_hosts.clone(), allow_private: a.allow_private.clone() });
     let resolver = ssrf::GuardedResolver::new(lookup, policy, tripwire);
-    let mut group = PollGroup::new(GROUP, GroupSettings::new(cfg.core.runtime.transactional_id(producer, GROUP)));
+    let mut group = PollGroup::new(GROUP, cfg.core.runtime.group_settings(producer, GROUP));
     for s in &a.sources {
         // Sources on one host share its rate limit (5 requests/s, served in turn); each source
         // has its own breaker and backoff, so a failing one does not hold the others back.

@@ -46,6 +46,19 @@ use crate::resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerState, Cir
 use crate::source::{FatalError, Normalized, Poller, Reject, Source, SourceCtx};
 use crate::telemetry::metrics::REASON_ABORTED;
 
+/// Every `outcome` of `producer_api_calls_total` a poll can have.
+const OUTCOMES: [&str; 9] = [
+    "ok",
+    "retryable_error",
+    "rate_limited",
+    "permanent_error",
+    "denied",
+    "not_found",
+    "quota_exhausted",
+    "fatal_error",
+    "refused",
+];
+
 /// Settings of one poller's loop.
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -98,16 +111,25 @@ pub struct GroupSettings {
     /// How long restoring the state may take at start (open transactions of other writers hold
     /// `read_committed` readers back until they end or time out).
     pub restore_timeout: Duration,
+    /// How long a source the provider refused (401/403 for that resource) waits before it tries
+    /// again.
+    pub refused_retry: Duration,
+    /// How long a source whose configured name the provider does not know (404) waits before it
+    /// tries again.
+    pub missing_retry: Duration,
 }
 
 impl GroupSettings {
-    /// Defaults for `transactional_id`: a 10,000-key window, 30 s commits, 180 s restore.
+    /// Defaults for `transactional_id`: a 10,000-key window, 30 s commits, 180 s restore, a
+    /// refused source retried after 5 min, an unknown name after 15 min.
     pub fn new(transactional_id: impl Into<String>) -> Self {
         Self {
             transactional_id: transactional_id.into(),
             dedup_window: 10_000,
             commit_timeout: Duration::from_secs(30),
             restore_timeout: Duration::from_secs(180),
+            refused_retry: Duration::from_secs(300),
+            missing_retry: Duration::from_secs(900),
         }
     }
 }
@@ -289,6 +311,8 @@ struct Shared {
     state_route: Route,
     state: tokio::sync::Mutex<GroupState>,
     commit_timeout: Duration,
+    refused_retry: Duration,
+    missing_retry: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -584,6 +608,10 @@ impl Source for PollGroup {
         &self.name
     }
 
+    fn members(&self) -> usize {
+        self.members.len()
+    }
+
     fn run(self: Box<Self>, ctx: SourceCtx) -> BoxFuture<'static, Result<(), FatalError>> {
         Box::pin(async move { self.run_group(ctx).await })
     }
@@ -652,6 +680,8 @@ impl PollGroup {
             sink,
             state: tokio::sync::Mutex::new(GroupState { cursors: cursors.clone(), window }),
             commit_timeout: self.settings.commit_timeout,
+            refused_retry: self.settings.refused_retry,
+            missing_retry: self.settings.missing_retry,
         });
         let mut running = JoinSet::new();
         for m in self.members {
@@ -727,11 +757,12 @@ impl<P: Poller> Polled<P> {
         let mut breaker = CircuitBreaker::new(s.breaker, Some(gauge));
         // Every series this loop can move exists from the start, at 0: rate()/increase() and
         // alerts see the first failure, and dashboards find the series before anything failed.
-        for outcome in ["ok", "retryable_error", "rate_limited", "permanent_error", "fatal_error", "refused"] {
+        for outcome in OUTCOMES {
             let _ = ctx.metrics.api_calls.with_label_values(&[p.provider(), outcome]);
         }
         let _ = ctx.metrics.duplicates_skipped.with_label_values(&[p.provider()]);
         let _ = ctx.metrics.quota_exhausted.with_label_values(&[p.provider()]);
+        let _ = ctx.metrics.catchup_cut.with_label_values(&[p.provider()]);
         for outcome in ["committed", "aborted"] {
             let _ = ctx.metrics.transactions.with_label_values(&[&group.group, outcome]);
         }
@@ -748,6 +779,8 @@ impl<P: Poller> Polled<P> {
             group.commit(&ctx, &route, p.name(), records, rejects, next, received_at)
         };
         let mut next_wait = Duration::ZERO;
+        // True while the provider refuses this source (it waits `refused_retry`/`missing_retry`).
+        let mut blocked = false;
         loop {
             if !sleep_or_stop(next_wait, &ctx.shutdown).await {
                 return Ok(());
@@ -828,8 +861,12 @@ impl<P: Poller> Polled<P> {
                         p.normalize(&resp, &cursor)
                     };
                     let (normalized, more) = match parsed {
-                        Ok(Normalized { records, rejects, cursor: next, more }) => {
-                            (commit(records, rejects, &next, resp.received_at).await.map(|()| next), more)
+                        Ok(Normalized { records, rejects, cursor: next, more, cut }) => {
+                            let committed = commit(records, rejects, &next, resp.received_at).await;
+                            if let (Ok(()), Some(cut)) = (&committed, cut) {
+                                report_cut(&ctx, p.provider(), p.name(), cut);
+                            }
+                            (committed.map(|()| next), more)
                         }
                         Err(reason) => {
                             tracing::warn!(source = p.name(), error = %reason, "response could not be normalized; dead-lettered");
@@ -847,6 +884,14 @@ impl<P: Poller> Polled<P> {
                             cursor = next;
                             if let Some(state) = breaker.on_success() {
                                 breaker_event(state);
+                            }
+                            if std::mem::take(&mut blocked) {
+                                ctx.health.set_blocked(p.name(), None);
+                                tracing::info!(source = p.name(), "source accepted again");
+                                ctx.event(
+                                    &IngestEvent::new(&ctx.producer, p.provider(), EventKind::SourceRecovered)
+                                        .with_message(format!("source {} works again", p.name())),
+                                );
                             }
                             backoff.reset();
                             ctx.health.set_connected(true, "last poll committed");
@@ -870,6 +915,45 @@ impl<P: Poller> Polled<P> {
                 ErrorClass::Fatal => {
                     ctx.health.set_connected(false, format!("fatal: {what}"));
                     return Err(fatal(p.fatal_message(&what, resp.as_ref())));
+                }
+                ErrorClass::Denied | ErrorClass::NotFound => {
+                    let (wait, why) = if class == ErrorClass::Denied {
+                        (group.refused_retry, format!("refused by {} ({what})", p.provider()))
+                    } else {
+                        (group.missing_retry, format!("not found at {} ({what})", p.provider()))
+                    };
+                    // Never sooner than the source's own interval.
+                    next_wait = wait.max(p.interval());
+                    let detail = format!("{why}; next try in {}s", next_wait.as_secs());
+                    tracing::warn!(source = p.name(), error = %what, retry_in_secs = next_wait.as_secs(), "{}", if class == ErrorClass::Denied {
+                        "the provider refused this source; the others keep running"
+                    } else {
+                        "the provider does not know this source's name; the others keep running"
+                    });
+                    ctx.health.set_blocked(p.name(), Some(detail.clone()));
+                    if !blocked {
+                        blocked = true;
+                        ctx.event(
+                            &IngestEvent::new(&ctx.producer, p.provider(), EventKind::SourceRefused)
+                                .with_message(format!("source {}: {detail}", p.name())),
+                        );
+                    }
+                    if let Some(all) = ctx.process_health.nothing_can_run() {
+                        return Err(fatal(format!(
+                            "no source can run: every configured source was refused by its provider ({all})"
+                        )));
+                    }
+                }
+                ErrorClass::QuotaExhausted { until } => {
+                    let wait = until.unwrap_or(QUOTA_FALLBACK);
+                    self.limits.limiter.pause(wait);
+                    ctx.metrics.quota_exhausted.with_label_values(&[p.provider()]).inc();
+                    tracing::warn!(source = p.name(), error = %what, resume_in_secs = wait.as_secs(), "the provider's quota for this period is used up");
+                    let mut e = IngestEvent::new(&ctx.producer, p.provider(), EventKind::QuotaExhausted)
+                        .with_message(format!("{what}; paused {}s until the quota resets", wait.as_secs()));
+                    e.to = chrono::Duration::from_std(wait).ok().map(|d| Utc::now() + d);
+                    ctx.event(&e);
+                    next_wait = Duration::ZERO;
                 }
                 ErrorClass::RateLimited { after } => {
                     let wait = after.unwrap_or_else(|| backoff.next_delay());
@@ -912,6 +996,19 @@ impl<P: Poller> Polled<P> {
             }
         }
     }
+}
+
+/// How long a used-up quota pauses its provider when the provider did not say when it resets.
+const QUOTA_FALLBACK: Duration = Duration::from_secs(3600);
+
+/// Publishes a catch-up cut: a `gap` event with the window, a counter, a warning.
+fn report_cut(ctx: &SourceCtx, provider: &str, source: &str, cut: crate::source::Cut) {
+    ctx.metrics.catchup_cut.with_label_values(&[provider]).inc();
+    tracing::warn!(source, from = ?cut.from, to = ?cut.to, "{}", cut.message);
+    let mut e = IngestEvent::new(&ctx.producer, provider, EventKind::Gap)
+        .with_message(format!("source {source}: {}", cut.message));
+    (e.from, e.to) = (cut.from, cut.to);
+    ctx.event(&e);
 }
 
 /// `d` ± up to `jitter` of it.

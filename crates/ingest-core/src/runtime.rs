@@ -266,17 +266,27 @@ pub async fn start<S: Section>(
             "no sources are enabled in this build/config; only lifecycle events are produced"
         );
     }
-    for source in sources {
-        let name = source.name().to_string();
-        let ctx = SourceCtx {
-            producer: spec.name.to_string(),
-            sink: sink.clone(),
-            health: health.register_source(&name, source.stale_after()),
-            metrics: metrics.clone(),
-            shutdown: sources_stop.clone(),
-            kafka: core.kafka.clone(),
-            process_health: health.clone(),
-        };
+    // Every source is registered (with its member count) before any runs: whether anything is
+    // left to run is then never judged on a half-registered process.
+    let registered: Vec<_> = sources
+        .into_iter()
+        .map(|source| {
+            let name = source.name().to_string();
+            let cell = health.register_source(&name, source.stale_after());
+            cell.set_members(source.members());
+            let ctx = SourceCtx {
+                producer: spec.name.to_string(),
+                sink: sink.clone(),
+                health: cell,
+                metrics: metrics.clone(),
+                shutdown: sources_stop.clone(),
+                kafka: core.kafka.clone(),
+                process_health: health.clone(),
+            };
+            (name, source, ctx)
+        })
+        .collect();
+    for (name, source, ctx) in registered {
         running.spawn(async move { (name, source.run(ctx).await) });
     }
 

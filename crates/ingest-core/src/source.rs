@@ -80,6 +80,12 @@ pub trait Source: Send + 'static {
         None
     }
 
+    /// How many independent members it runs (a poll group's pollers), each of which a provider
+    /// may refuse on its own.
+    fn members(&self) -> usize {
+        1
+    }
+
     /// Runs until `ctx.shutdown` fires (then returns `Ok`) or a fatal error.
     fn run(self: Box<Self>, ctx: SourceCtx) -> BoxFuture<'static, Result<(), FatalError>>;
 }
@@ -104,6 +110,27 @@ pub struct Normalized<R, C> {
     pub cursor: C,
     /// True when another page should be fetched right away.
     pub more: bool,
+    /// Items the provider still had that this poll gave up on (a catch-up cut at its page
+    /// limit): published as a `gap` event and counted, never dropped silently.
+    pub cut: Option<Cut>,
+}
+
+impl<R, C> Normalized<R, C> {
+    /// Nothing yet, ending at `cursor`, no further page.
+    pub fn at(cursor: C) -> Self {
+        Self { records: Vec::new(), rejects: Vec::new(), cursor, more: false, cut: None }
+    }
+}
+
+/// A window of items a poll knowingly did not read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cut {
+    /// The older edge: the time of the last item read before (the catch-up's target), if known.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// The newer edge: the time of the oldest item this catch-up read.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// What was given up and why.
+    pub message: String,
 }
 
 /// A polled provider endpoint. Everything but `request` and `normalize` has a default.
@@ -143,10 +170,12 @@ pub trait Poller: Send + Sync + 'static {
     fn classify(&self, resp: &HttpResponse, _cursor: &Self::Cursor) -> Option<ErrorClass> {
         classify_http(resp.status, resp.header("retry-after"), SystemTime::now())
     }
-    /// The message a fatal response (401, an invalid key) stops the producer with. Providers
-    /// override it to name their key's setting.
+    /// The message a fatal response (a refused key every source of the provider shares) stops
+    /// the producer with. Providers override it to name their key's setting.
     fn fatal_message(&self, what: &str, _resp: Option<&HttpResponse>) -> String {
-        format!("the provider refused our credentials or plan ({what}); check the API key")
+        format!(
+            "the provider refused the credentials every source of it shares ({what}); check the API key"
+        )
     }
     /// Pure conversion of a successful response. `Err` means the whole body is unusable (it is
     /// dead-lettered with the reason).

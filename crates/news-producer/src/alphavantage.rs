@@ -221,7 +221,7 @@ impl Poller for AlphaVantage {
         } else if kind == "Error Message" || lower.contains("invalid inputs") || lower.contains("invalid api call") {
             ErrorClass::Permanent
         } else {
-            ErrorClass::RateLimited { after: Some(rate_notice_wait(&lower, resp.received_at)) }
+            rate_notice(&lower, resp.received_at)
         })
     }
 
@@ -230,7 +230,7 @@ impl Poller for AlphaVantage {
     }
 
     fn normalize(&self, resp: &HttpResponse, cursor: &Cursor) -> Result<Normalized<NewsArticle, Cursor>, String> {
-        let mut out = Normalized { records: vec![], rejects: vec![], cursor: cursor.clone(), more: false };
+        let mut out = Normalized::at(cursor.clone());
         if let Some((_, message)) = notice(&resp.body) {
             if is_no_articles(&message) {
                 return Ok(out);
@@ -256,23 +256,24 @@ impl Poller for AlphaVantage {
     }
 }
 
-/// How long to wait after an Alpha Vantage rate notice (`lower`: its text, lower-cased):
+/// How to read an Alpha Vantage rate notice (`lower`: its text, lower-cased):
 /// - the per-second burst notice ("…spreading out your free API requests more sparingly (1
 ///   request per second)… to lift the free key rate limit (25 requests per day)…"): 1.5 s;
 /// - the legacy note ("…5 calls per minute and 500 calls per day…"): 12 s, one call's share
 ///   of a minute at 5 per minute;
-/// - the daily cap ("Our standard API rate limit is 25 requests per day…"): until the next UTC
-///   midnight, when the quota resets;
+/// - the daily cap ("Our standard API rate limit is 25 requests per day…"): the quota is used
+///   up until the next UTC midnight, when it resets (an event says so);
 /// - any other notice: 60 s.
-fn rate_notice_wait(lower: &str, now: DateTime<Utc>) -> Duration {
+fn rate_notice(lower: &str, now: DateTime<Utc>) -> ErrorClass {
+    let after = |d| ErrorClass::RateLimited { after: Some(d) };
     if lower.contains("per second") || lower.contains("burst") {
-        Duration::from_millis(1500)
+        after(Duration::from_millis(1500))
     } else if lower.contains("per minute") {
-        Duration::from_secs(12)
+        after(Duration::from_secs(12))
     } else if lower.contains("per day") {
-        until_midnight(now)
+        ErrorClass::QuotaExhausted { until: Some(until_midnight(now)) }
     } else {
-        Duration::from_secs(60)
+        after(Duration::from_secs(60))
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest_core::config::Config;
-use ingest_core::poll::{GroupSettings, PollGroup, PollSettings};
+use ingest_core::poll::{PollGroup, PollSettings};
 use ingest_core::resilience::BreakerConfig;
 
 /// Name of the polling group (source name in health, key in `ingest.state`).
@@ -27,7 +27,7 @@ pub const GROUP: &str = "news";
 /// window makes a story reported by both providers (or polled twice) one record.
 pub fn group(cfg: &Config<config::NewsConfig>, producer: &str) -> PollGroup {
     let n = &cfg.section;
-    let mut settings = GroupSettings::new(cfg.core.runtime.transactional_id(producer, GROUP));
+    let mut settings = cfg.core.runtime.group_settings(producer, GROUP);
     settings.dedup_window = n.dedup_window;
     let mut group = PollGroup::new(GROUP, settings);
     let symbols = Arc::new(n.symbols.clone());

@@ -186,6 +186,10 @@ impl Poller for NewsApi {
         if resp.status == 426 {
             return None;
         }
+        // One API key serves every NewsAPI source: its refusal stops the producer.
+        if resp.status == 401 {
+            return Some(ErrorClass::Fatal);
+        }
         classify_http(resp.status, resp.header("retry-after"), SystemTime::now())
     }
 
@@ -204,12 +208,12 @@ impl Poller for NewsApi {
         if body.status != "ok" {
             return match body.code.as_deref() {
                 Some("maximumResultsReached") => {
-                    Ok(Normalized { records: vec![], rejects: vec![], cursor: end_of_pass(cursor.newest), more: false })
+                    Ok(Normalized::at(end_of_pass(cursor.newest)))
                 }
                 other => Err(format!("NewsAPI error status `{}` ({})", body.status, other.unwrap_or("no code"))),
             };
         }
-        let mut out = Normalized { records: vec![], rejects: vec![], cursor: cursor.clone(), more: false };
+        let mut out = Normalized::at(cursor.clone());
         let mut newest = cursor.newest;
         for raw in &body.articles {
             let bytes = serde_json::to_vec(raw).unwrap_or_default();

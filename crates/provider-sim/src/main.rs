@@ -136,13 +136,8 @@ async fn main() -> ExitCode {
         });
     }
     let social = SocialHandle::new(SocialConfig {
-        client_id: cli.reddit_client_id.clone(),
-        client_secret: cli.reddit_client_secret.clone(),
-        token_ttl: Duration::from_secs(3600),
         window_requests: 1000,
-        window: Duration::from_secs(600),
-        x_bearer: cli.x_bearer_token.clone(),
-        x_page_size: 100,
+        ..SocialConfig::new(&cli.reddit_client_id, &cli.reddit_client_secret, &cli.x_bearer_token)
     });
     for n in 0..6u32 {
         let at = start - chrono::Duration::minutes(i64::from(30 - n * 5));

@@ -5,12 +5,18 @@
 //!   "scope":"*"}`; wrong credentials → 401 `{"message":"Unauthorized","error":401}`; another
 //!   grant type → HTTP 200 `{"error":"unsupported_grant_type"}`. Tokens expire after
 //!   `token_ttl` (tests make it short to exercise refresh).
-//! - Reddit listing: `GET /r/{sub}/new?limit=&raw_json=1` with `Authorization: bearer <token>`
-//!   (401 for an unknown or expired token), newest first, `x-ratelimit-used/-remaining/-reset`
-//!   headers from a window of `window_requests` requests; past it 429 with the HTML "whoa there,
-//!   pardner!" page and `retry-after`. Without `raw_json=1` text is HTML-escaped, as Reddit does.
-//! - StockTwits: `GET /api/2/streams/symbol/{SYMBOL}.json[?since=<id>]`, newest first, at most 30,
-//!   HTML-escaped bodies, `cursor`, 404 with the documented error body for unknown symbols.
+//! - Reddit listing: `GET /r/{sub}/new?limit=&raw_json=1[&after=t3_…]` with `Authorization:
+//!   bearer <token>` (401 for an unknown or expired token), newest first, paged back with
+//!   `after` (the fullname of the last post of the previous page; `null` at the end), pages of
+//!   at most `limit` (and `reddit_page_size`), `x-ratelimit-used/-remaining/-reset` headers from
+//!   a window of `window_requests` requests; past it 429 with the HTML "whoa there, pardner!"
+//!   page and `retry-after`. Without `raw_json=1` text is HTML-escaped, as Reddit does. A
+//!   private subreddit answers 403 `{"error": 403}`, a banned or never created one 404
+//!   `{"reason": "PAGE_NOT_CREATED", "message": "Not Found"}`.
+//! - StockTwits: `GET /api/2/streams/symbol/{SYMBOL}.json[?since=<id>][&max=<id>]`, newest first,
+//!   ids above `since` and at most `max` (inclusive), pages of `stocktwits_page_size` (30),
+//!   HTML-escaped bodies, `cursor` (`more` while older messages in range are left), 404 with the
+//!   documented error body for unknown symbols, 403 (a Cloudflare page) for a blocked one.
 //! - X recent search: `GET /2/tweets/search/recent` with `Authorization: Bearer`, `since_id`,
 //!   `next_token` pages, `created_at`/`author_id`/`public_metrics` only when asked for in
 //!   `tweet.fields`, `includes.users` with `expansions=author_id`, HTML-escaped `text`,
@@ -100,6 +106,27 @@ pub struct SocialConfig {
     pub x_bearer: String,
     /// Tweets per recent-search page (X allows up to 100; small pages exercise `next_token`).
     pub x_page_size: usize,
+    /// Most posts per Reddit listing page (Reddit: 100; small pages exercise `after`).
+    pub reddit_page_size: usize,
+    /// Messages per StockTwits page (StockTwits: 30; small pages exercise `max`).
+    pub stocktwits_page_size: usize,
+}
+
+impl SocialConfig {
+    /// The real services' page sizes and generous limits, with these credentials.
+    pub fn new(client_id: &str, client_secret: &str, x_bearer: &str) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            token_ttl: Duration::from_secs(3600),
+            window_requests: 600,
+            window: Duration::from_secs(600),
+            x_bearer: x_bearer.into(),
+            x_page_size: 100,
+            reddit_page_size: 100,
+            stocktwits_page_size: 30,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -121,6 +148,10 @@ struct Inner {
     tokens: HashMap<String, Instant>,
     issued: u64,
     window: (Instant, u32),
+    /// Subreddits that answer with an error status (403 private, 404 unknown).
+    sub_status: HashMap<String, u16>,
+    /// StockTwits symbols blocked with 403.
+    blocked_symbols: Vec<String>,
 }
 
 /// The Reddit and StockTwits simulators' state. Cheap to clone.
@@ -146,7 +177,19 @@ impl SocialHandle {
             tokens: HashMap::new(),
             issued: 0,
             window: (Instant::now(), 0),
+            sub_status: HashMap::new(),
+            blocked_symbols: Vec::new(),
         })))
+    }
+
+    /// Makes subreddit `sub` private (403) or unknown (404).
+    pub fn subreddit_status(&self, sub: &str, status: u16) {
+        self.lock().sub_status.insert(sub.to_string(), status);
+    }
+
+    /// Blocks StockTwits symbol `symbol` with a 403 page (as Cloudflare does).
+    pub fn block_symbol(&self, symbol: &str) {
+        self.lock().blocked_symbols.push(symbol.to_string());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -321,10 +364,27 @@ async fn listing(
         }
         return resp;
     }
+    match inner.sub_status.get(&sub) {
+        Some(403) => return (StatusCode::FORBIDDEN, axum::Json(json!({"error": 403}))).into_response(),
+        Some(404) => {
+            return (StatusCode::NOT_FOUND, axum::Json(json!({"reason": "PAGE_NOT_CREATED", "message": "Not Found"})))
+                .into_response();
+        }
+        _ => {}
+    }
     let raw_json = q.get("raw_json").map(String::as_str) == Some("1");
-    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(25).clamp(1, 100);
+    let limit =
+        q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(25).clamp(1, 100).min(inner.cfg.reddit_page_size);
     let mut posts: Vec<&SimRedditPost> = inner.posts.iter().filter(|p| p.subreddit == sub).collect();
-    posts.sort_by_key(|p| std::cmp::Reverse(p.created));
+    posts.sort_by_key(|p| std::cmp::Reverse((p.created, p.id.clone())));
+    if let Some(after) = q.get("after").and_then(|a| a.strip_prefix("t3_")) {
+        // Older than the named post (Reddit's `after`); an unknown name gives an empty page.
+        match posts.iter().position(|p| p.id == after) {
+            Some(i) => drop(posts.drain(..=i)),
+            None => posts.clear(),
+        }
+    }
+    let more = posts.len() > limit;
     let text = |s: &str| if raw_json { s.to_string() } else { html_escape(s) };
     let children: Vec<Value> = posts
         .iter()
@@ -339,7 +399,7 @@ async fn listing(
                 "is_self": true, "over_18": false, "edited": false, "stickied": false, "link_flair_text": null}})
         })
         .collect();
-    let after = children.last().and_then(|c| c.pointer("/data/name").cloned());
+    let after = if more { children.last().and_then(|c| c.pointer("/data/name").cloned()) } else { None };
     let mut resp =
         axum::Json(json!({"kind": "Listing", "data": {"modhash": "", "dist": children.len(), "after": after,
                                     "before": null, "geo_filter": "", "children": children}}))
@@ -370,9 +430,20 @@ async fn stream(
         )
             .into_response();
     }
-    twits.retain(|t| t.id > since);
+    if inner.blocked_symbols.iter().any(|b| b == symbol) {
+        return (
+            StatusCode::FORBIDDEN,
+            [("content-type", "text/html; charset=UTF-8")],
+            "<html><title>Attention Required! | Cloudflare</title><body>Sorry, you have been blocked</body></html>",
+        )
+            .into_response();
+    }
+    let max = q.get("max").and_then(|s| s.parse::<u64>().ok()).unwrap_or(u64::MAX);
+    twits.retain(|t| t.id > since && t.id <= max);
     twits.sort_by_key(|t| std::cmp::Reverse(t.id));
-    twits.truncate(30);
+    let page = inner.cfg.stocktwits_page_size.max(1);
+    let more = twits.len() > page;
+    twits.truncate(page);
     let messages: Vec<Value> = twits
         .iter()
         .map(|t| {
@@ -386,7 +457,7 @@ async fn stream(
         .collect();
     let (newest, oldest) = (twits.first().map(|t| t.id), twits.last().map(|t| t.id));
     axum::Json(json!({"response": {"status": 200}, "symbol": {"id": 1, "symbol": symbol, "title": symbol},
-                      "cursor": {"more": false, "since": newest, "max": oldest}, "messages": messages}))
+                      "cursor": {"more": more, "since": newest, "max": oldest}, "messages": messages}))
     .into_response()
 }
 

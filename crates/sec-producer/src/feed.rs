@@ -42,7 +42,8 @@ pub fn classify_403(body: &[u8], block: Duration) -> ErrorClass {
     } else if text.contains("Undeclared Automated Tool") {
         ErrorClass::Fatal
     } else {
-        ErrorClass::Permanent
+        // Forbidden for this resource only (one CIK's file, one path): that source waits.
+        ErrorClass::Denied
     }
 }
 
@@ -128,7 +129,7 @@ impl Poller for CurrentFeed {
             pass_newest: None,
         };
         if resp.status == 503 {
-            return Ok(Normalized { records: vec![], rejects: vec![], cursor: end(cursor.pass_newest), more: false });
+            return Ok(Normalized::at(end(cursor.pass_newest)));
         }
         let entries = atom::entries(&resp.body)?;
         let (filings, bad) = atom::filings(&entries, resp.received_at);
@@ -152,7 +153,7 @@ impl Poller for CurrentFeed {
         } else {
             (Cursor { newest: cursor.newest, start: cursor.start + self.count, pass_newest }, true)
         };
-        Ok(Normalized { records, rejects, cursor: next, more })
+        Ok(Normalized { records, rejects, cursor: next, more, cut: None })
     }
 }
 
@@ -230,7 +231,7 @@ mod tests {
         let undeclared = "<title>SEC.gov | Your Request Originates from an Undeclared Automated Tool</title>";
         assert_eq!(f.classify(&resp(403, undeclared.as_bytes()), &Cursor::default()), Some(ErrorClass::Fatal));
         assert!(f.fatal_message("HTTP 403", None).contains("SEC_USER_AGENT"));
-        assert_eq!(f.classify(&resp(403, b"forbidden"), &Cursor::default()), Some(ErrorClass::Permanent));
+        assert_eq!(f.classify(&resp(403, b"forbidden"), &Cursor::default()), Some(ErrorClass::Denied));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ingest_core::config::Config;
 use ingest_core::http::HttpConfig;
-use ingest_core::poll::{GroupSettings, PollGroup, PollSettings};
+use ingest_core::poll::{PollGroup, PollSettings};
 
 /// Name of the polling group.
 pub const GROUP: &str = "sec";
@@ -24,7 +24,7 @@ pub const GROUP: &str = "sec";
 /// rate limit (`max_requests_per_second`) and the declared User-Agent on every request.
 pub fn group(cfg: &Config<config::SecConfig>, producer: &str) -> PollGroup {
     let s = &cfg.section;
-    let mut settings = GroupSettings::new(cfg.core.runtime.transactional_id(producer, GROUP));
+    let mut settings = cfg.core.runtime.group_settings(producer, GROUP);
     settings.dedup_window = s.dedup_window;
     let mut group = PollGroup::new(GROUP, settings);
     let poll = PollSettings {

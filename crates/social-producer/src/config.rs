@@ -23,6 +23,10 @@ pub struct RedditConfig {
     pub interval_secs: u64,
     /// Requests per minute to Reddit, all pollers together (free tier: 100).
     pub requests_per_minute: u32,
+    /// When more than a page of new posts arrived since the last poll (a busy subreddit, a
+    /// restart after downtime), older pages are followed with `after` back to the last post
+    /// seen, at most this many pages (100 posts each) per catch-up; a cut is a `gap` event.
+    pub catch_up_pages: u32,
 }
 
 impl Default for RedditConfig {
@@ -36,6 +40,8 @@ impl Default for RedditConfig {
             subreddits: vec!["wallstreetbets".into(), "stocks".into()],
             interval_secs: 60,
             requests_per_minute: 60,
+            // Reddit's listings go about 1,000 posts deep.
+            catch_up_pages: 10,
         }
     }
 }
@@ -113,6 +119,10 @@ pub struct StockTwitsConfig {
     pub interval_secs: u64,
     /// Requests per hour to StockTwits, all pollers together (unauthenticated: 200).
     pub requests_per_hour: u32,
+    /// When more than a page of new messages arrived since the last poll, older pages are
+    /// followed with `max` back to the last message seen, at most this many pages (30
+    /// messages each) per catch-up; a cut is a `gap` event.
+    pub catch_up_pages: u32,
 }
 
 impl Default for StockTwitsConfig {
@@ -123,6 +133,7 @@ impl Default for StockTwitsConfig {
             symbols: vec!["AAPL".into(), "TSLA".into()],
             interval_secs: 120,
             requests_per_hour: 180,
+            catch_up_pages: 5,
         }
     }
 }
@@ -189,6 +200,9 @@ impl Section for SocialConfig {
             if self.reddit.interval_secs == 0 || self.reddit.requests_per_minute == 0 {
                 return Err(ConfigError::key("social.reddit.interval_secs", "interval and rate must be positive"));
             }
+            if self.reddit.catch_up_pages == 0 {
+                return Err(ConfigError::key("social.reddit.catch_up_pages", "must be at least 1"));
+            }
         }
         if self.twitter.enabled {
             require_url("social.twitter.base_url", &self.twitter.base_url, &["https", "http"])?;
@@ -219,6 +233,9 @@ impl Section for SocialConfig {
             require_symbols("social.stocktwits.symbols", &self.stocktwits.symbols, false)?;
             if self.stocktwits.interval_secs == 0 || self.stocktwits.requests_per_hour == 0 {
                 return Err(ConfigError::key("social.stocktwits.interval_secs", "interval and rate must be positive"));
+            }
+            if self.stocktwits.catch_up_pages == 0 {
+                return Err(ConfigError::key("social.stocktwits.catch_up_pages", "must be at least 1"));
             }
         }
         require_symbols("social.symbols", &self.symbols, true)?;

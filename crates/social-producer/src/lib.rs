@@ -8,6 +8,7 @@
 //! - [`config`]: the `social:` section; [`group`]: the pollers in one exactly-once group.
 //!
 
+pub mod catch_up;
 pub mod config;
 pub mod reddit;
 pub mod stocktwits;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use ingest_core::config::Config;
 use ingest_core::http::HttpConfig;
-use ingest_core::poll::{GroupSettings, PollGroup, PollSettings};
+use ingest_core::poll::{PollGroup, PollSettings};
 
 /// Name of the polling group.
 pub const GROUP: &str = "social";
@@ -48,7 +49,7 @@ pub fn x_stream(cfg: &Config<config::SocialConfig>) -> Option<x_stream::XStream>
 /// The polled social sources (Reddit subreddits, StockTwits symbols, X recent search) in one group.
 pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
     let s = &cfg.section;
-    let mut settings = GroupSettings::new(cfg.core.runtime.transactional_id(producer, GROUP));
+    let mut settings = cfg.core.runtime.group_settings(producer, GROUP);
     settings.dedup_window = s.dedup_window;
     let mut group = PollGroup::new(GROUP, settings);
     let symbols = Arc::new(s.symbols.clone());
@@ -69,7 +70,9 @@ pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
         };
         for sub in &r.subreddits {
             let every = Duration::from_secs(r.interval_secs);
-            group.add(reddit::Subreddit::new(&r.base_url, sub, tokens.clone(), symbols.clone(), every), poll.clone());
+            let sub = reddit::Subreddit::new(&r.base_url, sub, tokens.clone(), symbols.clone(), every)
+                .with_catch_up(r.catch_up_pages);
+            group.add(sub, poll.clone());
         }
     }
     if s.twitter.enabled && s.twitter.mode == "search" {
@@ -93,7 +96,9 @@ pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
         };
         for sym in &t.symbols {
             let every = Duration::from_secs(t.interval_secs);
-            group.add(stocktwits::SymbolStream::new(&t.base_url, sym, symbols.clone(), every), poll.clone());
+            let stream =
+                stocktwits::SymbolStream::new(&t.base_url, sym, symbols.clone(), every).with_catch_up(t.catch_up_pages);
+            group.add(stream, poll.clone());
         }
     }
     group

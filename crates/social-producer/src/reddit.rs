@@ -25,6 +25,8 @@ use ingest_core::record::{Engagement, Platform, SentimentSource, SocialPost};
 use ingest_core::resilience::{ErrorClass, classify_http};
 use ingest_core::source::{Normalized, Poller, Reject};
 use ingest_core::{sentiment, text};
+
+use crate::catch_up::{Paging, Step};
 use serde::{Deserialize, Serialize};
 
 /// Provider label.
@@ -37,7 +39,8 @@ pub struct TokenCache {
     client_id: Secret,
     client_secret: Secret,
     max_body_bytes: usize,
-    token: Mutex<Option<(String, Instant)>>,
+    /// The token, when to refresh it, and when it was issued.
+    token: Mutex<Option<(String, Instant, Instant)>>,
     fetching: tokio::sync::Mutex<()>,
 }
 
@@ -66,7 +69,14 @@ impl TokenCache {
 
     fn current(&self) -> Option<String> {
         let t = self.token.lock().unwrap_or_else(PoisonError::into_inner);
-        t.as_ref().filter(|(_, refresh_at)| Instant::now() < *refresh_at).map(|(v, _)| v.clone())
+        t.as_ref().filter(|(_, refresh_at, _)| Instant::now() < *refresh_at).map(|(v, _, _)| v.clone())
+    }
+
+    /// True when the current token was issued less than a minute ago: a 401 then is about the
+    /// resource, not an expired token.
+    fn is_fresh(&self) -> bool {
+        let t = self.token.lock().unwrap_or_else(PoisonError::into_inner);
+        t.as_ref().is_some_and(|(_, _, issued)| issued.elapsed() < Duration::from_secs(60))
     }
 
     /// Forgets the token (a listing answered 401).
@@ -100,8 +110,9 @@ impl TokenCache {
             (Some(token), None) => {
                 let ttl = Duration::from_secs(body.expires_in.unwrap_or(3600));
                 // Refresh a little early: a tenth of the lifetime, at most a minute.
-                let refresh_at = Instant::now() + ttl - (ttl / 10).min(Duration::from_secs(60));
-                *self.token.lock().unwrap_or_else(PoisonError::into_inner) = Some((token, refresh_at));
+                let now = Instant::now();
+                let refresh_at = now + ttl - (ttl / 10).min(Duration::from_secs(60));
+                *self.token.lock().unwrap_or_else(PoisonError::into_inner) = Some((token, refresh_at, now));
                 Ok(())
             }
             (_, Some(error)) => {
@@ -117,11 +128,28 @@ impl TokenCache {
     }
 }
 
-/// Where the next poll starts (for the record: every poll reads the newest page).
+/// Where the next poll starts: the newest page, or the next older page of a catch-up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cursor {
-    /// `created_utc` of the newest post seen.
+    /// `created_utc` of the newest post seen by a completed poll.
     pub newest_created_utc: Option<f64>,
+    /// A catch-up in progress: more than a page of new posts arrived, older pages follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
+}
+
+/// A catch-up through older listing pages, stored with each page's records so a restart
+/// resumes it where it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatchUp {
+    /// The fullname to page after (the last post of the page read).
+    pub after: String,
+    /// `created_utc` of the newest post before the catch-up began: reaching it ends the catch-up.
+    pub target: f64,
+    /// `created_utc` of the newest post of the catch-up's first page.
+    pub newest: f64,
+    /// Pages read so far.
+    pub pages: u32,
 }
 
 /// One subreddit's poller.
@@ -133,6 +161,7 @@ pub struct Subreddit {
     tokens: Arc<TokenCache>,
     symbols: Arc<Vec<String>>,
     interval: Duration,
+    catch_up_pages: u32,
 }
 
 impl Subreddit {
@@ -151,7 +180,15 @@ impl Subreddit {
             tokens,
             symbols,
             interval,
+            catch_up_pages: 10,
         }
+    }
+
+    /// At most `pages` listing pages per catch-up (at least 1).
+    #[must_use]
+    pub fn with_catch_up(mut self, pages: u32) -> Self {
+        self.catch_up_pages = pages.max(1);
+        self
     }
 }
 
@@ -238,12 +275,16 @@ impl Poller for Subreddit {
         Box::pin(self.tokens.ensure(client))
     }
 
-    fn request(&self, client: &reqwest::Client, _cursor: &Cursor) -> reqwest::RequestBuilder {
+    fn request(&self, client: &reqwest::Client, cursor: &Cursor) -> reqwest::RequestBuilder {
         let token = self.tokens.current().unwrap_or_default();
-        client
+        let req = client
             .get(format!("{}/r/{}/new", self.base_url, self.sub))
             .query(&[("limit", "100"), ("raw_json", "1")])
-            .header("Authorization", format!("bearer {token}"))
+            .header("Authorization", format!("bearer {token}"));
+        match &cursor.catch_up {
+            Some(c) => req.query(&[("after", c.after.as_str())]),
+            None => req,
+        }
     }
 
     fn rate_hint(&self, resp: &HttpResponse) -> Option<Duration> {
@@ -254,6 +295,10 @@ impl Poller for Subreddit {
 
     fn classify(&self, resp: &HttpResponse, _cursor: &Cursor) -> Option<ErrorClass> {
         if resp.status == 401 {
+            if self.tokens.is_fresh() {
+                // Refused with a token issued a moment ago: this subreddit, not the token.
+                return Some(ErrorClass::Denied);
+            }
             // The token expired or was revoked early: fetch a new one and try again at once.
             self.tokens.invalidate();
             return Some(ErrorClass::Retryable { after: Some(Duration::ZERO) });
@@ -262,24 +307,56 @@ impl Poller for Subreddit {
     }
 
     fn fatal_message(&self, what: &str, _resp: Option<&HttpResponse>) -> String {
-        format!("Reddit refused the application credentials ({what}); check REDDIT_CLIENT_ID and REDDIT_CLIENT_SECRET")
+        format!(
+            "Reddit refused the application credentials every subreddit shares ({what}); check REDDIT_CLIENT_ID and REDDIT_CLIENT_SECRET"
+        )
     }
 
     fn normalize(&self, resp: &HttpResponse, cursor: &Cursor) -> Result<Normalized<SocialPost, Cursor>, String> {
         let v: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| format!("malformed listing: {e}"))?;
         let children = v.pointer("/data/children").and_then(|c| c.as_array()).ok_or("no `data.children` array")?;
-        let mut out = Normalized { records: vec![], rejects: vec![], cursor: cursor.clone(), more: false };
+        let after = v.pointer("/data/after").and_then(serde_json::Value::as_str).filter(|a| !a.is_empty());
+        let mut out = Normalized::at(cursor.clone());
+        let (mut page_newest, mut page_oldest) = (None::<f64>, None::<f64>);
         for child in children {
             let raw = serde_json::to_vec(child).unwrap_or_default();
             match post(child, &self.symbols, resp.received_at) {
                 Ok(p) => {
                     let created = p.created_at.timestamp() as f64;
-                    if out.cursor.newest_created_utc.is_none_or(|n| created > n) {
-                        out.cursor.newest_created_utc = Some(created);
-                    }
+                    page_newest = Some(page_newest.map_or(created, |n| n.max(created)));
+                    page_oldest = Some(page_oldest.map_or(created, |o| o.min(created)));
                     out.records.push((p, raw));
                 }
                 Err(reason) => out.rejects.push(Reject { raw, reason }),
+            }
+        }
+        let paging = Paging {
+            target: cursor.catch_up.as_ref().map(|c| c.target).or(cursor.newest_created_utc),
+            newest: cursor.catch_up.as_ref().map(|c| c.newest).into_iter().chain(page_newest).reduce(f64::max),
+            pages: cursor.catch_up.as_ref().map_or(0, |c| c.pages) + 1,
+            page_oldest,
+            has_older: after.is_some(),
+        };
+        match paging.step(self.catch_up_pages) {
+            Step::Done { newest, cut } => {
+                out.cursor = Cursor { newest_created_utc: newest.or(cursor.newest_created_utc), catch_up: None };
+                out.cut = cut.map(|(from, to, pages)| ingest_core::source::Cut {
+                    from: time_of(from),
+                    to: time_of(to),
+                    message: format!(
+                        "catch-up stopped after {pages} pages (social.reddit.catch_up_pages): posts of r/{} between the last one seen and the oldest read were not fetched",
+                        self.sub
+                    ),
+                });
+            }
+            Step::Next { target, newest } => {
+                out.cursor.catch_up = Some(CatchUp {
+                    after: after.unwrap_or_default().to_string(),
+                    target,
+                    newest,
+                    pages: paging.pages,
+                });
+                out.more = true;
             }
         }
         Ok(out)
@@ -382,9 +459,55 @@ mod tests {
     #[test]
     fn requests_carry_the_token_and_raw_json() {
         let p = poller();
-        *p.tokens.token.lock().unwrap() = Some(("tok".into(), Instant::now() + Duration::from_secs(60)));
+        *p.tokens.token.lock().unwrap() = Some(("tok".into(), Instant::now() + Duration::from_secs(60), Instant::now()));
         let req = p.request(&reqwest::Client::new(), &Cursor::default()).build().unwrap();
         assert_eq!(req.url().as_str(), "https://oauth.example/r/wallstreetbets/new?limit=100&raw_json=1");
         assert_eq!(req.headers()["authorization"], "bearer tok");
+        let catching_up =
+            Cursor { catch_up: Some(CatchUp { after: "t3_abc".into(), target: 1.0, newest: 9.0, pages: 1 }), ..Cursor::default() };
+        let req = p.request(&reqwest::Client::new(), &catching_up).build().unwrap();
+        assert_eq!(req.url().query(), Some("limit=100&raw_json=1&after=t3_abc"));
+    }
+
+    #[test]
+    fn a_401_with_a_fresh_token_is_the_subreddit_refusing_not_an_expired_token() {
+        let p = poller();
+        *p.tokens.token.lock().unwrap() = Some(("tok".into(), Instant::now() + Duration::from_secs(60), Instant::now()));
+        assert_eq!(p.classify(&resp(401, b"{}", &[]), &Cursor::default()), Some(ErrorClass::Denied));
+        // A private subreddit (403) and an unknown one (404) are that source's problem only.
+        assert_eq!(p.classify(&resp(403, br#"{"error": 403}"#, &[]), &Cursor::default()), Some(ErrorClass::Denied));
+        let missing = br#"{"reason": "PAGE_NOT_CREATED", "message": "Not Found"}"#;
+        assert_eq!(p.classify(&resp(404, missing, &[]), &Cursor::default()), Some(ErrorClass::NotFound));
+    }
+
+    fn listing(names: &[(&str, i64)], after: Option<&str>) -> HttpResponse {
+        let children: Vec<serde_json::Value> = names
+            .iter()
+            .map(|(id, t)| serde_json::json!({"kind": "t3", "data": {"name": format!("t3_{id}"), "title": id, "created_utc": *t as f64, "permalink": format!("/r/x/comments/{id}/"), "subreddit": "x", "author": "a"}}))
+            .collect();
+        let body = serde_json::json!({"kind": "Listing", "data": {"after": after, "children": children}});
+        resp(200, body.to_string().as_bytes(), &[])
+    }
+
+    #[test]
+    fn more_than_a_page_of_new_posts_is_read_back_to_the_last_one_seen() {
+        let p = poller().with_catch_up(2);
+        let seen = Cursor { newest_created_utc: Some(100.0), catch_up: None };
+        let first = p.normalize(&listing(&[("e", 500), ("d", 400)], Some("t3_d")), &seen).unwrap();
+        assert!(first.more && first.cut.is_none());
+        let c = first.cursor.catch_up.clone().unwrap();
+        assert_eq!((c.after.as_str(), c.target, c.newest, c.pages), ("t3_d", 100.0, 500.0, 1));
+        assert_eq!(first.cursor.newest_created_utc, Some(100.0), "not advanced before the catch-up ends");
+        let second = p.normalize(&listing(&[("c", 300), ("b", 100)], Some("t3_b")), &first.cursor).unwrap();
+        assert!(!second.more && second.cut.is_none());
+        assert_eq!(second.cursor, Cursor { newest_created_utc: Some(500.0), catch_up: None });
+        // The same with a page limit of 2 and a target further back: cut, with the window.
+        let far = Cursor { newest_created_utc: Some(10.0), catch_up: None };
+        let first = p.normalize(&listing(&[("e", 500), ("d", 400)], Some("t3_d")), &far).unwrap();
+        let second = p.normalize(&listing(&[("c", 300), ("b", 200)], Some("t3_b")), &first.cursor).unwrap();
+        let cut = second.cut.unwrap();
+        assert_eq!((cut.from, cut.to), (time_of(10.0), time_of(200.0)));
+        assert!(cut.message.contains("catch_up_pages"), "{}", cut.message);
+        assert_eq!(second.cursor, Cursor { newest_created_utc: Some(500.0), catch_up: None });
     }
 }

@@ -1,7 +1,10 @@
 //! StockTwits symbol streams (providers.md §9): `GET /api/2/streams/symbol/{SYMBOL}.json?since=<id>`,
 //! one poller per symbol, normalized to `social.post/v1`.
 //!
-//! - Cursor: the newest message id seen (`since`); the first poll reads the latest 30.
+//! - Cursor: the newest message id seen (`since`); the first poll reads the latest 30. When a
+//!   poll's page (newest first) does not reach back to `since` (`cursor.more`, or a full page),
+//!   older pages follow with `max` = the oldest id read − 1 (`max` is inclusive: asking for the
+//!   oldest id itself would repeat it), up to `catch_up_pages`; a cut is a `gap` event.
 //! - Bodies are HTML-escaped (`&#39;`): unescaped once. The user's `Bullish`/`Bearish` label is
 //!   kept (`sentiment_label`) and is the sentiment (+1 / −1, source `provider`); messages without
 //!   one are scored by the lexicon.
@@ -13,9 +16,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ingest_core::http::HttpResponse;
 use ingest_core::record::{Engagement, Platform, SentimentSource, SocialPost};
-use ingest_core::source::{Normalized, Poller, Reject};
+use ingest_core::source::{Cut, Normalized, Poller, Reject};
 use ingest_core::{sentiment, text};
 use serde::{Deserialize, Serialize};
+
+use crate::catch_up::{Paging, Step};
 
 /// Provider label.
 pub const PROVIDER: &str = "stocktwits";
@@ -23,9 +28,28 @@ pub const PROVIDER: &str = "stocktwits";
 /// Where the next poll starts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cursor {
-    /// Newest message id seen.
+    /// Newest message id seen by a completed poll.
     pub since: Option<u64>,
+    /// A catch-up in progress: older pages follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
 }
+
+/// A catch-up through older pages, stored with each page's records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatchUp {
+    /// The next page's `max` (inclusive).
+    pub max: u64,
+    /// The newest id before the catch-up began (`since` of every page).
+    pub target: u64,
+    /// The newest id of the catch-up's first page.
+    pub newest: u64,
+    /// Pages read so far.
+    pub pages: u32,
+}
+
+/// Messages per page StockTwits returns at most.
+const PAGE: usize = 30;
 
 /// One symbol's stream poller.
 #[derive(Debug, Clone)]
@@ -35,6 +59,7 @@ pub struct SymbolStream {
     symbol: String,
     symbols: Arc<Vec<String>>,
     interval: Duration,
+    catch_up_pages: u32,
 }
 
 impl SymbolStream {
@@ -46,7 +71,15 @@ impl SymbolStream {
             symbol: symbol.to_string(),
             symbols,
             interval,
+            catch_up_pages: 5,
         }
+    }
+
+    /// At most `pages` pages per catch-up (at least 1).
+    #[must_use]
+    pub fn with_catch_up(mut self, pages: u32) -> Self {
+        self.catch_up_pages = pages.max(1);
+        self
     }
 }
 
@@ -148,8 +181,12 @@ impl Poller for SymbolStream {
 
     fn request(&self, client: &reqwest::Client, cursor: &Cursor) -> reqwest::RequestBuilder {
         let req = client.get(format!("{}/api/2/streams/symbol/{}.json", self.base_url, self.symbol));
-        match cursor.since {
+        let req = match cursor.catch_up.as_ref().map(|c| c.target).or(cursor.since) {
             Some(id) => req.query(&[("since", id)]),
+            None => req,
+        };
+        match &cursor.catch_up {
+            Some(c) => req.query(&[("max", c.max)]),
             None => req,
         }
     }
@@ -163,17 +200,53 @@ impl Poller for SymbolStream {
             ));
         }
         let messages = v.get("messages").and_then(|m| m.as_array()).ok_or("no `messages` array")?;
-        let mut out = Normalized { records: vec![], rejects: vec![], cursor: cursor.clone(), more: false };
+        let mut out = Normalized::at(cursor.clone());
+        let (mut page_newest, mut page_oldest) = (None::<u64>, None::<u64>);
+        let mut oldest_at = None;
         for raw in messages {
             let bytes = serde_json::to_vec(raw).unwrap_or_default();
+            let id = raw.get("id").and_then(serde_json::Value::as_u64);
             match post(raw, &self.symbol, &self.symbols, resp.received_at) {
                 Ok(p) => {
-                    if let Some(id) = raw.get("id").and_then(serde_json::Value::as_u64) {
-                        out.cursor.since = out.cursor.since.max(Some(id));
+                    if let Some(id) = id {
+                        page_newest = page_newest.max(Some(id));
+                        if page_oldest.is_none_or(|o| id < o) {
+                            (page_oldest, oldest_at) = (Some(id), Some(p.created_at));
+                        }
                     }
                     out.records.push((p, bytes));
                 }
                 Err(reason) => out.rejects.push(Reject { raw: bytes, reason }),
+            }
+        }
+        let more = v.pointer("/cursor/more").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        let paging = Paging {
+            target: cursor.catch_up.as_ref().map(|c| c.target).or(cursor.since),
+            newest: cursor.catch_up.as_ref().map(|c| c.newest).into_iter().chain(page_newest).max(),
+            pages: cursor.catch_up.as_ref().map_or(0, |c| c.pages) + 1,
+            page_oldest,
+            has_older: more || messages.len() >= PAGE,
+        };
+        match paging.step(self.catch_up_pages) {
+            Step::Done { newest, cut } => {
+                out.cursor = Cursor { since: newest.or(cursor.since), catch_up: None };
+                out.cut = cut.map(|(_, _, pages)| Cut {
+                    // Message ids carry no time: the gap runs from the previous poll's time to
+                    // the oldest message read.
+                    from: None,
+                    to: oldest_at,
+                    message: format!(
+                        "catch-up stopped after {pages} pages (social.stocktwits.catch_up_pages): ${} messages between id {} and id {} were not fetched",
+                        self.symbol,
+                        paging.target.unwrap_or_default(),
+                        page_oldest.unwrap_or_default()
+                    ),
+                });
+            }
+            Step::Next { target, newest } => {
+                let max = page_oldest.unwrap_or(1).saturating_sub(1);
+                out.cursor.catch_up = Some(CatchUp { max, target, newest, pages: paging.pages });
+                out.more = true;
             }
         }
         Ok(out)
@@ -221,5 +294,34 @@ mod tests {
         assert_eq!(n.cursor.since, Some(161_970_974));
         let req = p.request(&reqwest::Client::new(), &n.cursor).build().unwrap();
         assert_eq!(req.url().as_str(), "https://st.example/api/2/streams/symbol/F.json?since=161970974");
+    }
+
+    fn page(ids: &[u64], more: bool) -> HttpResponse {
+        let messages: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "body": "b", "created_at": "2024-01-02T14:00:00Z", "user": {"username": "u"}}))
+            .collect();
+        let body = serde_json::json!({"response": {"status": 200}, "cursor": {"more": more}, "messages": messages});
+        HttpResponse { status: 200, headers: HeaderMap::new(), body: Bytes::from(body.to_string()), received_at: Utc::now() }
+    }
+
+    #[test]
+    fn older_pages_follow_with_max_back_to_since() {
+        let p = SymbolStream::new("https://st.example", "F", Arc::new(vec![]), Duration::from_secs(60)).with_catch_up(3);
+        let seen = Cursor { since: Some(100), catch_up: None };
+        let first = p.normalize(&page(&[190, 180], true), &seen).unwrap();
+        assert!(first.more);
+        assert_eq!(first.cursor.catch_up, Some(CatchUp { max: 179, target: 100, newest: 190, pages: 1 }));
+        let req = p.request(&reqwest::Client::new(), &first.cursor).build().unwrap();
+        assert_eq!(req.url().query(), Some("since=100&max=179"), "max is inclusive: one below the oldest read");
+        let second = p.normalize(&page(&[150, 120], false), &first.cursor).unwrap();
+        assert!(!second.more && second.cut.is_none());
+        assert_eq!(second.cursor, Cursor { since: Some(190), catch_up: None });
+        // Cut at the page limit: an event's worth of detail, the newest id kept.
+        let p = p.with_catch_up(1);
+        let cut = p.normalize(&page(&[190, 180], true), &seen).unwrap();
+        assert!(!cut.more);
+        assert!(cut.cut.unwrap().message.contains("between id 100 and id 180"));
+        assert_eq!(cut.cursor.since, Some(190));
     }
 }

@@ -67,6 +67,15 @@ fn newer(a: &str, b: &str) -> bool {
 }
 
 /// Seconds until the reset of `x-rate-limit-reset` (Unix seconds), from now.
+/// True for X's usage-cap answer (`{"title":"UsageCapExceeded",…,"period":"Monthly"}`): the
+/// app's Post reads for the month are used up; only the next period (or a plan change) lifts it.
+pub fn is_usage_cap(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("title").and_then(|t| t.as_str()).map(|t| t == "UsageCapExceeded"))
+        .unwrap_or(false)
+}
+
 fn until_reset(resp: &HttpResponse) -> Option<Duration> {
     let reset: u64 = resp.header("x-rate-limit-reset")?.trim().parse().ok()?;
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
@@ -193,7 +202,11 @@ impl Poller for RecentSearch {
     fn classify(&self, resp: &HttpResponse, _cursor: &Cursor) -> Option<ErrorClass> {
         match resp.status {
             // X sends no Retry-After: the reset header says when the window reopens.
+            // The monthly usage cap also answers 429, but no window reset lifts it.
+            429 if is_usage_cap(&resp.body) => Some(ErrorClass::QuotaExhausted { until: None }),
             429 => Some(ErrorClass::RateLimited { after: until_reset(resp) }),
+            // One bearer token serves every X source: its refusal stops the producer.
+            401 | 403 => Some(ErrorClass::Fatal),
             s => classify_http(s, None, SystemTime::now()),
         }
     }
@@ -212,7 +225,7 @@ impl Poller for RecentSearch {
             .into_iter()
             .map(|u| (u.id, u.username))
             .collect();
-        let mut out = Normalized { records: vec![], rejects: vec![], cursor: cursor.clone(), more: false };
+        let mut out = Normalized::at(cursor.clone());
         let mut pass_newest = cursor.pass_newest.clone();
         for raw in v.get("data").and_then(|d| d.as_array()).map(Vec::as_slice).unwrap_or_default() {
             let bytes = serde_json::to_vec(raw).unwrap_or_default();
@@ -352,5 +365,20 @@ mod tests {
             matches!(p.classify(&limited, &Cursor::default()), Some(ErrorClass::RateLimited { after: Some(d) }) if d >= Duration::from_secs(28))
         );
         assert_eq!(p.classify(&resp(401, "{}", &[]), &Cursor::default()), Some(ErrorClass::Fatal));
+        assert_eq!(p.classify(&resp(403, "{}", &[]), &Cursor::default()), Some(ErrorClass::Fatal));
+    }
+
+    #[test]
+    fn the_monthly_usage_cap_is_a_quota_not_a_rate_limit() {
+        let p = poller();
+        // The text X sends (docs/providers.md): a 429 whose window reset does not lift it.
+        let capped = resp(
+            429,
+            r#"{"title":"UsageCapExceeded","detail":"Usage cap exceeded: Monthly product cap","type":"https://api.twitter.com/2/problems/usage-capped","period":"Monthly","scope":"Product"}"#,
+            &[("x-rate-limit-reset", "1700000000".into())],
+        );
+        assert_eq!(p.classify(&capped, &Cursor::default()), Some(ErrorClass::QuotaExhausted { until: None }));
+        assert_eq!(ErrorClass::QuotaExhausted { until: None }.label(), "quota_exhausted");
+        assert!(!is_usage_cap(b"<html>429</html>"));
     }
 }

@@ -76,12 +76,20 @@ enum Ended {
     Closed(String),
     Http(u16, String),
     RateLimited(String),
+    /// The app's monthly usage cap is used up (429 `UsageCapExceeded`): no reconnect schedule
+    /// helps before the next period; wait [`USAGE_CAP_WAIT`] between tries, with an event each.
+    UsageCap(String),
 }
+
+/// How long the stream waits between connects while X reports the monthly usage cap.
+const USAGE_CAP_WAIT: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Display for Ended {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Ended::Network(m) | Ended::Closed(m) | Ended::Http(_, m) | Ended::RateLimited(m) => f.write_str(m),
+            Ended::Network(m) | Ended::Closed(m) | Ended::Http(_, m) | Ended::RateLimited(m) | Ended::UsageCap(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -124,6 +132,7 @@ impl Schedule {
                 self.http += 1;
                 d
             }
+            Ended::UsageCap(_) => USAGE_CAP_WAIT,
             Ended::RateLimited(_) => {
                 let d = s.rate_limit_base.saturating_mul(1 << self.rate.min(16)).min(Duration::from_secs(3600));
                 self.rate += 1;
@@ -266,6 +275,13 @@ impl XStream {
             gap.disconnected(Utc::now());
             reconnects.inc();
             wait = schedule.next(&ended, s);
+            if let Ended::UsageCap(m) = &ended {
+                ctx.metrics.quota_exhausted.with_label_values(&[PROVIDER]).inc();
+                let mut e = IngestEvent::new(&ctx.producer, PROVIDER, EventKind::QuotaExhausted);
+                e.message = Some(format!("{m}; trying again in {}s", wait.as_secs()));
+                e.to = chrono::Duration::from_std(wait).ok().map(|d| Utc::now() + d);
+                ctx.event(&e);
+            }
             tracing::warn!(provider = PROVIDER, reason = %ended, reconnect_in_secs = wait.as_secs_f64(), "stream ended; reconnecting");
             let mut e = IngestEvent::new(&ctx.producer, PROVIDER, EventKind::Disconnected);
             e.message = Some(ended.to_string());
@@ -308,7 +324,21 @@ impl XStream {
         };
         match resp.status().as_u16() {
             200 => {}
-            429 => return Some(Ended::RateLimited("HTTP 429 at connect".into())),
+            429 => {
+                // A small JSON problem document tells the usage cap from too many connections.
+                let mut body = Vec::new();
+                while body.len() < 64 * 1024 {
+                    match resp.chunk().await {
+                        Ok(Some(c)) => body.extend_from_slice(&c),
+                        _ => break,
+                    }
+                }
+                return Some(if crate::x::is_usage_cap(&body) {
+                    Ended::UsageCap("HTTP 429 at connect: the app's monthly usage cap is used up".into())
+                } else {
+                    Ended::RateLimited("HTTP 429 at connect".into())
+                });
+            }
             code => return Some(Ended::Http(code, format!("HTTP {code} at connect"))),
         }
         schedule.reset();
@@ -494,6 +524,9 @@ mod tests {
         assert_eq!(http(&mut sch), 320, "capped at 320 s");
         let rate = |sch: &mut Schedule| sch.next(&Ended::RateLimited(String::new()), &s).as_secs();
         assert_eq!([rate(&mut sch), rate(&mut sch)], [60, 120]);
+        // The monthly usage cap is not a rate limit: an hour between tries, not a doubling 60 s.
+        let cap = Ended::UsageCap(String::new());
+        assert_eq!([sch.next(&cap, &s), sch.next(&cap, &s)], [USAGE_CAP_WAIT, USAGE_CAP_WAIT]);
     }
 
     #[test]

@@ -36,13 +36,11 @@ impl Fixture {
         ])
         .await;
         let social = SocialHandle::new(SocialConfig {
-            client_id: "cid".into(),
-            client_secret: "csecret".into(),
             token_ttl,
             window_requests,
             window,
-            x_bearer: "x-bearer".into(),
             x_page_size: 2,
+            ..SocialConfig::new("cid", "csecret", "x-bearer")
         });
         // https:// with a certificate of the test CA, as the real APIs serve (the producer trusts
         // the CA through TLS_EXTRA_CA_FILE).
@@ -87,6 +85,13 @@ impl Fixture {
 
     fn committed(&self) -> Vec<SocialPost> {
         testkit::consume_committed(&self.raw, Duration::from_secs(60))
+            .iter()
+            .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+            .collect()
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        testkit::consume_committed(&self.env_value("FINSTREAM__KAFKA__TOPICS__EVENTS__NAME"), Duration::from_secs(60))
             .iter()
             .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
             .collect()
@@ -403,4 +408,174 @@ async fn x_stream_without_keep_alives_is_reconnected_after_the_read_timeout() {
     assert!(t.elapsed() >= Duration::from_millis(800), "not before the read timeout");
     assert!(p.log().contains("keep-alives missing"), "{}", p.log());
     assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+}
+
+fn twit_of(symbol: &str, id: u64) -> SimTwit {
+    SimTwit { symbol: symbol.into(), ..twit(id, &format!("${symbol} note {id}"), None) }
+}
+
+async fn ready(p: &ProducerProcess) -> serde_json::Value {
+    reqwest::get(format!("http://{}/ready", p.health)).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_unknown_sources_wait_alone_while_the_healthy_ones_deliver() {
+    let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
+    fx.env.retain(|(k, _)| k != "FINSTREAM__SOCIAL__REDDIT__SUBREDDITS" && k != "FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS");
+    fx.env.push(("FINSTREAM__SOCIAL__REDDIT__SUBREDDITS".into(), "wallstreetbets,private_club,never_created".into()));
+    fx.env.push(("FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS".into(), "F,BLOCKED".into()));
+    fx.social.subreddit_status("private_club", 403);
+    fx.social.subreddit_status("never_created", 404);
+    fx.social.block_symbol("BLOCKED");
+    fx.social.twit(twit_of("BLOCKED", 5));
+    fx.social.post(reddit("18wa", "first", "", "someone", 0));
+    fx.social.twit(twit(161_970_151, "first $F", None));
+    let mut p = fx.spawn();
+    fx.wait_for("reddit:t3_18wa").await;
+    fx.wait_for("stocktwits:161970151").await;
+    // The healthy sources keep delivering after the others were refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fx.sim.log.to_path("/r/wallstreetbets/new").len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "wallstreetbets not polled on");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fx.social.post(reddit("18wb", "second", "", "someone", 60));
+    fx.social.twit(twit(161_970_200, "second $F", None));
+    fx.wait_for("reddit:t3_18wb").await;
+    fx.wait_for("stocktwits:161970200").await;
+
+    let r = ready(&p).await;
+    let reasons = r["reasons"].to_string();
+    for (source, why) in [
+        ("reddit:private_club", "refused by reddit (HTTP 403)"),
+        ("reddit:never_created", "not found at reddit (HTTP 404)"),
+        ("stocktwits:BLOCKED", "refused by stocktwits (HTTP 403)"),
+    ] {
+        assert!(reasons.contains(&format!("{source}: {why}")), "/ready names {source}: {reasons}");
+    }
+    assert!(reasons.contains("next try in 900s") && reasons.contains("next try in 300s"), "{reasons}");
+    for (outcome, n) in [("denied", 2.0), ("not_found", 1.0)] {
+        let got = p.metric("producer_api_calls_total", &[("outcome", outcome)]).await;
+        assert!(got >= n, "{outcome}: {got}");
+    }
+    // Each refused source was asked once (its next try is minutes away), the healthy one often.
+    assert_eq!(fx.sim.log.to_path("/r/private_club/new").len(), 1);
+    assert_eq!(fx.sim.log.to_path("/r/never_created/new").len(), 1);
+    assert_eq!(fx.sim.log.to_path("/api/2/streams/symbol/BLOCKED.json").len(), 1);
+    let warnings = p.log().lines().filter(|l| l.contains("never_created") && l.contains("WARN")).count();
+    assert_eq!(warnings, 1, "one warning per try:\n{}", p.log());
+    // Still up: it stops cleanly on SIGTERM (a producer that had exited would not answer 0).
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+
+    let events = fx.events();
+    let refused: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] == "source_refused")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for source in ["reddit:private_club", "reddit:never_created", "stocktwits:BLOCKED"] {
+        assert_eq!(refused.iter().filter(|m| m.contains(source)).count(), 1, "one event for {source}: {refused:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_source_is_refused_the_producer_says_so_and_exits_1() {
+    let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
+    fx.env.retain(|(k, _)| k != "FINSTREAM__SOCIAL__REDDIT__SUBREDDITS" && k != "FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS");
+    fx.env.push(("FINSTREAM__SOCIAL__REDDIT__SUBREDDITS".into(), "private_club".into()));
+    fx.env.push(("FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS".into(), "BLOCKED".into()));
+    fx.social.subreddit_status("private_club", 403);
+    fx.social.block_symbol("BLOCKED");
+    fx.social.twit(twit_of("BLOCKED", 5));
+    let mut p = fx.spawn();
+    assert_eq!(p.wait_exit(Duration::from_secs(60)), Some(1), "{}", p.log());
+    let log = p.log();
+    assert!(log.contains("no source can run"), "{log}");
+    assert!(log.contains("reddit:private_club") && log.contains("stocktwits:BLOCKED"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_shared_credential_stops_the_producer_and_names_the_setting() {
+    let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
+    fx.env.retain(|(k, _)| k != "REDDIT_CLIENT_SECRET");
+    fx.env.push(("REDDIT_CLIENT_SECRET".into(), "s3cr3t-not-the-right-one".into()));
+    fx.social.twit(twit(161_970_151, "first $F", None));
+    let mut p = fx.spawn();
+    assert_eq!(p.wait_exit(Duration::from_secs(60)), Some(1), "{}", p.log());
+    assert!(p.log().contains("REDDIT_CLIENT_SECRET"), "{}", p.log());
+    assert!(p.log().contains("every subreddit"), "says the credential is shared: {}", p.log());
+    assert!(!p.log().contains("s3cr3t-not-the-right-one"), "the secret never appears: {}", p.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_page_between_polls_is_caught_up_across_a_restart_and_a_cut_is_reported() {
+    let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
+    // Small pages make "more than a page" a handful of posts.
+    fx.social = SocialHandle::new(SocialConfig {
+        reddit_page_size: 5,
+        stocktwits_page_size: 4,
+        ..SocialConfig::new("cid", "csecret", "x-bearer")
+    });
+    let ca = provider_sim::tls::TestCa::get().unwrap();
+    fx.sim = Sim::start_tls("127.0.0.1:0".parse().unwrap(), fx.social.router(), &ca.identity().unwrap()).await.unwrap();
+    let url = fx.sim.http_url();
+    for (k, v) in &mut fx.env {
+        if k.ends_with("BASE_URL") || k.ends_with("AUTH_URL") {
+            v.clone_from(&url);
+        }
+    }
+    fx.env.push(("FINSTREAM__SOCIAL__REDDIT__CATCH_UP_PAGES".into(), "10".into()));
+    fx.env.push(("FINSTREAM__SOCIAL__STOCKTWITS__CATCH_UP_PAGES".into(), "10".into()));
+    fx.social.post(reddit("000", "seed", "", "someone", 0));
+    fx.social.twit(twit(1_000, "seed $F", None));
+    let mut p = fx.spawn();
+    fx.wait_for("reddit:t3_000").await;
+    fx.wait_for("stocktwits:1000").await;
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+
+    // Downtime: 13 posts (3 pages of 5) and 10 messages (3 pages of 4) arrive.
+    for i in 1..=13 {
+        fx.social.post(reddit(&format!("{i:03}"), "down", "", "someone", i * 10));
+    }
+    for i in 1..=10u64 {
+        fx.social.twit(twit(1_000 + i, "down $F", None));
+    }
+    let mut p = fx.spawn();
+    fx.wait_for("reddit:t3_001").await;
+    let got = fx.wait_for("stocktwits:1001").await;
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    let ids: HashSet<&str> = got.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(got.len(), ids.len(), "no duplicate");
+    assert_eq!(got.len(), 1 + 13 + 1 + 10, "every post and message once: {ids:?}");
+    let listings = fx.sim.log.to_path("/r/wallstreetbets/new");
+    assert!(listings.iter().any(|r| r.query.as_deref().unwrap_or("").contains("after=t3_")), "paged with after");
+    let streams = fx.sim.log.to_path("/api/2/streams/symbol/F.json");
+    assert!(streams.iter().any(|r| r.query.as_deref().unwrap_or("").contains("max=")), "paged with max");
+
+    // A longer downtime than two pages can cover: cut, reported as a gap and counted.
+    for i in 14..=30 {
+        fx.social.post(reddit(&format!("{i:03}"), "long down", "", "someone", i * 10));
+    }
+    fx.env.retain(|(k, _)| k != "FINSTREAM__SOCIAL__REDDIT__CATCH_UP_PAGES");
+    fx.env.push(("FINSTREAM__SOCIAL__REDDIT__CATCH_UP_PAGES".into(), "2".into()));
+    let mut p = fx.spawn();
+    fx.wait_for("reddit:t3_030").await;
+    testkit::wait_for(Duration::from_secs(30), "a catch-up cut", || async {
+        (p.metric("producer_catchup_cut_total", &[("provider", "reddit")]).await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    let got = fx.committed();
+    let reddit_ids: Vec<&str> = got.iter().filter(|p| p.id.starts_with("reddit:")).map(|p| p.id.as_str()).collect();
+    assert_eq!(reddit_ids.len(), 14 + 10, "the newest two pages of the 17 new posts: {reddit_ids:?}");
+    let events = fx.events();
+    let gap = events
+        .iter()
+        .find(|e| e["kind"] == "gap" && e["message"].as_str().unwrap_or("").contains("catch_up_pages"))
+        .unwrap_or_else(|| panic!("a gap event: {events:?}"));
+    let at = |k: &str| chrono::DateTime::parse_from_rfc3339(gap[k].as_str().unwrap()).unwrap();
+    // Posts 014-020 (14:02:20-14:03:20) were not read: from post 013, the last seen before, to
+    // post 021, the oldest read.
+    assert_eq!(at("from"), Utc.with_ymd_and_hms(2024, 1, 2, 14, 2, 10).unwrap(), "{gap}");
+    assert_eq!(at("to"), Utc.with_ymd_and_hms(2024, 1, 2, 14, 3, 30).unwrap(), "{gap}");
 }

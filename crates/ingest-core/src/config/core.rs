@@ -571,11 +571,23 @@ pub struct RuntimeConfig {
     /// same id fences the first (exactly-once), so two instances that should both run need
     /// different ids.
     pub instance_id: String,
+    /// Seconds a polled source that its provider refused (401/403 for that source only: a
+    /// private subreddit, a site's firewall) waits before it tries again. The other sources
+    /// keep running meanwhile.
+    pub refused_source_retry_secs: u64,
+    /// Seconds a polled source whose configured name the provider does not know (404: an
+    /// unknown subreddit, symbol or CIK) waits before it tries again.
+    pub missing_source_retry_secs: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { shutdown_timeout_secs: 10, instance_id: "0".into() }
+        Self {
+            shutdown_timeout_secs: 10,
+            instance_id: "0".into(),
+            refused_source_retry_secs: 300,
+            missing_source_retry_secs: 900,
+        }
     }
 }
 
@@ -583,6 +595,12 @@ impl RuntimeConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.shutdown_timeout_secs == 0 {
             return Err(ConfigError::key("runtime.shutdown_timeout_secs", "must be positive"));
+        }
+        if self.refused_source_retry_secs == 0 {
+            return Err(ConfigError::key("runtime.refused_source_retry_secs", "must be positive"));
+        }
+        if self.missing_source_retry_secs == 0 {
+            return Err(ConfigError::key("runtime.missing_source_retry_secs", "must be positive"));
         }
         let id = &self.instance_id;
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
@@ -594,5 +612,15 @@ impl RuntimeConfig {
     /// The Kafka `transactional.id` of polled-source group `group` of `producer`.
     pub fn transactional_id(&self, producer: &str, group: &str) -> String {
         format!("{producer}.{group}.{}", self.instance_id)
+    }
+
+    /// The settings of polled-source group `group` of `producer`: its transactional id and
+    /// these retry waits, the other settings at their defaults.
+    pub fn group_settings(&self, producer: &str, group: &str) -> crate::poll::GroupSettings {
+        crate::poll::GroupSettings {
+            refused_retry: std::time::Duration::from_secs(self.refused_source_retry_secs),
+            missing_retry: std::time::Duration::from_secs(self.missing_source_retry_secs),
+            ..crate::poll::GroupSettings::new(self.transactional_id(producer, group))
+        }
     }
 }

@@ -34,6 +34,13 @@ pub enum EventKind {
     RateLimited,
     /// A circuit breaker changed state (`state`).
     BreakerState,
+    /// A provider refused one source (401/403 for that resource, or 404 for a configured name):
+    /// that source waits and tries again (`message` says why and when); the others run on.
+    SourceRefused,
+    /// A source refused earlier works again.
+    SourceRecovered,
+    /// A period quota is used up (a daily or monthly cap): paused until it resets (`to`).
+    QuotaExhausted,
 }
 
 /// A lifecycle event, keyed by producer.

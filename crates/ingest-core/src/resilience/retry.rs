@@ -16,11 +16,25 @@ pub enum ErrorClass {
         /// The provider's Retry-After, if given.
         after: Option<Duration>,
     },
-    /// This request will never succeed as is (400, 404, malformed response): count it, dead-
-    /// letter what we have, move on.
+    /// This request will never succeed as is (400, malformed response): count it, dead-letter
+    /// what we have, move on.
     Permanent,
-    /// Retrying cannot help and continuing is pointless (bad credentials, plan without access):
-    /// stop with a clear message.
+    /// This one source is refused (401/403 for one resource: a private subreddit, a site's WAF, a
+    /// source's own key). Only that source waits (the group's `refused_retry`, minutes) with an
+    /// event and a `/ready` reason naming it; the others keep running.
+    Denied,
+    /// A configured name does not exist (404 for a subreddit, a symbol, a CIK): that source
+    /// retries at most once per `missing_retry` (15 min by default), one warning per try.
+    NotFound,
+    /// The provider's period quota is used up (X's monthly cap, Alpha Vantage's daily cap):
+    /// paused until `until` (or the configured fallback), with an event.
+    QuotaExhausted {
+        /// When the quota resets, if the provider said.
+        until: Option<Duration>,
+    },
+    /// Retrying cannot help and continuing is pointless: a credential every source of the
+    /// provider shares (an API key, an OAuth client) is refused. Stops the producer with a
+    /// message naming the setting.
     Fatal,
     /// A guard of ours refused the target (the SSRF guard): the provider never saw the request.
     /// Counted apart; the source tries again next interval (its config may be fixed by then).
@@ -39,6 +53,9 @@ impl ErrorClass {
             ErrorClass::Retryable { .. } => "retryable_error",
             ErrorClass::RateLimited { .. } => "rate_limited",
             ErrorClass::Permanent => "permanent_error",
+            ErrorClass::Denied => "denied",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::QuotaExhausted { .. } => "quota_exhausted",
             ErrorClass::Fatal => "fatal_error",
             ErrorClass::Refused => "refused",
         }
@@ -51,7 +68,10 @@ pub fn classify_http(status: u16, retry_after: Option<&str>, now: SystemTime) ->
     let after = retry_after.and_then(|v| parse_retry_after(v, now));
     match status {
         200..=399 => None,
-        401 | 403 => Some(ErrorClass::Fatal),
+        // Per source by default: a poller whose credential every source shares (one API key)
+        // overrides `classify` to make its 401 fatal.
+        401 | 403 => Some(ErrorClass::Denied),
+        404 | 410 => Some(ErrorClass::NotFound),
         429 => Some(ErrorClass::RateLimited { after }),
         408 | 425 | 500..=599 => Some(ErrorClass::Retryable { after }),
         _ => Some(ErrorClass::Permanent),
@@ -102,9 +122,10 @@ mod tests {
             (200, None),
             (304, None),
             (400, Some(ErrorClass::Permanent)),
-            (404, Some(ErrorClass::Permanent)),
-            (401, Some(ErrorClass::Fatal)),
-            (403, Some(ErrorClass::Fatal)),
+            (404, Some(ErrorClass::NotFound)),
+            (410, Some(ErrorClass::NotFound)),
+            (401, Some(ErrorClass::Denied)),
+            (403, Some(ErrorClass::Denied)),
             (429, Some(ErrorClass::RateLimited { after: None })),
             (500, Some(ErrorClass::Retryable { after: None })),
             (503, Some(ErrorClass::Retryable { after: None })),

@@ -37,6 +37,11 @@ struct SourceCell {
     /// Milliseconds since `Inner::started` when the market last opened, +1 (0 = never closed):
     /// freshness counts from then, not from the last trade of the previous session.
     reopened_ms: AtomicU64,
+    /// How many independent members the source runs (a poll group's pollers; 1 otherwise), and
+    /// which of them a provider refused (member → why): while some member can still run, the
+    /// source is degraded, not stopped.
+    members: AtomicU64,
+    blocked: Mutex<BTreeMap<String, String>>,
 }
 
 /// A source's handle on its own health.
@@ -67,6 +72,25 @@ impl SourceHealth {
             self.cell.reopened_ms.store(self.now_ms(), Ordering::Release);
         }
         *closed = why;
+    }
+
+    /// The source runs `n` independent members (a poll group's pollers).
+    pub fn set_members(&self, n: usize) {
+        self.cell.members.store(u64::try_from(n).unwrap_or(u64::MAX).max(1), Ordering::Release);
+    }
+
+    /// Member `member` was refused by its provider (`Some(why)`: it waits and tries again
+    /// later) or works again (`None`). `/ready` names every blocked member.
+    pub fn set_blocked(&self, member: &str, why: Option<String>) {
+        let mut blocked = self.cell.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        match why {
+            Some(w) => {
+                blocked.insert(member.to_string(), w);
+            }
+            None => {
+                blocked.remove(member);
+            }
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -121,6 +145,9 @@ pub struct SourceReport {
     /// `market closed (…) until …` while the source's market is closed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub market: Option<String>,
+    /// Members refused by their provider, each with why and when it is tried again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
     /// Detail.
     pub detail: String,
 }
@@ -166,6 +193,8 @@ impl Health {
             detail: Mutex::new("starting".into()),
             market_closed: Mutex::new(None),
             reopened_ms: AtomicU64::new(0),
+            members: AtomicU64::new(1),
+            blocked: Mutex::new(BTreeMap::new()),
         });
         self.inner.sources.lock().unwrap_or_else(PoisonError::into_inner).insert(name.into(), cell.clone());
         SourceHealth { cell, started: self.inner.started }
@@ -187,6 +216,22 @@ impl Health {
     /// The fatal error, if one was recorded.
     pub fn fatal(&self) -> Option<String> {
         self.inner.fatal.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// `Some(why)` when every member of every registered source is blocked (refused by its
+    /// provider): the process has nothing left to run. `None` while anything can run, or when
+    /// no source is registered.
+    pub fn nothing_can_run(&self) -> Option<String> {
+        let sources = self.inner.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut why = Vec::new();
+        for cell in sources.values() {
+            let blocked = cell.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+            if (blocked.len() as u64) < cell.members.load(Ordering::Acquire) {
+                return None;
+            }
+            why.extend(blocked.iter().map(|(m, w)| format!("{m}: {w}")));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
 
     /// Shutdown began: not ready any more.
@@ -248,6 +293,16 @@ impl Health {
                         None => cell.stale_after == Duration::MAX,
                     };
                 let detail = cell.detail.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let blocked: Vec<String> = cell
+                    .blocked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .map(|(m, w)| format!("{m}: {w}"))
+                    .collect();
+                for b in &blocked {
+                    reasons.push(format!("source {name}: {b}"));
+                }
                 if !connected {
                     reasons.push(format!("source {name}: not connected ({detail})"));
                 } else if !fresh {
@@ -260,6 +315,7 @@ impl Health {
                     last_data_age_secs: age.map(|a| a.as_secs_f64()),
                     market,
                     detail,
+                    blocked,
                 }
             })
             .collect();

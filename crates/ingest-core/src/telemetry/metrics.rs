@@ -41,8 +41,12 @@ pub const UP: &str = "producer_up";
 pub const TRANSACTIONS: &str = "producer_transactions_total";
 /// Polled records not sent again because the dedup window had seen their key.
 pub const DUPLICATES_SKIPPED: &str = "producer_duplicates_skipped_total";
-/// Polls not made because a provider's daily quota was used up.
+/// Polls not made because a provider's quota for its period was used up (our daily quota, or
+/// the provider's daily or monthly cap).
 pub const QUOTA_EXHAUSTED: &str = "producer_quota_exhausted_total";
+/// `producer_catchup_cut_total`: catch-up paging that stopped at its page limit before reaching
+/// the last item seen (each also a `gap` event with the window).
+pub const CATCHUP_CUT: &str = "producer_catchup_cut_total";
 
 /// `producer_spool_bytes`: bytes of the outage spool's segments on disk.
 pub const SPOOL_BYTES: &str = "producer_spool_bytes";
@@ -115,6 +119,8 @@ pub struct Metrics {
     pub duplicates_skipped: IntCounterVec,
     /// [`QUOTA_EXHAUSTED`] {provider}
     pub quota_exhausted: IntCounterVec,
+    /// [`CATCHUP_CUT`] {provider}
+    pub catchup_cut: IntCounterVec,
     /// [`SPOOL_BYTES`]
     pub spool_bytes: IntGauge,
     /// [`SPOOL_RECORDS`]
@@ -175,8 +181,16 @@ impl Metrics {
             "Records not sent again because their key was already delivered (dedup window).",
             &["provider"],
         );
-        let quota_exhausted =
-            counter(QUOTA_EXHAUSTED, "Polls deferred because the provider's daily quota was used up.", &["provider"]);
+        let quota_exhausted = counter(
+            QUOTA_EXHAUSTED,
+            "Polls deferred because a daily or monthly quota (ours or the provider's) was used up.",
+            &["provider"],
+        );
+        let catchup_cut = counter(
+            CATCHUP_CUT,
+            "Catch-up paging stopped at its page limit before reaching the last item seen (a gap event each).",
+            &["provider"],
+        );
         let ws_gap_seconds =
             CounterVec::new(Opts::new(WS_GAP_SECONDS, "Total seconds of streaming-source gaps."), &["provider"])
                 .expect("valid metric");
@@ -249,6 +263,7 @@ impl Metrics {
             transactions,
             duplicates_skipped,
             quota_exhausted,
+            catchup_cut,
             spool_bytes,
             spool_records,
             spool_oldest_age,

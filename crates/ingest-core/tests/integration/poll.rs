@@ -91,7 +91,7 @@ impl Poller for Feed {
             })
             .collect();
         let next = ids.iter().copied().max().unwrap_or(*after).max(*after);
-        Ok(Normalized { records, rejects: vec![], cursor: next, more: next > *after })
+        Ok(Normalized { records, rejects: vec![], cursor: next, more: next > *after, cut: None })
     }
 }
 
@@ -297,7 +297,7 @@ impl Poller for Slow {
         client.get(format!("{}/", self.base))
     }
     fn normalize(&self, _: &HttpResponse, after: &u64) -> Result<Normalized<AltDataRecord, u64>, String> {
-        Ok(Normalized { records: vec![], rejects: vec![], cursor: *after, more: false })
+        Ok(Normalized::at(*after))
     }
 }
 

@@ -82,7 +82,7 @@ impl Poller for Items {
     }
     fn normalize(&self, resp: &HttpResponse, cursor: &u32) -> Result<Normalized<AltDataRecord, u32>, String> {
         let v: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| e.to_string())?;
-        let mut n = Normalized { records: vec![], rejects: vec![], cursor: *cursor, more: false };
+        let mut n = Normalized::at(*cursor);
         for item in v["items"].as_array().ok_or("no items array")? {
             let raw = serde_json::to_vec(item).unwrap();
             match item["id"].as_str() {

@@ -74,7 +74,7 @@ fn http_200_errors_are_classified() {
     let midnight = Duration::from_secs(4 * 3600);
     assert_eq!(
         p.classify(&response(fixture("daily_cap.json")), &Cursor::default()),
-        Some(ErrorClass::RateLimited { after: Some(midnight) })
+        Some(ErrorClass::QuotaExhausted { until: Some(midnight) })
     );
     // The burst notice mentions "25 requests per day" in passing: it is a per-second limit, not
     // a reason to pause until midnight.
