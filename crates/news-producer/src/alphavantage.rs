@@ -140,18 +140,19 @@ fn published(raw: &str) -> Result<DateTime<Utc>, String> {
 /// One feed item → `news.article/v1`.
 pub fn article(raw: &serde_json::Value, symbols: &[String], received_at: DateTime<Utc>) -> Result<NewsArticle, String> {
     let it: Item = serde_json::from_value(raw.clone()).map_err(|e| format!("malformed feed item: {e}"))?;
-    let url = canon::canonical_url(&it.url).map_err(|e| format!("`url`: {e}"))?;
+    let canonical_url = canon::canonical_url(&it.url).map_err(|e| format!("`url`: {e}"))?;
     let summary = it.summary.filter(|s| !s.trim().is_empty());
     let tagged: Vec<String> =
         it.ticker_sentiment.iter().map(|t| t.ticker.trim().to_string()).filter(|t| !t.is_empty()).collect();
     let tick = text::tickers(&format!("{}. {}", it.title, summary.as_deref().unwrap_or("")), &tagged, symbols);
     let sentiment = it.overall_sentiment_score.filter(|s| s.is_finite()).map(|s| s.clamp(-1.0, 1.0));
     Ok(NewsArticle {
-        id: canon::article_id(&url),
+        id: canon::article_id(&canonical_url),
         title: it.title.trim().to_string(),
         content: summary.clone().unwrap_or_default(),
         source: it.source.unwrap_or_default(),
-        url,
+        url: it.url.trim().to_string(),
+        canonical_url,
         published_at: published(&it.time_published)?,
         sentiment,
         sentiment_source: sentiment.map(|_| SentimentSource::Provider),

@@ -117,7 +117,7 @@ struct Article {
 /// One NewsAPI article → `news.article/v1`.
 pub fn article(raw: &serde_json::Value, symbols: &[String], received_at: DateTime<Utc>) -> Result<NewsArticle, String> {
     let a: Article = serde_json::from_value(raw.clone()).map_err(|e| format!("malformed article: {e}"))?;
-    let url = canon::canonical_url(&a.url).map_err(|e| format!("`url`: {e}"))?;
+    let canonical_url = canon::canonical_url(&a.url).map_err(|e| format!("`url`: {e}"))?;
     let published_at = DateTime::parse_from_rfc3339(&a.published_at)
         .map_err(|e| format!("`publishedAt` is not an RFC 3339 time ({e})"))?
         .with_timezone(&Utc);
@@ -130,11 +130,12 @@ pub fn article(raw: &serde_json::Value, symbols: &[String], received_at: DateTim
         .map(|au| au.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
         .unwrap_or_default();
     Ok(NewsArticle {
-        id: canon::article_id(&url),
+        id: canon::article_id(&canonical_url),
         title,
         content,
         source: a.source.and_then(|s| s.name).unwrap_or_default(),
-        url,
+        url: a.url.trim().to_string(),
+        canonical_url,
         published_at,
         sentiment: Some(sentiment::score(&all_text)),
         sentiment_source: Some(SentimentSource::Lexicon),

@@ -137,7 +137,8 @@ async fn both_providers_field_by_field_and_one_record_per_story() {
     let na = got.iter().find(|a| a.id == id_of(&newsapi_only)).expect("the NewsAPI story");
     assert_eq!(na.provider, "newsapi");
     assert_eq!(na.title, newsapi_only.title);
-    assert_eq!(na.url, "https://wire.example.com/markets/story-2");
+    assert_eq!(na.url, newsapi_only.url, "the link as the provider sent it");
+    assert_eq!(na.canonical_url, "https://wire.example.com/markets/story-2");
     assert_eq!(na.published_at, newsapi_only.published_at);
     assert_eq!(na.source, "Wire");
     assert_eq!(na.authors, ["Ann Smith", "Bo Li"]);
@@ -150,7 +151,8 @@ async fn both_providers_field_by_field_and_one_record_per_story() {
 
     let av = got.iter().find(|a| a.id == id_of(&av_only)).expect("the Alpha Vantage story");
     assert_eq!(av.provider, "alphavantage");
-    assert_eq!(av.url, "https://wire.example.com/markets/story-3", "tracking parameter removed");
+    assert_eq!(av.url, format!("{}?utm_source=alphavantage", av_only.url), "the link as the provider sent it");
+    assert_eq!(av.canonical_url, "https://wire.example.com/markets/story-3", "tracking parameter removed");
     assert_eq!((av.sentiment, av.sentiment_source), (Some(0.42), Some(SentimentSource::Provider)));
     assert_eq!(av.tickers, ["AAPL"]);
     assert_eq!(av.content, "Description 3 about markets.");

@@ -2,7 +2,8 @@
 //!
 //! ```json
 //! {"id":"5b1f7c0e-…","title":"Apple beats estimates","content":"…","source":"Reuters",
-//!  "url":"https://www.reuters.com/…","published_at":"2024-01-02T13:05:00Z","sentiment":0.41,
+//!  "url":"https://www.reuters.com/…/?utm_source=feed","canonical_url":"https://reuters.com/…",
+//!  "published_at":"2024-01-02T13:05:00Z","sentiment":0.41,
 //!  "sentiment_source":"provider","tickers":["AAPL"],"authors":["Jane Doe"],
 //!  "summary":"…","provider":"alphavantage","received_at":"2024-01-02T13:06:01.120Z"}
 //! ```
@@ -27,7 +28,7 @@ pub enum SentimentSource {
 /// A normalized news article (design.md §2, "News article").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewsArticle {
-    /// UUID v5 of the canonical URL: the same story from two polls or providers has one id.
+    /// UUID v5 of `canonical_url`: the same story from two polls or providers has one id.
     pub id: String,
     /// Headline.
     pub title: String,
@@ -35,8 +36,13 @@ pub struct NewsArticle {
     pub content: String,
     /// Publisher name.
     pub source: String,
-    /// Canonical article URL.
+    /// The article's link exactly as the provider gave it (what users open: some sites break
+    /// without their `www.` or trailing slash).
     pub url: String,
+    /// The normalized form of `url` (https, host without `www.`, no tracking parameters, no
+    /// fragment, no trailing slash), from which `id` is derived; equal for the same story
+    /// reported by two providers.
+    pub canonical_url: String,
     /// Publication time.
     #[serde(with = "ts")]
     pub published_at: DateTime<Utc>,
@@ -84,6 +90,7 @@ impl Record for NewsArticle {
         check::token("id", &self.id, 128)?;
         check::non_empty("title", &self.title)?;
         check::http_url("url", &self.url)?;
+        check::http_url("canonical_url", &self.canonical_url)?;
         check::event_time("published_at", self.published_at, self.received_at)?;
         check::unit_interval("sentiment", self.sentiment)?;
         if self.sentiment.is_some() != self.sentiment_source.is_some() {
@@ -107,7 +114,8 @@ mod tests {
             title: "Apple beats estimates".into(),
             content: "Apple reported…".into(),
             source: "Reuters".into(),
-            url: "https://www.reuters.com/technology/apple".into(),
+            url: "https://www.reuters.com/technology/apple/".into(),
+            canonical_url: "https://reuters.com/technology/apple".into(),
             published_at: t0() - chrono::Duration::minutes(3),
             sentiment: Some(0.41),
             sentiment_source: Some(SentimentSource::Provider),
@@ -129,6 +137,7 @@ mod tests {
             ("title", |a| a.title = " ".into()),
             ("url", |a| a.url = "ftp://x".into()),
             ("url", |a| a.url = "https://".into()),
+            ("canonical_url", |a| a.canonical_url = "ftp://x".into()),
             ("sentiment", |a| a.sentiment = Some(1.5)),
             ("sentiment", |a| a.sentiment = Some(f64::NAN)),
             ("sentiment_source", |a| a.sentiment_source = None),

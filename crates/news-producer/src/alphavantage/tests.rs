@@ -43,7 +43,11 @@ fn feed_items_field_by_field() {
         a.title,
         "Competitor Analysis: Evaluating Apple And Competitors In Technology Hardware - Apple  ( NASDAQ:AAPL )"
     );
-    assert_eq!(a.url, "https://benzinga.com/news/24/01/36454259/competitor-analysis-evaluating-apple-and-competitors");
+    assert_eq!(a.url, "https://www.benzinga.com/news/24/01/36454259/competitor-analysis-evaluating-apple-and-competitors");
+    assert_eq!(
+        a.canonical_url,
+        "https://benzinga.com/news/24/01/36454259/competitor-analysis-evaluating-apple-and-competitors"
+    );
     assert_eq!(a.published_at, Utc.with_ymd_and_hms(2024, 1, 2, 16, 0, 13).unwrap());
     assert_eq!((a.sentiment, a.sentiment_source), (Some(0.24126), Some(SentimentSource::Provider)));
     assert_eq!(a.tickers, ["AAPL", "CRYPTO:BTC"]);
@@ -64,7 +68,8 @@ fn the_same_story_from_newsapi_has_the_same_id() {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let na = crate::newsapi::article(&v["articles"][1], &[], Utc::now()).unwrap();
     assert_eq!(av.records[1].0.id, na.id, "one story, one id");
-    assert_eq!(av.records[1].0.url, na.url);
+    assert_eq!(av.records[1].0.canonical_url, na.canonical_url);
+    assert_ne!(av.records[1].0.url, na.url, "each keeps the link its provider sent");
 }
 
 #[test]

@@ -45,7 +45,8 @@ fn articles_field_by_field() {
         a.url,
         "https://cointelegraph.com/news/yield-farming-fuels-buzz-around-defi-but-fundamentals-are-lagging"
     );
-    assert_eq!(a.id, canon::article_id(&a.url));
+    assert_eq!(a.canonical_url, a.url, "already canonical");
+    assert_eq!(a.id, canon::article_id(&a.canonical_url));
     assert_eq!(a.published_at, Utc.with_ymd_and_hms(2020, 8, 9, 7, 0, 0).unwrap());
     assert_eq!(a.authors, ["Cointelegraph By Andrey Shevchenko"]);
     assert_eq!(
@@ -60,7 +61,15 @@ fn articles_field_by_field() {
     assert!(String::from_utf8_lossy(raw).contains("yield-farming"), "the raw article is kept for the DLQ");
 
     let (b, _) = &n.records[1];
-    assert_eq!(b.url, "https://reuters.com/technology/apple-beats-estimates", "tracking parameters and www. removed");
+    assert_eq!(
+        b.url, "http://www.reuters.com/technology/apple-beats-estimates/?utm_source=newsapi&utm_medium=rss",
+        "the link as NewsAPI sent it"
+    );
+    assert_eq!(
+        b.canonical_url, "https://reuters.com/technology/apple-beats-estimates",
+        "https, tracking parameters, www. and the trailing slash removed"
+    );
+    assert_eq!(b.id, canon::article_id(&b.canonical_url), "the id is the canonical URL's, as before");
     assert_eq!(b.published_at, Utc.with_ymd_and_hms(2020, 8, 9, 6, 30, 0).unwrap(), "offset converted to UTC");
     assert_eq!(b.authors, ["Jane Doe", "John Roe"]);
     assert_eq!((b.content.as_str(), b.content_truncated, b.summary.as_deref()), ("", false, None));
