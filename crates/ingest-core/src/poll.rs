@@ -635,7 +635,13 @@ impl PollGroup {
         })?;
         ctx.health.set_connected(false, "registering the transactional producer");
         let timeout = self.settings.commit_timeout;
-        match until_done(&ctx.shutdown, || sink.init_transactions(timeout)).await {
+        // A broker that never answers holds the registration for its whole timeout: a stop
+        // does not wait for it (nothing is open yet; the next start registers again).
+        let registered = tokio::select! {
+            r = until_done(&ctx.shutdown, || sink.init_transactions(timeout)) => r,
+            () = ctx.shutdown.cancelled() => return Ok(()),
+        };
+        match registered {
             Ok(()) => {}
             Err(_) if ctx.shutdown.is_cancelled() => return Ok(()),
             Err(e) => return Err(fatal(format!("cannot initialize Kafka transactions: {e}"))),

@@ -8,6 +8,7 @@
 //! awaited, a `stopped` event is queued, Kafka is flushed, servers stop; all within
 //! `runtime.shutdown_timeout_secs`. A second signal exits at once with 1.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -95,24 +96,27 @@ where
     let cfg = match loaded {
         Ok(cfg) => cfg,
         Err(e) => {
-            eprintln!("{}: {}: {e}", spec.name, cli.config.display());
+            logging::stderr_line(&format!("{}: {}: {e}", spec.name, cli.config.display()));
             return ExitCode::from(2);
         }
     };
     let sources = match build(&cfg, &cli.extra) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}: {}: {e}", spec.name, cli.config.display());
+            logging::stderr_line(&format!("{}: {}: {e}", spec.name, cli.config.display()));
             return ExitCode::from(2);
         }
     };
     if cli.check_config {
-        println!(
-            "{}: {}: configuration is valid (section `{}`, {} source(s))",
+        // Sources as the user configured them: a poll group counts each of its pollers.
+        let count: usize = sources.iter().map(|s| s.members()).sum();
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
+            "{}: {}: configuration is valid (section `{}`, {count} source(s))",
             spec.name,
             cli.config.display(),
             S::NAME,
-            sources.len()
         );
         return ExitCode::SUCCESS;
     }
@@ -120,30 +124,60 @@ where
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name(spec.name).build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{}: cannot start the async runtime: {e}", spec.name);
+            logging::stderr_line(&format!("{}: cannot start the async runtime: {e}", spec.name));
             return ExitCode::from(1);
         }
     };
+    let timeout = Duration::from_secs(cfg.core.runtime.shutdown_timeout_secs);
     let result = rt.block_on(async move {
         // Registered before anything starts: a signal during startup is buffered and then
         // shuts down gracefully instead of killing the process with the default action.
         let signals =
             Signals::install().map_err(|e| RunError::Fatal(format!("cannot install signal handlers: {e}")))?;
         let running = start(spec, &cfg, sources).await?;
-        tokio::spawn(signals.handle(running.shutdown_token()));
+        tokio::spawn(signals.handle(running.shutdown_token(), timeout));
         running.wait().await
     });
-    match result {
+    // Tasks still blocked in a client call (a transaction init against an unreachable broker)
+    // are left behind rather than waited for: the stop is bounded by the shutdown timeout.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    let code = match result {
         Ok(()) => {
             tracing::info!(producer = spec.name, "stopped cleanly");
             ExitCode::SUCCESS
         }
         Err(e) => {
             tracing::error!(producer = spec.name, error = %e, "stopped with an error");
-            eprintln!("{}: {e}", spec.name);
+            logging::flush(Duration::from_millis(500));
+            logging::stderr_line(&format!("{}: {e}", spec.name));
             e.exit_code()
         }
-    }
+    };
+    logging::flush(Duration::from_millis(500));
+    code
+}
+
+/// Once shutdown began, the process ends within `timeout` whatever is stuck: a plain thread
+/// (not a task of the runtime it watches) exits with 1 when the graceful stop overran. Armed
+/// once; later calls do nothing.
+fn arm_stop_deadline(timeout: Duration) {
+    static ARMED: std::sync::Once = std::sync::Once::new();
+    ARMED.call_once(|| {
+        let _ = std::thread::Builder::new().name("stop-deadline".into()).spawn(move || {
+            std::thread::sleep(timeout);
+            logging::stderr_line(&format!(
+                "the graceful stop did not finish within runtime.shutdown_timeout_secs ({}s); exiting",
+                timeout.as_secs()
+            ));
+            std::process::exit(1);
+        });
+    });
+}
+
+/// How much of the shutdown timeout the sources and the flush may use: the rest is for closing
+/// the spool and the servers before the stop deadline.
+fn graceful_budget(timeout: Duration) -> Duration {
+    timeout.saturating_sub((timeout / 5).min(Duration::from_secs(2)))
 }
 
 /// SIGTERM and SIGINT streams.
@@ -158,13 +192,16 @@ impl Signals {
         Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
 
-    /// First SIGTERM/SIGINT: graceful shutdown. Second: exit 1 at once.
-    async fn handle(mut self, shutdown: CancellationToken) {
+    /// First SIGTERM/SIGINT: graceful shutdown, bounded by `timeout`. Second: exit 1 at once.
+    /// The stop is started before anything is logged: logging can never keep it from happening.
+    async fn handle(mut self, shutdown: CancellationToken, timeout: Duration) {
         let name = tokio::select! { _ = self.term.recv() => "SIGTERM", _ = self.int.recv() => "SIGINT" };
-        tracing::info!(signal = name, "shutting down");
         shutdown.cancel();
+        arm_stop_deadline(timeout);
+        tracing::info!(signal = name, "shutting down");
         tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
         tracing::error!("second signal: exiting without waiting for the flush");
+        logging::flush(Duration::from_millis(200));
         std::process::exit(1);
     }
 }
@@ -252,11 +289,16 @@ pub async fn start<S: Section>(
     );
 
     let probe_stop = CancellationToken::new();
-    tokio::spawn(kafka_probe(
-        sink.clone(),
-        Duration::from_secs(core.kafka.healthcheck_interval_secs),
-        probe_stop.clone(),
-    ));
+    tokio::spawn(kafka_probe(Probe {
+        sink: sink.clone(),
+        every: Duration::from_secs(core.kafka.healthcheck_interval_secs),
+        startup_timeout: (core.kafka.startup_timeout_secs > 0)
+            .then(|| Duration::from_secs(core.kafka.startup_timeout_secs)),
+        brokers: core.kafka.brokers.clone(),
+        health: health.clone(),
+        fatal: fatal.clone(),
+        stop: probe_stop.clone(),
+    }));
 
     let sources_stop = CancellationToken::new();
     let mut running = JoinSet::new();
@@ -306,13 +348,40 @@ pub async fn start<S: Section>(
     Ok(Running { addrs, sink, health, metrics, shutdown, supervisor })
 }
 
+/// What the Kafka probe watches with.
+struct Probe {
+    sink: Sink,
+    every: Duration,
+    /// Some broker must answer within this long after start (`None`: wait forever).
+    startup_timeout: Option<Duration>,
+    brokers: String,
+    health: Health,
+    fatal: CancellationToken,
+    stop: CancellationToken,
+}
+
 /// Watches Kafka: fatal client state on every client error (at once), reachability and topics
-/// every `every`.
-async fn kafka_probe(sink: Sink, every: Duration, stop: CancellationToken) {
+/// every `every`, and the start-up timeout (no broker ever answered: fatal, exit 1).
+async fn kafka_probe(p: Probe) {
+    let Probe { sink, every, startup_timeout, brokers, health, fatal, stop } = p;
+    let started = Instant::now();
     let mut was_ok = None;
     let mut next_check = Instant::now();
+    let startup_deadline = startup_timeout.map(|t| started + t);
     loop {
         if sink.check_fatal().is_some() {
+            return;
+        }
+        if let Some(limit) = startup_timeout
+            && !sink.broker_answered()
+            && started.elapsed() >= limit
+        {
+            let why = health.readiness().kafka.detail;
+            health.set_fatal(format!(
+                "no Kafka broker answered within {}s of start at `{brokers}` ({why}); check KAFKA_BROKERS (kafka.brokers), the network and the security settings, or set kafka.startup_timeout_secs to 0 to wait forever",
+                limit.as_secs()
+            ));
+            fatal.cancel();
             return;
         }
         if Instant::now() >= next_check {
@@ -326,8 +395,12 @@ async fn kafka_probe(sink: Sink, every: Duration, stop: CancellationToken) {
             }
             next_check = Instant::now() + every;
         }
+        let wake = match startup_deadline {
+            Some(d) if !sink.broker_answered() => next_check.min(d),
+            _ => next_check,
+        };
         tokio::select! {
-            () = tokio::time::sleep_until(next_check) => {}
+            () = tokio::time::sleep_until(wake) => {}
             () = sink.client_error() => {}
             () = stop.cancelled() => return,
         }
@@ -386,7 +459,8 @@ async fn supervise(mut s: Supervised) -> Result<(), RunError> {
             },
         }
     }
-    let deadline = Instant::now() + s.timeout;
+    arm_stop_deadline(s.timeout);
+    let deadline = Instant::now() + graceful_budget(s.timeout);
     s.health.set_stopping();
     s.sources_stop.cancel();
     s.probe_stop.cancel();
@@ -400,7 +474,14 @@ async fn supervise(mut s: Supervised) -> Result<(), RunError> {
         &IngestEvent::new(s.spec.name, PROCESS_PROVIDER, EventKind::Stopped).with_message(reason),
         b"",
     );
-    let in_flight = s.sink.flush(deadline.saturating_duration_since(Instant::now())).await;
+    // Failed without a broker ever answering (the start-up timeout): waiting for one now is
+    // pointless; what the client holds goes to the spool (or is counted) at once.
+    let flush_for = if failure.is_some() && !s.sink.broker_answered() {
+        Duration::ZERO
+    } else {
+        deadline.saturating_duration_since(Instant::now())
+    };
+    let in_flight = s.sink.flush(flush_for).await;
     // Spooled records not acknowledged stay in the spool for the next start, and records held
     // only in the Kafka client are taken back into it: not lost.
     let left = match s.sink.close_spool().await {
@@ -411,8 +492,8 @@ async fn supervise(mut s: Supervised) -> Result<(), RunError> {
         None => in_flight,
     };
     s.servers_stop.cancel();
-    let _ =
-        tokio::time::timeout(Duration::from_secs(1), async { while s.servers.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_millis(250), async { while s.servers.join_next().await.is_some() {} })
+        .await;
     match (failure, left) {
         (Some(f), _) => Err(RunError::Fatal(f)),
         (None, 0) => Ok(()),

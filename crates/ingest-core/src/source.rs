@@ -173,9 +173,7 @@ pub trait Poller: Send + Sync + 'static {
     /// The message a fatal response (a refused key every source of the provider shares) stops
     /// the producer with. Providers override it to name their key's setting.
     fn fatal_message(&self, what: &str, _resp: Option<&HttpResponse>) -> String {
-        format!(
-            "the provider refused the credentials every source of it shares ({what}); check the API key"
-        )
+        format!("the provider refused the credentials every source of it shares ({what}); check the API key")
     }
     /// Pure conversion of a successful response. `Err` means the whole body is unusable (it is
     /// dead-lettered with the reason).

@@ -208,9 +208,7 @@ impl Poller for NewsApi {
             |newest: Option<DateTime<Utc>>| Cursor { since: newest.or(cursor.since), page: 1, newest: None };
         if body.status != "ok" {
             return match body.code.as_deref() {
-                Some("maximumResultsReached") => {
-                    Ok(Normalized::at(end_of_pass(cursor.newest)))
-                }
+                Some("maximumResultsReached") => Ok(Normalized::at(end_of_pass(cursor.newest))),
                 other => Err(format!("NewsAPI error status `{}` ({})", body.status, other.unwrap_or("no code"))),
             };
         }

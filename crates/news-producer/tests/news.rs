@@ -371,3 +371,79 @@ async fn a_provider_fault_storm_is_ridden_out_without_loss_or_growth() {
     assert!(peak < 128 * 1024 && last < first + 32 * 1024, "RSS {first} → {last} KiB (peak {peak})");
     assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_whose_log_reader_went_away_still_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut fx = Fixture::new().await;
+    // Unreachable providers: a warning every poll, written after the reader is gone.
+    fx.set("FINSTREAM__NEWS__NEWSAPI__BASE_URL", "http://127.0.0.1:9");
+    fx.set("FINSTREAM__NEWS__ALPHAVANTAGE__BASE_URL", "http://127.0.0.1:9");
+    let mut child = Command::new(BIN)
+        .current_dir(testkit::workspace_root())
+        .env_remove("FINSTREAM_CONFIG")
+        .env("FINSTREAM__TELEMETRY__METRICS_ADDR", "127.0.0.1:0")
+        .env("FINSTREAM__TELEMETRY__HEALTH_ADDR", "127.0.0.1:0")
+        .env("KAFKA_BROKERS", testkit::kafka_brokers())
+        .env("KAFKA_SPOOL_DIR", testkit::unique_dir("spool"))
+        .env("FINSTREAM__RUNTIME__INSTANCE_ID", &fx.instance)
+        .env("LOG_LEVEL", "debug")
+        .envs(fx.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("starting"));
+    assert!(started, "the producer logged its start");
+    // The reader goes away (a closed terminal, a log shipper that died): every later write
+    // fails with EPIPE.
+    drop(lines);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still running after its log reader went away");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(11);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("SIGTERM did not stop the producer within its 10 s shutdown timeout");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "a clean stop: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kafka_unreachable_sigterm_stops_the_producer_within_its_shutdown_timeout() {
+    let mut fx = Fixture::new().await;
+    fx.set("KAFKA_BROKERS", "127.0.0.1:1");
+    fx.set("FINSTREAM__KAFKA__STARTUP_TIMEOUT_SECS", "0");
+    let mut p = fx.spawn();
+    // Stuck registering the transactional producer with a broker that never answers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = std::time::Instant::now();
+    // terminate() panics past its bound: 10 s (runtime.shutdown_timeout_secs) and a second of
+    // process teardown.
+    let _ = p.terminate(Duration::from_secs(11));
+    eprintln!("stopped {:.1}s after SIGTERM", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_kafka_address_exits_1_after_the_start_up_timeout_with_few_log_lines() {
+    let mut fx = Fixture::new().await;
+    fx.set("KAFKA_BROKERS", "127.0.0.1:1");
+    fx.set("FINSTREAM__KAFKA__STARTUP_TIMEOUT_SECS", "6");
+    let mut p = fx.spawn();
+    assert_eq!(p.wait_exit(Duration::from_secs(60)), Some(1), "{}", p.log());
+    let log = p.log();
+    assert!(log.contains("no Kafka broker answered within 6s") && log.contains("KAFKA_BROKERS"), "{log}");
+    assert!(!log.contains("brokers are down;"), "no misleading wording: {log}");
+    // Every client retries the address several times a second; each distinct error is logged
+    // once per 30 s (with a repeat count), so a few dozen lines at most, whatever the timeout.
+    let lines = log.lines().count();
+    assert!(lines <= 40, "{lines} lines in 6 s:\n{log}");
+}

@@ -373,8 +373,12 @@ async fn listing(
         _ => {}
     }
     let raw_json = q.get("raw_json").map(String::as_str) == Some("1");
-    let limit =
-        q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(25).clamp(1, 100).min(inner.cfg.reddit_page_size);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(25)
+        .clamp(1, 100)
+        .min(inner.cfg.reddit_page_size);
     let mut posts: Vec<&SimRedditPost> = inner.posts.iter().filter(|p| p.subreddit == sub).collect();
     posts.sort_by_key(|p| std::cmp::Reverse((p.created, p.id.clone())));
     if let Some(after) = q.get("after").and_then(|a| a.strip_prefix("t3_")) {

@@ -350,12 +350,8 @@ impl Poller for Subreddit {
                 });
             }
             Step::Next { target, newest } => {
-                out.cursor.catch_up = Some(CatchUp {
-                    after: after.unwrap_or_default().to_string(),
-                    target,
-                    newest,
-                    pages: paging.pages,
-                });
+                out.cursor.catch_up =
+                    Some(CatchUp { after: after.unwrap_or_default().to_string(), target, newest, pages: paging.pages });
                 out.more = true;
             }
         }
@@ -459,12 +455,15 @@ mod tests {
     #[test]
     fn requests_carry_the_token_and_raw_json() {
         let p = poller();
-        *p.tokens.token.lock().unwrap() = Some(("tok".into(), Instant::now() + Duration::from_secs(60), Instant::now()));
+        *p.tokens.token.lock().unwrap() =
+            Some(("tok".into(), Instant::now() + Duration::from_secs(60), Instant::now()));
         let req = p.request(&reqwest::Client::new(), &Cursor::default()).build().unwrap();
         assert_eq!(req.url().as_str(), "https://oauth.example/r/wallstreetbets/new?limit=100&raw_json=1");
         assert_eq!(req.headers()["authorization"], "bearer tok");
-        let catching_up =
-            Cursor { catch_up: Some(CatchUp { after: "t3_abc".into(), target: 1.0, newest: 9.0, pages: 1 }), ..Cursor::default() };
+        let catching_up = Cursor {
+            catch_up: Some(CatchUp { after: "t3_abc".into(), target: 1.0, newest: 9.0, pages: 1 }),
+            ..Cursor::default()
+        };
         let req = p.request(&reqwest::Client::new(), &catching_up).build().unwrap();
         assert_eq!(req.url().query(), Some("limit=100&raw_json=1&after=t3_abc"));
     }
@@ -472,7 +471,8 @@ mod tests {
     #[test]
     fn a_401_with_a_fresh_token_is_the_subreddit_refusing_not_an_expired_token() {
         let p = poller();
-        *p.tokens.token.lock().unwrap() = Some(("tok".into(), Instant::now() + Duration::from_secs(60), Instant::now()));
+        *p.tokens.token.lock().unwrap() =
+            Some(("tok".into(), Instant::now() + Duration::from_secs(60), Instant::now()));
         assert_eq!(p.classify(&resp(401, b"{}", &[]), &Cursor::default()), Some(ErrorClass::Denied));
         // A private subreddit (403) and an unknown one (404) are that source's problem only.
         assert_eq!(p.classify(&resp(403, br#"{"error": 403}"#, &[]), &Cursor::default()), Some(ErrorClass::Denied));

@@ -302,12 +302,18 @@ mod tests {
             .map(|id| serde_json::json!({"id": id, "body": "b", "created_at": "2024-01-02T14:00:00Z", "user": {"username": "u"}}))
             .collect();
         let body = serde_json::json!({"response": {"status": 200}, "cursor": {"more": more}, "messages": messages});
-        HttpResponse { status: 200, headers: HeaderMap::new(), body: Bytes::from(body.to_string()), received_at: Utc::now() }
+        HttpResponse {
+            status: 200,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+            received_at: Utc::now(),
+        }
     }
 
     #[test]
     fn older_pages_follow_with_max_back_to_since() {
-        let p = SymbolStream::new("https://st.example", "F", Arc::new(vec![]), Duration::from_secs(60)).with_catch_up(3);
+        let p =
+            SymbolStream::new("https://st.example", "F", Arc::new(vec![]), Duration::from_secs(60)).with_catch_up(3);
         let seen = Cursor { since: Some(100), catch_up: None };
         let first = p.normalize(&page(&[190, 180], true), &seen).unwrap();
         assert!(first.more);

@@ -421,7 +421,8 @@ async fn ready(p: &ProducerProcess) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_unknown_sources_wait_alone_while_the_healthy_ones_deliver() {
     let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
-    fx.env.retain(|(k, _)| k != "FINSTREAM__SOCIAL__REDDIT__SUBREDDITS" && k != "FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS");
+    fx.env
+        .retain(|(k, _)| k != "FINSTREAM__SOCIAL__REDDIT__SUBREDDITS" && k != "FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS");
     fx.env.push(("FINSTREAM__SOCIAL__REDDIT__SUBREDDITS".into(), "wallstreetbets,private_club,never_created".into()));
     fx.env.push(("FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS".into(), "F,BLOCKED".into()));
     fx.social.subreddit_status("private_club", 403);
@@ -481,7 +482,8 @@ async fn refused_and_unknown_sources_wait_alone_while_the_healthy_ones_deliver()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_source_is_refused_the_producer_says_so_and_exits_1() {
     let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
-    fx.env.retain(|(k, _)| k != "FINSTREAM__SOCIAL__REDDIT__SUBREDDITS" && k != "FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS");
+    fx.env
+        .retain(|(k, _)| k != "FINSTREAM__SOCIAL__REDDIT__SUBREDDITS" && k != "FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS");
     fx.env.push(("FINSTREAM__SOCIAL__REDDIT__SUBREDDITS".into(), "private_club".into()));
     fx.env.push(("FINSTREAM__SOCIAL__STOCKTWITS__SYMBOLS".into(), "BLOCKED".into()));
     fx.social.subreddit_status("private_club", 403);

@@ -75,6 +75,11 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// How often readiness re-checks that the brokers answer and the topics exist.
     pub healthcheck_interval_secs: u64,
+    /// Seconds after start within which some broker must have answered, or the producer exits
+    /// 1 saying so (a wrong `KAFKA_BROKERS` is then a crash with a reason, not a process that
+    /// logs warnings forever). 0 waits forever. Once a broker answered, later outages never
+    /// stop the producer: records are held (or spooled) and retried.
+    pub startup_timeout_secs: u64,
     /// Topic names and partition counts.
     pub topics: Topics,
     /// TLS and SASL towards the brokers, for every client (producer, state restore, admin).
@@ -328,6 +333,7 @@ impl Default for KafkaConfig {
             create_topics: false,
             replication_factor: 1,
             healthcheck_interval_secs: 5,
+            startup_timeout_secs: 60,
             topics: Topics::default(),
             security: KafkaSecurity::default(),
             spool: SpoolConfig::default(),

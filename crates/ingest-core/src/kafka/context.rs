@@ -2,8 +2,8 @@
 //! librdkafka's own logs go to `tracing`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, IntCounter};
@@ -15,6 +15,7 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 use tokio_util::sync::CancellationToken;
 
 use super::spool::{Rescued, SEQ_BITS, Spool};
+use crate::telemetry::throttle::LogThrottle;
 use crate::telemetry::{Health, Metrics};
 
 /// Metric handles of one (topic, provider) pair, resolved once when the route is made.
@@ -105,7 +106,15 @@ pub struct SinkContext {
     /// Armed at shutdown with a spool: records purged from librdkafka's queue are collected
     /// here (to go to the spool's front) instead of being counted as failed.
     pub(crate) rescue: Mutex<Option<Vec<Rescued>>>,
+    /// Set once any broker answered a metadata request (the start-up timeout watches it).
+    pub(crate) answered: AtomicBool,
 }
+
+/// Client errors and librdkafka's own log lines of every Kafka client of the process (the sink,
+/// the transactional producers, the state readers report the same unreachable broker): each
+/// distinct one logged once per 30 s with its repeat count (a wrong broker address otherwise
+/// logs dozens of lines a second). Every error is still counted in the metrics.
+static CLIENT_LOG: LazyLock<LogThrottle> = LazyLock::new(|| LogThrottle::new(Duration::from_secs(30)));
 
 impl std::fmt::Debug for SinkContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,6 +140,7 @@ impl SinkContext {
             last_failure_log_ms: AtomicU64::new(0),
             suppressed_failures: AtomicU64::new(0),
             rescue: Mutex::new(None),
+            answered: AtomicBool::new(false),
         }
     }
 
@@ -230,13 +240,17 @@ impl SinkContext {
 
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if matches!(level, RDKafkaLogLevel::Debug) {
+            tracing::debug!(target: "librdkafka", fac, "{message}");
+            return;
+        }
+        let Some(repeated) = CLIENT_LOG.admit(&format!("{fac} {message}"), Instant::now()) else { return };
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", fac, "{message}");
+                tracing::error!(target: "librdkafka", fac, repeated, "{message}");
             }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", fac, "{message}"),
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, repeated, "{message}"),
+            _ => tracing::info!(target: "librdkafka", fac, repeated, "{message}"),
         }
     }
 
@@ -246,12 +260,20 @@ impl ClientContext for SinkContext {
         self.metrics.kafka_errors.with_label_values(&[&kind]).inc();
         // Fatal state is not decided here: the error event carries the underlying code, so the
         // sink asks librdkafka itself (`Sink::check_fatal`) when woken below.
-        match code {
-            Some(RDKafkaErrorCode::AllBrokersDown) => {
-                tracing::warn!(error = reason, "all Kafka brokers are down; records are held and retried");
-                self.health.set_kafka(false, format!("all brokers down: {reason}"));
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.set_kafka(false, format!("no broker reachable (librdkafka: {reason})"));
+        }
+        if let Some(repeated) = CLIENT_LOG.admit(&format!("{kind} {reason}"), Instant::now()) {
+            match code {
+                // librdkafka's text counts brokers it had connected to ("0/1 brokers are down"
+                // when the address never answered): say what it means.
+                Some(RDKafkaErrorCode::AllBrokersDown) => tracing::warn!(
+                    error = reason,
+                    repeated,
+                    "no Kafka broker is reachable; records are held and retried (check KAFKA_BROKERS and the network)"
+                ),
+                _ => tracing::warn!(error = reason, kind, repeated, "Kafka client error"),
             }
-            _ => tracing::warn!(error = reason, kind, "Kafka client error"),
         }
         self.errors.notify_one();
     }

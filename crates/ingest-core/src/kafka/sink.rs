@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -874,6 +875,11 @@ impl Sink {
         self.inner.unclean
     }
 
+    /// True once any broker answered one of [`Sink::check_kafka`]'s metadata requests.
+    pub fn broker_answered(&self) -> bool {
+        self.ctx().answered.load(Ordering::Acquire)
+    }
+
     /// Asks the brokers for metadata and checks that every routed topic exists. Updates health
     /// and returns the outcome.
     pub async fn check_kafka(&self, timeout: Duration) -> Result<String, String> {
@@ -885,6 +891,7 @@ impl Sink {
                 .client()
                 .fetch_metadata(None, timeout)
                 .map_err(|e| format!("metadata request failed: {e}"))?;
+            sink.ctx().answered.store(true, Ordering::Release);
             let wanted: Vec<String> = {
                 let routes = sink.ctx().routes.read().unwrap_or_else(PoisonError::into_inner);
                 let mut t: Vec<String> = routes.iter().map(|r| r.topic.clone()).collect();

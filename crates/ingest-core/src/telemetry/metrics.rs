@@ -44,6 +44,9 @@ pub const DUPLICATES_SKIPPED: &str = "producer_duplicates_skipped_total";
 /// Polls not made because a provider's quota for its period was used up (our daily quota, or
 /// the provider's daily or monthly cap).
 pub const QUOTA_EXHAUSTED: &str = "producer_quota_exhausted_total";
+/// `producer_log_lines_dropped_total`: log lines stderr could not take (its reader went away or
+/// stalled); logging never blocks or stops the process.
+pub const LOG_LINES_DROPPED: &str = "producer_log_lines_dropped_total";
 /// `producer_catchup_cut_total`: catch-up paging that stopped at its page limit before reaching
 /// the last item seen (each also a `gap` event with the window).
 pub const CATCHUP_CUT: &str = "producer_catchup_cut_total";
@@ -195,6 +198,7 @@ impl Metrics {
             CounterVec::new(Opts::new(WS_GAP_SECONDS, "Total seconds of streaming-source gaps."), &["provider"])
                 .expect("valid metric");
         registry.register(Box::new(ws_gap_seconds.clone())).expect("metric registered once");
+        registry.register(Box::new(crate::telemetry::logging::dropped_lines())).expect("metric registered once");
         let latency = HistogramVec::new(
             HistogramOpts::new(LATENCY, "Seconds from hand-off to the sink until Kafka acknowledged.").buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

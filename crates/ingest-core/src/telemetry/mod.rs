@@ -4,6 +4,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 mod server;
+pub mod throttle;
 
 pub use self::health::{Health, SourceHealth};
 pub use self::metrics::Metrics;

@@ -43,7 +43,10 @@ fn feed_items_field_by_field() {
         a.title,
         "Competitor Analysis: Evaluating Apple And Competitors In Technology Hardware - Apple  ( NASDAQ:AAPL )"
     );
-    assert_eq!(a.url, "https://www.benzinga.com/news/24/01/36454259/competitor-analysis-evaluating-apple-and-competitors");
+    assert_eq!(
+        a.url,
+        "https://www.benzinga.com/news/24/01/36454259/competitor-analysis-evaluating-apple-and-competitors"
+    );
     assert_eq!(
         a.canonical_url,
         "https://benzinga.com/news/24/01/36454259/competitor-analysis-evaluating-apple-and-competitors"
