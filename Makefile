@@ -13,7 +13,7 @@ IMAGE_TAG ?= dev
 
 .PHONY: help deps build test test-ca test-unit test-integration test-chaos test-chaos-release bench run $(addprefix run-,$(PRODUCERS)) \
         kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-chaos-up kafka-chaos-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
-        docker-build check-deploy fmt fmt-check lint coverage clean fuzz fuzz-ci deny
+        docker-build check-deploy sync-configmap fmt fmt-check lint coverage clean fuzz fuzz-ci deny
 
 help: ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ kafka-chaos-down: ## stop it
 
 kafka-cluster-down: ## stop the three-node cluster
 	scripts/kafka.sh cluster-down
+
+sync-configmap: ## copy configs/config.yaml into the Kubernetes ConfigMap (make test checks they are equal)
+	scripts/sync-configmap.sh
 
 kafka-topics: ## list topics and partition counts
 	scripts/kafka.sh topics

@@ -243,7 +243,7 @@ fn copies_in_the_manifests_match_their_sources() {
     assert_eq!(
         cm("finstream-config")["data"]["config.yaml"],
         read("configs/config.yaml"),
-        "ConfigMap = configs/config.yaml"
+        "ConfigMap = configs/config.yaml (run `make sync-configmap`)"
     );
     let topics = cm("finstream-topics");
     assert_eq!(topics["data"]["topics.txt"], read("scripts/kafka/topics.txt"));
