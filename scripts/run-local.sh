@@ -32,13 +32,23 @@ export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:$port}
 sim_port=${PROVIDER_SIM_PORT:-9400}
 demo_sim=127.0.0.1:$sim_port
 . scripts/demo-env.sh
-((demo_market)) && echo "run-local: demo mode for market data: provider-sim on 127.0.0.1:$sim_port"
-((demo_news)) && echo "run-local: demo mode for news: provider-sim on 127.0.0.1:$sim_port"
-((demo_social)) && echo "run-local: demo mode for social (no Reddit credentials): provider-sim on 127.0.0.1:$sim_port"
-((demo_sec)) && echo "run-local: demo mode for SEC filings (no SEC_USER_AGENT): provider-sim on 127.0.0.1:$sim_port"
+runs() { [[ " ${producers[*]} " == *" $1 "* ]]; }
+# Only what concerns the producers being run.
+((demo_market)) && runs market && echo "run-local: demo mode for market data: provider-sim on 127.0.0.1:$sim_port"
+((demo_news)) && runs news && echo "run-local: demo mode for news: provider-sim on 127.0.0.1:$sim_port"
+((demo_social)) && runs social && echo "run-local: demo mode for social (no Reddit credentials): provider-sim on 127.0.0.1:$sim_port"
+((demo_sec)) && runs sec && echo "run-local: demo mode for SEC filings (no SEC_USER_AGENT): provider-sim on 127.0.0.1:$sim_port"
 
-scripts/kafka.sh up
-cargo build --workspace --bins --quiet
+mkdir -p .local/run
+# Kafka's own report (every topic of every producer) goes to a file: this terminal shows what
+# concerns the producers being run.
+scripts/kafka.sh up >.local/run/kafka-up.log || { cat .local/run/kafka-up.log; exit 1; }
+# The first build compiles a few hundred crates (about 6 minutes on 2 cores); cargo shows its
+# progress. Later runs rebuild only what changed.
+packages=(-p provider-sim)
+for p in "${producers[@]}"; do packages+=(-p "$p-producer"); done
+[[ -x target/debug/provider-sim ]] || echo "run-local: first build of the producers: this takes a few minutes; progress below"
+cargo build --bins "${packages[@]}"
 
 mkdir -p .local/run
 pids=()
@@ -50,22 +60,22 @@ stop() {
 trap stop INT TERM EXIT
 
 sim_args=()
-if ((demo_market)) && [[ " ${producers[*]} " == *" market "* ]]; then
+if ((demo_market)) && runs market; then
   symbols=$(awk '/^market:/{m=1} m && /^  symbols:/{gsub(/.*\[|\].*| /,""); print; exit}' configs/config.yaml)
   sim_args+=(--polygon-key demo --firehose-symbols "${symbols:-AAPL,MSFT}" --firehose-fps 20)
 fi
-if ((demo_news)) && [[ " ${producers[*]} " == *" news "* ]]; then
+if ((demo_news)) && runs news; then
   sim_args+=(--newsapi-key demo --alphavantage-key demo --news-every-secs 15)
 fi
-if ((demo_sec)) && [[ " ${producers[*]} " == *" sec "* ]]; then
+if ((demo_sec)) && runs sec; then
   sim_args+=(--sec-every-secs 20)
 fi
-if ((demo_social)) && [[ " ${producers[*]} " == *" social "* ]]; then
+if ((demo_social)) && runs social; then
   sim_args+=(--reddit-client-id demo --reddit-client-secret demo --x-bearer-token demo --social-every-secs 10)
 fi
 # The altdata examples in configs/config.yaml are served by the simulator too.
 start_sim=${#sim_args[@]}
-[[ " ${producers[*]} " == *" altdata "* ]] && start_sim=1
+runs altdata && start_sim=1
 if ((start_sim)); then
   setsid target/debug/provider-sim --listen "127.0.0.1:$sim_port" "${sim_args[@]}" \
     > >(trap "" INT; tee .local/run/provider-sim.log | sed -u "s/^/[sim] /") 2>&1 &
@@ -83,10 +93,20 @@ for p in "${producers[@]}"; do
   pids+=($!)
   echo "run-local: $p-producer  metrics http://127.0.0.1:910$n/metrics  ready http://127.0.0.1:818$n/ready"
 done
-echo "run-local: watch records with: kcat -b $KAFKA_BROKERS -C -t market.ticks.raw -f '%k %s\\n'"
-echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t news.articles.raw -X isolation.level=read_committed -f '%k %s\\n'"
-echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t sec.filings.raw -X isolation.level=read_committed -f '%k %s\\n'"
-echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t social.posts.raw -X isolation.level=read_committed -f '%k %s\\n'"
-echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t altdata.records.raw -X isolation.level=read_committed -f '%k %s\\n'"
-echo "run-local:                and: kcat -b $KAFKA_BROKERS -C -t ingest.events -f '%k %s\\n'"
+# Every topic the producers being run write, each with its dead-letter topic. Polled producers
+# write in Kafka transactions: read them read_committed.
+echo "run-local: watch the records with kcat:"
+kcat_line() { echo "run-local:   kcat -b $KAFKA_BROKERS -C -t $1 $2-f '%k %s\\n'"; }
+for p in "${producers[@]}"; do
+  case $p in
+    market) topic=market.ticks.raw committed='' ;;
+    news) topic=news.articles.raw committed='-X isolation.level=read_committed ' ;;
+    social) topic=social.posts.raw committed='-X isolation.level=read_committed ' ;;
+    sec) topic=sec.filings.raw committed='-X isolation.level=read_committed ' ;;
+    altdata) topic=altdata.records.raw committed='-X isolation.level=read_committed ' ;;
+  esac
+  kcat_line "$topic" "$committed"
+  kcat_line "${topic%.raw}.dlq" "$committed"
+done
+kcat_line ingest.events ''
 wait

@@ -1,5 +1,7 @@
 //! The CLI and exit-code contract of `altdata-producer` (design.md §4), against the real local Kafka.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
+
 use std::path::Path;
 
 #[test]
@@ -13,4 +15,19 @@ fn cli_contract() {
         &[("FINSTREAM__RUNTIME__INSTANCE_ID", &instance)],
         None,
     );
+}
+
+#[test]
+fn check_config_counts_every_configured_source() {
+    // configs/config.yaml lists three example sources; they run in one poll group, which used
+    // to be reported as "1 source(s)".
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_altdata-producer"))
+        .arg("--check-config")
+        .current_dir(ingest_core::testkit::workspace_root())
+        .env_remove("FINSTREAM_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("3 source(s)"), "{stdout}");
 }

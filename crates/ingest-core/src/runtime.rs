@@ -95,6 +95,11 @@ where
     let loaded = config::load_dotenv().and_then(|()| config::load::<S>(&cli.config));
     let cfg = match loaded {
         Ok(cfg) => cfg,
+        // A value from the environment is not the file's fault: name only the variable.
+        Err(e) if e.env_var.is_some() => {
+            logging::stderr_line(&format!("{}: {e}", spec.name));
+            return ExitCode::from(2);
+        }
         Err(e) => {
             logging::stderr_line(&format!("{}: {}: {e}", spec.name, cli.config.display()));
             return ExitCode::from(2);

@@ -447,3 +447,19 @@ async fn a_wrong_kafka_address_exits_1_after_the_start_up_timeout_with_few_log_l
     let lines = log.lines().count();
     assert!(lines <= 40, "{lines} lines in 6 s:\n{log}");
 }
+
+#[test]
+fn every_demo_story_carries_its_ticker() {
+    // `make run` without keys shows these: a news record without tickers is not a demo of a
+    // ticker-aware pipeline.
+    let env: std::collections::HashMap<String, String> =
+        [("NEWS_API_KEY", "k"), ("ALPHAVANTAGE_API_KEY", "k")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+    let shipped = testkit::workspace_root().join("configs/config.yaml");
+    let cfg = ingest_core::config::load_with_env::<news_producer::config::NewsConfig>(&shipped, &env).unwrap();
+    let symbols = cfg.section.symbols;
+    for n in 0..5 {
+        let demo = provider_sim::news::demo_article(n, Utc::now());
+        let a = news_producer::newsapi::article(&provider_sim::news::newsapi_json(&demo), &symbols, Utc::now()).unwrap();
+        assert_eq!(a.tickers, demo.tickers, "{}", a.title);
+    }
+}

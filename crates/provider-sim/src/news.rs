@@ -210,7 +210,8 @@ fn truncate(content: &str) -> String {
     format!("{head}… [+{} chars]", total - 200)
 }
 
-fn newsapi_json(a: &SimArticle) -> Value {
+/// An article as NewsAPI serves it (`content` cut at 200 characters with NewsAPI's marker).
+pub fn newsapi_json(a: &SimArticle) -> Value {
     json!({
         "source": {"id": null, "name": a.source},
         "author": a.author,
@@ -426,31 +427,33 @@ async fn alphavantage(State(h): State<NewsHandle>, Query(q): Query<HashMap<Strin
     .into_response()
 }
 
-/// Demo stories (for `make run`), published up to now; `n` is a counter for fresh ones.
+/// Demo stories (for `make run`), published up to now; `n` is a counter for fresh ones. Each
+/// names its company's ticker as wire copy does (`(NASDAQ: AAPL)`), so the records carry
+/// tickers from NewsAPI's text too, not only from Alpha Vantage's tags.
 pub fn demo_article(n: u64, now: DateTime<Utc>) -> SimArticle {
     const STORIES: &[(&str, &str, &[&str], f64)] = &[
         (
             "Apple beats estimates as iPhone sales surge",
-            "Apple reported quarterly revenue above expectations.",
+            "Apple Inc. (NASDAQ: AAPL) reported quarterly revenue above expectations.",
             &["AAPL"],
             0.52,
         ),
-        ("Microsoft raises guidance on strong cloud growth", "Azure growth accelerated again.", &["MSFT"], 0.44),
+        ("Microsoft raises guidance on strong cloud growth", "Microsoft Corp. (NASDAQ: MSFT) said Azure growth accelerated again.", &["MSFT"], 0.44),
         (
             "Nvidia shares slump after export restrictions warning",
-            "The chipmaker warned of lower China sales.",
+            "The chipmaker (NASDAQ: NVDA) warned of lower China sales.",
             &["NVDA"],
             -0.38,
         ),
         (
             "Tesla recalls vehicles over software issue",
-            "The recall covers a driver-assistance feature.",
+            "The recall by Tesla (NASDAQ: TSLA) covers a driver-assistance feature.",
             &["TSLA"],
             -0.21,
         ),
         (
             "Amazon expands same-day delivery network",
-            "The retailer is adding facilities in 12 cities.",
+            "The retailer (NASDAQ: AMZN) is adding facilities in 12 cities.",
             &["AMZN"],
             0.18,
         ),

@@ -70,25 +70,43 @@ pub fn env_var_for(key: &str) -> String {
     )
 }
 
-/// A configuration problem, naming the key it is about.
+/// A configuration problem, naming the key it is about and, when an environment variable set
+/// it, that variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", match key { Some(k) => format!("config key `{k}`: {message}"), None => message.clone() })]
+#[error("{}", match (env_var, key) {
+    (Some(v), Some(k)) => format!("environment variable `{v}` (config key `{k}`): {message}"),
+    (None, Some(k)) => format!("config key `{k}`: {message}"),
+    _ => message.clone(),
+})]
 pub struct ConfigError {
     /// Dotted path of the offending key, when there is one.
     pub key: Option<String>,
     /// What is wrong and, where it helps, how to fix it.
     pub message: String,
+    /// The environment variable the offending value came from (`None`: the file).
+    pub env_var: Option<String>,
 }
 
 impl ConfigError {
     /// An error about one key.
     pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: Some(key.into()), message: message.into() }
+        Self { key: Some(key.into()), message: message.into(), env_var: None }
     }
 
     /// An error not tied to a key (unreadable file, bad `.env`).
     pub fn general(message: impl Into<String>) -> Self {
-        Self { key: None, message: message.into() }
+        Self { key: None, message: message.into(), env_var: None }
+    }
+
+    /// Names the environment variable the key's value came from, when `env` has it: a typo
+    /// in a variable is then reported as the variable's, not the file's.
+    fn blame_env(mut self, env: &HashMap<String, String>) -> Self {
+        if let Some(key) = &self.key {
+            let var = env_var_for(key);
+            let generic = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
+            self.env_var = [var, generic].into_iter().find(|v| env.get(v).is_some_and(|x| !x.is_empty()));
+        }
+        self
     }
 
     /// "missing secret" for `key`, saying which variable sets it and why it is needed.
@@ -233,16 +251,17 @@ pub fn load_with_env<S: Section>(path: &Path, env: &HashMap<String, String>) -> 
     builder = builder.add_source(environment);
     let merged = builder.build().map_err(|e| from_config_error(path, e))?;
 
-    let mut file: FileConfig =
-        serde_path_to_error::deserialize(merged).map_err(|e| path_error(None, e.path().to_string(), e.into_inner()))?;
+    let blame = |e: ConfigError| e.blame_env(env);
+    let mut file: FileConfig = serde_path_to_error::deserialize(merged)
+        .map_err(|e| blame(path_error(None, e.path().to_string(), e.into_inner())))?;
     let section = match file.take_section(S::NAME) {
         Some(value) => serde_path_to_error::deserialize(value)
-            .map_err(|e| path_error(Some(S::NAME), e.path().to_string(), e.into_inner()))?,
+            .map_err(|e| blame(path_error(Some(S::NAME), e.path().to_string(), e.into_inner())))?,
         None => S::default(),
     };
     let core = CoreConfig { kafka: file.kafka, telemetry: file.telemetry, runtime: file.runtime, tls: file.tls };
-    core.validate()?;
-    section.validate()?;
+    core.validate().map_err(blame)?;
+    section.validate().map_err(blame)?;
     Ok(Config { core, section })
 }
 

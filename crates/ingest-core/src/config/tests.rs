@@ -288,3 +288,26 @@ fn kafka_security_from_the_seed_style_variables_checked_and_redacted() {
     let plain = load_with_env::<Demo>(f.path(), &env(&[("KAFKA_SASL_PASSWORD", "SENTINEL-pw-9c2d")])).unwrap();
     assert!(!plain.core.kafka.connection_properties().iter().any(|(k, _)| k.starts_with("sasl.")));
 }
+
+#[test]
+fn a_typo_in_an_environment_variable_is_reported_as_the_variable_not_the_file() {
+    let f = file("");
+    let err = load_with_env::<Demo>(
+        f.path(),
+        &env(&[("FINSTREAM__NEWS__PROVIDER__API_KEY", "k"), ("FINSTREAM__KAFKA__LINGER_MZ", "5")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("kafka.linger_mz"), "{err}");
+    assert_eq!(err.env_var.as_deref(), Some("FINSTREAM__KAFKA__LINGER_MZ"), "{err}");
+    assert!(err.to_string().starts_with("environment variable `FINSTREAM__KAFKA__LINGER_MZ`"), "{err}");
+    // A bad value from the environment names the variable too; one from the file does not.
+    let err = load_with_env::<Demo>(
+        f.path(),
+        &env(&[("FINSTREAM__NEWS__PROVIDER__API_KEY", "k"), ("FINSTREAM__KAFKA__LINGER_MS", "soon")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.env_var.as_deref(), Some("FINSTREAM__KAFKA__LINGER_MS"), "{err}");
+    let f = file("kafka:\n  linger_mz: 5\n");
+    let err = load_with_env::<Demo>(f.path(), &env(&[("FINSTREAM__NEWS__PROVIDER__API_KEY", "k")])).unwrap_err();
+    assert_eq!(err.env_var, None, "the file's own typo: {err}");
+}
