@@ -70,7 +70,27 @@ pub struct AuthConfig {
     #[serde(default)]
     pub prefix: String,
     /// Environment variable holding the secret.
-    pub env: String,
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File holding the secret (a mounted Kubernetes or Docker secret; a trailing newline is
+    /// not part of it).
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+impl AuthConfig {
+    /// The secret, from the variable or the file the config names (`None` if unset or
+    /// unreadable; validation says which).
+    pub fn secret(&self) -> Option<ingest_core::config::Secret> {
+        let raw = match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var).ok(),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).ok().map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            }
+            _ => None,
+        };
+        raw.filter(|s| !s.is_empty()).map(ingest_core::config::Secret::new)
+    }
 }
 
 /// One entry of `altdata.sources`.
@@ -86,12 +106,18 @@ pub struct AltSourceConfig {
     /// Seconds between polls.
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
-    /// Extra request headers.
+    /// Extra request headers. Sent only to the origin of `url`, like `auth`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// A secret header or query parameter.
+    /// A secret header or query parameter, sent only to the origin (scheme, host, port) of
+    /// `url`.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// Other origins (`https://cdn.example.com`, `https://host:8443`) that a next-page URL or a
+    /// redirect may lead to: followed without `auth` and `headers`. Anything else is refused and
+    /// counted (`outcome="refused"`, a `request_refused` event); https to http never.
+    #[serde(default)]
+    pub follow_origins: Vec<String>,
     /// Where the items are: a JSON Pointer to an array or object (json; empty: the document),
     /// or a CSS selector matching each item element (html; empty: the document).
     #[serde(default)]
@@ -160,11 +186,18 @@ impl Section for AltDataConfig {
                 if a.header.is_none() == a.query.is_none() {
                     return Err(ConfigError::key(key("auth"), "give exactly one of header and query"));
                 }
-                if std::env::var(&a.env).map(|v| v.is_empty()).unwrap_or(true) {
-                    return Err(ConfigError::key(
-                        key("auth.env"),
-                        format!("environment variable {} is not set", a.env),
-                    ));
+                match (&a.env, &a.file) {
+                    (Some(var), None) if a.secret().is_none() => {
+                        return Err(ConfigError::key(
+                            key("auth.env"),
+                            format!("environment variable {var} is not set"),
+                        ));
+                    }
+                    (None, Some(path)) if a.secret().is_none() => {
+                        return Err(ConfigError::key(key("auth.file"), format!("cannot read a secret from {path}")));
+                    }
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => return Err(ConfigError::key(key("auth"), "give exactly one of env and file")),
                 }
             }
             let mut paths = vec![("items".to_string(), &s.items), ("id".into(), &s.id), ("time".into(), &s.time)];
@@ -188,6 +221,10 @@ impl Section for AltDataConfig {
             }
             if s.kind == SourceKind::Csv && !s.pagination.cursor_path.is_empty() {
                 return Err(ConfigError::key(key("pagination.cursor_path"), "csv pages carry no cursor"));
+            }
+            for (j, o) in s.follow_origins.iter().enumerate() {
+                ingest_core::http::Origin::parse(o)
+                    .map_err(|e| ConfigError::key(key(&format!("follow_origins[{j}]")), e))?;
             }
             if s.pagination.max_pages == 0 {
                 return Err(ConfigError::key(key("pagination.max_pages"), "must be positive"));
@@ -228,5 +265,8 @@ mod tests {
         let err = check(json!({"kind": "csv", "pagination": {"kind": "link", "cursor_path": "/next"}})).unwrap_err();
         assert!(err.contains("csv pages carry no cursor"), "{err}");
         assert!(check(json!({"kind": "csv", "id": "symbol", "fields": {"px": "close"}})).is_ok());
+        assert!(check(json!({"kind": "json", "follow_origins": ["https://cdn.example.com"]})).is_ok());
+        let err = check(json!({"kind": "json", "follow_origins": ["ftp://cdn.example.com"]})).unwrap_err();
+        assert!(err.contains("altdata.sources[0].follow_origins[0]"), "{err}");
     }
 }

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::config::{AltSourceConfig, PaginationKind, SourceKind};
 use crate::html::Plan;
 use crate::ssrf::{GuardedResolver, Refused};
+use ingest_core::http::{Origin, RedirectVerdict, judge_redirect};
 
 /// Provider label of custom sources.
 pub const PROVIDER: &str = "altdata";
@@ -42,13 +43,17 @@ pub struct CustomSource {
     resolver: GuardedResolver,
     /// The compiled selectors of an html source (an error only if the config was not validated).
     html: Result<Option<Plan>, String>,
+    /// The origin of `url`: the only one `auth` and `headers` are sent to.
+    origin: Option<Origin>,
+    /// Other origins next pages and redirects may lead to (without credentials).
+    follow: Vec<Origin>,
 }
 
 impl CustomSource {
     /// The poller of `cfg`; `resolver` carries the SSRF policy. The auth secret is read from
     /// the environment variable the config names.
     pub fn new(cfg: AltSourceConfig, resolver: GuardedResolver) -> Self {
-        let secret = cfg.auth.as_ref().and_then(|a| std::env::var(&a.env).ok()).map(Secret::new);
+        let secret = cfg.auth.as_ref().and_then(crate::config::AuthConfig::secret);
         let html = match cfg.kind {
             SourceKind::Html => {
                 let specs =
@@ -58,13 +63,37 @@ impl CustomSource {
             }
             _ => Ok(None),
         };
-        Self { cfg, secret, resolver, html }
+        let origin = url::Url::parse(&cfg.url).ok().as_ref().and_then(Origin::of);
+        let follow = cfg.follow_origins.iter().filter_map(|o| Origin::parse(o).ok()).collect();
+        Self { cfg, secret, resolver, html, origin, follow }
     }
 
     fn check(&self, url: &str) -> Result<url::Url, Refused> {
-        let u = url::Url::parse(url).map_err(|e| Refused(format!("not a URL ({e})")))?;
+        let u = url::Url::parse(url).map_err(|e| Refused::ssrf(format!("not a URL ({e})")))?;
         guard_url(&self.resolver, &u)?;
         Ok(u)
+    }
+
+    /// A next page or redirect target read from a response to `from`: resolved against it,
+    /// within the source's origin or one it lists, never from https to http, and past the SSRF
+    /// guard.
+    fn next_target(&self, from: &str, next: &str) -> Result<url::Url, Refused> {
+        let base = url::Url::parse(from).map_err(|e| Refused::origin(format!("not a URL ({e})")))?;
+        let target = base.join(next).map_err(|e| Refused::origin(format!("bad next URL ({e})")))?;
+        let own = url::Url::parse(&self.cfg.url).map_err(|e| Refused::origin(format!("not a URL ({e})")))?;
+        match judge_redirect(&[own, base], &target, &self.follow) {
+            RedirectVerdict::Refuse(r) => return Err(r),
+            RedirectVerdict::Follow | RedirectVerdict::HandBack => {}
+        }
+        guard_url(&self.resolver, &target)?;
+        Ok(target)
+    }
+
+    /// True when `url` is of the source's own origin: only then do `auth` and `headers` go
+    /// with the request.
+    fn is_own_origin(&self, url: &str) -> bool {
+        let of = url::Url::parse(url).ok().as_ref().and_then(Origin::of);
+        of.is_some() && of == self.origin
     }
 }
 
@@ -80,7 +109,7 @@ fn guard_url(resolver: &GuardedResolver, u: &url::Url) -> Result<(), Refused> {
     if let (Some(t), Some(ip)) = (resolver.tripwire(), literal)
         && !t(u.host_str().unwrap_or(""), ip)
     {
-        return Err(Refused(format!("test tripwire: {ip}")));
+        return Err(Refused::ssrf(format!("test tripwire: {ip}")));
     }
     Ok(())
 }
@@ -237,13 +266,31 @@ impl Poller for CustomSource {
     fn http_client(&self, cfg: &HttpConfig) -> Option<Result<reqwest::Client, String>> {
         let resolver = self.resolver.clone();
         let max = cfg.max_redirects;
+        let (own, follow) = (self.origin.clone(), self.follow.clone());
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= max {
-                return attempt.error(Refused(format!("more than {max} redirects")));
+            if attempt.previous().len() > max {
+                return attempt.error(Refused::origin(format!("more than {max} redirects")));
             }
-            match guard_url(&resolver, attempt.url()) {
-                Ok(()) => attempt.follow(),
-                Err(refused) => attempt.error(refused),
+            // Judged from the request's first URL: a request to the source's origin carries
+            // its credentials, so leaving that origin hands the redirect back (to be followed
+            // without them) when the source lists the target, and is refused otherwise. A
+            // request to a listed origin carries none and may come back to the source's.
+            let mut allowed = follow.clone();
+            let first_is_own = attempt.previous().first().and_then(Origin::of) == own;
+            if !first_is_own {
+                allowed.extend(own.clone());
+            }
+            let verdict = match judge_redirect(attempt.previous(), attempt.url(), &allowed) {
+                RedirectVerdict::HandBack if !first_is_own => RedirectVerdict::Follow,
+                v => v,
+            };
+            match verdict {
+                RedirectVerdict::Refuse(r) => attempt.error(r),
+                RedirectVerdict::HandBack => attempt.stop(),
+                RedirectVerdict::Follow => match guard_url(&resolver, attempt.url()) {
+                    Ok(()) => attempt.follow(),
+                    Err(refused) => attempt.error(refused),
+                },
             }
         });
         Some(
@@ -266,7 +313,7 @@ impl Poller for CustomSource {
         // Both URLs were checked by the guard before we get here: the configured one in
         // `prepare`, a Link target when it was read in `normalize`. Names are checked again by
         // the client's resolver at connect time, redirects by its redirect policy.
-        let mut req = client.get(url);
+        let mut req = client.get(&url);
         match c.pagination.kind {
             PaginationKind::Page => req = req.query(&[(c.pagination.param.as_str(), cursor.page.max(1).to_string())]),
             PaginationKind::Cursor => {
@@ -275,6 +322,11 @@ impl Poller for CustomSource {
                 }
             }
             PaginationKind::None | PaginationKind::Link => {}
+        }
+        // Credentials (and the configured headers) go to the source's own origin only: a next
+        // page or a redirect handed back from another origin is fetched without them.
+        if !self.is_own_origin(&url) {
+            return req;
         }
         for (k, v) in &c.headers {
             req = req.header(k.as_str(), v.as_str());
@@ -308,6 +360,22 @@ impl Poller for CustomSource {
     fn normalize(&self, resp: &HttpResponse, cursor: &Cursor) -> Result<Normalized<AltDataRecord, Cursor>, String> {
         let c = &self.cfg;
         let url = cursor.next_url.clone().unwrap_or_else(|| c.url.clone());
+        let pages = cursor.pages + 1;
+        if (300..400).contains(&resp.status) {
+            // A redirect to another origin the source lists, handed back by the client: fetch
+            // its target next, without credentials (the request is built for its origin).
+            let location = resp.header("location").ok_or("a redirect without a Location")?;
+            let mut out = Normalized::at(Cursor::default());
+            match self.next_target(&url, location) {
+                Ok(next) if pages < c.pagination.max_pages => {
+                    out.cursor = Cursor { next_url: Some(next.to_string()), pages, ..Cursor::default() };
+                    out.more = true;
+                }
+                Ok(_) => {}
+                Err(r) => out.refused = Some(r.to_string()),
+            }
+            return Ok(out);
+        }
         let (items, next) = self.items(&resp.body)?;
         let mut out = Normalized::at(Cursor::default());
         for item in &items {
@@ -317,7 +385,6 @@ impl Poller for CustomSource {
                 Err(reason) => out.rejects.push(Reject { raw, reason }),
             }
         }
-        let pages = cursor.pages + 1;
         if pages >= c.pagination.max_pages {
             return Ok(out);
         }
@@ -336,11 +403,14 @@ impl Poller for CustomSource {
             }
             PaginationKind::Link => {
                 if let Some(next) = resp.header("link").and_then(link_next).or(next) {
-                    let base = url::Url::parse(&url).map_err(|e| e.to_string())?;
-                    let next = base.join(&next).map_err(|e| format!("bad Link URL: {e}"))?;
-                    self.check(next.as_str()).map_err(|r| r.to_string())?;
-                    out.cursor = Cursor { next_url: Some(next.to_string()), pages, ..Cursor::default() };
-                    out.more = true;
+                    match self.next_target(&url, &next) {
+                        Ok(next) => {
+                            out.cursor = Cursor { next_url: Some(next.to_string()), pages, ..Cursor::default() };
+                            out.more = true;
+                        }
+                        // This page's records are kept; the next one is not fetched.
+                        Err(r) => out.refused = Some(r.to_string()),
+                    }
                 }
             }
         }
@@ -427,18 +497,44 @@ mod tests {
             assert_eq!(err.0, ingest_core::resilience::ErrorClass::Refused, "{why}");
             assert!(err.1.contains("not a public address"), "{why}: {}", err.1);
         }
-        for (url, why) in [
-            (format!("http://internal.example:{port}/x"), "a name resolving to 10.x"),
-            (format!("http://data.example:{port}/to-metadata"), "a redirect to the metadata address"),
-            (format!("http://data.example:{port}/to-internal"), "a redirect to a name resolving to 10.x"),
+        let other_origin = "refused to leave the credentials' origin";
+        for (url, why, refusal) in [
+            (format!("http://internal.example:{port}/x"), "a name resolving to 10.x", "not a public address"),
+            // Redirects to another origin are refused before the SSRF guard is even asked.
+            (format!("http://data.example:{port}/to-metadata"), "a redirect to the metadata address", other_origin),
+            (format!("http://data.example:{port}/to-internal"), "a redirect to a name resolving to 10.x", other_origin),
         ] {
             let s = source(url);
             let client = s.http_client(&http).unwrap().unwrap();
             s.prepare(&client).await.unwrap();
             match fetch(s.request(&client, &Cursor::default()), 1024).await {
-                Err(FetchError::Refused(r)) => assert!(r.0.contains("not a public address"), "{why}: {r}"),
+                Err(FetchError::Refused(r)) => assert!(r.0.contains(refusal), "{why}: {r}"),
                 other => panic!("{why}: {other:?}"),
             }
+        }
+        // A source that lists those origins gets the redirect handed back (to follow it without
+        // credentials): the SSRF guard still refuses the private target.
+        let listing = |path: &str| {
+            let cfg: AltSourceConfig = serde_json::from_value(serde_json::json!({
+                "name": "t", "kind": "json", "url": format!("http://data.example:{port}/{path}"),
+                "follow_origins": ["http://169.254.169.254", "http://internal.example"]}))
+            .unwrap();
+            CustomSource::new(cfg, resolver.clone())
+        };
+        let s = listing("to-metadata");
+        let client = s.http_client(&http).unwrap().unwrap();
+        let handed_back = fetch(s.request(&client, &Cursor::default()), 1024).await.unwrap();
+        assert_eq!(handed_back.status, 302);
+        let n = s.normalize(&handed_back, &Cursor::default()).unwrap();
+        assert!(!n.more && n.refused.as_deref().is_some_and(|r| r.contains("not a public address")), "{:?}", n.refused);
+        let s = listing("to-internal");
+        let client = s.http_client(&http).unwrap().unwrap();
+        let handed_back = fetch(s.request(&client, &Cursor::default()), 1024).await.unwrap();
+        let n = s.normalize(&handed_back, &Cursor::default()).unwrap();
+        let next = n.cursor.next_url.clone().expect("a name is checked when it is resolved");
+        match fetch(s.request(&client, &n.cursor), 1024).await {
+            Err(FetchError::Refused(r)) => assert!(r.0.contains("not a public address"), "{next}: {r}"),
+            other => panic!("{next}: {other:?}"),
         }
         assert!(escaped.lock().unwrap().is_empty(), "{:?}", escaped.lock().unwrap());
     }

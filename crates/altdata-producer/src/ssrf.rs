@@ -92,16 +92,16 @@ impl Policy {
     /// and the address when the host is an IP literal.
     pub fn check_url(&self, url: &url::Url) -> Result<(), Refused> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(Refused(format!("scheme `{}` is not http(s)", url.scheme())));
+            return Err(Refused::ssrf(format!("scheme `{}` is not http(s)", url.scheme())));
         }
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.to_string(),
             Some(url::Host::Ipv4(ip)) => return self.check_ip(&ip.to_string(), IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => return self.check_ip(&ip.to_string(), IpAddr::V6(ip)),
-            None => return Err(Refused("URL has no host".into())),
+            None => return Err(Refused::ssrf("URL has no host")),
         };
         if !self.host_allowed(&host) {
-            return Err(Refused(format!("host `{host}` is not in altdata.allowed_hosts")));
+            return Err(Refused::ssrf(format!("host `{host}` is not in altdata.allowed_hosts")));
         }
         Ok(())
     }
@@ -109,10 +109,10 @@ impl Policy {
     /// Checks one address `host` resolved to (or an IP literal).
     pub fn check_ip(&self, host: &str, ip: IpAddr) -> Result<(), Refused> {
         if !self.host_allowed(host) {
-            return Err(Refused(format!("host `{host}` is not in altdata.allowed_hosts")));
+            return Err(Refused::ssrf(format!("host `{host}` is not in altdata.allowed_hosts")));
         }
         if is_non_public(ip) && !self.private_allowed(host, ip) {
-            return Err(Refused(format!(
+            return Err(Refused::ssrf(format!(
                 "`{host}` resolves to {ip}, which is not a public address (list it in altdata.allow_private to allow it)"
             )));
         }
@@ -168,9 +168,9 @@ impl GuardedResolver {
     /// The addresses of `host` the policy allows, all of them or an error: one refused address
     /// refuses the name (a DNS answer mixing public and private addresses is an attack).
     pub async fn resolve_checked(&self, host: &str) -> Result<Vec<IpAddr>, Refused> {
-        let ips = self.lookup.lookup(host).await.map_err(|e| Refused(format!("cannot resolve `{host}`: {e}")))?;
+        let ips = self.lookup.lookup(host).await.map_err(|e| Refused::ssrf(format!("cannot resolve `{host}`: {e}")))?;
         if ips.is_empty() {
-            return Err(Refused(format!("`{host}` has no address")));
+            return Err(Refused::ssrf(format!("`{host}` has no address")));
         }
         for ip in &ips {
             self.policy.check_ip(host, *ip)?;
@@ -178,7 +178,7 @@ impl GuardedResolver {
         if let Some(t) = &self.tripwire {
             for ip in &ips {
                 if !t(host, *ip) {
-                    return Err(Refused(format!("test tripwire: {host} -> {ip}")));
+                    return Err(Refused::ssrf(format!("test tripwire: {host} -> {ip}")));
                 }
             }
         }

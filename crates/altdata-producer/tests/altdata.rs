@@ -75,7 +75,6 @@ struct Run {
 
 impl Run {
     fn new(port: u16) -> Self {
-        let stem = testkit::unique_topic("alt");
         let site = format!("http://data.example:{port}/altdata");
         let section: AltDataConfig = serde_json::from_value(json!({
             "allow_private": ["data.example"],
@@ -107,8 +106,15 @@ impl Run {
             ]
         }))
         .unwrap();
+        Self::with(section, site)
+    }
+
+    fn with(section: AltDataConfig, site: String) -> Self {
+        let stem = testkit::unique_topic("alt");
         ingest_core::config::Section::validate(&section).unwrap();
         let mut core = CoreConfig::default();
+        // Every test of this binary trusts the test CA (the process installs one TLS config).
+        core.tls.extra_ca_file = provider_sim::tls::TestCa::get().unwrap().ca_file().display().to_string();
         core.kafka.spool.dir = ingest_core::testkit::unique_dir("spool").display().to_string();
         core.kafka.brokers = testkit::kafka_brokers();
         core.kafka.topics.altdata_records.name = format!("{stem}.raw");
@@ -140,6 +146,8 @@ impl Run {
     async fn start(&self) -> runtime::Running {
         let lookup = Arc::new(Table(HashMap::from([
             ("data.example", "127.0.0.1".parse().unwrap()),
+            ("cdn.example", "127.0.0.1".parse().unwrap()),
+            ("evil.example", "127.0.0.1".parse().unwrap()),
             ("internal.example", "10.0.0.5".parse().unwrap()),
         ])));
         let e = self.escaped.clone();
@@ -301,4 +309,150 @@ async fn every_kind_through_provider_sim_exactly_once_and_ssrf_attempts_refused_
     assert_eq!(after.len(), got.len(), "no duplicates after the restart");
     drop(handle);
     sim.stop().await.unwrap();
+}
+
+/// The sentinel secret every source of the hostile suite carries.
+const SENTINEL: &str = "sentinel-7f3a9c-not-for-other-hosts";
+
+/// Every request a simulated host saw that carries the sentinel, anywhere (path, query, headers).
+fn carrying_sentinel(sim: &Sim) -> Vec<String> {
+    sim.log
+        .all()
+        .iter()
+        .filter(|r| {
+            r.path.contains(SENTINEL)
+                || r.query.as_deref().unwrap_or("").contains(SENTINEL)
+                || r.headers.iter().any(|(_, v)| v.contains(SENTINEL))
+        })
+        .map(|r| format!("{} {}?{}", r.path, r.path, r.query.as_deref().unwrap_or("")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_site_never_gets_a_secret_to_another_origin_over_tls() {
+    // Three hosts over TLS (the test CA), on three ports: the source's own site, a CDN it lists
+    // in follow_origins, and an attacker's host. Names resolve to loopback (the injected
+    // resolver), so each is its own origin and its own request log.
+    let ca = provider_sim::tls::TestCa::get().unwrap();
+    let tls = || ca.identity().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let own = Sim::start_tls(any, sites().router(), &tls()).await.unwrap();
+    let cdn = Sim::start_tls(any, sites().router(), &tls()).await.unwrap();
+    let evil = Sim::start_tls(any, sites().router(), &tls()).await.unwrap();
+    let at = |sim: &Sim, host: &str| format!("https://{host}:{}/altdata", sim.addr.port());
+    let (site, cdn_site, evil_site) = (at(&own, "data.example"), at(&cdn, "cdn.example"), at(&evil, "evil.example"));
+    let enc = |u: &str| url::form_urlencoded::byte_serialize(u.as_bytes()).collect::<String>();
+    let internal = format!("https://internal.example:{}/altdata/rates.json", own.addr.port());
+    let plain_own = format!("http://data.example:{}/altdata/rates.json", own.addr.port());
+    // The secret as Kubernetes mounts one: a file.
+    let secret_dir = testkit::unique_dir("secret");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    let secret_file = secret_dir.join("api-key");
+    std::fs::write(&secret_file, format!("{SENTINEL}\n")).unwrap();
+    let header_auth = json!({"header": "X-Api-Key", "file": secret_file});
+    let query_auth = json!({"query": "apikey", "file": secret_file});
+    // name, url, pagination, auth: each a trap; the last two are what must still work.
+    let traps = [
+        (
+            "link-elsewhere",
+            format!("{site}/next?to={}", enc(&format!("{evil_site}/rates.json"))),
+            json!({"kind": "link"}),
+            &header_auth,
+        ),
+        (
+            "body-elsewhere",
+            format!("{site}/next?via=body&to={}", enc(&format!("{evil_site}/rates.json"))),
+            json!({"kind": "link", "cursor_path": "/next"}),
+            &query_auth,
+        ),
+        (
+            "redirect-elsewhere",
+            format!("{site}/redirect?to={}", enc(&format!("{evil_site}/rates.json"))),
+            json!({"kind": "none"}),
+            &header_auth,
+        ),
+        ("redirect-downgrade", format!("{site}/redirect?to={}", enc(&plain_own)), json!({"kind": "none"}), &query_auth),
+        ("link-private", format!("{site}/next?to={}", enc(&internal)), json!({"kind": "link"}), &header_auth),
+        (
+            "link-to-cdn",
+            format!("{site}/next?to={}", enc(&format!("{cdn_site}/rates.json"))),
+            json!({"kind": "link"}),
+            &query_auth,
+        ),
+        (
+            "redirect-round-trip",
+            format!(
+                "{site}/redirect?to={}",
+                enc(&format!("{cdn_site}/redirect?to={}", enc(&format!("{site}/rates.json"))))
+            ),
+            json!({"kind": "none"}),
+            &header_auth,
+        ),
+    ];
+    let sources: Vec<serde_json::Value> = traps
+        .iter()
+        .map(|(name, url, pagination, auth)| {
+            json!({"name": name, "kind": "json", "url": url, "interval_secs": 1, "items": "/data/items", "id": "/id",
+                   "auth": auth, "pagination": pagination,
+                   "follow_origins": [format!("https://cdn.example:{}", cdn.addr.port()),
+                                      format!("https://internal.example:{}", own.addr.port())]})
+        })
+        .collect();
+    let section: AltDataConfig = serde_json::from_value(json!({
+        "allow_private": ["data.example", "cdn.example", "evil.example"],
+        "sources": sources,
+    }))
+    .unwrap();
+    let run = Run::with(section, site.clone());
+    run.topics().await;
+    let running = run.start().await;
+    let metrics_url = format!("http://{}/metrics", running.addrs.metrics);
+    // Until every trap was sprung at least twice and both legitimate paths delivered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        let refused = sum(&m, "producer_api_calls_total", "outcome=\"refused\"");
+        let got: Vec<String> = run.records().iter().map(|r| r.source.clone()).collect();
+        let delivered = ["link-to-cdn", "redirect-round-trip"].iter().all(|s| got.iter().any(|g| g == s));
+        if refused >= 10.0 && delivered {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "refused {refused}, delivered from {got:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    running.shutdown_token().cancel();
+    running.wait().await.unwrap();
+
+    // The sentinel reached its own origin and nothing else, in any form.
+    assert!(!carrying_sentinel(&own).is_empty(), "the own site got the secret (the test is live)");
+    assert_eq!(carrying_sentinel(&cdn), Vec::<String>::new(), "the listed CDN is followed without the secret");
+    assert_eq!(carrying_sentinel(&evil), Vec::<String>::new(), "the attacker's host never gets the secret");
+    assert!(evil.log.all().is_empty(), "nothing was even sent to the attacker's host");
+    // The round trip came back to the own site without the secret, and the downgrade never
+    // went out in plain text (the TLS listener would have logged nothing for http anyway).
+    let back: Vec<_> = own.log.all().into_iter().filter(|r| r.path == "/altdata/rates.json").collect();
+    assert!(!back.is_empty(), "the round trip came back to the own site");
+    assert!(back.iter().all(|r| !r.headers.iter().any(|(_, v)| v.contains(SENTINEL))), "…without the secret");
+    assert!(run.escaped.lock().unwrap().is_empty(), "tripwire: {:?}", run.escaped.lock().unwrap());
+
+    // Every refusal counted and explained in an event naming the source.
+    let events: Vec<serde_json::Value> =
+        testkit::consume_committed(&run.cfg.core.kafka.topics.events.name, Duration::from_secs(30))
+            .iter()
+            .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+            .filter(|e: &serde_json::Value| e["kind"] == "request_refused")
+            .collect();
+    for (source, why) in [
+        ("link-elsewhere", "refused to leave the credentials' origin"),
+        ("body-elsewhere", "refused to leave the credentials' origin"),
+        ("redirect-elsewhere", "refused to leave the credentials' origin"),
+        ("redirect-downgrade", "from https to http is never followed"),
+        ("link-private", "refused by the SSRF guard"),
+    ] {
+        let hit = events.iter().any(|e| {
+            let m = e["message"].as_str().unwrap_or("");
+            m.contains(&format!("source {source}:")) && m.contains(why)
+        });
+        assert!(hit, "{source}: no request_refused event saying `{why}` in {events:?}");
+    }
 }

@@ -1,5 +1,14 @@
-//! The shared HTTP client: pooling, timeouts, gzip, a redirect limit, and bodies read with a
-//! size cap (applied after decompression, so a small gzip bomb cannot expand without bound).
+//! The shared HTTP client: pooling, timeouts, gzip, redirects that keep credentials with their
+//! origin, and bodies read with a size cap (applied after decompression, so a small gzip bomb
+//! cannot expand without bound).
+//!
+//! Credentials belong to an origin (scheme, host, port). reqwest strips only its standard
+//! headers (`Authorization`, `Cookie`) when a redirect changes host; a provider key in
+//! `X-Api-Key` or any custom header would follow a redirect anywhere. So every client follows a
+//! redirect only within the origin of the request, never from https to http; any other
+//! redirect is refused ([`Refused`], counted as `outcome="refused"`). A caller that may follow
+//! other origins without credentials (an altdata source's `follow_origins`) gets the redirect
+//! response back instead, and builds a new request without them.
 
 use std::time::Duration;
 
@@ -53,10 +62,112 @@ pub enum FetchError {
 }
 
 /// A guard refused a request's target (raised by a client's resolver or redirect policy and
-/// found again in reqwest's error chain by [`fetch`]).
+/// found again in reqwest's error chain by [`fetch`]). The text says which guard and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("refused by the SSRF guard: {0}")]
+#[error("{0}")]
 pub struct Refused(pub String);
+
+impl Refused {
+    /// Refused by the SSRF guard (a private address, a host not allowed).
+    pub fn ssrf(why: impl std::fmt::Display) -> Self {
+        Self(format!("refused by the SSRF guard: {why}"))
+    }
+
+    /// Refused by the credential-origin rule (a redirect or next page to another origin, an
+    /// https to http downgrade).
+    pub fn origin(why: impl std::fmt::Display) -> Self {
+        Self(format!("refused to leave the credentials' origin: {why}"))
+    }
+}
+
+/// The origin of a URL: scheme, host and port (the default port when the URL names none).
+/// Credentials are scoped to one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of `url` (`None` for URLs without a host).
+    pub fn of(url: &url::Url) -> Option<Self> {
+        Some(Self {
+            scheme: url.scheme().to_ascii_lowercase(),
+            host: url.host_str()?.to_ascii_lowercase(),
+            port: url.port_or_known_default()?,
+        })
+    }
+
+    /// Parses `https://host[:port]` (a path, if any, is ignored).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let u = url::Url::parse(text).map_err(|e| format!("`{text}` is not an origin URL ({e})"))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(format!("`{text}`: only http and https origins"));
+        }
+        Self::of(&u).ok_or_else(|| format!("`{text}` has no host"))
+    }
+
+    /// True for `https`.
+    pub fn is_https(&self) -> bool {
+        self.scheme == "https"
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// What a redirect may do, judged against where the request started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectVerdict {
+    /// Same origin: follow (the request's credentials may go along).
+    Follow,
+    /// Another origin the caller allows: hand the redirect back, to be re-requested without
+    /// credentials.
+    HandBack,
+    /// Never: another origin not allowed, or https to http.
+    Refuse(Refused),
+}
+
+/// The origin rule for one redirect hop from `chain` (the URLs so far, the first being the
+/// request's) to `target`; `allowed` are the other origins the caller may follow without
+/// credentials.
+pub fn judge_redirect(chain: &[url::Url], target: &url::Url, allowed: &[Origin]) -> RedirectVerdict {
+    let Some(first) = chain.first() else { return RedirectVerdict::Follow };
+    if chain.iter().any(|u| u.scheme() == "https") && target.scheme() != "https" {
+        return RedirectVerdict::Refuse(Refused::origin(format!(
+            "a redirect from https to {} is never followed",
+            target.scheme()
+        )));
+    }
+    let (from, to) = (Origin::of(first), Origin::of(target));
+    match (from, to) {
+        (Some(f), Some(t)) if f == t => RedirectVerdict::Follow,
+        (_, Some(t)) if allowed.contains(&t) => RedirectVerdict::HandBack,
+        (Some(f), Some(t)) => RedirectVerdict::Refuse(Refused::origin(format!(
+            "a redirect from {f} to {t}: not the request's origin and not allowed"
+        ))),
+        _ => RedirectVerdict::Refuse(Refused::origin("a redirect to a URL without a host")),
+    }
+}
+
+/// The redirect policy of every provider client: at most `max` hops, within the request's
+/// origin only (see [`judge_redirect`]).
+pub fn same_origin_redirects(max: usize) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > max {
+            return attempt.error(format!("more than {max} redirects"));
+        }
+        match judge_redirect(attempt.previous(), attempt.url(), &[]) {
+            RedirectVerdict::Follow => attempt.follow(),
+            RedirectVerdict::HandBack => attempt.stop(),
+            RedirectVerdict::Refuse(r) => attempt.error(r),
+        }
+    })
+}
 
 /// Finds a [`Refused`] in an error's source chain.
 pub fn refused_in(e: &(dyn std::error::Error + 'static)) -> Option<Refused> {
@@ -103,7 +214,7 @@ pub fn client(cfg: &HttpConfig) -> Result<reqwest::Client, reqwest::Error> {
         .timeout(cfg.timeout)
         .connect_timeout(cfg.connect_timeout)
         .gzip(true)
-        .redirect(reqwest::redirect::Policy::limited(cfg.max_redirects))
+        .redirect(same_origin_redirects(cfg.max_redirects))
         .build()
 }
 
@@ -206,5 +317,30 @@ mod tests {
         let err = fetch(c.get("http://127.0.0.1:9/query?apikey=SECRET-KEY"), 1024).await.expect_err("closed port");
         let text = err.to_string();
         assert!(!text.contains("SECRET-KEY") && !text.contains("apikey"), "{text}");
+    }
+
+    #[test]
+    fn redirects_stay_within_the_origin_of_the_credentials() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        let start = [u("https://api.example.com/v1/news?apiKey=K")];
+        let cdn = Origin::parse("https://cdn.example.net").unwrap();
+        let verdict = |target: &str, allowed: &[Origin]| judge_redirect(&start, &u(target), allowed);
+        assert_eq!(verdict("https://api.example.com/v2/news", &[]), RedirectVerdict::Follow);
+        assert_eq!(
+            verdict("https://API.example.com:443/x", &[]),
+            RedirectVerdict::Follow,
+            "same origin, spelled otherwise"
+        );
+        for other in ["https://evil.example.org/", "https://api.example.com:8443/", "https://sub.api.example.com/"] {
+            assert!(matches!(verdict(other, &[]), RedirectVerdict::Refuse(_)), "{other}");
+        }
+        assert_eq!(verdict("https://cdn.example.net/file.csv", std::slice::from_ref(&cdn)), RedirectVerdict::HandBack);
+        // A downgrade is refused even to an allowed or the same host.
+        let down = verdict("http://api.example.com/v2/news", &[]);
+        assert!(matches!(&down, RedirectVerdict::Refuse(r) if r.0.contains("https to http")), "{down:?}");
+        let allowed_http = [Origin::parse("http://cdn.example.net").unwrap()];
+        assert!(matches!(verdict("http://cdn.example.net/", &allowed_http), RedirectVerdict::Refuse(_)));
+        assert!(Origin::parse("ftp://x").is_err() && Origin::parse("not a url").is_err());
+        assert_eq!(cdn.to_string(), "https://cdn.example.net:443");
     }
 }

@@ -867,10 +867,14 @@ impl<P: Poller> Polled<P> {
                         p.normalize(&resp, &cursor)
                     };
                     let (normalized, more) = match parsed {
-                        Ok(Normalized { records, rejects, cursor: next, more, cut }) => {
+                        Ok(Normalized { records, rejects, cursor: next, more, cut, refused }) => {
                             let committed = commit(records, rejects, &next, resp.received_at).await;
                             if let (Ok(()), Some(cut)) = (&committed, cut) {
                                 report_cut(&ctx, p.provider(), p.name(), cut);
+                            }
+                            if let Some(why) = refused {
+                                calls("refused");
+                                report_refused(&ctx, p.provider(), p.name(), &why);
                             }
                             (committed.map(|()| next), more)
                         }
@@ -982,6 +986,7 @@ impl<P: Poller> Polled<P> {
                 ErrorClass::Permanent | ErrorClass::Refused => {
                     if class == ErrorClass::Refused {
                         ctx.health.set_connected(false, what.clone());
+                        report_refused(&ctx, p.provider(), p.name(), &what);
                     }
                     if let Some(state) = breaker.on_failure() {
                         breaker_event(state);
@@ -1015,6 +1020,16 @@ fn report_cut(ctx: &SourceCtx, provider: &str, source: &str, cut: crate::source:
         .with_message(format!("source {source}: {}", cut.message));
     (e.from, e.to) = (cut.from, cut.to);
     ctx.event(&e);
+}
+
+/// Publishes a refusal by one of our guards: a `request_refused` event (the warning is logged
+/// by the caller's path).
+fn report_refused(ctx: &SourceCtx, provider: &str, source: &str, why: &str) {
+    tracing::warn!(source, reason = why, "request refused before it was sent");
+    ctx.event(
+        &IngestEvent::new(&ctx.producer, provider, EventKind::RequestRefused)
+            .with_message(format!("source {source}: {why}")),
+    );
 }
 
 /// `d` ± up to `jitter` of it.

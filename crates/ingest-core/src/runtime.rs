@@ -141,6 +141,13 @@ where
             Signals::install().map_err(|e| RunError::Fatal(format!("cannot install signal handlers: {e}")))?;
         let running = start(spec, &cfg, sources).await?;
         tokio::spawn(signals.handle(running.shutdown_token(), timeout));
+        // However the stop begins (a signal, a fatal error), the process ends within the
+        // timeout. Only here, in the binary: tests run producers inside their own process.
+        let stopping = running.stopping.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            arm_stop_deadline(timeout);
+        });
         running.wait().await
     });
     // Tasks still blocked in a client call (a transaction init against an unreachable broker)
@@ -223,6 +230,8 @@ pub struct Running {
     /// Metrics.
     pub metrics: Metrics,
     shutdown: CancellationToken,
+    /// Fires when the stop begins, whatever began it.
+    stopping: CancellationToken,
     supervisor: tokio::task::JoinHandle<Result<(), RunError>>,
 }
 
@@ -337,7 +346,9 @@ pub async fn start<S: Section>(
         running.spawn(async move { (name, source.run(ctx).await) });
     }
 
+    let stopping = CancellationToken::new();
     let supervisor = tokio::spawn(supervise(Supervised {
+        stopping: stopping.clone(),
         spec,
         timeout: Duration::from_secs(core.runtime.shutdown_timeout_secs),
         sink: sink.clone(),
@@ -350,7 +361,7 @@ pub async fn start<S: Section>(
         running,
         servers,
     }));
-    Ok(Running { addrs, sink, health, metrics, shutdown, supervisor })
+    Ok(Running { addrs, sink, health, metrics, shutdown, stopping, supervisor })
 }
 
 /// What the Kafka probe watches with.
@@ -413,6 +424,7 @@ async fn kafka_probe(p: Probe) {
 }
 
 struct Supervised {
+    stopping: CancellationToken,
     spec: ProducerSpec,
     timeout: Duration,
     sink: Sink,
@@ -464,7 +476,7 @@ async fn supervise(mut s: Supervised) -> Result<(), RunError> {
             },
         }
     }
-    arm_stop_deadline(s.timeout);
+    s.stopping.cancel();
     let deadline = Instant::now() + graceful_budget(s.timeout);
     s.health.set_stopping();
     s.sources_stop.cancel();

@@ -113,12 +113,16 @@ pub struct Normalized<R, C> {
     /// Items the provider still had that this poll gave up on (a catch-up cut at its page
     /// limit): published as a `gap` event and counted, never dropped silently.
     pub cut: Option<Cut>,
+    /// A next page (or redirect) the response pointed to that a guard refused (another origin,
+    /// https to http, the SSRF policy): not fetched; counted as `outcome="refused"` with a
+    /// `request_refused` event saying why.
+    pub refused: Option<String>,
 }
 
 impl<R, C> Normalized<R, C> {
     /// Nothing yet, ending at `cursor`, no further page.
     pub fn at(cursor: C) -> Self {
-        Self { records: Vec::new(), rejects: Vec::new(), cursor, more: false, cut: None }
+        Self { records: Vec::new(), rejects: Vec::new(), cursor, more: false, cut: None, refused: None }
     }
 }
 

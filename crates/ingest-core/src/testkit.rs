@@ -451,6 +451,26 @@ pub fn hostile_inputs(what: &str, seeds: &[Vec<u8>], cases: u32, check: impl Fn(
     tried.into_inner().min(cases)
 }
 
+/// Trusts the test CA of `scripts/test-ca.sh` (`.local/test-ca/ca.pem`) in this process's TLS
+/// configuration, for tests that call provider-sim over `https://` from inside the test process.
+/// The process installs one configuration: call it before any HTTPS client is built.
+pub fn trust_test_ca() {
+    let ca = workspace_root().join(".local/test-ca/ca.pem");
+    assert!(ca.is_file(), "no test CA at {}: run `make test-ca` (make test does)", ca.display());
+    let cfg = crate::tls::TlsConfig { extra_ca_file: ca.display().to_string() };
+    crate::tls::install(&cfg).expect("the test CA loads");
+}
+
+/// Asserts that `fetched` is a refused redirect to another origin (the credential-origin rule).
+pub fn assert_refused_cross_origin(what: &str, fetched: &Result<crate::http::HttpResponse, crate::http::FetchError>) {
+    match fetched {
+        Err(crate::http::FetchError::Refused(r)) => {
+            assert!(r.0.contains("refused to leave the credentials' origin"), "{what}: {r}");
+        }
+        other => panic!("{what}: a redirect to another origin was not refused: {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A parser that panics on some input fails the property test (the harness itself can fail).

@@ -459,7 +459,40 @@ fn every_demo_story_carries_its_ticker() {
     let symbols = cfg.section.symbols;
     for n in 0..5 {
         let demo = provider_sim::news::demo_article(n, Utc::now());
-        let a = news_producer::newsapi::article(&provider_sim::news::newsapi_json(&demo), &symbols, Utc::now()).unwrap();
+        let a =
+            news_producer::newsapi::article(&provider_sim::news::newsapi_json(&demo), &symbols, Utc::now()).unwrap();
         assert_eq!(a.tickers, demo.tickers, "{}", a.title);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_keys_never_follow_a_redirect_to_another_origin() {
+    use ingest_core::config::Secret;
+    use ingest_core::http::{HttpConfig, client, fetch};
+    use ingest_core::source::Poller;
+    const SENTINEL: &str = "sentinel-news-key-0b1c";
+    testkit::trust_test_ca();
+    let trap = provider_sim::trap::RedirectTrap::start().await.unwrap();
+    let origin = trap.origin.http_url();
+    let c = client(&HttpConfig::default()).unwrap();
+    let symbols = std::sync::Arc::new(vec!["AAPL".to_string()]);
+    let every = Duration::from_secs(60);
+    let na = news_producer::newsapi::NewsApi::new(
+        &origin,
+        Secret::new(SENTINEL),
+        news_producer::newsapi::Endpoint::Everything { q: "markets".into() },
+        symbols.clone(),
+        every,
+    );
+    let av = news_producer::alphavantage::AlphaVantage::new(
+        &origin,
+        Secret::new(SENTINEL),
+        news_producer::alphavantage::Query::Ticker("AAPL".into()),
+        symbols,
+        every,
+    );
+    testkit::assert_refused_cross_origin("NewsAPI", &fetch(na.request(&c, &Default::default()), 1 << 20).await);
+    testkit::assert_refused_cross_origin("Alpha Vantage", &fetch(av.request(&c, &Default::default()), 1 << 20).await);
+    assert_eq!(trap.origin.log.all().len(), 2, "both keys went to their own origin");
+    assert!(trap.elsewhere.log.all().is_empty(), "nothing reached the other origin: {:?}", trap.leaks(SENTINEL));
 }

@@ -12,6 +12,9 @@
 //!   (`tr.event[data-id]` with `td.when`, `td.name a[href]`, `td.actual`, entities in names),
 //!   two rows per page, `<a rel="next" href="?page=N+1">` while more follow.
 //! - `GET /altdata/redirect?to=<url>`: `302 Found` to any URL (the redirect-to-metadata trap).
+//! - `GET /altdata/next?to=<url>[&via=body]`: one item (`{"data":{"items":[{"id":"next-<n>"}]}}`)
+//!   whose next page is `<url>`, announced in a `Link: <url>; rel="next"` header or, with
+//!   `via=body`, only in the body's `next` (a hostile site pointing a paging source elsewhere).
 //! - `GET /altdata/status/{code}`: that status with a short body (a source that keeps failing).
 
 use std::collections::HashMap;
@@ -150,6 +153,23 @@ impl AltDataHandle {
                         Some(to) => (StatusCode::FOUND, [(header::LOCATION, to)]).into_response(),
                         None => (StatusCode::BAD_REQUEST, "missing ?to=").into_response(),
                     }
+                }),
+            )
+            .route(
+                "/altdata/next",
+                get(|Query(q): Query<HashMap<String, String>>| async move {
+                    let Some(to) = q.get("to") else {
+                        return (StatusCode::BAD_REQUEST, "missing ?to=").into_response();
+                    };
+                    let body =
+                        json!({"data": {"items": [{"id": format!("next-{}", to.len()), "value": 1}]}, "next": to});
+                    let mut resp = axum::Json(body).into_response();
+                    if q.get("via").map(String::as_str) != Some("body")
+                        && let Ok(link) = HeaderValue::from_str(&format!("<{to}>; rel=\"next\""))
+                    {
+                        resp.headers_mut().insert(header::LINK, link);
+                    }
+                    resp
                 }),
             )
             .route(

@@ -16,6 +16,7 @@ pub mod news;
 pub mod polygon;
 pub mod social;
 pub mod tls;
+pub mod trap;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -438,7 +438,12 @@ pub fn demo_article(n: u64, now: DateTime<Utc>) -> SimArticle {
             &["AAPL"],
             0.52,
         ),
-        ("Microsoft raises guidance on strong cloud growth", "Microsoft Corp. (NASDAQ: MSFT) said Azure growth accelerated again.", &["MSFT"], 0.44),
+        (
+            "Microsoft raises guidance on strong cloud growth",
+            "Microsoft Corp. (NASDAQ: MSFT) said Azure growth accelerated again.",
+            &["MSFT"],
+            0.44,
+        ),
         (
             "Nvidia shares slump after export restrictions warning",
             "The chipmaker (NASDAQ: NVDA) warned of lower China sales.",

@@ -114,7 +114,8 @@ impl TestCa {
         let _once = MADE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let dir = std::env::var_os("TEST_CA_DIR").map_or_else(|| repo.join(".local/test-ca"), Into::into);
-        if !dir.join("done").is_file() {
+        // The marker of the current recipe (scripts/test-ca.sh makes an older folder again).
+        if !dir.join("done-v2").is_file() {
             let status =
                 std::process::Command::new(repo.join("scripts/test-ca.sh")).env("TEST_CA_DIR", &dir).status()?;
             if !status.success() {
@@ -129,7 +130,8 @@ impl TestCa {
         self.dir.join("ca.pem")
     }
 
-    /// A server identity for localhost / 127.0.0.1 signed by the test CA.
+    /// A server identity for localhost / 127.0.0.1 (and data.example, cdn.example,
+    /// evil.example, internal.example, which tests resolve to loopback) signed by the test CA.
     pub fn identity(&self) -> std::io::Result<TlsIdentity> {
         TlsIdentity::from_pem_files(&self.dir.join("server.pem"), &self.dir.join("server.key"))
     }

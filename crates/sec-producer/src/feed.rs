@@ -153,7 +153,7 @@ impl Poller for CurrentFeed {
         } else {
             (Cursor { newest: cursor.newest, start: cursor.start + self.count, pass_newest }, true)
         };
-        Ok(Normalized { records, rejects, cursor: next, more, cut: None })
+        Ok(Normalized { records, rejects, cursor: next, more, cut: None, refused: None })
     }
 }
 

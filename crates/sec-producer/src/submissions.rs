@@ -177,6 +177,6 @@ impl Poller for Submissions {
             self.rows(&v, &cursor.company, resp.received_at)?
         };
         let more = !next.pending.is_empty();
-        Ok(Normalized { records, rejects, cursor: next, more, cut: None })
+        Ok(Normalized { records, rejects, cursor: next, more, cut: None, refused: None })
     }
 }

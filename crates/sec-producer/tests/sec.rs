@@ -222,3 +222,23 @@ async fn hostile_xml_is_dead_lettered_and_polling_goes_on() {
     assert!(dead[0].error.contains("DOCTYPE"), "{}", dead[0].error);
     assert!(dead[0].raw.contains("<!ENTITY lol"), "the raw document is kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_declared_user_agent_never_follows_a_redirect_to_another_origin() {
+    use ingest_core::http::{HttpConfig, client, fetch};
+    use ingest_core::source::Poller;
+    // The SEC asks for a contact in the User-Agent: it is the requester's identity, sent to the
+    // SEC only.
+    const SENTINEL: &str = "Sentinel Corp sentinel-sec@example.com";
+    testkit::trust_test_ca();
+    let trap = provider_sim::trap::RedirectTrap::start().await.unwrap();
+    let origin = trap.origin.http_url();
+    let c = client(&HttpConfig { user_agent: SENTINEL.into(), ..HttpConfig::default() }).unwrap();
+    let (every, block) = (Duration::from_secs(60), Duration::from_secs(600));
+    let feed = sec_producer::feed::CurrentFeed::new(&origin, "8-K", 40, every, block);
+    let subs = sec_producer::submissions::Submissions::new(&origin, &origin, "320193", vec![], false, every, block);
+    testkit::assert_refused_cross_origin("EDGAR feed", &fetch(feed.request(&c, &Default::default()), 1 << 20).await);
+    testkit::assert_refused_cross_origin("submissions", &fetch(subs.request(&c, &Default::default()), 1 << 20).await);
+    assert_eq!(trap.origin.log.all().len(), 2);
+    assert!(trap.elsewhere.log.all().is_empty(), "nothing reached the other origin: {:?}", trap.leaks(SENTINEL));
+}

@@ -97,9 +97,15 @@ impl TokenCache {
             .post(format!("{}/api/v1/access_token", self.auth_url))
             .basic_auth(self.client_id.expose(), Some(self.client_secret.expose()))
             .form(&[("grant_type", "client_credentials")]);
-        let resp = http::fetch(req, self.max_body_bytes)
-            .await
-            .map_err(|e| (ErrorClass::Retryable { after: None }, format!("token request: {e}")))?;
+        let resp = http::fetch(req, self.max_body_bytes).await.map_err(|e| {
+            // A guard refusing the target (a redirect away from Reddit's origin) is not retried
+            // like a network error.
+            let class = match e {
+                http::FetchError::Refused(_) => ErrorClass::Refused,
+                _ => ErrorClass::Retryable { after: None },
+            };
+            (class, format!("token request: {e}"))
+        })?;
         if let Some(class) = classify_http(resp.status, resp.header("retry-after"), SystemTime::now()) {
             let class = if resp.status == 401 || resp.status == 403 { ErrorClass::Fatal } else { class };
             return Err((class, format!("token request: HTTP {}", resp.status)));

@@ -157,7 +157,12 @@ impl XStream {
 
 fn client(s: &StreamSettings) -> Result<reqwest::Client, reqwest::Error> {
     // No overall timeout: the response lasts as long as the stream; reads are timed one by one.
-    ingest_core::http::builder().user_agent(s.user_agent.clone()).connect_timeout(Duration::from_secs(10)).build()
+    // The bearer token stays with X's origin: a redirect elsewhere is refused.
+    ingest_core::http::builder()
+        .user_agent(s.user_agent.clone())
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(ingest_core::http::same_origin_redirects(5))
+        .build()
 }
 
 async fn sleep_or_stop(d: Duration, ctx: &SourceCtx) -> bool {

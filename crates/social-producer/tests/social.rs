@@ -581,3 +581,30 @@ async fn more_than_a_page_between_polls_is_caught_up_across_a_restart_and_a_cut_
     assert_eq!(at("from"), Utc.with_ymd_and_hms(2024, 1, 2, 14, 2, 10).unwrap(), "{gap}");
     assert_eq!(at("to"), Utc.with_ymd_and_hms(2024, 1, 2, 14, 3, 30).unwrap(), "{gap}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_follow_a_redirect_to_another_origin() {
+    use ingest_core::config::Secret;
+    use ingest_core::http::{HttpConfig, client, fetch};
+    use ingest_core::source::Poller;
+    use social_producer::{reddit, x};
+    const SENTINEL: &str = "sentinel-social-secret-9d2e";
+    testkit::trust_test_ca();
+    let trap = provider_sim::trap::RedirectTrap::start().await.unwrap();
+    let origin = trap.origin.http_url();
+    let c = client(&HttpConfig::default()).unwrap();
+    let symbols = std::sync::Arc::new(vec!["AAPL".to_string()]);
+    let every = Duration::from_secs(60);
+    // Reddit's token request carries the client secret (HTTP Basic).
+    let tokens = reddit::TokenCache::new(&origin, Secret::new("client-id"), Secret::new(SENTINEL), 1 << 20);
+    let (class, why) = tokens.ensure(&c).await.unwrap_err();
+    assert_eq!(class, ingest_core::resilience::ErrorClass::Refused, "{why}");
+    assert!(why.contains("refused to leave the credentials' origin"), "{why}");
+    let search = x::RecentSearch::new(&origin, Secret::new(SENTINEL), &["$AAPL".into()], symbols, every);
+    testkit::assert_refused_cross_origin(
+        "X recent search",
+        &fetch(search.request(&c, &Default::default()), 1 << 20).await,
+    );
+    assert_eq!(trap.origin.log.all().len(), 2, "each credential went to its own origin");
+    assert!(trap.elsewhere.log.all().is_empty(), "nothing reached the other origin: {:?}", trap.leaks(SENTINEL));
+}

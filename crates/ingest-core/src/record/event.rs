@@ -41,6 +41,10 @@ pub enum EventKind {
     SourceRecovered,
     /// A period quota is used up (a daily or monthly cap): paused until it resets (`to`).
     QuotaExhausted,
+    /// A guard of ours refused a request target before it was sent (the SSRF policy; a
+    /// redirect or next page leaving the credentials' origin; https to http): `message` says
+    /// which and why.
+    RequestRefused,
 }
 
 /// A lifecycle event, keyed by producer.

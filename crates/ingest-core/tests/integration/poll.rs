@@ -91,7 +91,7 @@ impl Poller for Feed {
             })
             .collect();
         let next = ids.iter().copied().max().unwrap_or(*after).max(*after);
-        Ok(Normalized { records, rejects: vec![], cursor: next, more: next > *after, cut: None })
+        Ok(Normalized { records, rejects: vec![], cursor: next, more: next > *after, cut: None, refused: None })
     }
 }
 
