@@ -50,6 +50,7 @@ RUN apt-get update \
 COPY --from=build /out/producer /usr/local/bin/producer
 COPY scripts/docker-entrypoint.sh /usr/local/bin/finstream-entrypoint
 COPY scripts/demo-env.sh /usr/local/share/finstream/demo-env.sh
+COPY configs/demo.yaml /usr/local/share/finstream/demo.yaml
 COPY configs/config.yaml /etc/finstream/config.yaml
 # The config's defaults listen on 0.0.0.0:9090 (metrics) and 0.0.0.0:8081 (health).
 # The outage spool (kafka.spool): records held on disk while Kafka is away. Mount a volume here

@@ -48,3 +48,14 @@ if [[ -z ${SEC_USER_AGENT:-} ]]; then
     FINSTREAM__SEC__BASE_URL=http://$demo_sim FINSTREAM__SEC__DATA_URL=http://$demo_sim \
     FINSTREAM__SEC__INTERVAL_SECS=10 FINSTREAM__SEC__SUBMISSIONS_INTERVAL_SECS=60
 fi
+# The altdata examples (configs/demo.yaml, or $FINSTREAM_DEMO_OVERLAY in the images) pointed at
+# the simulator, with its host let through the SSRF guard: a generated overlay the producers
+# merge over their config (FINSTREAM_CONFIG_OVERLAY). The shipped config has neither.
+demo_overlay_src=${FINSTREAM_DEMO_OVERLAY:-configs/demo.yaml}
+if [[ -f $demo_overlay_src ]]; then
+  demo_host=${demo_sim%:*}
+  demo_overlay=$(mktemp "${TMPDIR:-/tmp}/finstream-demo-XXXXXX")
+  sed -e "s|127\.0\.0\.1:9400|$demo_sim|g" -e "s|allow_private: \[\"127\.0\.0\.1\"\]|allow_private: [\"$demo_host\"]|" \
+    "$demo_overlay_src" >"$demo_overlay"
+  export FINSTREAM_CONFIG_OVERLAY=$demo_overlay
+fi

@@ -8,6 +8,7 @@ share=${FINSTREAM_SHARE_DIR:-/usr/local/share/finstream}
 producer=${FINSTREAM_PRODUCER_BIN:-/usr/local/bin/producer}
 if [[ -n ${FINSTREAM_DEMO_SIM:-} ]]; then
   demo_sim=$FINSTREAM_DEMO_SIM
+  export FINSTREAM_DEMO_OVERLAY=$share/demo.yaml
   # shellcheck source=scripts/demo-env.sh
   . "$share/demo-env.sh"
 fi

@@ -10,7 +10,8 @@
 # of them, the other provider is disabled. Without SEC_USER_AGENT the SEC producer polls
 # provider-sim's EDGAR (demo filings, a new one every 20 s). Without Reddit credentials the
 # social producer polls the simulated Reddit and StockTwits; without TWITTER_BEARER_TOKEN the
-# X filtered stream comes from the simulator. The altdata example sources are served by the
+# X filtered stream comes from the simulator. The altdata example sources (configs/demo.yaml,
+# overlaid through FINSTREAM_CONFIG_OVERLAY) are served by the
 # simulator as well. Each producer gets its own ports:
 #   market 9101/8181, news 9102/8182, social 9103/8183, sec 9104/8184, altdata 9105/8185
 # (metrics/health). Logs: .local/run/<producer>.log, and prefixed on this terminal.
@@ -73,7 +74,7 @@ fi
 if ((demo_social)) && runs social; then
   sim_args+=(--reddit-client-id demo --reddit-client-secret demo --x-bearer-token demo --social-every-secs 10)
 fi
-# The altdata examples in configs/config.yaml are served by the simulator too.
+# The altdata examples of the demo overlay are served by the simulator too.
 start_sim=${#sim_args[@]}
 runs altdata && start_sim=1
 if ((start_sim)); then

@@ -12,7 +12,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{bin, demo_env, free_port, sim_addr, spawn_logged, topic_env};
+use common::{bin, demo_env, demo_overlay, free_port, sim_addr, spawn_logged, topic_env};
 
 use deploy_check::{dashboard_exprs, exposed_names, grafana_to_promql, metric_names, repo, tool, yaml_file};
 use ingest_core::kafka::admin::TopicToCreate;
@@ -65,21 +65,21 @@ async fn prometheus_scrapes_every_producer_and_every_dashboard_and_alert_query_i
     );
     let sim_addr = sim_addr(&sim).await;
 
-    // One config for all: the repository's, with the altdata examples pointed at this simulator,
-    // plus a source that always fails (its breaker opens) and one whose items have no id (they
-    // are dead-lettered: producer_messages_failed_total{reason="invalid"}).
-    let base = std::fs::read_to_string(repo().join("configs/config.yaml")).unwrap();
-    let marker = "  # Hosts sources may fetch from";
+    // One config for all: the repository's, with the demo overlay of scripts/demo-env.sh (the
+    // altdata examples pointed at this simulator) plus a source that always fails (its breaker
+    // opens) and one whose items have no id (they are dead-lettered:
+    // producer_messages_failed_total{reason="invalid"}).
+    let mut env = demo_env(&sim_addr);
     let extra = format!(
         "    - {{name: always-failing, kind: json, url: \"http://{sim_addr}/altdata/status/503\", interval_secs: 1}}\n    \
          - {{name: no-ids, kind: json, url: \"http://{sim_addr}/altdata/rates.json\", interval_secs: 1, items: /data/items, id: /missing}}\n"
     );
-    let config = base.replace("127.0.0.1:9400", &sim_addr).replace(marker, &format!("{extra}{marker}"));
-    assert_ne!(config, base);
-    let config_path = tmp.path().join("config.yaml");
-    std::fs::write(&config_path, config).unwrap();
+    let overlay_path = tmp.path().join("overlay.yaml");
+    std::fs::write(&overlay_path, demo_overlay(&env) + &extra).unwrap();
+    env.retain(|(k, _)| k != "FINSTREAM_CONFIG_OVERLAY");
+    env.push(("FINSTREAM_CONFIG_OVERLAY".into(), overlay_path.display().to_string()));
+    let config_path = repo().join("configs/config.yaml");
 
-    let mut env = demo_env(&sim_addr);
     env.extend(topic_env(&stem));
     env.push(("FINSTREAM_CONFIG".into(), config_path.display().to_string()));
     env.push(("FINSTREAM__RUNTIME__INSTANCE_ID".into(), testkit::unique_topic("inst")));

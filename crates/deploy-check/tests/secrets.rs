@@ -13,8 +13,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{bin, demo_env, sim_addr, spawn_logged, topic_env};
-use deploy_check::repo;
+use common::{bin, demo_env, demo_overlay, sim_addr, spawn_logged, topic_env};
 use ingest_core::kafka::admin::TopicToCreate;
 use ingest_core::testkit::{self, ProducerProcess};
 use rdkafka::message::Message;
@@ -69,17 +68,14 @@ impl Run {
         topics.push(TopicToCreate::new(format!("{stem}.events"), 1));
         topics.push(TopicToCreate::new(format!("{stem}.state"), 1));
         testkit::create_topics(&topics).await;
-        // The repository's config, the altdata examples pointed at this simulator, and one
-        // source that sends a secret header read from the environment.
-        let base = std::fs::read_to_string(repo().join("configs/config.yaml")).unwrap();
-        let marker = "  # Hosts sources may fetch from";
+        // The repository's config with the demo overlay (the altdata examples pointed at this
+        // simulator) and one more source that sends a secret header read from the environment.
         let extra = format!(
             "    - {{name: with-auth, kind: json, url: \"http://{sim}/altdata/rates.json\", interval_secs: 1, \
              items: /data/items, id: /id, auth: {{header: Authorization, prefix: \"Bearer \", env: ALTDATA_SENTINEL_TOKEN}}}}\n"
         );
-        let config = base.replace("127.0.0.1:9400", sim).replace(marker, &format!("{extra}{marker}"));
         let path = tmp.join(format!("{stem}.yaml"));
-        std::fs::write(&path, config).unwrap();
+        std::fs::write(&path, demo_overlay(&demo_env(sim)) + &extra).unwrap();
         Self { stem, config: path }
     }
 
@@ -88,7 +84,12 @@ impl Run {
             demo_env(sim).into_iter().filter(|(k, _)| !SENTINELS.iter().any(|(s, _)| s == k)).collect();
         env.extend(SENTINELS.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
         env.extend(topic_env(&self.stem));
-        env.push(("FINSTREAM_CONFIG".into(), self.config.display().to_string()));
+        // demo-env.sh's own overlay is replaced by ours (which extends it).
+        if let Some((_, generated)) = env.iter().find(|(k, _)| k == "FINSTREAM_CONFIG_OVERLAY") {
+            let _ = std::fs::remove_file(generated);
+        }
+        env.retain(|(k, _)| k != "FINSTREAM_CONFIG_OVERLAY");
+        env.push(("FINSTREAM_CONFIG_OVERLAY".into(), self.config.display().to_string()));
         env.push(("FINSTREAM__RUNTIME__INSTANCE_ID".into(), testkit::unique_topic("inst")));
         env.push(("LOG_LEVEL".into(), "trace".into()));
         env

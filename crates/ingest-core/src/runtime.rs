@@ -317,9 +317,9 @@ pub async fn start<S: Section>(
     let sources_stop = CancellationToken::new();
     let mut running = JoinSet::new();
     if sources.is_empty() {
-        tracing::warn!(
+        tracing::info!(
             producer = spec.name,
-            "no sources are enabled in this build/config; only lifecycle events are produced"
+            "no sources configured: the producer is idle (ready while Kafka answers); only lifecycle events are produced"
         );
     }
     // Every source is registered (with its member count) before any runs: whether anything is

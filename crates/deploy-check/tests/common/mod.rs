@@ -105,3 +105,13 @@ pub(crate) async fn sim_addr(sim: &Guard) -> String {
     })
     .await
 }
+
+/// The demo overlay scripts/demo-env.sh generated for `env` (its `FINSTREAM_CONFIG_OVERLAY`),
+/// whose `altdata.sources` list ends the file: tests append sources to it.
+pub(crate) fn demo_overlay(env: &[(String, String)]) -> String {
+    let path = env.iter().find(|(k, _)| k == "FINSTREAM_CONFIG_OVERLAY").map(|(_, v)| v.clone()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(text.trim_end().ends_with("max_pages: 5}"), "the sources list ends configs/demo.yaml:\n{text}");
+    if text.ends_with('\n') { text } else { text + "\n" }
+}

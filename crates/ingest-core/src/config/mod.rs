@@ -59,6 +59,11 @@ pub const SEED_ENV: &[(&str, &str)] = &[
     ("TLS_EXTRA_CA_FILE", "tls.extra_ca_file"),
 ];
 
+/// A second YAML file merged over the config file (before the environment): `make run` and
+/// compose put the demo sources there (`configs/demo.yaml`), so the shipped config stays a
+/// production config. Keys it sets replace the file's; lists are replaced whole.
+pub const OVERLAY_ENV: &str = "FINSTREAM_CONFIG_OVERLAY";
+
 /// Prefix of the generic overrides: `FINSTREAM__KAFKA__LINGER_MS` sets `kafka.linger_ms`.
 pub const ENV_PREFIX: &str = "FINSTREAM";
 
@@ -224,6 +229,13 @@ pub fn load_with_env<S: Section>(path: &Path, env: &HashMap<String, String>) -> 
         return Err(ConfigError::general(format!("config file {} not found (use --config PATH)", path.display())));
     }
     let mut builder = config::Config::builder().add_source(config::File::from(path).format(config::FileFormat::Yaml));
+    if let Some(overlay) = env.get(OVERLAY_ENV).filter(|v| !v.is_empty()) {
+        let overlay = Path::new(overlay);
+        if !overlay.is_file() {
+            return Err(ConfigError::general(format!("{OVERLAY_ENV}: {} not found", overlay.display())));
+        }
+        builder = builder.add_source(config::File::from(overlay).format(config::FileFormat::Yaml));
+    }
     for (var, key) in SEED_ENV {
         if let Some(v) = env.get(*var).filter(|v| !v.is_empty()) {
             builder = builder.set_override(*key, v.as_str()).map_err(|e| ConfigError::key(*key, e.to_string()))?;

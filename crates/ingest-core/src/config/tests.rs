@@ -311,3 +311,30 @@ fn a_typo_in_an_environment_variable_is_reported_as_the_variable_not_the_file() 
     let err = load_with_env::<Demo>(f.path(), &env(&[("FINSTREAM__NEWS__PROVIDER__API_KEY", "k")])).unwrap_err();
     assert_eq!(err.env_var, None, "the file's own typo: {err}");
 }
+
+#[test]
+fn an_overlay_file_is_merged_over_the_config_file_and_under_the_environment() {
+    let base = file("kafka:\n  linger_ms: 5\n  client_id: base\n");
+    let overlay = file("kafka:\n  linger_ms: 7\n");
+    let path = overlay.path().display().to_string();
+    let cfg =
+        load_with_env::<Demo>(base.path(), &env(&[("FINSTREAM__NEWS__PROVIDER__API_KEY", "k"), (OVERLAY_ENV, &path)]))
+            .unwrap();
+    assert_eq!((cfg.core.kafka.linger_ms, cfg.core.kafka.client_id.as_str()), (7, "base"));
+    let cfg = load_with_env::<Demo>(
+        base.path(),
+        &env(&[
+            ("FINSTREAM__NEWS__PROVIDER__API_KEY", "k"),
+            (OVERLAY_ENV, &path),
+            ("FINSTREAM__KAFKA__LINGER_MS", "9"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.core.kafka.linger_ms, 9, "the environment wins");
+    let err = load_with_env::<Demo>(
+        base.path(),
+        &env(&[("FINSTREAM__NEWS__PROVIDER__API_KEY", "k"), (OVERLAY_ENV, "/nonexistent/demo.yaml")]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("FINSTREAM_CONFIG_OVERLAY"), "{err}");
+}
