@@ -116,9 +116,11 @@ fmt-check: ## check formatting (the fuzz crate too)
 lint: ## clippy, warnings are errors
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-deny: ## cargo-deny: licenses, bans, sources (deny.toml; installs cargo-deny if missing). Advisories need GitHub: see docs/reliability.md
+deny: ## cargo-deny: licenses, bans, sources, and advisories when GitHub is reachable (deny.toml; installs cargo-deny if missing)
 	@cargo deny --version 2>/dev/null | grep -q "0.20.2" || cargo install cargo-deny --locked --version 0.20.2
 	cargo deny --offline check licenses bans sources
+	@if cargo deny fetch db >/dev/null 2>&1; then cargo deny check advisories; \
+	else echo "deny: the RustSec database cannot be fetched (no network?): advisories not checked; offline: scripts/advisories-offline.sh <snapshot.tar.gz>"; fi
 
 coverage: kafka-up ## HTML coverage report in coverage/ (installs cargo-tarpaulin if missing)
 	@command -v cargo-tarpaulin >/dev/null || cargo install cargo-tarpaulin --locked

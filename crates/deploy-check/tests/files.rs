@@ -24,8 +24,26 @@ const PRODUCERS: [&str; 5] =
 
 #[test]
 fn compose_file_is_accepted_and_complete() {
-    let (ok, out) = run(&tool("docker-compose"), &["-f", "docker-compose.yml", "config"]);
+    let compose = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(tool("docker-compose"))
+            .args(["-f", "docker-compose.yml", "config"])
+            .current_dir(deploy_check::repo())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    // No committed password: without them from .env the file is refused, naming the variable.
+    let (ok, out) = compose(&[("KAFKA_UI_PASSWORD", "k-pass")]);
+    assert!(!ok && out.contains("GRAFANA_ADMIN_PASSWORD"), "compose starts without a Grafana password:\n{out}");
+    let (ok, out) = compose(&[("GRAFANA_ADMIN_PASSWORD", "g-pass")]);
+    assert!(!ok && out.contains("KAFKA_UI_PASSWORD"), "compose starts without a Kafka UI password:\n{out}");
+    let (ok, out) = compose(&[("GRAFANA_ADMIN_PASSWORD", "g-pass"), ("KAFKA_UI_PASSWORD", "k-pass")]);
     assert!(ok, "docker-compose config:\n{out}");
+    assert!(!out.contains("admin/admin") && !out.contains("PASSWORD: admin"), "{out}");
     let resolved = yaml_docs(&out).unwrap().remove(0);
     let services = resolved["services"].as_object().unwrap();
     for s in [
@@ -50,7 +68,14 @@ fn compose_file_is_accepted_and_complete() {
         for p in svc["ports"].as_array().into_iter().flatten() {
             let host =
                 p["published"].as_str().map(str::to_string).or_else(|| p["published"].as_u64().map(|n| n.to_string()));
-            let host = host.unwrap_or_else(|| p.as_str().unwrap_or("").split(':').next().unwrap_or("").to_string());
+            // Long form ({host_ip, published, …}) or short ("127.0.0.1:3000:3000/tcp").
+            let short: Vec<&str> = p.as_str().unwrap_or("").split(':').collect();
+            let (ip, host) = match (host, short.as_slice()) {
+                (Some(h), _) => (p["host_ip"].as_str().map(str::to_string), h),
+                (None, [ip, published, _]) => (Some((*ip).to_string()), (*published).to_string()),
+                (None, parts) => (None, parts.first().copied().unwrap_or("").to_string()),
+            };
+            assert_eq!(ip.as_deref(), Some("127.0.0.1"), "{name} publishes {host} beyond this machine: {p}");
             if let Some(other) = seen.insert(host.clone(), name.clone()) {
                 panic!("host port {host} published by both {other} and {name}");
             }
@@ -77,7 +102,7 @@ fn compose_file_is_accepted_and_complete() {
     let init = &services["topic-init"];
     assert!(init["volumes"].to_string().contains("scripts/kafka/topics.txt"), "{init}");
     assert_eq!(str_at(init, "/environment/REPLICATION_FACTOR"), "3");
-    assert_eq!(str_at(&services["grafana"], "/environment/GF_SECURITY_ADMIN_PASSWORD"), "admin");
+    assert_eq!(str_at(&services["grafana"], "/environment/GF_SECURITY_ADMIN_PASSWORD"), "g-pass", "from .env");
     for p in PRODUCERS {
         let svc = &services[p];
         assert_eq!(str_at(svc, "/restart"), "unless-stopped", "{p}");

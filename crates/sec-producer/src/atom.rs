@@ -75,10 +75,9 @@ pub fn entries(body: &[u8]) -> Result<Vec<Entry>, String> {
                     tag => {
                         if let Some(entry) = cur.as_mut() {
                             let attr = |k: &[u8]| -> Option<String> {
-                                e.attributes()
-                                    .flatten()
-                                    .find(|a| a.key.as_ref() == k)
-                                    .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+                                e.attributes().flatten().find(|a| a.key.as_ref() == k).and_then(|a| {
+                                    a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned())
+                                })
                             };
                             match tag {
                                 b"link" => entry.link = attr(b"href").unwrap_or_default(),
