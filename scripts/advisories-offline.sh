@@ -4,7 +4,7 @@
 # CI runs it with the snapshot its machines carry. cargo-deny (the version `make deny` pins)
 # opens a database as a git checkout in <db-path>/advisory-db-<hash of its URL>, reading the
 # HEAD commit's date: the snapshot's files are unpacked there in a scratch folder and committed
-# once, dated like the snapshot. Exit status: cargo-deny's (non-zero on any finding that
+# once, dated like the snapshot; deny.toml's policy is run with its db-path pointed there. Exit status: cargo-deny's (non-zero on any finding that
 # deny.toml does not explain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +25,6 @@ stamp=$(date -u -r "$tarball" +%Y-%m-%dT%H:%M:%SZ)
     git -c user.name=finstream-ci -c user.email=ci@localhost -c commit.gpgsign=false commit -q -m "RustSec snapshot $stamp"
 )
 echo "advisories-offline: $(find "$db/crates" -name '*.md' | wc -l) advisories, snapshot of $stamp"
-FINSTREAM_ADVISORY_DB=$scratch cargo deny --offline check advisories
+# deny.toml's policy, with the database read from the scratch folder.
+awk -v db="$scratch" '{ print } /^\[advisories\]$/ { print "db-path = \"" db "\"" }' deny.toml >"$scratch/deny.toml"
+cargo deny --offline --config "$scratch/deny.toml" check advisories
