@@ -4,8 +4,8 @@
 # CI runs it with the snapshot its machines carry. cargo-deny (the version `make deny` pins)
 # opens a database as a git checkout in <db-path>/advisory-db-<hash of its URL>, reading the
 # HEAD commit's date: the snapshot's files are unpacked there in a scratch folder and committed
-# once, dated like the snapshot; deny.toml's policy is run with its db-path pointed there. Exit status: cargo-deny's (non-zero on any finding that
-# deny.toml does not explain).
+# once, dated like the snapshot; deny.toml's policy is run with its db-path pointed there.
+# Exit status: cargo-deny's (non-zero on any finding that deny.toml does not explain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tarball=${1:?usage: $0 <rustsec-advisory-db.tar.gz>}
