@@ -316,16 +316,7 @@ const SENTINEL: &str = "sentinel-7f3a9c-not-for-other-hosts";
 
 /// Every request a simulated host saw that carries the sentinel, anywhere (path, query, headers).
 fn carrying_sentinel(sim: &Sim) -> Vec<String> {
-    sim.log
-        .all()
-        .iter()
-        .filter(|r| {
-            r.path.contains(SENTINEL)
-                || r.query.as_deref().unwrap_or("").contains(SENTINEL)
-                || r.headers.iter().any(|(_, v)| v.contains(SENTINEL))
-        })
-        .map(|r| format!("{} {}?{}", r.path, r.path, r.query.as_deref().unwrap_or("")))
-        .collect()
+    sim.log.carrying(SENTINEL).into_iter().map(|r| format!("{}?{}", r.path, r.query.unwrap_or_default())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,19 +46,6 @@ use crate::resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerState, Cir
 use crate::source::{FatalError, Normalized, Poller, Reject, Source, SourceCtx};
 use crate::telemetry::metrics::REASON_ABORTED;
 
-/// Every `outcome` of `producer_api_calls_total` a poll can have.
-const OUTCOMES: [&str; 9] = [
-    "ok",
-    "retryable_error",
-    "rate_limited",
-    "permanent_error",
-    "denied",
-    "not_found",
-    "quota_exhausted",
-    "fatal_error",
-    "refused",
-];
-
 /// Settings of one poller's loop.
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -763,7 +750,7 @@ impl<P: Poller> Polled<P> {
         let mut breaker = CircuitBreaker::new(s.breaker, Some(gauge));
         // Every series this loop can move exists from the start, at 0: rate()/increase() and
         // alerts see the first failure, and dashboards find the series before anything failed.
-        for outcome in OUTCOMES {
+        for outcome in ErrorClass::OUTCOMES {
             let _ = ctx.metrics.api_calls.with_label_values(&[p.provider(), outcome]);
         }
         let _ = ctx.metrics.duplicates_skipped.with_label_values(&[p.provider()]);
@@ -1002,7 +989,9 @@ impl<P: Poller> Polled<P> {
                         }
                     }
                     next_wait = jittered(p.interval(), s.interval_jitter);
-                    tracing::warn!(source = p.name(), error = %what, "poll failed permanently; will try again next interval");
+                    if class == ErrorClass::Permanent {
+                        tracing::warn!(source = p.name(), error = %what, "poll failed permanently; will try again next interval");
+                    }
                 }
             }
         }
@@ -1022,8 +1011,7 @@ fn report_cut(ctx: &SourceCtx, provider: &str, source: &str, cut: crate::source:
     ctx.event(&e);
 }
 
-/// Publishes a refusal by one of our guards: a `request_refused` event (the warning is logged
-/// by the caller's path).
+/// Reports a refusal by one of our guards: one warning and a `request_refused` event.
 fn report_refused(ctx: &SourceCtx, provider: &str, source: &str, why: &str) {
     tracing::warn!(source, reason = why, "request refused before it was sent");
     ctx.event(

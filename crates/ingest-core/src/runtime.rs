@@ -392,7 +392,7 @@ async fn kafka_probe(p: Probe) {
             && !sink.broker_answered()
             && started.elapsed() >= limit
         {
-            let why = health.readiness().kafka.detail;
+            let why = health.kafka_detail();
             health.set_fatal(format!(
                 "no Kafka broker answered within {}s of start at `{brokers}` ({why}); check KAFKA_BROKERS (kafka.brokers), the network and the security settings, or set kafka.startup_timeout_secs to 0 to wait forever",
                 limit.as_secs()

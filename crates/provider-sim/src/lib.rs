@@ -61,6 +61,19 @@ impl RequestLog {
         self.all().into_iter().filter(|r| r.path == path).collect()
     }
 
+    /// The requests that carry `secret` anywhere: path, query or any header value (a leak
+    /// check for credentials).
+    pub fn carrying(&self, secret: &str) -> Vec<LoggedRequest> {
+        self.all()
+            .into_iter()
+            .filter(|r| {
+                r.path.contains(secret)
+                    || r.query.as_deref().unwrap_or("").contains(secret)
+                    || r.headers.iter().any(|(_, v)| v.contains(secret))
+            })
+            .collect()
+    }
+
     fn push(&self, r: LoggedRequest) {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).push(r);
     }

@@ -35,18 +35,14 @@ impl RedirectTrap {
         Ok(Self { origin, elsewhere })
     }
 
-    /// Requests `elsewhere` received that carry `secret` anywhere (path, query, any header).
-    pub fn leaks(&self, secret: &str) -> Vec<String> {
-        self.elsewhere
-            .log
-            .all()
-            .into_iter()
-            .filter(|r| {
-                r.path.contains(secret)
-                    || r.query.as_deref().unwrap_or("").contains(secret)
-                    || r.headers.iter().any(|(_, v)| v.contains(secret))
-            })
-            .map(|r| r.path)
-            .collect()
+    /// Panics unless the origin received exactly `requests` requests and nothing at all reached
+    /// the other origin (naming any request there that carried `secret`).
+    pub fn assert_only_origin_reached(&self, requests: usize, secret: &str) {
+        assert_eq!(self.origin.log.all().len(), requests, "each credential went to its own origin");
+        let leaks: Vec<String> = self.elsewhere.log.carrying(secret).into_iter().map(|r| r.path).collect();
+        assert!(
+            self.elsewhere.log.all().is_empty(),
+            "requests reached the other origin; carrying the secret: {leaks:?}"
+        );
     }
 }

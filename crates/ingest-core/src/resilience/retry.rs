@@ -47,6 +47,20 @@ impl ErrorClass {
         matches!(self, ErrorClass::Retryable { .. } | ErrorClass::RateLimited { .. })
     }
 
+    /// Every label [`ErrorClass::label`] gives, and `ok`: the `outcome`s of
+    /// `producer_api_calls_total` (created at 0 when a poller starts).
+    pub const OUTCOMES: [&'static str; 9] = [
+        "ok",
+        "retryable_error",
+        "rate_limited",
+        "permanent_error",
+        "denied",
+        "not_found",
+        "quota_exhausted",
+        "fatal_error",
+        "refused",
+    ];
+
     /// A short label for metrics (`outcome` of `producer_api_calls_total`).
     pub fn label(self) -> &'static str {
         match self {
@@ -140,5 +154,17 @@ mod tests {
         );
         assert!(ErrorClass::RateLimited { after: None }.is_retryable());
         assert!(!ErrorClass::Fatal.is_retryable());
+        for c in [
+            ErrorClass::Retryable { after: None },
+            ErrorClass::RateLimited { after: None },
+            ErrorClass::Permanent,
+            ErrorClass::Denied,
+            ErrorClass::NotFound,
+            ErrorClass::QuotaExhausted { until: None },
+            ErrorClass::Fatal,
+            ErrorClass::Refused,
+        ] {
+            assert!(ErrorClass::OUTCOMES.contains(&c.label()), "{c:?}");
+        }
     }
 }

@@ -205,6 +205,11 @@ impl Health {
         *self.inner.kafka.lock().unwrap_or_else(PoisonError::into_inner) = (ok, detail.into());
     }
 
+    /// The latest Kafka check's detail.
+    pub fn kafka_detail(&self) -> String {
+        self.inner.kafka.lock().unwrap_or_else(PoisonError::into_inner).1.clone()
+    }
+
     /// Records a fatal error: liveness and readiness fail from now on.
     pub fn set_fatal(&self, error: impl Into<String>) {
         let mut f = self.inner.fatal.lock().unwrap_or_else(PoisonError::into_inner);
