@@ -117,7 +117,11 @@ target!(
 
 fn custom(cfg: serde_json::Value) -> CustomSource {
     let resolver = GuardedResolver::new(Arc::new(SystemLookup), Arc::new(Policy::default()), None);
-    CustomSource::new(serde_json::from_value(cfg).expect("a valid altdata source"), resolver)
+    CustomSource::new(
+        serde_json::from_value(cfg).expect("a valid altdata source"),
+        resolver,
+        ingest_core::proxy::ProxyEnv::default(),
+    )
 }
 
 target!(

@@ -18,6 +18,7 @@ use crate::config::{AltSourceConfig, PaginationKind, SourceKind};
 use crate::html::Plan;
 use crate::ssrf::{GuardedResolver, Refused};
 use ingest_core::http::{Origin, RedirectVerdict, judge_redirect};
+use ingest_core::proxy::ProxyEnv;
 
 /// Provider label of custom sources.
 pub const PROVIDER: &str = "altdata";
@@ -47,12 +48,14 @@ pub struct CustomSource {
     origin: Option<Origin>,
     /// Other origins next pages and redirects may lead to (without credentials).
     follow: Vec<Origin>,
+    /// The proxy settings (`HTTPS_PROXY`, `NO_PROXY`).
+    proxy: ProxyEnv,
 }
 
 impl CustomSource {
     /// The poller of `cfg`; `resolver` carries the SSRF policy. The auth secret is read from
     /// the environment variable the config names.
-    pub fn new(cfg: AltSourceConfig, resolver: GuardedResolver) -> Self {
+    pub fn new(cfg: AltSourceConfig, resolver: GuardedResolver, proxy: ProxyEnv) -> Self {
         let secret = cfg.auth.as_ref().and_then(crate::config::AuthConfig::secret);
         let html = match cfg.kind {
             SourceKind::Html => {
@@ -65,7 +68,7 @@ impl CustomSource {
         };
         let origin = url::Url::parse(&cfg.url).ok().as_ref().and_then(Origin::of);
         let follow = cfg.follow_origins.iter().filter_map(|o| Origin::parse(o).ok()).collect();
-        Self { cfg, secret, resolver, html, origin, follow }
+        Self { cfg, secret, resolver, html, origin, follow, proxy }
     }
 
     fn check(&self, url: &str) -> Result<url::Url, Refused> {
@@ -294,12 +297,16 @@ impl Poller for CustomSource {
             }
         });
         Some(
-            ingest_core::http::builder()
+            // The proxy of the environment as injected (reqwest's own reading of it is turned
+            // off first, so tests can give one); its host is let through the guard (`group`).
+            self.proxy
+                .reqwest_proxies()
+                .into_iter()
+                .fold(ingest_core::http::builder().no_proxy(), reqwest::ClientBuilder::proxy)
                 .user_agent(cfg.user_agent.clone())
                 .timeout(cfg.timeout)
                 .connect_timeout(cfg.connect_timeout)
                 .gzip(true)
-                .no_proxy()
                 .redirect(redirects)
                 .dns_resolver(Arc::new(self.resolver.clone()))
                 .build()
@@ -345,15 +352,26 @@ impl Poller for CustomSource {
     fn prepare<'a>(
         &'a self,
         _client: &'a reqwest::Client,
+        cursor: &'a Cursor,
     ) -> futures::future::BoxFuture<'a, Result<(), (ingest_core::resilience::ErrorClass, String)>> {
+        let refused = |r: Refused| (ingest_core::resilience::ErrorClass::Refused, r.to_string());
         Box::pin(async move {
             if let Err(e) = &self.html {
                 return Err((ingest_core::resilience::ErrorClass::Refused, format!("configuration: {e}")));
             }
-            // The configured URL (a Link header's next URL is checked when it is read).
-            self.check(&self.cfg.url)
-                .map(drop)
-                .map_err(|r| (ingest_core::resilience::ErrorClass::Refused, r.to_string()))
+            // The URL this request goes to (the configured one, or a next page already checked
+            // against the policy when it was read).
+            let url = self.check(cursor.next_url.as_deref().unwrap_or(&self.cfg.url)).map_err(refused)?;
+            // Through a proxy, the proxy resolves the name and our resolver never sees the
+            // address: check it here, before the proxy is asked to CONNECT. (The proxy may still
+            // resolve it differently; the guard can only vouch for what it resolved.)
+            let host = url.host_str().unwrap_or_default();
+            if self.proxy.for_host(url.scheme() == "https", host).is_some()
+                && !matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)))
+            {
+                self.resolver.resolve_checked(host).await.map_err(refused)?;
+            }
+            Ok(())
         })
     }
 
@@ -479,12 +497,12 @@ mod tests {
         let source = |url: String| {
             let cfg: AltSourceConfig =
                 serde_json::from_value(serde_json::json!({"name": "t", "kind": "json", "url": url})).unwrap();
-            CustomSource::new(cfg, resolver.clone())
+            CustomSource::new(cfg, resolver.clone(), ProxyEnv::default())
         };
         let http = HttpConfig::default();
         let ok = source(format!("http://data.example:{port}/ok"));
         let client = ok.http_client(&http).unwrap().unwrap();
-        ok.prepare(&client).await.unwrap();
+        ok.prepare(&client, &Cursor::default()).await.unwrap();
         assert_eq!(fetch(ok.request(&client, &Cursor::default()), 1024).await.unwrap().status, 200);
         for (url, why) in [
             (format!("http://127.0.0.1:{port}/ok"), "loopback literal"),
@@ -493,7 +511,7 @@ mod tests {
         ] {
             let s = source(url);
             let client = s.http_client(&http).unwrap().unwrap();
-            let err = s.prepare(&client).await.unwrap_err();
+            let err = s.prepare(&client, &Cursor::default()).await.unwrap_err();
             assert_eq!(err.0, ingest_core::resilience::ErrorClass::Refused, "{why}");
             assert!(err.1.contains("not a public address"), "{why}: {}", err.1);
         }
@@ -506,7 +524,7 @@ mod tests {
         ] {
             let s = source(url);
             let client = s.http_client(&http).unwrap().unwrap();
-            s.prepare(&client).await.unwrap();
+            s.prepare(&client, &Cursor::default()).await.unwrap();
             match fetch(s.request(&client, &Cursor::default()), 1024).await {
                 Err(FetchError::Refused(r)) => assert!(r.0.contains(refusal), "{why}: {r}"),
                 other => panic!("{why}: {other:?}"),
@@ -519,7 +537,7 @@ mod tests {
                 "name": "t", "kind": "json", "url": format!("http://data.example:{port}/{path}"),
                 "follow_origins": ["http://169.254.169.254", "http://internal.example"]}))
             .unwrap();
-            CustomSource::new(cfg, resolver.clone())
+            CustomSource::new(cfg, resolver.clone(), ProxyEnv::default())
         };
         let s = listing("to-metadata");
         let client = s.http_client(&http).unwrap().unwrap();
@@ -579,7 +597,7 @@ mod hostile {
 
     fn source(cfg: serde_json::Value) -> CustomSource {
         let resolver = GuardedResolver::new(Arc::new(NoLookup), Arc::new(Policy::default()), None);
-        CustomSource::new(serde_json::from_value(cfg).unwrap(), resolver)
+        CustomSource::new(serde_json::from_value(cfg).unwrap(), resolver, ProxyEnv::default())
     }
 
     /// Hostile input for each kind of custom source (JSON with cursor paging, CSV, HTML with a

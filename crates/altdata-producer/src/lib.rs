@@ -22,17 +22,27 @@ use ingest_core::poll::{PollGroup, PollSettings};
 /// Name of the polling group.
 pub const GROUP: &str = "altdata";
 
-/// The configured sources, resolving names with `lookup` (the system resolver in production)
-/// and reporting every address let through to `tripwire` (tests).
+/// The configured sources, resolving names with `lookup` (the system resolver in production),
+/// reaching them through `proxy` (the environment's `HTTPS_PROXY`/`NO_PROXY` in production) and
+/// reporting every address let through to `tripwire` (tests).
+///
+/// Through a proxy, a source's target is resolved and checked by the SSRF guard before the
+/// proxy is asked to reach it; the proxy then resolves the name itself. The proxy's own host is
+/// the operator's and is let through the guard.
 pub fn group(
     cfg: &Config<config::AltDataConfig>,
     producer: &str,
     lookup: Arc<dyn ssrf::Lookup>,
     tripwire: Option<ssrf::Tripwire>,
+    proxy: &ingest_core::proxy::ProxyEnv,
 ) -> PollGroup {
     let a = &cfg.section;
-    let policy =
-        Arc::new(ssrf::Policy { allowed_hosts: a.allowed_hosts.clone(), allow_private: a.allow_private.clone() });
+    let (mut allowed_hosts, mut allow_private) = (a.allowed_hosts.clone(), a.allow_private.clone());
+    if !allowed_hosts.is_empty() {
+        allowed_hosts.extend(proxy.hosts());
+    }
+    allow_private.extend(proxy.hosts());
+    let policy = Arc::new(ssrf::Policy { allowed_hosts, allow_private });
     let resolver = ssrf::GuardedResolver::new(lookup, policy, tripwire);
     let mut group = PollGroup::new(GROUP, cfg.core.runtime.group_settings(producer, GROUP));
     for s in &a.sources {
@@ -45,7 +55,7 @@ pub fn group(
             limit_key: Some(format!("altdata:{}", host.unwrap_or_default())),
             ..PollSettings::default()
         };
-        group.add(custom::CustomSource::new(s.clone(), resolver.clone()), poll);
+        group.add(custom::CustomSource::new(s.clone(), resolver.clone(), proxy.clone()), poll);
     }
     group
 }

@@ -22,7 +22,8 @@ const SPEC: ProducerSpec = ProducerSpec {
 
 fn main() -> ExitCode {
     ingest_core::main::<config::AltDataConfig, NoArgs, _>(SPEC, |cfg, _| {
-        let group = altdata_producer::group(cfg, SPEC.name, Arc::new(SystemLookup), None);
+        let proxy = ingest_core::proxy::ProxyEnv::from_env();
+        let group = altdata_producer::group(cfg, SPEC.name, Arc::new(SystemLookup), None, &proxy);
         let sources: Vec<Box<dyn Source>> = if group.is_empty() { Vec::new() } else { vec![Box::new(group)] };
         Ok(sources)
     })

@@ -71,6 +71,8 @@ struct Run {
     dlq: String,
     site: String,
     escaped: Arc<Mutex<Vec<String>>>,
+    /// The proxy the sources go through (none unless a test sets one).
+    proxy: ingest_core::proxy::ProxyEnv,
 }
 
 impl Run {
@@ -129,6 +131,7 @@ impl Run {
             dlq: format!("{stem}.dlq"),
             site,
             escaped: Arc::new(Mutex::new(Vec::new())),
+            proxy: ingest_core::proxy::ProxyEnv::default(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Run {
     async fn start(&self) -> runtime::Running {
         let lookup = Arc::new(Table(HashMap::from([
             ("data.example", "127.0.0.1".parse().unwrap()),
+            ("proxy.example", "127.0.0.1".parse().unwrap()),
             ("cdn.example", "127.0.0.1".parse().unwrap()),
             ("evil.example", "127.0.0.1".parse().unwrap()),
             ("internal.example", "10.0.0.5".parse().unwrap()),
@@ -157,7 +161,7 @@ impl Run {
             }
             ip.is_loopback()
         });
-        let group = altdata_producer::group(&self.cfg, "itest-altdata", lookup, Some(tripwire));
+        let group = altdata_producer::group(&self.cfg, "itest-altdata", lookup, Some(tripwire), &self.proxy);
         let sources: Vec<Box<dyn Source>> = vec![Box::new(group)];
         runtime::start(ProducerSpec { name: "itest-altdata", version: "0", about: "t" }, &self.cfg, sources)
             .await
@@ -446,4 +450,54 @@ async fn a_hostile_site_never_gets_a_secret_to_another_origin_over_tls() {
         });
         assert!(hit, "{source}: no request_refused event saying `{why}` in {events:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_proxy_the_guard_checks_a_target_before_the_proxy_is_asked() {
+    // A corporate proxy (by name, on a private address: the operator's own) in front of every
+    // source. A public site goes through it; a name resolving to a private address is refused
+    // before any CONNECT, since the proxy would resolve it where the guard cannot see.
+    let ca = provider_sim::tls::TestCa::get().unwrap();
+    let site = Sim::start_tls("127.0.0.1:0".parse().unwrap(), sites().router(), &ca.identity().unwrap()).await.unwrap();
+    let proxy = provider_sim::proxy::ConnectProxy::start().await.unwrap();
+    let port = site.addr.port();
+    let section: AltDataConfig = serde_json::from_value(json!({
+        "allow_private": ["data.example"],
+        "sources": [
+            {"name": "via-proxy", "kind": "json", "url": format!("https://data.example:{port}/altdata/rates.json"),
+             "interval_secs": 1, "items": "/data/items", "id": "/id"},
+            {"name": "private-via-proxy", "kind": "json", "url": format!("https://internal.example:{port}/altdata/rates.json"),
+             "interval_secs": 1, "items": "/data/items", "id": "/id"}
+        ]
+    }))
+    .unwrap();
+    let mut run = Run::with(section, format!("https://data.example:{port}/altdata"));
+    let proxy_url = format!("http://proxy.example:{}", proxy.addr.port());
+    run.proxy = ingest_core::proxy::ProxyEnv::from_vars(|k| (k == "HTTPS_PROXY").then(|| proxy_url.clone()));
+    run.topics().await;
+    let running = run.start().await;
+    let metrics_url = format!("http://{}/metrics", running.addrs.metrics);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        let refused = sum(&m, "producer_api_calls_total", "outcome=\"refused\"");
+        let delivered = run.records().iter().any(|r| r.source == "via-proxy");
+        if refused >= 2.0 && delivered {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "refused {refused}, delivered {delivered}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    running.shutdown_token().cancel();
+    running.wait().await.unwrap();
+    let targets = proxy.targets();
+    assert!(
+        targets.iter().any(|t| *t == format!("data.example:{port}")),
+        "the public site went through the proxy: {targets:?}"
+    );
+    assert!(
+        !targets.iter().any(|t| t.starts_with("internal.example")),
+        "no CONNECT for the private target: {targets:?}"
+    );
+    assert!(run.escaped.lock().unwrap().is_empty(), "tripwire: {:?}", run.escaped.lock().unwrap());
 }

@@ -15,6 +15,7 @@ pub mod http;
 pub mod kafka;
 pub mod market_hours;
 pub mod poll;
+pub mod proxy;
 pub mod record;
 pub mod resilience;
 pub mod runtime;

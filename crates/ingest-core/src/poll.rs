@@ -805,7 +805,7 @@ impl<P: Poller> Polled<P> {
             }
             // Ok(response) or Err((class, the response if there was one, what happened)).
             let prepared = tokio::select! {
-                r = p.prepare(&client) => r,
+                r = p.prepare(&client, &cursor) => r,
                 () = ctx.shutdown.cancelled() => return Ok(()),
             };
             let outcome = match prepared {

@@ -158,7 +158,12 @@ pub trait Poller: Send + Sync + 'static {
     }
     /// Runs before each request, e.g. to get or refresh an OAuth token the request will carry.
     /// `Err` counts as a failed call of that class (a refused client secret is `Fatal`).
-    fn prepare<'a>(&'a self, _client: &'a reqwest::Client) -> BoxFuture<'a, Result<(), (ErrorClass, String)>> {
+    /// `cursor` is where the request will go (a next page's URL, for instance).
+    fn prepare<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        _cursor: &'a Self::Cursor,
+    ) -> BoxFuture<'a, Result<(), (ErrorClass, String)>> {
         Box::pin(async { Ok(()) })
     }
     /// How long to hold this provider's next requests after `resp`, read from its rate-limit

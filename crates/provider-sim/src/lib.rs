@@ -14,6 +14,7 @@ pub mod edgar;
 pub mod finnhub;
 pub mod news;
 pub mod polygon;
+pub mod proxy;
 pub mod social;
 pub mod tls;
 pub mod trap;

@@ -277,7 +277,11 @@ impl Poller for Subreddit {
         self.interval
     }
 
-    fn prepare<'a>(&'a self, client: &'a reqwest::Client) -> BoxFuture<'a, Result<(), (ErrorClass, String)>> {
+    fn prepare<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        _cursor: &'a Cursor,
+    ) -> BoxFuture<'a, Result<(), (ErrorClass, String)>> {
         Box::pin(self.tokens.ensure(client))
     }
 

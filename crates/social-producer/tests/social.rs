@@ -607,3 +607,20 @@ async fn credentials_never_follow_a_redirect_to_another_origin() {
     );
     trap.assert_only_origin_reached(2, SENTINEL);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_calls_go_through_https_proxy() {
+    let mut fx = Fixture::new(Duration::from_secs(3600), 10_000, Duration::from_secs(600)).await;
+    let proxy = provider_sim::proxy::ConnectProxy::start().await.unwrap();
+    fx.env.push(("HTTPS_PROXY".into(), proxy.url()));
+    fx.env.push(("NO_PROXY".into(), String::new()));
+    fx.social.post(reddit("18wprx", "via the proxy", "", "someone", 0));
+    fx.social.twit(twit(161_970_151, "via the proxy $F", None));
+    let mut p = fx.spawn();
+    fx.wait_for("reddit:t3_18wprx").await;
+    fx.wait_for("stocktwits:161970151").await;
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    let port = fx.sim.addr.port();
+    let targets = proxy.targets();
+    assert!(!targets.is_empty() && targets.iter().all(|t| *t == format!("localhost:{port}")), "{targets:?}");
+}

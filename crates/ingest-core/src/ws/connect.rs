@@ -1,5 +1,6 @@
-//! Opening a WebSocket: the URL as users write it, TCP, TLS with the process's roots
-//! ([`crate::tls`]), and the HTTP upgrade.
+//! Opening a WebSocket: the URL as users write it, TCP (directly, or tunnelled through the
+//! `HTTPS_PROXY`/`HTTP_PROXY` of the environment unless `NO_PROXY` names the host, see
+//! [`crate::proxy`]), TLS with the process's roots ([`crate::tls`]), and the HTTP upgrade.
 //!
 //! TLS is done here with rustls rather than by tokio-tungstenite's optional TLS features, so
 //! that `wss://` always works, trusts the same roots as every HTTPS client of the process and
@@ -83,24 +84,32 @@ impl Target {
 pub struct Dialer {
     target: Target,
     tls: Arc<rustls::ClientConfig>,
+    proxy: crate::proxy::ProxyEnv,
 }
 
 impl Dialer {
     /// A dialer for `url` with the process's TLS configuration.
     pub fn new(url: &str) -> Result<Self, WsError> {
-        Ok(Self { target: Target::parse(url)?, tls: crate::tls::client_config() })
+        Ok(Self {
+            target: Target::parse(url)?,
+            tls: crate::tls::client_config(),
+            proxy: crate::proxy::ProxyEnv::from_env(),
+        })
     }
 
     /// The same, trusting `tls` instead (tests).
     pub fn with_tls(url: &str, tls: Arc<rustls::ClientConfig>) -> Result<Self, WsError> {
-        Ok(Self { target: Target::parse(url)?, tls })
+        Ok(Self { target: Target::parse(url)?, tls, proxy: crate::proxy::ProxyEnv::from_env() })
     }
 
     async fn open(&self, config: WebSocketConfig) -> Result<WsStream, WsError> {
         let t = &self.target;
-        let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
-            .await
-            .map_err(|e| WsError::Connect(format!("{}:{}: {e}", t.host, t.port)))?;
+        let tcp = match self.proxy.for_host(t.tls, &t.host) {
+            Some(proxy) => crate::proxy::connect_tunnel(proxy, &t.host, t.port).await.map_err(WsError::Connect)?,
+            None => tokio::net::TcpStream::connect((t.host.as_str(), t.port))
+                .await
+                .map_err(|e| WsError::Connect(format!("{}:{}: {e}", t.host, t.port)))?,
+        };
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = if t.tls {
             let name = rustls::pki_types::ServerName::try_from(t.host.clone())

@@ -452,3 +452,24 @@ async fn a_2_5_mb_all_symbol_minute_bar_frame_is_normalized_under_the_defaults()
     assert!(got.iter().all(|m| value(m)["event_type"] == "bar"));
     assert_eq!(s.producer.metric("producer_ws_reconnects_total", &[("provider", "polygon")]).await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_goes_through_https_proxy_unless_no_proxy_names_the_host() {
+    // A corporate network: every connection out goes through a CONNECT proxy.
+    let proxy = provider_sim::proxy::ConnectProxy::start().await.unwrap();
+    let proxy_url = proxy.url();
+    let s = start(KEY, &[("HTTPS_PROXY", &proxy_url), ("NO_PROXY", "")]).await;
+    wait_subscribed(&s.polygon, 1).await;
+    assert_eq!(s.polygon.push(&fixture("stocks_mixed.frame.json")), 1);
+    assert_eq!(testkit::consume(&s.topic, 5, Duration::from_secs(30)).len(), 5, "ticks through the tunnel");
+    let port = s.sim.addr.port();
+    assert_eq!(proxy.targets(), [format!("localhost:{port}")], "the feed was tunnelled (TLS end to end)");
+    drop(s);
+
+    // NO_PROXY names the host: straight to it, the proxy sees nothing.
+    let direct = provider_sim::proxy::ConnectProxy::start().await.unwrap();
+    let direct_url = direct.url();
+    let s = start(KEY, &[("HTTPS_PROXY", &direct_url), ("NO_PROXY", "example.com,localhost")]).await;
+    wait_subscribed(&s.polygon, 1).await;
+    assert!(direct.targets().is_empty(), "{:?}", direct.targets());
+}
