@@ -120,6 +120,10 @@ pub struct Readiness {
     pub kafka: ComponentReport,
     /// Every registered source.
     pub sources: Vec<SourceReport>,
+    /// Said when the producer has no source at all (an altdata producer without sources): it
+    /// is idle, and ready while Kafka answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One component in `/ready`.
@@ -324,11 +328,13 @@ impl Health {
                 }
             })
             .collect();
+        let note = sources.is_empty().then(|| "no sources configured: idle".to_string());
         Readiness {
             ready: reasons.is_empty(),
             reasons,
             kafka: ComponentReport { ok: kafka_ok, detail: kafka_detail },
             sources,
+            note,
         }
     }
 }
@@ -343,8 +349,10 @@ mod tests {
         assert!(!h.readiness().ready, "kafka not checked yet");
         h.set_kafka(true, "3 topics present");
         assert!(h.readiness().ready);
+        assert_eq!(h.readiness().note.as_deref(), Some("no sources configured: idle"), "no source: ready, and says so");
         let s = h.register_source("polygon", Some(Duration::from_secs(3600)));
         let r = h.readiness();
+        assert_eq!(r.note, None);
         assert!(!r.ready);
         assert!(r.reasons[0].contains("not connected (starting)"), "{:?}", r.reasons);
         s.set_connected(true, "subscribed");
