@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates the design.md topics from a topics file (scripts/kafka/topics.txt: name, partitions,
+# Creates the topics of docs/contracts.md from a topics file (scripts/kafka/topics.txt: name, partitions,
 # configs) on a running cluster, and checks the ones that already exist. Used by
 # docker-compose's `topic-init` service and the Kubernetes `finstream-topics` Job (which carries a
 # copy of this script and of topics.txt; a test keeps the copies identical).

@@ -1,4 +1,4 @@
-//! The CLI and exit-code contract of `altdata-producer` (design.md §4), against the real local Kafka.
+//! The CLI and exit-code contract of `altdata-producer` (docs/contracts.md, Operation), against the real local Kafka.
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 

@@ -1,4 +1,4 @@
-//! Polled sources, exactly once (design.md §3).
+//! Polled sources, exactly once (docs/contracts.md, Delivery).
 //!
 //! A [`PollGroup`] runs one or more [`Poller`]s that share a durable state: their cursors and
 //! one dedup window, stored in the compacted `ingest.state` topic under the group's key. Every

@@ -1,7 +1,7 @@
 //! Process wiring: CLI, config, telemetry, the sink, the sources, signals and shutdown.
 //!
 //! A producer binary is `fn main() -> ExitCode { ingest_core::main(SPEC, build_sources) }`.
-//! Exit codes (design.md §4): 0 clean stop, 1 fatal runtime error (fatal Kafka error, fatal
+//! Exit codes (docs/contracts.md, Operation): 0 clean stop, 1 fatal runtime error (fatal Kafka error, fatal
 //! source error, records left undelivered at shutdown, port taken), 2 usage or config error.
 //!
 //! Shutdown (SIGTERM/SIGINT, or a fatal error): readiness turns false, sources are cancelled and

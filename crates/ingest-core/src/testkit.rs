@@ -165,7 +165,7 @@ pub fn workspace_root() -> &'static Path {
         .expect("crates/ingest-core is two levels down")
 }
 
-/// Checks the CLI contract of a producer binary (design.md §4):
+/// Checks the CLI contract of a producer binary (docs/contracts.md, Operation):
 /// `--help`/`--version` exit 0; `--check-config` exits 0 with `valid_env` and 2 with a message
 /// naming the key for an unknown key, a bad value and (for `secret`) a missing secret; SIGTERM
 /// of a running producer exits 0 promptly.

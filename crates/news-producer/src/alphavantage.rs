@@ -1,4 +1,4 @@
-//! Alpha Vantage `NEWS_SENTIMENT` (providers.md §5), one poller per ticker, normalized to
+//! Alpha Vantage `NEWS_SENTIMENT` (docs/providers.md, Alpha Vantage), one poller per ticker, normalized to
 //! `news.article/v1` with the provider's sentiment.
 //!
 //! - Cursor: the newest `time_published` seen; the next poll asks `time_from=` it (minute
@@ -9,7 +9,7 @@
 //!   limit, not by any "per day" in their text (see [`rate_notice_wait`]): the per-second burst
 //!   notice (which mentions the daily limit in passing) waits ≥ 1 s, the legacy per-minute note
 //!   ≥ 12 s, only the daily cap waits until the next UTC midnight.
-//! - `time_published` (`20240102T160013`) carries no zone; it is read as UTC (providers.md
+//! - `time_published` (`20240102T160013`) carries no zone; it is read as UTC (docs/providers.md
 //!   marks the zone unverified) and the raw item stays in the DLQ path if it does not parse.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! NewsAPI.org v2 (providers.md §4): `/v2/everything` per configured query and
+//! NewsAPI.org v2 (docs/providers.md, NewsAPI): `/v2/everything` per configured query and
 //! `/v2/top-headlines` for a category, normalized to `news.article/v1`.
 //!
 //! - Auth: the `X-Api-Key` header (keeps the key out of URLs).

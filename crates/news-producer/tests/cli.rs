@@ -1,4 +1,4 @@
-//! The CLI and exit-code contract of `news-producer` (design.md §4), against the real local Kafka.
+//! The CLI and exit-code contract of `news-producer` (docs/contracts.md, Operation), against the real local Kafka.
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! Alpaca market data v2 WebSocket simulator (providers.md §2), JSON mode, at `/v2/{feed}`.
+//! Alpaca market data v2 WebSocket simulator (docs/providers.md, market-data WebSockets), JSON mode, at `/v2/{feed}`.
 //!
 //! `[{"T":"success","msg":"connected"}]` on open; auth with key + secret within the timeout
 //! (else 404 and close); a wrong key gets 402 and close; a second authenticated connection of

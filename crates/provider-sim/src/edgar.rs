@@ -1,4 +1,4 @@
-//! SEC EDGAR (providers.md §8): the current-filings Atom feed and the submissions JSON API,
+//! SEC EDGAR (docs/providers.md, SEC EDGAR): the current-filings Atom feed and the submissions JSON API,
 //! with the SEC's fair-access behaviour.
 //!
 //! - `GET /cgi-bin/browse-edgar?action=getcurrent&type=&start=&count=&output=atom`: ISO-8859-1

@@ -1,4 +1,4 @@
-//! Finnhub WebSocket simulator (providers.md §3), mounted at `/` (`ws://…/?token=KEY`).
+//! Finnhub WebSocket simulator (docs/providers.md, market-data WebSockets), mounted at `/` (`ws://…/?token=KEY`).
 //!
 //! A wrong or missing token is refused with HTTP 401 on the upgrade. Clients subscribe with
 //! `{"type":"subscribe","symbol":"AAPL"}` (no acknowledgement); past `max_symbols` the server

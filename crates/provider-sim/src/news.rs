@@ -1,4 +1,4 @@
-//! NewsAPI.org v2 and Alpha Vantage `NEWS_SENTIMENT` (providers.md §4, §5) over one shared
+//! NewsAPI.org v2 and Alpha Vantage `NEWS_SENTIMENT` (docs/providers.md, NewsAPI and Alpha Vantage) over one shared
 //! catalogue of stories, so a story both providers report can be recognised as one.
 //!
 //! - NewsAPI `GET /v2/everything` and `/v2/top-headlines`: key by `X-Api-Key`, `apiKey=` or

@@ -1,4 +1,4 @@
-//! Polygon.io / Massive real-time WebSocket simulator (providers.md §1), mounted at `/stocks`
+//! Polygon.io / Massive real-time WebSocket simulator (docs/providers.md, market-data WebSockets), mounted at `/stocks`
 //! and `/crypto`.
 //!
 //! Speaks the real handshake: `connected` status on open, `{"action":"auth"}` →

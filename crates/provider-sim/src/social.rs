@@ -1,4 +1,4 @@
-//! Reddit (providers.md §6) and StockTwits (§9).
+//! Reddit and StockTwits (docs/providers.md).
 //!
 //! - Reddit token: `POST /api/v1/access_token` with HTTP Basic client credentials and
 //!   `grant_type=client_credentials` → `{"access_token","token_type":"bearer","expires_in",

@@ -1,4 +1,4 @@
-//! The EDGAR current-filings Atom feed (providers.md §8): bytes → entries → one filing per
+//! The EDGAR current-filings Atom feed (docs/providers.md, SEC EDGAR): bytes → entries → one filing per
 //! accession number.
 //!
 //! - The feed declares `ISO-8859-1`; it is decoded byte for byte (every byte is a code point).

@@ -5,7 +5,7 @@
 //!   short page, or EDGAR's 503 at the tail of the feed (the end, not an error). The first pass
 //!   after a fresh start reads one page only: the producer follows new filings, the
 //!   submissions poller backfills.
-//! - Fair access (providers.md §8): the declared User-Agent is set on the HTTP client; 403
+//! - Fair access (docs/providers.md, SEC EDGAR): the declared User-Agent is set on the HTTP client; 403
 //!   "Request Rate Threshold Exceeded" pauses every SEC poller for the block window (and
 //!   publishes a `rate_limited` event); 403 "Undeclared Automated Tool" is fatal.
 

@@ -4,7 +4,7 @@
 //!
 //! Filings also seen in the current-filings feed share the group's dedup window (key: the
 //! accession number), so each is one record. `acceptanceDateTime` ends in `Z` but is the New
-//! York clock for some filers (providers.md §8); it is taken as given (UTC) and the feed's
+//! York clock for some filers (docs/providers.md, SEC EDGAR); it is taken as given (UTC) and the feed's
 //! offset-carrying time wins for filings seen there first.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The CLI and exit-code contract of `sec-producer` (design.md §4), against the real local Kafka.
+//! The CLI and exit-code contract of `sec-producer` (docs/contracts.md, Operation), against the real local Kafka.
 
 use std::path::Path;
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! Reddit (providers.md §6): application-only OAuth2 and `/r/{sub}/new` listings, one poller per
+//! Reddit (docs/providers.md, Reddit): application-only OAuth2 and `/r/{sub}/new` listings, one poller per
 //! subreddit, normalized to `social.post/v1`.
 //!
 //! - Token: `POST {auth_url}/api/v1/access_token` with HTTP Basic `client_id:client_secret` and

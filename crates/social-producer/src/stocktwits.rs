@@ -1,4 +1,4 @@
-//! StockTwits symbol streams (providers.md §9): `GET /api/2/streams/symbol/{SYMBOL}.json?since=<id>`,
+//! StockTwits symbol streams (docs/providers.md, StockTwits): `GET /api/2/streams/symbol/{SYMBOL}.json?since=<id>`,
 //! one poller per symbol, normalized to `social.post/v1`.
 //!
 //! - Cursor: the newest message id seen (`since`); the first poll reads the latest 30. When a

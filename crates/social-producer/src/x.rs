@@ -1,4 +1,4 @@
-//! X (Twitter) API v2 recent search (providers.md §7), the polling alternative to the filtered
+//! X (Twitter) API v2 recent search (docs/providers.md, X), the polling alternative to the filtered
 //! stream for accounts without stream access: `GET /2/tweets/search/recent` with the configured
 //! rules as one query, normalized to `social.post/v1`.
 //!

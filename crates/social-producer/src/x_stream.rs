@@ -1,4 +1,4 @@
-//! The X v2 filtered stream (providers.md §7) as a source: rules synced from config, then one
+//! The X v2 filtered stream (docs/providers.md, X) as a source: rules synced from config, then one
 //! long-lived chunked response of NDJSON lines, reconnected on the documented schedule.
 //!
 //! - Rules: `GET /2/tweets/search/stream/rules`; configured values that are missing are added

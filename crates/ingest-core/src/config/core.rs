@@ -453,7 +453,7 @@ impl TopicSpec {
     }
 }
 
-/// The design.md topics.
+/// The topics of docs/contracts.md.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Topics {

@@ -27,7 +27,7 @@ pub use self::secret::Secret;
 pub const DEFAULT_CONFIG_PATH: &str = "configs/config.yaml";
 
 /// The seed's environment variables and the config keys they set. These names are a public
-/// contract (design.md §4): they must keep working as written.
+/// contract (docs/contracts.md, Operation): they must keep working as written.
 pub const SEED_ENV: &[(&str, &str)] = &[
     ("KAFKA_BROKERS", "kafka.brokers"),
     ("SCHEMA_REGISTRY_URL", "kafka.schema_registry_url"),

@@ -1,4 +1,4 @@
-//! Topic administration: create the design.md topics when `kafka.create_topics` is on, and
+//! Topic administration: create the topics of docs/contracts.md when `kafka.create_topics` is on, and
 //! create unique topics for tests.
 
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //!
 //! A source gets a typed [`Route`] per (record type, provider) once, then hands records to
 //! [`Sink::send`] / [`Sink::try_send`]. The sink validates, serializes into a reused buffer,
-//! attaches the design.md headers and enqueues into librdkafka; delivery reports (on
+//! attaches the headers of docs/contracts.md and enqueues into librdkafka; delivery reports (on
 //! librdkafka's polling thread) update the metrics. Invalid input goes to the route's `.dlq`
 //! topic with the raw payload and the reason. No future is awaited per record.
 
@@ -249,7 +249,7 @@ impl fmt::Write for StackStr {
     }
 }
 
-/// The design.md headers of one record, borrowed (at most 7).
+/// The headers (docs/contracts.md, Records) of one record, borrowed (at most 7).
 struct Headers<'a> {
     items: [(&'static str, &'a [u8]); 7],
     len: usize,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Record, TopicKind, ValidationError, check, ts};
 
-/// A record of a custom source (design.md §2, "Alt-data record").
+/// A record of a custom source (docs/contracts.md, Records).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AltDataRecord {
     /// Name of the configured source.

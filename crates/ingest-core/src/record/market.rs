@@ -68,7 +68,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Code<'a> {
     }
 }
 
-/// A normalized market-data event (design.md §2, "Market tick").
+/// A normalized market-data event (docs/contracts.md, Records).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MarketTick<'a> {
     /// Ticker or pair as the provider names it (`AAPL`, `BTC-USD`). Kafka key.

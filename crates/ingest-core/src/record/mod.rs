@@ -1,4 +1,4 @@
-//! The records we write to Kafka (schema version 1, design.md §2): their fields, validation,
+//! The records we write to Kafka (schema version 1, docs/contracts.md, Records): their fields, validation,
 //! Kafka key and headers.
 //!
 //! Field names are a contract with the stream processors: fields may be added, never removed or

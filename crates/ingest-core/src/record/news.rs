@@ -25,7 +25,7 @@ pub enum SentimentSource {
     Lexicon,
 }
 
-/// A normalized news article (design.md §2, "News article").
+/// A normalized news article (docs/contracts.md, Records).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewsArticle {
     /// UUID v5 of `canonical_url`: the same story from two polls or providers has one id.

@@ -26,7 +26,7 @@ pub struct FilingParty {
     pub role: String,
 }
 
-/// A normalized SEC filing (design.md §2, "SEC filing").
+/// A normalized SEC filing (docs/contracts.md, Records).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecFiling {
     /// `##########-##-######`; Kafka key.

@@ -49,7 +49,7 @@ pub struct Engagement {
     pub likes: Option<i64>,
 }
 
-/// A normalized social post (design.md §2, "Social post").
+/// A normalized social post (docs/contracts.md, Records).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SocialPost {
     /// Platform-prefixed id; Kafka key.

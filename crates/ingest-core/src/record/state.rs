@@ -1,7 +1,7 @@
 //! `ingest.state/v1`: the durable state of a group of polled sources, in the compacted
 //! `ingest.state` topic, keyed by the group. Written in the same Kafka transaction as the
 //! records of the poll that produced it, so a `read_committed` reader always sees a state that
-//! matches exactly the records before it (design.md §3).
+//! matches exactly the records before it (docs/contracts.md, Delivery).
 //!
 //! ```json
 //! {"source":"news-producer/news","cursors":{"newsapi:everything":"2024-01-02T14:00:00Z"},

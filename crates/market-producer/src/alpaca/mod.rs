@@ -1,4 +1,4 @@
-//! Alpaca market data v2 WebSocket (providers.md §2), JSON mode.
+//! Alpaca market data v2 WebSocket (docs/providers.md, market-data WebSockets), JSON mode.
 //!
 //! ```text
 //! S> [{"T":"success","msg":"connected"}]

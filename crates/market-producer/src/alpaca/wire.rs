@@ -1,4 +1,4 @@
-//! Alpaca market data v2 WebSocket messages, JSON mode, exactly as sent (providers.md §2).
+//! Alpaca market data v2 WebSocket messages, JSON mode, exactly as sent (docs/providers.md, market-data WebSockets).
 //! Every server frame is a JSON array; control messages come alone:
 //!
 //! ```json

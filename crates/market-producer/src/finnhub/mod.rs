@@ -1,4 +1,4 @@
-//! Finnhub WebSocket trades (providers.md §3): token in the URL, one subscribe message per
+//! Finnhub WebSocket trades (docs/providers.md, market-data WebSockets): token in the URL, one subscribe message per
 //! symbol and no acknowledgement (the subscription counts as live once sent), trade arrays,
 //! `ping` keepalives (they prove the feed alive for the staleness watchdog), and an `error`
 //! message when the plan's symbol limit is exceeded (logged; the other symbols keep streaming).

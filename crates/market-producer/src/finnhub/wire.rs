@@ -1,4 +1,4 @@
-//! Finnhub WebSocket messages, exactly as sent (providers.md §3). One JSON object per frame:
+//! Finnhub WebSocket messages, exactly as sent (docs/providers.md, market-data WebSockets). One JSON object per frame:
 //!
 //! ```json
 //! {"data":[{"c":["1","24","12"],"p":146.76,"s":"AAPL","t":1628238530221,"v":43}],"type":"trade"}

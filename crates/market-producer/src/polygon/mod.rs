@@ -1,6 +1,6 @@
 //! Polygon.io / Massive real-time WebSocket (stocks and crypto clusters).
 //!
-//! Handshake (providers.md §1), all frames JSON arrays:
+//! Handshake (docs/providers.md, market-data WebSockets), all frames JSON arrays:
 //! ```text
 //! S> [{"ev":"status","status":"connected","message":"Connected Successfully"}]
 //! C> {"action":"auth","params":"<API_KEY>"}

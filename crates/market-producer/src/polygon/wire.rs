@@ -1,4 +1,4 @@
-//! Polygon.io / Massive WebSocket messages, exactly as sent (providers.md §1).
+//! Polygon.io / Massive WebSocket messages, exactly as sent (docs/providers.md, market-data WebSockets).
 //!
 //! Every server frame is a JSON array of events; one frame may mix event types:
 //!
