@@ -262,6 +262,11 @@ impl Poller for CustomSource {
         PROVIDER
     }
 
+    fn metric_source(&self) -> &str {
+        // The operator's name for the source: bounded by the config, like a job name.
+        &self.cfg.name
+    }
+
     fn interval(&self) -> Duration {
         Duration::from_secs(self.cfg.interval_secs)
     }

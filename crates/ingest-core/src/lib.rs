@@ -8,6 +8,7 @@
 //! - secrets are only reachable through [`config::Secret::expose`] and never printed;
 //! - SIGTERM/SIGINT stop sources, flush Kafka and exit 0 within the configured timeout.
 
+pub mod blocking;
 pub mod clock;
 pub mod config;
 pub mod hostile;

@@ -176,7 +176,7 @@ fn arm_stop_deadline(timeout: Duration) {
     static ARMED: std::sync::Once = std::sync::Once::new();
     ARMED.call_once(|| {
         let _ = std::thread::Builder::new().name("stop-deadline".into()).spawn(move || {
-            std::thread::sleep(timeout);
+            crate::blocking::sleep(timeout);
             logging::stderr_line(&format!(
                 "the graceful stop did not finish within runtime.shutdown_timeout_secs ({}s); exiting",
                 timeout.as_secs()

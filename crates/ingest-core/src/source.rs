@@ -149,6 +149,13 @@ pub trait Poller: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Provider label for metrics and records.
     fn provider(&self) -> &str;
+    /// The `source` label of this poller's circuit-breaker series: a bounded name, never a
+    /// symbol, an id or a query (pollers that share it share the series, which shows the worst
+    /// of their breakers). The default is the provider; a source the operator names (an altdata
+    /// source) returns that name.
+    fn metric_source(&self) -> &str {
+        self.provider()
+    }
     /// Time between polls.
     fn interval(&self) -> Duration;
     /// The HTTP client of this poller, when it needs its own (a guarded resolver, a redirect

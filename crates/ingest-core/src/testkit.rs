@@ -76,7 +76,7 @@ pub fn consume(topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
             break ps;
         }
         assert!(Instant::now() < deadline, "topic {topic} has no ready partitions (is Kafka up?)");
-        std::thread::sleep(Duration::from_millis(100));
+        crate::blocking::sleep(Duration::from_millis(100));
     };
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
@@ -100,7 +100,7 @@ pub fn consume(topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
 pub fn consume_committed(topic: &str, timeout: Duration) -> Vec<OwnedMessage> {
     let kafka = crate::config::KafkaConfig { brokers: kafka_brokers(), ..Default::default() };
     let mut out = Vec::new();
-    crate::poll::read_committed_to_end(&kafka, topic, timeout, |m| out.push(m.detach()))
+    crate::kafka::read_committed_to_end(&kafka, topic, timeout, |m| out.push(m.detach()))
         .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
     out
 }
@@ -300,7 +300,7 @@ impl ProducerProcess {
                 );
             }
             assert!(Instant::now() < deadline, "producer did not start within 30s");
-            std::thread::sleep(Duration::from_millis(20));
+            crate::blocking::sleep(Duration::from_millis(20));
         };
         Self { child, own_spool, log, health, metrics }
     }
@@ -339,11 +339,11 @@ impl ProducerProcess {
         loop {
             if let Some(s) = self.child.try_wait().expect("wait") {
                 // Let the log reader catch up with the last lines.
-                std::thread::sleep(Duration::from_millis(100));
+                crate::blocking::sleep(Duration::from_millis(100));
                 return s.code();
             }
             assert!(Instant::now() < deadline, "producer still running after {timeout:?}:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
+            crate::blocking::sleep(Duration::from_millis(20));
         }
     }
 
@@ -360,7 +360,7 @@ impl Drop for ProducerProcess {
             let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(15);
             while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+                crate::blocking::sleep(Duration::from_millis(20));
             }
             let _ = self.child.kill();
             let _ = self.child.wait();

@@ -28,6 +28,7 @@ use ingest_core::market_hours::MarketSession;
 use ingest_core::poll::DedupWindow;
 use ingest_core::record::{EventKind, IngestEvent, SocialPost};
 use ingest_core::source::{FatalError, Source, SourceCtx};
+use ingest_core::telemetry::handles::{self, StreamCounters};
 use ingest_core::ws::gap::GapTracker;
 use serde_json::{Value, json};
 
@@ -238,9 +239,8 @@ impl XStream {
         let fatal = |message: String| FatalError { source_name: "x:stream".into(), message };
         let client = client(s).map_err(|e| fatal(format!("cannot build the HTTP client: {e}")))?;
         let route = ctx.sink.route::<SocialPost>(PROVIDER);
-        let gaps = ctx.metrics.ws_gaps.with_label_values(&[PROVIDER]);
-        let gap_seconds = ctx.metrics.ws_gap_seconds.with_label_values(&[PROVIDER]);
-        let reconnects = ctx.metrics.ws_reconnects.with_label_values(&[PROVIDER]);
+        let counters = StreamCounters::new(&ctx.metrics, PROVIDER);
+        let (gaps, gap_seconds, reconnects) = (&counters.gaps, &counters.gap_seconds, &counters.reconnects);
         let mut seen = DedupWindow::new(10_000);
         let mut schedule = Schedule::default();
         let mut rules_synced = false;
@@ -266,7 +266,7 @@ impl XStream {
                 }
             }
             let ended = self
-                .connect_and_read(&client, &ctx, &route, &mut seen, &mut schedule, &mut gap, &gaps, &gap_seconds)
+                .connect_and_read(&client, &ctx, &route, &mut seen, &mut schedule, &mut gap, gaps, gap_seconds)
                 .await;
             let ended = match ended {
                 None => return Ok(()),
@@ -281,7 +281,7 @@ impl XStream {
             reconnects.inc();
             wait = schedule.next(&ended, s);
             if let Ended::UsageCap(m) = &ended {
-                ctx.metrics.quota_exhausted.with_label_values(&[PROVIDER]).inc();
+                handles::quota_exhausted(&ctx.metrics, PROVIDER).inc();
                 let mut e = IngestEvent::new(&ctx.producer, PROVIDER, EventKind::QuotaExhausted);
                 e.message = Some(format!("{m}; trying again in {}s", wait.as_secs()));
                 e.to = chrono::Duration::from_std(wait).ok().map(|d| Utc::now() + d);
@@ -411,7 +411,7 @@ impl XStream {
         match parse_line(line, &self.settings.symbols, received_at) {
             Line::Post(p) => {
                 if !seen.insert(&p.id) {
-                    ctx.metrics.duplicates_skipped.with_label_values(&[PROVIDER]).inc();
+                    handles::duplicates_skipped(&ctx.metrics, PROVIDER).inc();
                     return None;
                 }
                 ctx.health.mark_data();

@@ -15,6 +15,7 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 use tokio_util::sync::CancellationToken;
 
 use super::spool::{Rescued, SEQ_BITS, Spool};
+use crate::telemetry::handles::kafka_error;
 use crate::telemetry::throttle::LogThrottle;
 use crate::telemetry::{Health, Metrics};
 
@@ -126,7 +127,7 @@ impl SinkContext {
     pub(crate) fn new(metrics: Metrics, health: Health, fatal: CancellationToken) -> Self {
         // The kind an on-call engineer alerts on exists from the start, at 0 (`kind` is the
         // librdkafka error code's name, as below).
-        let _ = metrics.kafka_errors.with_label_values(&[&format!("{:?}", RDKafkaErrorCode::AllBrokersDown)]);
+        let _ = kafka_error(&metrics, &format!("{:?}", RDKafkaErrorCode::AllBrokersDown));
         Self {
             routes: Arc::new(RwLock::new(Vec::new())),
             epoch: Instant::now(),
@@ -257,7 +258,7 @@ impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
         let kind = code.map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-        self.metrics.kafka_errors.with_label_values(&[&kind]).inc();
+        kafka_error(&self.metrics, &kind).inc();
         // Fatal state is not decided here: the error event carries the underlying code, so the
         // sink asks librdkafka itself (`Sink::check_fatal`) when woken below.
         if code == Some(RDKafkaErrorCode::AllBrokersDown) {
@@ -330,7 +331,7 @@ mod tests {
     fn opaque_round_trips_route_and_measures_time() {
         let epoch = Instant::now() - Duration::from_secs(3);
         let o = pack(1234, epoch);
-        std::thread::sleep(Duration::from_millis(2));
+        crate::blocking::sleep(Duration::from_millis(2));
         let Opaque::Direct { route, took, .. } = unpack(o, epoch) else { panic!("direct opaque read as spooled") };
         assert_eq!(route, 1234);
         assert!(took >= Duration::from_millis(2) && took < Duration::from_secs(60), "{took:?}");

@@ -5,7 +5,10 @@ pub mod admin;
 mod context;
 mod sink;
 pub mod spool;
+mod state;
 
 pub use self::context::SinkContext;
 pub use self::sink::{Outcome, Route, SendError, Sink, SinkError, SpoolLeft, TxError};
 pub use self::spool::{Fsync, Overflow, Recovered, SpoolSettings, UncleanStop};
+pub use self::state::read_committed_to_end;
+pub(crate) use self::state::{RestoreError, restore_state};

@@ -24,9 +24,7 @@ use super::context::{MAX_ROUTES, RouteStats, RouteTable, SinkContext, pack_at, p
 use super::spool::{Append, Entry, Next, Recovered, Spool, SpoolSettings, UncleanStop};
 use crate::config::{ConfigError, KafkaConfig, Topics};
 use crate::record::{DeadLetter, Record, TopicKind, ValidationError, ts};
-use crate::telemetry::metrics::{
-    REASON_DELIVERY, REASON_INVALID, REASON_REJECTED, REASON_SHUTDOWN, REASON_SPOOL_OVERFLOW,
-};
+use crate::telemetry::handles::RouteCounters;
 use crate::telemetry::{Health, Metrics};
 
 /// What happened to a record handed to the sink.
@@ -456,7 +454,7 @@ impl Sink {
 
     /// A route to explicitly named topics (tests with unique topics, custom deployments).
     pub fn route_to<R: Record>(&self, topic: &str, dlq_topic: &str, provider: &str) -> Route {
-        let m = &self.ctx().metrics;
+        let c = RouteCounters::new(&self.ctx().metrics, provider, topic);
         Route {
             kind: R::TOPIC,
             index: self.register(topic, provider),
@@ -464,9 +462,9 @@ impl Sink {
             topic: topic.into(),
             dlq_topic: dlq_topic.into(),
             provider: provider.into(),
-            invalid: m.messages_failed.with_label_values(&[provider, topic, REASON_INVALID]),
-            rejected: m.messages_failed.with_label_values(&[provider, topic, REASON_REJECTED]),
-            abandoned: m.messages_failed.with_label_values(&[provider, topic, REASON_SHUTDOWN]),
+            invalid: c.invalid,
+            rejected: c.rejected,
+            abandoned: c.abandoned,
             conn_epoch: None,
         }
     }
@@ -549,7 +547,8 @@ impl Sink {
     }
 
     /// As [`Sink::wait_for_space`] for synchronous callers (a WebSocket session's frame
-    /// handler): the thread sleeps. librdkafka drains on its own thread, so this cannot
+    /// handler): the thread waits, off the tokio worker ([`crate::blocking::off_worker`]: the
+    /// worker's other tasks move on). librdkafka drains on its own thread, so this cannot
     /// deadlock; the caller stops reading its socket meanwhile, which pushes back on the
     /// provider.
     pub fn wait_for_space_blocking<T>(
@@ -558,17 +557,24 @@ impl Sink {
         shutdown: &CancellationToken,
         mut attempt: impl FnMut() -> Result<T, SendError>,
     ) -> Result<T, SendError> {
-        let mut wait = FIRST_WAIT / 20;
-        loop {
-            match attempt() {
-                Err(SendError::QueueFull) if shutdown.is_cancelled() => return Err(give_up(route)),
-                Err(SendError::QueueFull) => {
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(MAX_WAIT / 10);
-                }
-                other => return other,
-            }
+        match attempt() {
+            Err(SendError::QueueFull) => {}
+            other => return other,
         }
+        crate::blocking::off_worker(|| {
+            let mut wait = FIRST_WAIT / 20;
+            loop {
+                if shutdown.is_cancelled() {
+                    return Err(give_up(route));
+                }
+                crate::blocking::thread_sleep(wait);
+                wait = (wait * 2).min(MAX_WAIT / 10);
+                match attempt() {
+                    Err(SendError::QueueFull) => {}
+                    other => return other,
+                }
+            }
+        })
     }
 
     /// Writes `raw` (input that could not be parsed or validated) to the route's `.dlq` topic
@@ -926,14 +932,15 @@ fn register(routes: &RouteTable, m: &Metrics, topic: &str, provider: &str) -> us
         return i;
     }
     assert!(routes.len() < MAX_ROUTES, "too many Kafka routes");
+    let c = RouteCounters::new(m, provider, topic);
     routes.push(RouteStats {
         topic: topic.to_string(),
         provider: provider.to_string(),
-        sent: m.messages_sent.with_label_values(&[provider, topic]),
-        failed_delivery: m.messages_failed.with_label_values(&[provider, topic, REASON_DELIVERY]),
-        latency: m.latency.with_label_values(&[provider, topic]),
-        rejected: m.messages_failed.with_label_values(&[provider, topic, REASON_REJECTED]),
-        overflow: m.messages_failed.with_label_values(&[provider, topic, REASON_SPOOL_OVERFLOW]),
+        sent: c.sent,
+        failed_delivery: c.failed_delivery,
+        latency: c.latency,
+        rejected: c.rejected,
+        overflow: c.overflow,
     });
     routes.len() - 1
 }
@@ -984,7 +991,7 @@ fn drain(inner: &Inner, spool: &Spool) {
                             break;
                         }
                         checkpoint(&mut last);
-                        std::thread::sleep(wait);
+                        crate::blocking::sleep(wait);
                         wait = (wait * 2).min(Duration::from_millis(50));
                         record = back;
                         continue;

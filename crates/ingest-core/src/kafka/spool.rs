@@ -762,7 +762,7 @@ impl Spool {
                 Err(e) => {
                     self.io_failed("reading the spool", &e);
                     drop(st);
-                    std::thread::sleep(wait);
+                    crate::blocking::sleep(wait);
                     return Next::Idle;
                 }
             }

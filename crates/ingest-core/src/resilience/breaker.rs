@@ -1,12 +1,14 @@
 //! Circuit breaker: after `failure_threshold` consecutive failures the circuit opens and calls
 //! are refused for `open_for`; then one trial call is let through (half-open): success closes
 //! the circuit, failure opens it again. The state is exported as
-//! `producer_circuit_breaker_state{provider,source}` (0 closed, 1 open, 2 half-open).
+//! `producer_circuit_breaker_state{provider,source}` (0 closed, 1 open, 2 half-open; breakers
+//! sharing the labels show the worst of them: [`crate::telemetry::handles::BreakerGauge`]).
 
 use std::time::Duration;
 
-use prometheus::IntGauge;
 use tokio::time::Instant;
+
+use crate::telemetry::handles::BreakerGauge;
 
 /// Breaker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +63,12 @@ pub struct CircuitBreaker {
     state: BreakerState,
     failures: u32,
     opened_at: Option<Instant>,
-    gauge: Option<IntGauge>,
+    gauge: Option<BreakerGauge>,
 }
 
 impl CircuitBreaker {
     /// A closed breaker; `gauge` (if any) follows its state.
-    pub fn new(cfg: BreakerConfig, gauge: Option<IntGauge>) -> Self {
-        if let Some(g) = &gauge {
-            g.set(BreakerState::Closed.as_gauge());
-        }
+    pub fn new(cfg: BreakerConfig, gauge: Option<BreakerGauge>) -> Self {
         Self { cfg, state: BreakerState::Closed, failures: 0, opened_at: None, gauge }
     }
 
@@ -117,8 +116,8 @@ impl CircuitBreaker {
             return None;
         }
         self.state = to;
-        if let Some(g) = &self.gauge {
-            g.set(to.as_gauge());
+        if let Some(g) = &mut self.gauge {
+            g.set(to);
         }
         Some(to)
     }
@@ -130,10 +129,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn opens_after_threshold_half_opens_after_timeout_and_closes_on_success() {
-        let gauge = IntGauge::new("g", "g").unwrap();
+        let gauge = prometheus::IntGauge::new("g", "g").unwrap();
         let mut b = CircuitBreaker::new(
             BreakerConfig { failure_threshold: 3, open_for: Duration::from_secs(10) },
-            Some(gauge.clone()),
+            Some(BreakerGauge::standalone(gauge.clone())),
         );
         assert_eq!(b.on_failure(), None);
         assert_eq!(b.on_failure(), None);

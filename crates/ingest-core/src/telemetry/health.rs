@@ -370,7 +370,7 @@ mod tests {
         let s = h.register_source("x", Some(Duration::ZERO));
         s.set_connected(true, "");
         s.mark_data();
-        std::thread::sleep(Duration::from_millis(5));
+        crate::blocking::sleep(Duration::from_millis(5));
         let r = h.readiness();
         assert!(!r.sources[0].fresh && !r.ready, "{r:?}");
     }
@@ -382,7 +382,7 @@ mod tests {
         let s = h.register_source("polygon", Some(Duration::ZERO));
         s.set_connected(true, "subscribed");
         s.mark_data();
-        std::thread::sleep(Duration::from_millis(5));
+        crate::blocking::sleep(Duration::from_millis(5));
         assert!(!h.readiness().ready, "stale while open");
         s.set_market_closed(Some("market closed (weekend) until 2026-12-07T09:00:00Z".into()));
         let r = h.readiness();

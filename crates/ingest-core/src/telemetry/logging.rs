@@ -123,7 +123,7 @@ impl<'a> MakeWriter<'a> for Queued {
 pub fn flush(timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while PENDING.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+        crate::blocking::sleep(Duration::from_millis(5));
     }
 }
 

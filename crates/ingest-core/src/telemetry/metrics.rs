@@ -1,7 +1,12 @@
 //! Every metric the producers export, defined once. Labels are bounded: producer (a constant
 //! label on the registry), provider, topic, reason/outcome. Never a symbol or an id.
 
+#![allow(clippy::disallowed_methods, reason = "metric labels are chosen here, and only here")]
+
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::handles::BreakerTally;
 
 use prometheus::{
     CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -88,6 +93,9 @@ pub const REASON_ABORTED: &str = "aborted";
 /// policy is drop-oldest.
 pub const REASON_SPOOL_OVERFLOW: &str = "spool_overflow";
 
+/// The breaker series by (provider, source), each shared by the breakers it shows.
+type BreakerTallies = Arc<Mutex<HashMap<(String, String), Arc<Mutex<BreakerTally>>>>>;
+
 /// The registry and handles of one producer process.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -100,8 +108,10 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// [`API_CALLS`] {provider, outcome}
     pub api_calls: IntCounterVec,
-    /// [`BREAKER_STATE`] {provider, source}: one breaker per polled source
+    /// [`BREAKER_STATE`] {provider, source}: the worst breaker of the polled sources sharing the
+    /// labels (see [`super::handles::BreakerGauge`])
     pub breaker_state: IntGaugeVec,
+    breakers: BreakerTallies,
     /// [`KAFKA_IN_FLIGHT`]
     pub kafka_in_flight: IntGauge,
     /// [`KAFKA_ERRORS`] {kind}
@@ -257,6 +267,7 @@ impl Metrics {
             latency,
             api_calls,
             breaker_state,
+            breakers: Arc::default(),
             kafka_in_flight,
             kafka_errors,
             ws_reconnects,
@@ -278,6 +289,20 @@ impl Metrics {
             spool_corrupt,
             spool_errors,
         }
+    }
+
+    /// The tally behind the breaker series `provider`, `source` (created by `gauge` the first
+    /// time).
+    pub(crate) fn breaker_tally(
+        &self,
+        provider: &str,
+        source: &str,
+        gauge: impl FnOnce() -> IntGauge,
+    ) -> Arc<Mutex<BreakerTally>> {
+        let mut map = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry((provider.to_string(), source.to_string()))
+            .or_insert_with(|| Arc::new(Mutex::new(BreakerTally::new(gauge()))))
+            .clone()
     }
 
     /// The registry, for crate-specific metrics a producer adds.

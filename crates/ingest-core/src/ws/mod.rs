@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
+use prometheus::IntGauge;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -47,6 +48,7 @@ use crate::market_hours::MarketSession;
 use crate::record::{EventKind, IngestEvent};
 use crate::resilience::{Backoff, BackoffConfig};
 use crate::source::{FatalError, SourceCtx};
+use crate::telemetry::handles::StreamCounters;
 
 /// Connection settings of a streaming source.
 #[derive(Clone)]
@@ -274,15 +276,14 @@ pub async fn run_with<S: WsSession + ?Sized>(
 ) -> Result<(), FatalError> {
     let provider = session.provider().to_string();
     let fatal = |message: String| FatalError { source_name: provider.clone(), message };
-    let reconnects = ctx.metrics.ws_reconnects.with_label_values(&[&provider]);
-    let gaps = ctx.metrics.ws_gaps.with_label_values(&[&provider]);
-    let gap_seconds = ctx.metrics.ws_gap_seconds.with_label_values(&[&provider]);
+    let counters = StreamCounters::new(&ctx.metrics, &provider);
+    let (reconnects, gaps, gap_seconds) = (&counters.reconnects, &counters.gaps, &counters.gap_seconds);
     let mut backoff = Backoff::new(settings.backoff);
     let mut epoch = 0u64;
     // After a crash of the previous process, the first gap starts where its unacknowledged data
     // did (see `SourceCtx::restart_gap`).
     let mut tracker = gap::GapTracker::new(settings.session, ctx.restart_gap());
-    let mut market = MarketWatch::new(settings, ctx, &provider);
+    let mut market = MarketWatch::new(settings, ctx, &provider, counters.market_open());
     let config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_frame_bytes))
         .max_frame_size(Some(settings.max_frame_bytes));
@@ -308,7 +309,7 @@ pub async fn run_with<S: WsSession + ?Sized>(
         let ended = match connected {
             Err(_) => WsError::Connect(format!("timed out after {:?}", settings.connect_timeout)),
             Ok(Err(WsError::Http(code @ (401 | 403)))) => {
-                ctx.metrics.ws_connect_errors.with_label_values(&[provider.as_str(), "http"]).inc();
+                counters.connect_error("http");
                 ctx.health.set_connected(false, format!("upgrade refused with HTTP {code}"));
                 return Err(fatal(format!(
                     "{} refused the connection with HTTP {code}: check the API key",
@@ -446,7 +447,7 @@ pub async fn run_with<S: WsSession + ?Sized>(
         ctx.health.set_connected(false, ended.to_string());
         let mut delay = backoff.next_delay();
         if let Some(reason) = ended.connect_reason() {
-            ctx.metrics.ws_connect_errors.with_label_values(&[provider.as_str(), reason]).inc();
+            counters.connect_error(reason);
         }
         if let Some(at_least) = min_delay {
             // At least the provider's delay, plus up to half of it again so that replicas that
@@ -489,12 +490,12 @@ struct MarketWatch {
 }
 
 impl MarketWatch {
-    fn new(settings: &WsSettings, ctx: &SourceCtx, provider: &str) -> Self {
+    fn new(settings: &WsSettings, ctx: &SourceCtx, provider: &str, gauge: IntGauge) -> Self {
         Self {
             session: settings.session,
             clock: settings.clock,
             health: ctx.health.clone(),
-            gauge: ctx.metrics.market_open.with_label_values(&[provider]),
+            gauge,
             provider: provider.to_string(),
             last: None,
             opened_at: Instant::now(),

@@ -150,13 +150,13 @@ async fn run_feed(session: MarketSession, start: &str, end: &str, script: impl F
     };
     let (result, ()) = tokio::join!(runner, stopper);
     assert!(result.is_ok(), "{:?}", result.err());
-    let m = &ctx.metrics;
+    let counters = crate::telemetry::handles::StreamCounters::new(&ctx.metrics, "test");
     Outcome {
-        reconnects: m.ws_reconnects.with_label_values(&["test"]).get(),
-        gaps: m.ws_gaps.with_label_values(&["test"]).get(),
-        gap_secs: m.ws_gap_seconds.with_label_values(&["test"]).get(),
+        reconnects: counters.reconnects.get(),
+        gaps: counters.gaps.get(),
+        gap_secs: counters.gap_seconds.get(),
         connections: *pipe.connections.lock().expect("lock"),
-        market_open: m.market_open.with_label_values(&["test"]).get(),
+        market_open: counters.market_open().get(),
         ready: health.readiness(),
     }
 }

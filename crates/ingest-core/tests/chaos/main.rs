@@ -67,7 +67,7 @@ fn leader_of(topic: &str, partition: i32) -> i32 {
             }
         }
         assert!(Instant::now() < deadline, "no leader for {topic}/{partition}");
-        std::thread::sleep(Duration::from_millis(200));
+        ingest_core::blocking::sleep(Duration::from_millis(200));
     }
 }
 

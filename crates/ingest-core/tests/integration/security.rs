@@ -9,7 +9,7 @@ use std::time::Duration;
 use ingest_core::config::{KafkaConfig, KafkaSecurity, Secret};
 use ingest_core::kafka::Sink;
 use ingest_core::kafka::admin::{TopicToCreate, ensure_topics};
-use ingest_core::poll::read_committed_to_end;
+use ingest_core::kafka::read_committed_to_end;
 use ingest_core::record::{MarketTick, TickType};
 use ingest_core::telemetry::{Health, Metrics};
 use ingest_core::testkit;
