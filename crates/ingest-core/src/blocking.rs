@@ -35,22 +35,29 @@ mod tests {
 
     use super::*;
 
-    /// A blocking wait on one of two workers does not stop the other tasks: one that must run
-    /// while the wait lasts finishes before it.
+    /// A blocking wait in a task on the runtime's only worker does not stop the other tasks:
+    /// one spawned beside it runs while the wait lasts (with a plain thread sleep it could not
+    /// run until the wait ended: there is no other worker to take it).
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_blocking_wait_on_a_worker_lets_other_tasks_run() {
         let ran = Arc::new(AtomicBool::new(false));
-        let other = tokio::spawn({
+        let waiter = tokio::spawn({
             let ran = ran.clone();
-            async move { ran.store(true, Ordering::SeqCst) }
+            async move {
+                let other = tokio::spawn({
+                    let ran = ran.clone();
+                    async move { ran.store(true, Ordering::SeqCst) }
+                });
+                let mut waited = 0;
+                while !ran.load(Ordering::SeqCst) && waited < 100 {
+                    sleep(Duration::from_millis(10));
+                    waited += 1;
+                }
+                let seen = ran.load(Ordering::SeqCst);
+                other.await.unwrap();
+                seen
+            }
         });
-        // With one worker, the spawned task can only run if this wait gives the worker up.
-        let mut waited = 0;
-        while !ran.load(Ordering::SeqCst) && waited < 200 {
-            sleep(Duration::from_millis(10));
-            waited += 1;
-        }
-        assert!(ran.load(Ordering::SeqCst), "the other task never ran while this one waited");
-        other.await.unwrap();
+        assert!(waiter.await.unwrap(), "the other task never ran while this one waited");
     }
 }

@@ -12,16 +12,16 @@
 
 mod core;
 mod secret;
+mod topics;
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-pub use self::core::{
-    CoreConfig, KafkaConfig, KafkaSecurity, LogFormat, RuntimeConfig, TelemetryConfig, TopicSpec, Topics,
-};
+pub use self::core::{CoreConfig, KafkaConfig, KafkaSecurity, LogFormat, RuntimeConfig, TelemetryConfig};
 pub use self::secret::Secret;
+pub use self::topics::{TopicSpec, Topics};
 
 /// The config file used when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "configs/config.yaml";

@@ -8,7 +8,7 @@ pub mod spool;
 mod state;
 
 pub use self::context::SinkContext;
-pub use self::sink::{Outcome, Route, SendError, Sink, SinkError, SpoolLeft, TxError};
+pub use self::sink::{Outcome, Route, SendError, Sink, SinkError, SpoolLeft, TxError, TxSink};
 pub use self::spool::{Fsync, Overflow, Recovered, SpoolSettings, UncleanStop};
 pub use self::state::read_committed_to_end;
 pub(crate) use self::state::{RestoreError, restore_state};

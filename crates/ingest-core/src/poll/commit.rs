@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dedup::DedupWindow;
 use super::sleep_or_stop;
-use crate::kafka::{Outcome, Route, SendError, Sink, TxError};
+use crate::kafka::{Outcome, Route, SendError, TxError, TxSink};
 use crate::record::{Record, SourceState};
 use crate::resilience::{Backoff, BackoffConfig};
 use crate::source::{Reject, SourceCtx};
@@ -19,7 +19,7 @@ pub(super) struct Shared {
     pub(super) transactional_id: String,
     pub(super) key: String,
     pub(super) producer: String,
-    pub(super) sink: Sink,
+    pub(super) sink: TxSink,
     pub(super) state_route: Route,
     pub(super) state: tokio::sync::Mutex<GroupState>,
     pub(super) commit_timeout: Duration,
@@ -114,10 +114,7 @@ impl Shared {
         let (mut sent, mut dead, mut skipped) = (0u64, 0u64, 0u64);
         let outcome: Result<(), CommitError> = async {
             for r in &rejects {
-                let letter = self.sink.wait_for_space(route, &ctx.shutdown, || {
-                    self.sink.dead_letter(route, &r.raw, &r.reason, received_at)
-                });
-                match letter.await {
+                match self.sink.dead_letter(route, &r.raw, &r.reason, received_at, &ctx.shutdown).await {
                     Ok(()) => dead += 1,
                     Err(SendError::ShutDown) => return Err(CommitError::ShutDown),
                     Err(e) => return Err(CommitError::Retry(e.to_string())),

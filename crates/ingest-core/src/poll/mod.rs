@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::HttpConfig;
-use crate::kafka::{RestoreError, Sink, SinkError, restore_state};
+use crate::kafka::{RestoreError, SinkError, TxSink, restore_state};
 use crate::record::SourceState;
 use crate::resilience::{Backoff, BackoffConfig, BreakerConfig, RateLimiter};
 use crate::source::{FatalError, Poller, Source, SourceCtx};
@@ -215,7 +215,7 @@ impl PollGroup {
     async fn run_group(self, ctx: SourceCtx) -> Result<(), FatalError> {
         let fatal = |message: String| FatalError { source_name: self.name.clone(), message };
         let client_fatal = CancellationToken::new();
-        let sink = Sink::transactional(
+        let sink = TxSink::new(
             &ctx.kafka,
             &ctx.producer,
             &self.settings.transactional_id,

@@ -6,26 +6,31 @@
 //! librdkafka's polling thread) update the metrics. Invalid input goes to the route's `.dlq`
 //! topic with the raw payload and the reason. No future is awaited per record.
 
-use std::cell::RefCell;
-use std::fmt::{self, Write as _};
-use std::sync::atomic::Ordering;
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use prometheus::IntCounter;
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, PurgeConfig, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
-use super::context::{MAX_ROUTES, RouteStats, RouteTable, SinkContext, pack_at, pack_spooled};
-use super::spool::{Append, Entry, Next, Recovered, Spool, SpoolSettings, UncleanStop};
+use self::headers::{BUF, Headers, StackStr};
+use self::spooled::drain;
+pub use self::tx::{TxError, TxSink};
+use super::context::{MAX_ROUTES, RouteStats, RouteTable, SinkContext, pack_at};
+use super::spool::{Entry, Recovered, Spool, SpoolSettings, UncleanStop};
 use crate::config::{ConfigError, KafkaConfig, Topics};
-use crate::record::{DeadLetter, Record, TopicKind, ValidationError, ts};
+use crate::record::{DeadLetter, Record, TopicKind, ValidationError};
 use crate::telemetry::handles::RouteCounters;
 use crate::telemetry::{Health, Metrics};
+
+mod client;
+mod headers;
+mod spooled;
+mod status;
+mod tx;
 
 /// What happened to a record handed to the sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,140 +165,6 @@ impl fmt::Debug for Sink {
     }
 }
 
-/// The librdkafka properties of a config, in the order they are applied (later wins).
-fn client_properties(cfg: &KafkaConfig, client_id: &str) -> Vec<(String, String)> {
-    let mut p: Vec<(String, String)> = [
-        // Same key -> partition mapping as the Java client, so Kafka Streams / Flink jobs that
-        // join our topics with Java-produced ones see co-partitioned keys.
-        ("partitioner", "murmur2_random".to_string()),
-        ("client.id", if cfg.client_id.is_empty() { client_id.to_string() } else { cfg.client_id.clone() }),
-        ("acks", cfg.acks.clone()),
-        ("enable.idempotence", cfg.enable_idempotence.to_string()),
-        ("compression.type", cfg.compression_type.clone()),
-        ("linger.ms", cfg.linger_ms.to_string()),
-        ("batch.size", cfg.batch_size_bytes.to_string()),
-        ("message.timeout.ms", cfg.delivery_timeout_ms.to_string()),
-        ("queue.buffering.max.messages", cfg.queue_max_messages.to_string()),
-        ("queue.buffering.max.kbytes", cfg.queue_max_kbytes.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    p.extend(cfg.connection_properties());
-    p.extend(cfg.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
-    p
-}
-
-/// The config key a librdkafka property came from, for error messages.
-fn config_key_of(property: &str, cfg: &KafkaConfig) -> String {
-    if cfg.properties.contains_key(property) {
-        return format!("kafka.properties.{property}");
-    }
-    match property {
-        "bootstrap.servers" => "kafka.brokers",
-        "security.protocol" => "kafka.security.protocol",
-        "sasl.mechanism" => "kafka.security.sasl_mechanism",
-        "sasl.username" => "kafka.security.sasl_username",
-        "sasl.password" => "kafka.security.sasl_password",
-        "ssl.ca.location" => "kafka.security.ssl_ca_location",
-        "ssl.certificate.location" => "kafka.security.ssl_certificate_location",
-        "ssl.key.location" => "kafka.security.ssl_key_location",
-        "ssl.key.password" => "kafka.security.ssl_key_password",
-        "client.id" => "kafka.client_id",
-        "acks" => "kafka.acks",
-        "enable.idempotence" => "kafka.enable_idempotence",
-        "compression.type" => "kafka.compression_type",
-        "linger.ms" => "kafka.linger_ms",
-        "batch.size" => "kafka.batch_size_bytes",
-        "message.timeout.ms" => "kafka.delivery_timeout_ms",
-        "queue.buffering.max.messages" => "kafka.queue_max_messages",
-        "queue.buffering.max.kbytes" => "kafka.queue_max_kbytes",
-        _ => "kafka.properties",
-    }
-    .to_string()
-}
-
-thread_local! {
-    /// Serialization buffer, reused for every record sent from this thread.
-    static BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
-}
-
-/// A short header value formatted on the stack (headers need bytes, not a `String`).
-struct StackStr {
-    buf: [u8; 40],
-    len: usize,
-}
-
-impl StackStr {
-    fn of(v: impl fmt::Display) -> Self {
-        let mut s = StackStr { buf: [0; 40], len: 0 };
-        let _ = write!(s, "{v}");
-        s
-    }
-    fn ts(t: DateTime<Utc>) -> Self {
-        Self::of(ts::Rfc3339(t))
-    }
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl fmt::Write for StackStr {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        self.buf.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-/// The headers (docs/contracts.md, Records) of one record, borrowed (at most 7).
-struct Headers<'a> {
-    items: [(&'static str, &'a [u8]); 7],
-    len: usize,
-}
-
-impl<'a> Headers<'a> {
-    fn push(&mut self, key: &'static str, value: &'a [u8]) {
-        self.items[self.len] = (key, value);
-        self.len += 1;
-    }
-
-    fn list(&self) -> &[(&'static str, &'a [u8])] {
-        &self.items[..self.len]
-    }
-
-    fn owned(&self) -> OwnedHeaders {
-        self.list().iter().fold(OwnedHeaders::new_with_capacity(self.len), |h, (key, value)| {
-            h.insert(Header { key, value: Some(*value) })
-        })
-    }
-}
-
-/// A failed transaction call, classified as librdkafka classifies it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct TxError {
-    /// What happened.
-    pub message: String,
-    /// The producer is unusable (fenced by a newer instance with the same `transactional.id`,
-    /// or another fatal error): stop.
-    pub fatal: bool,
-    /// The transaction must be aborted before the producer can go on.
-    pub requires_abort: bool,
-}
-
-impl From<KafkaError> for TxError {
-    fn from(e: KafkaError) -> Self {
-        match &e {
-            KafkaError::Transaction(t) => {
-                Self { message: e.to_string(), fatal: t.is_fatal(), requires_abort: t.txn_requires_abort() }
-            }
-            _ => Self { message: e.to_string(), fatal: false, requires_abort: true },
-        }
-    }
-}
-
 impl Sink {
     /// Creates the producer with the seed defaults and the config's overrides. Does not wait for
     /// the brokers: readiness reports whether they answer (see [`Sink::check_kafka`]).
@@ -305,26 +176,6 @@ impl Sink {
         fatal: CancellationToken,
     ) -> Result<Self, SinkError> {
         Self::build(cfg, producer_name, &[], metrics, health, fatal, None).map(|(sink, _)| sink)
-    }
-
-    /// A sink whose producer is transactional with `transactional_id` (one per instance of a
-    /// polled source group; a newer producer with the same id fences this one). Call
-    /// [`Sink::init_transactions`] before the first transaction.
-    pub fn transactional(
-        cfg: &KafkaConfig,
-        producer_name: &str,
-        transactional_id: &str,
-        metrics: Metrics,
-        health: Health,
-        fatal: CancellationToken,
-    ) -> Result<Self, SinkError> {
-        // librdkafka requires message.timeout.ms <= transaction.timeout.ms; the broker's default
-        // ceiling (transaction.max.timeout.ms) is 15 minutes.
-        let extra = [
-            ("transactional.id", transactional_id.to_string()),
-            ("transaction.timeout.ms", cfg.delivery_timeout_ms.max(60_000).to_string()),
-        ];
-        Self::build(cfg, producer_name, &extra, metrics, health, fatal, None).map(|(sink, _)| sink)
     }
 
     /// A sink with an outage spool in `spool.dir`: once librdkafka's bounded queue is full (Kafka
@@ -348,7 +199,7 @@ impl Sink {
         Ok((sink, recovered.unwrap_or_default()))
     }
 
-    fn build(
+    pub(super) fn build(
         cfg: &KafkaConfig,
         producer_name: &str,
         extra: &[(&str, String)],
@@ -357,13 +208,6 @@ impl Sink {
         fatal: CancellationToken,
         spool: Option<SpoolSettings>,
     ) -> Result<(Self, Option<Recovered>), SinkError> {
-        let mut cc = ClientConfig::new();
-        for (k, v) in client_properties(cfg, producer_name) {
-            cc.set(k, v);
-        }
-        for (k, v) in extra {
-            cc.set(*k, v);
-        }
         let mut ctx = SinkContext::new(metrics.clone(), health, fatal);
         let spool = match spool {
             None => None,
@@ -382,13 +226,7 @@ impl Sink {
                 Some((spool, recovered))
             }
         };
-        let producer: ThreadedProducer<SinkContext> = cc.create_with_context(ctx).map_err(|e| match e {
-            // Never print the value: it may be a password.
-            KafkaError::ClientConfig(_, desc, key, _) => {
-                SinkError::Config(ConfigError::key(config_key_of(&key, cfg), format!("refused by librdkafka: {desc}")))
-            }
-            other => SinkError::Create(other.to_string()),
-        })?;
+        let producer = client::create(cfg, producer_name, extra, ctx)?;
         let (spool, recovered) = spool.unzip();
         let inner = Arc::new(Inner {
             producer,
@@ -655,34 +493,6 @@ impl Sink {
         }
     }
 
-    /// Appends to the spool; `None` if `only_if_spooling` and it was drained meanwhile.
-    fn spool_append(
-        &self,
-        spool: &Spool,
-        route: usize,
-        entry: &Entry<'_>,
-        only_if_spooling: bool,
-    ) -> Option<Result<(), SendError>> {
-        match spool.append(route, entry, only_if_spooling) {
-            Append::Written { dropped } => {
-                if !dropped.is_empty() {
-                    let routes = self.ctx().routes.read().unwrap_or_else(PoisonError::into_inner);
-                    for (r, n) in dropped {
-                        if let Some(stats) = routes.get(r) {
-                            stats.overflow.inc_by(n);
-                        }
-                    }
-                }
-                Some(Ok(()))
-            }
-            Append::NotSpooling => None,
-            Append::Full => Some(Err(SendError::QueueFull)),
-            Append::TooLarge => {
-                Some(Err(SendError::Rejected(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))))
-            }
-        }
-    }
-
     fn produce(
         &self,
         route: usize,
@@ -710,82 +520,6 @@ impl Sink {
         }
     }
 
-    /// Test hook (feature `testkit`): makes librdkafka raise a fatal error on this producer
-    /// through its own `rd_kafka_test_fatal_error`, which exists because real fatal errors of
-    /// the idempotent producer cannot be provoked on demand. Everything after (the error event,
-    /// our callback, health, exit) is the production path.
-    #[cfg(feature = "testkit")]
-    #[allow(unsafe_code, reason = "FFI call into librdkafka's test hook")]
-    pub fn inject_fatal_error(&self, reason: &str) {
-        let reason = std::ffi::CString::new(reason).unwrap_or_default();
-        let code = rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
-        // SAFETY: the client pointer is valid while `self` holds the producer, and `reason` is a
-        // NUL-terminated string that outlives the call (librdkafka copies it).
-        unsafe {
-            rdkafka::bindings::rd_kafka_test_fatal_error(
-                self.inner.producer.client().native_ptr(),
-                code,
-                reason.as_ptr(),
-            );
-        }
-    }
-
-    /// If librdkafka is in a fatal state (the producer is unusable: fenced, out-of-order
-    /// sequence, …), records it in health, fires the fatal token (the runtime exits 1) and
-    /// returns the error.
-    pub fn check_fatal(&self) -> Option<String> {
-        let (code, reason) = self.inner.producer.client().fatal_error()?;
-        let message = format!("fatal Kafka error ({code:?}): {reason}");
-        if !self.ctx().fatal.is_cancelled() {
-            tracing::error!(error = %message, "the Kafka producer is unusable; stopping");
-        }
-        self.ctx().health.set_fatal(message.clone());
-        self.ctx().fatal.cancel();
-        Some(message)
-    }
-
-    /// Resolves at the next client error reported by librdkafka (or at once if one came since
-    /// the last call).
-    pub async fn client_error(&self) {
-        self.ctx().errors.notified().await;
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        call: impl FnOnce(&ThreadedProducer<SinkContext>) -> Result<T, KafkaError> + Send + 'static,
-    ) -> Result<T, TxError> {
-        let sink = self.clone();
-        tokio::task::spawn_blocking(move || call(&sink.inner.producer))
-            .await
-            .map_err(|e| TxError {
-                message: format!("transaction call panicked: {e}"),
-                fatal: true,
-                requires_abort: false,
-            })?
-            .map_err(TxError::from)
-    }
-
-    /// Registers the `transactional.id` with the coordinator, completing or aborting whatever
-    /// a previous instance left open, and fencing that instance.
-    pub async fn init_transactions(&self, timeout: Duration) -> Result<(), TxError> {
-        self.blocking(move |p| p.init_transactions(timeout)).await
-    }
-
-    /// Starts a transaction (local; no network round trip).
-    pub fn begin_transaction(&self) -> Result<(), TxError> {
-        self.inner.producer.begin_transaction().map_err(TxError::from)
-    }
-
-    /// Flushes and commits the current transaction.
-    pub async fn commit_transaction(&self, timeout: Duration) -> Result<(), TxError> {
-        self.blocking(move |p| p.commit_transaction(timeout)).await
-    }
-
-    /// Aborts the current transaction: its records become invisible to `read_committed` readers.
-    pub async fn abort_transaction(&self, timeout: Duration) -> Result<(), TxError> {
-        self.blocking(move |p| p.abort_transaction(timeout)).await
-    }
-
     /// Records handed to librdkafka and not yet acknowledged or failed.
     pub fn in_flight(&self) -> i32 {
         self.inner.producer.in_flight_count()
@@ -809,121 +543,6 @@ impl Sink {
         .await;
         usize::try_from(res.unwrap_or(i32::MAX)).unwrap_or(0)
     }
-
-    /// Stops the spool's drainer and saves its cursor (after [`Sink::flush`], at shutdown).
-    /// Records Kafka has still not acknowledged are then taken back from librdkafka (purged from
-    /// its queue and in-flight requests) and written, in the order they were handed to it, to
-    /// the spool's front, so the next process sends them first and in order (a purged in-flight
-    /// record may have reached the broker: at-least-once, as for spooled records). Returns what
-    /// the spool holds and what could not be kept; `None` without a spool.
-    pub async fn close_spool(&self) -> Option<SpoolLeft> {
-        let spool = self.inner.spool.clone()?;
-        spool.close();
-        let handle = self.inner.drainer.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(h) = handle {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
-        }
-        spool.checkpoint();
-        let sink = self.clone();
-        let held = usize::try_from(self.in_flight()).unwrap_or(0);
-        let spooled = spool.in_flight();
-        let direct = held.saturating_sub(spooled) as u64;
-        let (taken_back, lost) = if held == 0 {
-            (0, 0)
-        } else {
-            let s = spool.clone();
-            tokio::task::spawn_blocking(move || sink.take_back(&s, direct)).await.unwrap_or((0, direct))
-        };
-        Some(SpoolLeft { unsent: spool.unread(), unacknowledged: spool.in_flight() as u64, taken_back, lost })
-    }
-
-    /// Purges librdkafka's queues into the spool's front (see [`Sink::close_spool`]). `direct`
-    /// records are held only in librdkafka's memory. Returns (taken back, lost).
-    fn take_back(&self, spool: &Spool, direct: u64) -> (u64, u64) {
-        const SERVE: Duration = Duration::from_secs(2);
-        let ctx = self.ctx();
-        *ctx.rescue.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vec::new());
-        self.inner.producer.purge(PurgeConfig::default().queue().inflight());
-        let deadline = Instant::now() + SERVE;
-        while self.in_flight() > 0 && Instant::now() < deadline {
-            let _ = self.inner.producer.flush(Duration::from_millis(50));
-        }
-        let mut taken = ctx.rescue.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default();
-        // Stable: equal hand-off times keep the order librdkafka reported them in.
-        taken.sort_by_key(|r| r.order);
-        let taken_direct = taken.iter().filter(|r| r.spooled_seq.is_none()).count() as u64;
-        match spool.rescue(&taken) {
-            Ok(n) => {
-                tracing::warn!(
-                    records = n,
-                    dir = %spool.dir().display(),
-                    "Kafka did not acknowledge these records before the shutdown timeout; they were taken back from the client into the spool and are sent first at the next start"
-                );
-                (n, direct.saturating_sub(taken_direct))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, records = taken_direct, "could not move unacknowledged records into the spool; they are lost and counted as failed");
-                let routes = ctx.routes.read().unwrap_or_else(PoisonError::into_inner);
-                for r in taken.iter().filter(|r| r.spooled_seq.is_none()) {
-                    if let Some(stats) = routes.get(r.route) {
-                        stats.failed_delivery.inc();
-                    }
-                }
-                (0, direct)
-            }
-        }
-    }
-
-    /// If the previous process using this sink's spool died without a clean stop: since when
-    /// records it held only in memory may be lost. Streaming sources publish the window from
-    /// then to their first subscription as a gap.
-    pub fn unclean_stop(&self) -> Option<UncleanStop> {
-        self.inner.unclean
-    }
-
-    /// True once any broker answered one of [`Sink::check_kafka`]'s metadata requests.
-    pub fn broker_answered(&self) -> bool {
-        self.ctx().answered.load(Ordering::Acquire)
-    }
-
-    /// Asks the brokers for metadata and checks that every routed topic exists. Updates health
-    /// and returns the outcome.
-    pub async fn check_kafka(&self, timeout: Duration) -> Result<String, String> {
-        let sink = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let md = sink
-                .inner
-                .producer
-                .client()
-                .fetch_metadata(None, timeout)
-                .map_err(|e| format!("metadata request failed: {e}"))?;
-            sink.ctx().answered.store(true, Ordering::Release);
-            let wanted: Vec<String> = {
-                let routes = sink.ctx().routes.read().unwrap_or_else(PoisonError::into_inner);
-                let mut t: Vec<String> = routes.iter().map(|r| r.topic.clone()).collect();
-                t.sort();
-                t.dedup();
-                t
-            };
-            let missing: Vec<&str> = wanted
-                .iter()
-                .filter(|w| !md.topics().iter().any(|t| t.name() == w.as_str() && t.error().is_none()))
-                .map(String::as_str)
-                .collect();
-            if missing.is_empty() {
-                Ok(format!("{} broker(s), {} topic(s) present", md.brokers().len(), wanted.len()))
-            } else {
-                Err(format!("missing topics: {}", missing.join(", ")))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("check panicked: {e}")));
-        match &outcome {
-            Ok(d) => self.ctx().health.set_kafka(true, d.clone()),
-            Err(d) => self.ctx().health.set_kafka(false, d.clone()),
-        }
-        outcome
-    }
 }
 
 fn register(routes: &RouteTable, m: &Metrics, topic: &str, provider: &str) -> usize {
@@ -943,69 +562,4 @@ fn register(routes: &RouteTable, m: &Metrics, topic: &str, provider: &str) -> us
         overflow: c.overflow,
     });
     routes.len() - 1
-}
-
-/// The spool's drainer thread: takes spooled records in order and hands them to librdkafka,
-/// waiting while its queue is full (Kafka still away); checkpoints the spool every 100 ms.
-fn drain(inner: &Inner, spool: &Spool) {
-    const TICK: Duration = Duration::from_millis(100);
-    let ctx = inner.producer.context();
-    let mut last = Instant::now();
-    let mut beats = 0u32;
-    let mut checkpoint = |last: &mut Instant| {
-        if last.elapsed() >= TICK {
-            spool.checkpoint();
-            *last = Instant::now();
-            beats += 1;
-            if beats.is_multiple_of(5) {
-                spool.heartbeat(ctx.oldest_unacked_ms());
-            }
-        }
-    };
-    loop {
-        checkpoint(&mut last);
-        let rec = match spool.next(TICK) {
-            Next::Closed => break,
-            Next::Idle => continue,
-            Next::Record(r) => r,
-        };
-        let seq = spool.begin_at(rec.seg, rec.end, rec.ts_ms, ctx.now_us());
-        let headers = rec.headers.iter().fold(OwnedHeaders::new_with_capacity(rec.headers.len()), |h, (key, value)| {
-            h.insert(Header { key, value: Some(value) })
-        });
-        let mut record = BaseRecord::with_opaque_to(&rec.topic, pack_spooled(rec.route, seq))
-            .key(&rec.key)
-            .payload(&rec.payload)
-            .headers(headers);
-        let mut wait = Duration::from_millis(1);
-        loop {
-            ctx.metrics.kafka_in_flight.inc();
-            match inner.producer.send(record) {
-                Ok(()) => break,
-                Err((e, back)) => {
-                    ctx.metrics.kafka_in_flight.dec();
-                    if matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) {
-                        // Given back unsent if closed now: the next process sends it.
-                        if spool.is_closed() {
-                            spool.untake(&rec, seq);
-                            break;
-                        }
-                        checkpoint(&mut last);
-                        crate::blocking::sleep(wait);
-                        wait = (wait * 2).min(Duration::from_millis(50));
-                        record = back;
-                        continue;
-                    }
-                    spool.settle(seq);
-                    let routes = ctx.routes.read().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(stats) = routes.get(rec.route) {
-                        stats.rejected.inc();
-                    }
-                    tracing::error!(topic = %rec.topic, error = %e, "Kafka refused a spooled record; counted as failed (rejected)");
-                    break;
-                }
-            }
-        }
-    }
-    spool.checkpoint();
 }
