@@ -98,30 +98,6 @@ impl WsSettings {
     }
 }
 
-impl Default for WsSettings {
-    fn default() -> Self {
-        Self {
-            url: String::new(),
-            max_frame_bytes: 1024 * 1024,
-            ping_interval: Duration::from_secs(25),
-            dead_after: Duration::from_secs(60),
-            stale_after: Duration::from_secs(120),
-            connect_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(15),
-            backoff: BackoffConfig {
-                base: Duration::from_millis(250),
-                max: Duration::from_secs(30),
-                factor: 2.0,
-                jitter: 0.5,
-            },
-            healthy_after: Duration::from_secs(30),
-            record_to: None,
-            session: MarketSession::Always,
-            clock: Clock::System,
-        }
-    }
-}
-
 /// A received data frame.
 #[derive(Debug, Clone, Copy)]
 pub enum Frame<'a> {

@@ -130,12 +130,25 @@ async fn run_feed(session: MarketSession, start: &str, end: &str, script: impl F
         kafka,
         process_health: health.clone(),
     };
+    // Every value spelled out: the shipped defaults live once, in the market config.
     let settings = WsSettings {
         url: "ws://provider.test/feed".into(),
+        max_frame_bytes: 1024 * 1024,
+        ping_interval: Duration::from_secs(25),
+        dead_after: Duration::from_secs(60),
         stale_after: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(10),
+        handshake_timeout: Duration::from_secs(15),
+        backoff: BackoffConfig {
+            base: Duration::from_millis(250),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+            jitter: 0.5,
+        },
+        healthy_after: Duration::from_secs(30),
+        record_to: None,
         session,
         clock,
-        ..WsSettings::default()
     };
     let pipe = Pipe { script: script(clock), connections: Arc::new(Mutex::new(0)) };
     let stop = ctx.shutdown.clone();

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 
