@@ -113,8 +113,10 @@ fmt-check: ## check formatting (the fuzz crate too)
 	cargo fmt --all -- --check
 	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
-lint: ## clippy, warnings are errors
+lint: ## clippy (warnings are errors; clippy.toml's disallowed methods) and the searchable invariants of ARCHITECTURE.md, each shown to fail on a violation
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	scripts/check-invariants.sh
+	scripts/check-invariants.sh --self-test
 
 deny: ## cargo-deny: licenses, bans, sources, and advisories when GitHub is reachable (deny.toml; installs cargo-deny if missing)
 	@cargo deny --version 2>/dev/null | grep -q "0.20.2" || cargo install cargo-deny --locked --version 0.20.2

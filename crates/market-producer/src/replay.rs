@@ -9,10 +9,11 @@ use std::str::FromStr;
 
 use futures::future::BoxFuture;
 use ingest_core::source::{FatalError, Source, SourceCtx};
-use ingest_core::ws::Step;
 use ingest_core::ws::recording;
+use ingest_core::ws::{Step, WsOutput};
 
 use crate::config::MarketConfig;
+use crate::emit::Emitter;
 use crate::source::session_for;
 
 /// Replay pace.
@@ -62,11 +63,13 @@ impl Source for ReplaySource {
             let fatal = |message: String| FatalError { source_name: "replay".into(), message };
             let (provider, frames) =
                 recording::open(&self.path).map_err(|e| fatal(format!("{}: {e}", self.path.display())))?;
-            let mut session = session_for(&provider, &self.cfg, &ctx).ok_or_else(|| {
+            let mut session = session_for(&provider, &self.cfg).ok_or_else(|| {
                 fatal(format!("the recording is of provider `{provider}`, which this producer does not know"))
             })?;
+            let mut output = Emitter::new(&ctx, &provider);
+            output.connected(1);
             let mut out = Vec::new();
-            session.on_open(1, &mut out);
+            session.on_open(&mut out);
             ctx.health.set_connected(true, format!("replaying {}", self.path.display()));
             let started = tokio::time::Instant::now();
             let mut first = None;
@@ -95,7 +98,7 @@ impl Source for ReplaySource {
                     return Ok(());
                 }
                 frames_seen += 1;
-                match session.on_frame(payload.frame(), frame.received_at, &mut out) {
+                match session.on_frame(payload.frame(), frame.received_at, &mut out, &mut output) {
                     Step::Fatal(m) => return Err(fatal(m)),
                     Step::Data | Step::Subscribed => ctx.health.mark_data(),
                     Step::Continue | Step::Reconnect(_) | Step::ReconnectAfter(..) => {}

@@ -10,7 +10,7 @@ use crate::book::QuoteBook;
 use ingest_core::ws::WsSession;
 
 use crate::config::{Channel, MarketConfig};
-use crate::emit::Emitter;
+use crate::emit::{Emitter, TickOutput};
 use crate::finnhub::FinnhubSession;
 use crate::polygon::PolygonSession;
 
@@ -44,24 +44,27 @@ impl Source for MarketSource {
             let mut settings = self.cfg.ws_settings();
             settings.record_to = self.record_to.clone();
             let label = self.cfg.provider.label();
-            let mut session = session_for(label, &self.cfg, &ctx)
+            let mut session = session_for(label, &self.cfg)
                 .ok_or_else(|| FatalError { source_name: label.into(), message: "unknown provider".into() })?;
-            ingest_core::ws::run(session.as_mut(), &settings, &ctx).await
+            let mut output = Emitter::new(&ctx, label);
+            ingest_core::ws::run(session.as_mut(), &mut output, &settings, &ctx).await
         })
     }
 }
 
-/// The protocol session of `provider` (`polygon`, `alpaca`, `finnhub`), sending through `ctx`.
-pub(crate) fn session_for(provider: &str, cfg: &MarketConfig, ctx: &SourceCtx) -> Option<Box<dyn WsSession>> {
-    let emit = Emitter::new(ctx, provider);
+/// A market session: pure protocol, its ticks handed to a [`TickOutput`].
+pub(crate) type MarketSession = dyn WsSession<Output = dyn TickOutput>;
+
+/// The protocol session of `provider` (`polygon`, `alpaca`, `finnhub`).
+pub(crate) fn session_for(provider: &str, cfg: &MarketConfig) -> Option<Box<MarketSession>> {
     let book = QuoteBook::new(MAX_BOOK_SYMBOLS);
     Some(match provider {
-        "polygon" => Box::new(PolygonSession::new(cfg.api_key.clone(), cfg.polygon_params(), emit, book)),
-        "finnhub" => Box::new(FinnhubSession::new(cfg.shard(), emit, book)),
+        "polygon" => Box::new(PolygonSession::new(cfg.api_key.clone(), cfg.polygon_params(), book)),
+        "finnhub" => Box::new(FinnhubSession::new(cfg.shard(), book)),
         "alpaca" => {
             let with = |c: Channel| if cfg.channels.contains(&c) { cfg.shard() } else { Vec::new() };
             let channels = [with(Channel::Trades), with(Channel::Quotes), with(Channel::MinuteBars)];
-            Box::new(AlpacaSession::new(cfg.api_key.clone(), cfg.api_secret.clone(), channels, emit, book))
+            Box::new(AlpacaSession::new(cfg.api_key.clone(), cfg.api_secret.clone(), channels, book))
         }
         _ => return None,
     })

@@ -4,7 +4,7 @@
 //! on open, what each frame means). The runner guarantees:
 //! - reconnect with jittered exponential backoff that resets only after a connection stayed
 //!   healthy for `healthy_after`;
-//! - on every connection: a new connection epoch, [`WsSession::on_open`] (auth, subscribe), and a
+//! - on every connection: a new connection epoch (told to the [`WsOutput`]), [`WsSession::on_open`] (auth, subscribe), and a
 //!   `connected` event; after a disconnect (once a subscription had been live), a `gap` event
 //!   from the last frame received before it to the moment the new subscription is live (see
 //!   [`gap`]: windows never overlap, closed-market time is left out, and
@@ -22,7 +22,7 @@
 //!   longest backoff delay;
 //! - a handshake deadline: not subscribed within `handshake_timeout` → reconnect;
 //! - frames larger than `max_frame_bytes` are refused by the WebSocket layer (the connection is
-//!   failed, the session told via [`WsSession::on_transport_error`]);
+//!   failed, the output told via [`WsOutput::transport_error`]);
 //! - HTTP 401/403 on the upgrade, or [`Step::Fatal`] from the session, stop the source (exit 1).
 //!
 //! Text frames with invalid UTF-8 fail the connection (RFC 6455 §8.1); the session hears about
@@ -135,23 +135,42 @@ pub enum Step {
     Fatal(String),
 }
 
-/// A provider's protocol over the connection. Implementations stay free of I/O: they return
-/// messages to send in `out`.
+/// Where a session's records and dead letters go: owned by the source that runs the session,
+/// which does the I/O (the sink, backpressure). The runner tells it about connections.
+pub trait WsOutput: Send {
+    /// A new connection is open (`epoch` counts connections from 1): records that follow came
+    /// over it.
+    fn connected(&mut self, epoch: u64);
+
+    /// The connection failed with `error` (after which the runner reconnects): record what must
+    /// be kept, e.g. a dead letter for a refused oversized frame.
+    fn transport_error(&mut self, error: &WsError);
+}
+
+/// A provider's protocol over the connection, pure: it turns frames into protocol replies
+/// (`replies`), a [`Step`] for the runner, and records and dead letters handed to `output`. It
+/// does no I/O of its own, so its handshake and error table are tested without a socket or
+/// Kafka.
 pub trait WsSession: Send {
+    /// What the session's records and dead letters are handed to.
+    type Output: WsOutput + ?Sized;
+
     /// Provider label (events, logs).
     fn provider(&self) -> &str;
 
-    /// A new connection is open (`epoch` counts connections from 1). Push the first messages
-    /// (auth, subscriptions) to `out`, or nothing if the server speaks first. Return
-    /// [`Step::Subscribed`] for protocols without a subscription acknowledgement.
-    fn on_open(&mut self, epoch: u64, out: &mut Vec<String>) -> Step;
+    /// A new connection is open. Push the first messages (auth, subscriptions) to `replies`, or
+    /// nothing if the server speaks first. Return [`Step::Subscribed`] for protocols without a
+    /// subscription acknowledgement.
+    fn on_open(&mut self, replies: &mut Vec<String>) -> Step;
 
-    /// One frame; replies go to `out`.
-    fn on_frame(&mut self, frame: Frame<'_>, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step;
-
-    /// The connection failed with `error` (after which the runner reconnects). Sessions record
-    /// what they must, e.g. a dead letter for a refused oversized frame.
-    fn on_transport_error(&mut self, _error: &WsError) {}
+    /// One frame.
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        received_at: DateTime<Utc>,
+        replies: &mut Vec<String>,
+        output: &mut Self::Output,
+    ) -> Step;
 }
 
 /// Why a connection ended.
@@ -233,6 +252,7 @@ pub(crate) fn classify(e: tungstenite::Error, limit: usize) -> WsError {
 /// `settings.url` over TCP (and TLS for `wss://`).
 pub async fn run<S: WsSession + ?Sized>(
     session: &mut S,
+    output: &mut S::Output,
     settings: &WsSettings,
     ctx: &SourceCtx,
 ) -> Result<(), FatalError> {
@@ -240,12 +260,13 @@ pub async fn run<S: WsSession + ?Sized>(
         source_name: session.provider().to_string(),
         message: format!("cannot use {}: {e}", settings.display_url()),
     })?;
-    run_with(session, settings, ctx, &dialer).await
+    run_with(session, output, settings, ctx, &dialer).await
 }
 
 /// As [`run`], opening connections with `connector`.
 pub async fn run_with<S: WsSession + ?Sized>(
     session: &mut S,
+    output: &mut S::Output,
     settings: &WsSettings,
     ctx: &SourceCtx,
     connector: &dyn Connector,
@@ -300,7 +321,8 @@ pub async fn run_with<S: WsSession + ?Sized>(
                     ..IngestEvent::new(&ctx.producer, &provider, EventKind::Connected)
                 });
                 out.clear();
-                let mut pending = Some(session.on_open(epoch, &mut out));
+                output.connected(epoch);
+                let mut pending = Some(session.on_open(&mut out));
                 let now = Instant::now();
                 let mut conn = Conn {
                     opened: now,
@@ -327,13 +349,13 @@ pub async fn run_with<S: WsSession + ?Sized>(
                                     conn.last_frame = now;
                                     tracker.frame(received_at);
                                     recording::record(&mut recorder, Frame::Text(t.as_str()), received_at, epoch);
-                                    session.on_frame(Frame::Text(t.as_str()), received_at, &mut out)
+                                    session.on_frame(Frame::Text(t.as_str()), received_at, &mut out, output)
                                 }
                                 Ok(Some(Ok(Message::Binary(b)))) => {
                                     conn.last_frame = now;
                                     tracker.frame(received_at);
                                     recording::record(&mut recorder, Frame::Binary(&b), received_at, epoch);
-                                    session.on_frame(Frame::Binary(&b), received_at, &mut out)
+                                    session.on_frame(Frame::Binary(&b), received_at, &mut out, output)
                                 }
                                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
                                     conn.last_frame = now;
@@ -418,7 +440,7 @@ pub async fn run_with<S: WsSession + ?Sized>(
         };
         // Disconnected (or never connected): a gap opens at the last frame received.
         tracker.disconnected(settings.clock.now());
-        session.on_transport_error(&ended);
+        output.transport_error(&ended);
         reconnects.inc();
         ctx.health.set_connected(false, ended.to_string());
         let mut delay = backoff.next_delay();

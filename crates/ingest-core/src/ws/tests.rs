@@ -86,15 +86,28 @@ impl Connector for Pipe {
 
 struct TestSession;
 
+/// The connections the runner announced.
+#[derive(Default)]
+struct Epochs(Vec<u64>);
+
+impl WsOutput for Epochs {
+    fn connected(&mut self, epoch: u64) {
+        self.0.push(epoch);
+    }
+    fn transport_error(&mut self, _error: &WsError) {}
+}
+
 impl WsSession for TestSession {
+    type Output = Epochs;
+
     fn provider(&self) -> &str {
         "test"
     }
-    fn on_open(&mut self, _epoch: u64, out: &mut Vec<String>) -> Step {
+    fn on_open(&mut self, out: &mut Vec<String>) -> Step {
         out.push("subscribe".into());
         Step::Continue
     }
-    fn on_frame(&mut self, frame: Frame<'_>, _at: DateTime<Utc>, _out: &mut Vec<String>) -> Step {
+    fn on_frame(&mut self, frame: Frame<'_>, _at: DateTime<Utc>, _out: &mut Vec<String>, _: &mut Epochs) -> Step {
         match frame.bytes() {
             b"ack" => Step::Subscribed,
             b"data" => Step::Data,
@@ -154,8 +167,11 @@ async fn run_feed(session: MarketSession, start: &str, end: &str, script: impl F
     let stop = ctx.shutdown.clone();
     let until = clock.instant_at(utc(end));
     let runner = async {
-        let mut s = TestSession;
-        run_with(&mut s, &settings, &ctx, &pipe).await
+        let (mut s, mut epochs) = (TestSession, Epochs::default());
+        let result = run_with(&mut s, &mut epochs, &settings, &ctx, &pipe).await;
+        // Every connection was announced to the output, numbered from 1.
+        assert!(epochs.0.iter().enumerate().all(|(i, e)| *e == i as u64 + 1), "{:?}", epochs.0);
+        result
     };
     let stopper = async {
         tokio::time::sleep_until(until).await;

@@ -20,7 +20,7 @@ use ingest_core::config::Secret;
 use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
-use crate::emit::{Emitter, merge};
+use crate::emit::{TickOutput, finish_frame, frame_text, merge};
 use crate::frame::for_each_element;
 use wire::Msg;
 
@@ -36,14 +36,13 @@ pub(crate) struct AlpacaSession {
     /// `subscription` or a 405) is still to come, in order, and those refused.
     one_by_one: std::collections::VecDeque<String>,
     refused: Vec<String>,
-    emit: Emitter,
     book: QuoteBook,
 }
 
 impl AlpacaSession {
-    pub(crate) fn new(key: Secret, secret: Secret, channels: [Vec<String>; 3], emit: Emitter, book: QuoteBook) -> Self {
+    pub(crate) fn new(key: Secret, secret: Secret, channels: [Vec<String>; 3], book: QuoteBook) -> Self {
         let (one_by_one, refused) = (std::collections::VecDeque::new(), Vec::new());
-        Self { key, secret, channels, live: false, one_by_one, refused, emit, book }
+        Self { key, secret, channels, live: false, one_by_one, refused, book }
     }
 
     fn subscribe_all(&self) -> String {
@@ -153,50 +152,142 @@ impl AlpacaSession {
         }
     }
 
-    fn on_element(&mut self, el: &str, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step {
+    fn on_element(
+        &mut self,
+        el: &str,
+        received_at: DateTime<Utc>,
+        replies: &mut Vec<String>,
+        output: &mut dyn TickOutput,
+    ) -> Step {
         let msg: Msg<'_> = match serde_json::from_str(el) {
             Ok(m) => m,
             Err(e) => {
-                self.emit.dead_letter(el.as_bytes(), &format!("malformed event: {e}"), received_at);
+                output.dead_letter(el.as_bytes(), &format!("malformed event: {e}"), received_at);
                 return Step::Data;
             }
         };
         if matches!(&*msg.kind, "success" | "subscription" | "error") {
-            return self.on_control(&msg, out);
+            return self.on_control(&msg, replies);
         }
         match normalize::normalize(&msg, received_at, &mut self.book) {
-            Ok(tick) => self.emit.send(&tick, el.as_bytes()),
-            Err(reason) => self.emit.dead_letter(el.as_bytes(), &reason, received_at),
+            Ok(tick) => output.tick(&tick, el.as_bytes()),
+            Err(reason) => output.dead_letter(el.as_bytes(), &reason, received_at),
         }
         Step::Data
     }
 }
 
 impl WsSession for AlpacaSession {
+    type Output = dyn TickOutput;
+
     fn provider(&self) -> &str {
         normalize::PROVIDER
     }
 
-    fn on_open(&mut self, epoch: u64, _out: &mut Vec<String>) -> Step {
+    fn on_open(&mut self, _replies: &mut Vec<String>) -> Step {
         // The server speaks first ("connected"); auth follows it.
         self.live = false;
-        self.emit.set_epoch(epoch);
         Step::Continue
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step {
-        let Some(text) = self.emit.frame_text(frame, received_at) else {
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        received_at: DateTime<Utc>,
+        replies: &mut Vec<String>,
+        output: &mut Self::Output,
+    ) -> Step {
+        let Some(text) = frame_text(frame, received_at, output) else {
             return Step::Data;
         };
         let mut step = Step::Continue;
         let parsed = for_each_element(text, |el| {
-            let s = self.on_element(el, received_at, out);
+            let s = self.on_element(el, received_at, replies, output);
             step = merge(std::mem::replace(&mut step, Step::Continue), s);
         });
-        self.emit.finish_frame(parsed, step, text, received_at)
+        finish_frame(parsed, step, text, received_at, output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emit::testing::Driver;
+
+    fn session(symbols: &[&str]) -> Driver {
+        let s: Vec<String> = symbols.iter().map(|s| (*s).to_string()).collect();
+        let session =
+            AlpacaSession::new(Secret::new("PK"), Secret::new("SK"), [s, Vec::new(), Vec::new()], QuoteBook::new(8));
+        let (d, step, replies) = Driver::open(Box::new(session));
+        assert_eq!((step, replies.len()), (Step::Continue, 0), "the server speaks first");
+        d
     }
 
-    fn on_transport_error(&mut self, error: &ingest_core::ws::WsError) {
-        self.emit.transport_error(error);
+    fn error(code: u16, msg: &str) -> String {
+        format!(r#"[{{"T":"error","code":{code},"msg":"{msg}"}}]"#)
+    }
+
+    fn authenticated(d: &mut Driver) {
+        let (_, replies) = d.frame(r#"[{"T":"success","msg":"connected"}]"#);
+        assert_eq!(replies, [wire::auth("PK", "SK")]);
+        let (_, replies) = d.frame(r#"[{"T":"success","msg":"authenticated"}]"#);
+        assert_eq!(replies.len(), 1, "the whole subscription at once");
+    }
+
+    #[test]
+    fn handshake_then_data() {
+        let mut d = session(&["AAPL", "AMD"]);
+        authenticated(&mut d);
+        assert_eq!(d.frame(r#"[{"T":"subscription","trades":["AAPL","AMD"]}]"#).0, Step::Subscribed);
+        let trade = r#"[{"T":"t","i":96921,"S":"AMD","x":"D","p":87.67,"s":1,"t":"2021-02-22T15:51:45.4Z","c":["@","I"],"z":"C"}]"#;
+        assert_eq!(d.frame(trade).0, Step::Data);
+        assert_eq!(d.out.ticks.len(), 1);
+        assert_eq!(d.out.ticks[0]["symbol"], "AMD");
+    }
+
+    #[test]
+    fn error_table() {
+        for code in [400, 402, 408, 409, 410, 411] {
+            let mut d = session(&["AAPL"]);
+            authenticated(&mut d);
+            let (step, _) = d.frame(&error(code, "refused"));
+            assert!(matches!(&step, Step::Fatal(m) if m.contains(&code.to_string())), "{code}: {step:?}");
+        }
+        let mut d = session(&["AAPL"]);
+        authenticated(&mut d);
+        assert_eq!(
+            d.frame(&error(406, "connection limit exceeded")).0,
+            Step::ReconnectAfter(
+                "Alpaca 406 connection limit exceeded: another client uses this key; retrying in a second or more"
+                    .into(),
+                std::time::Duration::from_secs(1)
+            )
+        );
+        for code in [401, 404, 407, 500] {
+            let mut d = session(&["AAPL"]);
+            authenticated(&mut d);
+            assert!(matches!(d.frame(&error(code, "x")).0, Step::Reconnect(_)), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_symbol_limit_subscribes_one_by_one_and_keeps_what_the_plan_allows() {
+        let mut d = session(&["AAPL", "AMD", "TSLA"]);
+        authenticated(&mut d);
+        let (step, replies) = d.frame(&error(405, "symbol limit exceeded"));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(replies.len(), 3, "one subscription per symbol: {replies:?}");
+        assert_eq!(d.frame(r#"[{"T":"subscription","trades":["AAPL"]}]"#).0, Step::Subscribed);
+        assert_eq!(d.frame(r#"[{"T":"subscription","trades":["AAPL","AMD"]}]"#).0, Step::Continue);
+        assert_eq!(d.frame(&error(405, "symbol limit exceeded")).0, Step::Continue, "TSLA refused, the rest streams");
+    }
+
+    #[test]
+    fn a_plan_without_any_symbol_is_fatal() {
+        let mut d = session(&["AAPL", "AMD"]);
+        authenticated(&mut d);
+        d.frame(&error(405, "symbol limit exceeded"));
+        assert_eq!(d.frame(&error(405, "symbol limit exceeded")).0, Step::Continue);
+        assert!(matches!(d.frame(&error(405, "symbol limit exceeded")).0, Step::Fatal(_)));
     }
 }

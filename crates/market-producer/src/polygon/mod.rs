@@ -22,7 +22,7 @@ use ingest_core::record::MarketTick;
 use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
-use crate::emit::{Emitter, merge};
+use crate::emit::{TickOutput, finish_frame, frame_text, merge};
 use crate::frame::for_each_element;
 use wire::Msg;
 
@@ -132,55 +132,122 @@ impl Handshake {
 #[derive(Debug)]
 pub(crate) struct PolygonSession {
     handshake: Handshake,
-    emit: Emitter,
     book: QuoteBook,
 }
 
 impl PolygonSession {
     /// `params`: the subscription, e.g. `T.AAPL,Q.AAPL`.
-    pub(crate) fn new(key: Secret, params: String, emit: Emitter, book: QuoteBook) -> Self {
+    pub(crate) fn new(key: Secret, params: String, book: QuoteBook) -> Self {
         let expected_acks = params.split(',').filter(|p| !p.is_empty()).count();
-        Self { handshake: Handshake { key, params, expected_acks, acks: 0, state: State::AwaitConnected }, emit, book }
+        Self { handshake: Handshake { key, params, expected_acks, acks: 0, state: State::AwaitConnected }, book }
     }
 }
 
 impl WsSession for PolygonSession {
+    type Output = dyn TickOutput;
+
     fn provider(&self) -> &str {
         normalize::PROVIDER
     }
 
-    fn on_open(&mut self, epoch: u64, _out: &mut Vec<String>) -> Step {
+    fn on_open(&mut self, _replies: &mut Vec<String>) -> Step {
         // The server speaks first ("connected"); auth follows it.
         self.handshake.state = State::AwaitConnected;
         self.handshake.acks = 0;
-        self.emit.set_epoch(epoch);
         Step::Continue
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, received_at: DateTime<Utc>, out: &mut Vec<String>) -> Step {
-        let Some(text) = self.emit.frame_text(frame, received_at) else {
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        received_at: DateTime<Utc>,
+        replies: &mut Vec<String>,
+        output: &mut Self::Output,
+    ) -> Step {
+        let Some(text) = frame_text(frame, received_at, output) else {
             return Step::Data;
         };
         let mut step = Step::Continue;
-        let (handshake, emit) = (&mut self.handshake, &self.emit);
+        let handshake = &mut self.handshake;
         let parsed = elements(text, received_at, &mut self.book, |e| {
             let s = match e {
                 Element::Tick(tick, raw) => {
-                    emit.send(&tick, raw.as_bytes());
+                    output.tick(&tick, raw.as_bytes());
                     Step::Data
                 }
                 Element::Bad(raw, reason) => {
-                    emit.dead_letter(raw.as_bytes(), &reason, received_at);
+                    output.dead_letter(raw.as_bytes(), &reason, received_at);
                     Step::Data
                 }
-                Element::Status(status, message) => handshake.on_status(&status, &message, out),
+                Element::Status(status, message) => handshake.on_status(&status, &message, replies),
             };
             step = merge(std::mem::replace(&mut step, Step::Continue), s);
         });
-        self.emit.finish_frame(parsed, step, text, received_at)
+        finish_frame(parsed, step, text, received_at, output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emit::testing::Driver;
+
+    fn session(params: &str) -> (Driver, Step, Vec<String>) {
+        Driver::open(Box::new(PolygonSession::new(Secret::new("KEY"), params.into(), QuoteBook::new(8))))
     }
 
-    fn on_transport_error(&mut self, error: &ingest_core::ws::WsError) {
-        self.emit.transport_error(error);
+    fn status(status: &str, message: &str) -> String {
+        format!(r#"[{{"ev":"status","status":"{status}","message":"{message}"}}]"#)
+    }
+
+    #[test]
+    fn handshake_authenticates_after_connected_and_is_live_after_every_ack() {
+        let (mut d, step, replies) = session("T.AAPL,Q.AAPL");
+        assert_eq!((step, replies.len()), (Step::Continue, 0), "the server speaks first");
+        let (step, replies) = d.frame(&status("connected", "Connected Successfully"));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(replies, [wire::auth("KEY")]);
+        let (step, replies) = d.frame(&status("auth_success", "authenticated"));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(replies, [wire::subscribe("T.AAPL,Q.AAPL")]);
+        assert_eq!(d.frame(&status("success", "subscribed to: T.AAPL")).0, Step::Continue, "one ack of two");
+        assert_eq!(d.frame(&status("success", "subscribed to: Q.AAPL")).0, Step::Subscribed);
+        let trade = r#"[{"ev":"T","sym":"AAPL","i":"5096","x":10,"p":161.87,"s":300,"c":[14,41],"t":1651684192462,"q":4009402,"z":3}]"#;
+        assert_eq!(d.frame(trade).0, Step::Data);
+        assert_eq!(d.out.ticks.len(), 1);
+        assert_eq!(d.out.ticks[0]["symbol"], "AAPL");
+        assert!(d.out.dead.is_empty(), "{:?}", d.out.dead);
+    }
+
+    #[test]
+    fn status_table() {
+        type Expect = fn(&Step) -> bool;
+        let cases: [(&str, Expect); 6] = [
+            ("auth_failed", |s| matches!(s, Step::Fatal(m) if m.contains("MARKET_API_KEY"))),
+            ("auth_timeout", |s| matches!(s, Step::Reconnect(_))),
+            ("max_connections", |s| matches!(s, Step::Reconnect(m) if m.contains("another client"))),
+            ("force_disconnect", |s| matches!(s, Step::Reconnect(_))),
+            ("slow_consumer", |s| matches!(s, Step::Reconnect(_))),
+            ("something_new", |s| *s == Step::Continue),
+        ];
+        for (name, expected) in cases {
+            let (mut d, _, _) = session("T.AAPL");
+            d.frame(&status("connected", ""));
+            let (step, _) = d.frame(&status(name, "text"));
+            assert!(expected(&step), "{name}: {step:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_subscription_still_counts_as_answered_and_bad_input_is_dead_lettered() {
+        let (mut d, _, _) = session("T.AAPL,T.NOPE");
+        d.frame(&status("connected", ""));
+        d.frame(&status("auth_success", ""));
+        d.frame(&status("success", "subscribed to: T.AAPL"));
+        assert_eq!(d.frame(&status("error", "not authorized: T.NOPE")).0, Step::Subscribed);
+        assert_eq!(d.frame("not json").0, Step::Data);
+        assert_eq!(d.frame(r#"[{"ev":"NOPE","sym":"AAPL"}, 7]"#).0, Step::Data);
+        assert_eq!(d.out.dead.len(), 3, "the frame, the unknown event, the element that is no event: {:?}", d.out.dead);
+        assert!(d.out.ticks.is_empty());
     }
 }
