@@ -20,12 +20,10 @@ pub mod proxy;
 pub mod record;
 pub mod resilience;
 pub mod runtime;
-pub mod sentiment;
 pub mod source;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod text;
 pub mod tls;
 pub mod ws;
 

@@ -11,7 +11,7 @@ pub mod canon;
 pub mod config;
 pub mod newsapi;
 // Shared with the social producer; kept reachable under their old paths.
-pub use ingest_core::{sentiment, text};
+pub use text_signals::{sentiment, text};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,7 +24,7 @@ use ingest_core::http::{self, HttpResponse};
 use ingest_core::record::{Engagement, Platform, SentimentSource, SocialPost};
 use ingest_core::resilience::{ErrorClass, classify_http};
 use ingest_core::source::{Normalized, Poller, Reject};
-use ingest_core::{sentiment, text};
+use text_signals::{sentiment, text};
 
 use crate::catch_up::{Paging, Step};
 use serde::{Deserialize, Serialize};

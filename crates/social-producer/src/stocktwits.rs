@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use ingest_core::http::HttpResponse;
 use ingest_core::record::{Engagement, Platform, SentimentSource, SocialPost};
 use ingest_core::source::{Cut, Normalized, Poller, Reject};
-use ingest_core::{sentiment, text};
 use serde::{Deserialize, Serialize};
+use text_signals::{sentiment, text};
 
 use crate::catch_up::{Paging, Step};
 

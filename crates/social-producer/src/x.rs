@@ -20,8 +20,8 @@ use ingest_core::http::HttpResponse;
 use ingest_core::record::{Engagement, Platform, SentimentSource, SocialPost};
 use ingest_core::resilience::{ErrorClass, classify_http};
 use ingest_core::source::{Normalized, Poller, Reject};
-use ingest_core::{sentiment, text};
 use serde::{Deserialize, Serialize};
+use text_signals::{sentiment, text};
 
 /// Provider label.
 pub const PROVIDER: &str = "x";
