@@ -22,7 +22,7 @@ RUNS=${FUZZ_RUNS:-}
 if [[ -n $RUNS ]]; then BUDGET=(-runs="$RUNS" -seed=1); PER="$RUNS inputs"; else BUDGET=(-max_total_time="$SECS"); PER="${SECS}s"; fi
 CARGO_FUZZ_VERSION=0.13.2
 OUT=.local/fuzz
-TARGETS=(polygon_frame alpaca_frame finnhub_frame newsapi alphavantage reddit stocktwits x_search x_stream
+TARGETS=(market_frame newsapi alphavantage reddit stocktwits x_search x_stream
   sec_feed sec_submissions altdata_json altdata_csv altdata_html spool_recovery)
 [[ $# -gt 0 ]] && TARGETS=("$@")
 
@@ -31,28 +31,32 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
   cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi
 
-# Seeds: fixtures as the producers receive them. Poller targets take a status byte first
-# (0 = HTTP 200, see ingest_core::hostile::STATUSES).
-seed() { # target file [status]
+# Seeds: fixtures as the producers receive them, after a selector byte where the target takes
+# one: poller targets an HTTP status (0 = 200, see ingest_core::hostile::STATUSES), market_frame
+# the provider (its index in market_producer's MarketProvider::ALL: 0 polygon, 1 alpaca, 2 finnhub).
+seed() { # target file [selector byte, decimal]
   local dir=$OUT/seeds/$1 name
   name=$(basename "$2")
   mkdir -p "$dir"
-  if [[ ${3:-} == status ]]; then { printf '\0'; cat "$2"; } > "$dir/$name"; else cp "$2" "$dir/$name"; fi
+  if [[ -n ${3:-} ]]; then { printf "\\x$(printf %02x "$3")"; cat "$2"; } > "$dir/$name"; else cp "$2" "$dir/$name"; fi
 }
+status=0 polygon=0 alpaca=1 finnhub=2
 rm -rf "$OUT/seeds"
+mkdir -p "$OUT"
 M=crates/market-producer/test_data N=crates/news-producer/test_data S=crates/social-producer/test_data
-for f in "$M"/polygon/*.frame.json; do seed polygon_frame "$f"; done
-for f in "$M"/alpaca/*.frame.json; do seed alpaca_frame "$f"; done
-mkdir -p "$OUT/seeds/finnhub_frame"
+for f in "$M"/polygon/*.frame.json; do seed market_frame "$f" $polygon; done
+for f in "$M"/alpaca/*.frame.json; do seed market_frame "$f" $alpaca; done
 i=0
 while IFS= read -r line; do
-  printf '%s' "$line" > "$OUT/seeds/finnhub_frame/frame$((i++)).json"
+  printf '%s' "$line" > "$OUT/finnhub$i.json"
+  seed market_frame "$OUT/finnhub$i.json" $finnhub
+  rm "$OUT/finnhub$((i++)).json"
 done < "$M/finnhub/trades.frames.jsonl"
-for f in "$N"/newsapi/*.json; do seed newsapi "$f" status; done
-for f in "$N"/alphavantage/*.json; do seed alphavantage "$f" status; done
-seed reddit "$S/reddit_new.json" status
-seed stocktwits "$S/stocktwits_f.json" status
-seed sec_feed crates/sec-producer/test_data/current_8k_4_13d.atom status
+for f in "$N"/newsapi/*.json; do seed newsapi "$f" $status; done
+for f in "$N"/alphavantage/*.json; do seed alphavantage "$f" $status; done
+seed reddit "$S/reddit_new.json" $status
+seed stocktwits "$S/stocktwits_f.json" $status
+seed sec_feed crates/sec-producer/test_data/current_8k_4_13d.atom $status
 for d in fuzz/seeds/*/; do
   t=$(basename "$d")
   mkdir -p "$OUT/seeds/$t"

@@ -15,7 +15,7 @@ use ingest_core::hostile::{poll_body, status_and_body};
 use ingest_core::source::Poller;
 
 pub use ingest_core::hostile::spool_segment;
-pub use market_producer::hostile::{alpaca_frame, finnhub_frame, polygon_frame};
+pub use market_producer::hostile::market_frame;
 
 const EVERY: Duration = Duration::from_secs(60);
 

@@ -4,41 +4,7 @@ use ingest_core::config::{ConfigError, Secret, Section, require_secret, require_
 use ingest_core::market_hours::MarketSession;
 use serde::Deserialize;
 
-/// Which real-time market-data WebSocket to stream from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum MarketProvider {
-    /// Polygon.io / Massive stocks (`wss://socket.massive.com/stocks`).
-    #[default]
-    Polygon,
-    /// Alpaca market data v2 (`wss://stream.data.alpaca.markets/v2/iex`).
-    Alpaca,
-    /// Finnhub (`wss://ws.finnhub.io`).
-    Finnhub,
-}
-
-impl MarketProvider {
-    /// The largest frame accepted by default. Polygon sends all-symbol minute aggregates
-    /// (`AM.*`) as one frame of several MB each minute (~11,000 tickers × ~230 bytes ≈ 2.5 MB);
-    /// Alpaca's `bars: ["*"]` arrive in frames of up to a few MB; Finnhub's trade messages are
-    /// small (a few KB). Still bounded: a frame is held in memory once while it is parsed.
-    pub(crate) fn default_max_frame_bytes(self) -> usize {
-        match self {
-            MarketProvider::Polygon => 16 * 1024 * 1024,
-            MarketProvider::Alpaca => 8 * 1024 * 1024,
-            MarketProvider::Finnhub => 1024 * 1024,
-        }
-    }
-
-    /// Label used in metrics and records.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            MarketProvider::Polygon => "polygon",
-            MarketProvider::Alpaca => "alpaca",
-            MarketProvider::Finnhub => "finnhub",
-        }
-    }
-}
+use crate::provider::MarketProvider;
 
 /// What to subscribe to per symbol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -75,9 +41,6 @@ pub(crate) enum SessionChoice {
     Always,
 }
 
-/// Venue prefixes of Finnhub forex symbols (`OANDA:EUR_USD`, `FXCM:EUR/USD`, `IC MARKETS:1`).
-const FINNHUB_FOREX_VENUES: &[&str] = &["OANDA", "FXCM", "FOREX", "FXPRO", "IC MARKETS", "PEPPERSTONE", "OCTAFX"];
-
 /// `market:`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,7 +58,7 @@ pub struct MarketConfig {
     /// Channels per symbol.
     pub(crate) channels: Vec<Channel>,
     /// Largest accepted WebSocket frame, in bytes; 0 = the provider's default (see
-    /// [`MarketProvider::default_max_frame_bytes`]).
+    /// [`crate::provider::Provider::default_max_frame_bytes`]).
     pub(crate) max_frame_bytes: usize,
     /// Trading hours of the feed: `auto`, `us_equities`, `us_equities_regular`, `crypto`,
     /// `forex` or `always`.
@@ -123,7 +86,7 @@ pub struct MarketConfig {
 impl Default for MarketConfig {
     fn default() -> Self {
         Self {
-            provider: MarketProvider::Polygon,
+            provider: MarketProvider::default(),
             ws_url: "wss://socket.massive.com/stocks".into(),
             api_key: Secret::default(),
             api_secret: Secret::default(),
@@ -149,40 +112,22 @@ impl Section for MarketConfig {
     const LIST_KEYS: &'static [&'static str] = &["market.symbols", "market.channels"];
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let provider = self.provider.get();
         require_url("market.ws_url", &self.ws_url, &["wss", "ws"])?;
-        let why = format!("market-producer streams from {}", self.provider.label());
+        let why = format!("market-producer streams from {}", provider.label());
         require_secret("market.api_key", &self.api_key, &why)?;
-        if self.provider == MarketProvider::Alpaca {
-            require_secret("market.api_secret", &self.api_secret, "Alpaca needs a key id and a secret key")?;
-        }
         require_symbols("market.symbols", &self.symbols, false)?;
-        if self.provider == MarketProvider::Alpaca && self.channels.contains(&Channel::SecondBars) {
-            return Err(ConfigError::key("market.channels", "Alpaca has no second bars (trades, quotes, minute_bars)"));
-        }
         if self.channels.is_empty() {
             return Err(ConfigError::key(
                 "market.channels",
                 "list at least one of trades, quotes, second_bars, minute_bars",
             ));
         }
-        if self.provider == MarketProvider::Polygon && self.ws_url.trim_end_matches('/').ends_with("/forex") {
-            return Err(ConfigError::key(
-                "market.ws_url",
-                "the Polygon forex cluster is not supported (stocks and crypto are)",
-            ));
-        }
+        provider.validate(self)?;
         if self.max_frame_bytes != 0 && !(1024..=64 * 1024 * 1024).contains(&self.max_frame_bytes) {
             return Err(ConfigError::key(
                 "market.max_frame_bytes",
                 "must be 0 (the provider's default) or between 1024 and 67108864",
-            ));
-        }
-        if self.provider == MarketProvider::Finnhub
-            && url::Url::parse(&self.ws_url).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "token"))
-        {
-            return Err(ConfigError::key(
-                "market.ws_url",
-                "leave the token out of the URL (wss://ws.finnhub.io); it is taken from market.api_key (MARKET_API_KEY)",
             ));
         }
         for (key, v) in [
@@ -226,6 +171,21 @@ impl Section for MarketConfig {
 }
 
 impl MarketConfig {
+    /// A valid configuration of the provider labelled `provider` at `ws_url` (tests of the
+    /// provider folders).
+    #[cfg(test)]
+    pub(crate) fn sample(provider: &str, ws_url: &str, symbols: &[&str]) -> Self {
+        use ingest_core::config::Secret;
+        Self {
+            provider: MarketProvider::from_label(provider).expect("a known provider"),
+            ws_url: ws_url.into(),
+            api_key: Secret::new("KEY"),
+            api_secret: Secret::new("SECRET"),
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            ..Self::default()
+        }
+    }
+
     /// The symbols this replica streams (all of them with one replica).
     pub(crate) fn shard(&self) -> Vec<String> {
         crate::shard::select(&self.symbols, self.replica_index, self.replica_count)
@@ -233,7 +193,7 @@ impl MarketConfig {
 
     /// The largest accepted frame: the configured one, or the provider's default.
     pub(crate) fn max_frame_bytes(&self) -> usize {
-        if self.max_frame_bytes == 0 { self.provider.default_max_frame_bytes() } else { self.max_frame_bytes }
+        if self.max_frame_bytes == 0 { self.provider.get().default_max_frame_bytes() } else { self.max_frame_bytes }
     }
 
     /// The trading hours the feed follows (`market.session`, `auto` resolved).
@@ -247,45 +207,8 @@ impl MarketConfig {
                 let path = url::Url::parse(&self.ws_url)
                     .map(|u| u.path().trim_end_matches('/').to_string())
                     .unwrap_or_default();
-                match self.provider {
-                    // `/crypto`: crypto trades around the clock.
-                    MarketProvider::Polygon if path.ends_with("/crypto") => MarketSession::Always,
-                    // `/v1beta3/crypto/us`; the `/v2/test` stream (FAKEPACA) runs at all hours.
-                    MarketProvider::Alpaca if path.contains("/crypto") || path.ends_with("/test") => {
-                        MarketSession::Always
-                    }
-                    MarketProvider::Finnhub => {
-                        let venue = |s: &String| s.split_once(':').map(|(v, _)| v.to_ascii_uppercase());
-                        let venues: Vec<Option<String>> = self.symbols.iter().map(venue).collect();
-                        // A feed is as open as its most open symbol: crypto (any other venue
-                        // prefix) flows at all hours, forex through the week.
-                        if venues.iter().flatten().any(|v| !FINNHUB_FOREX_VENUES.contains(&v.as_str())) {
-                            MarketSession::Always
-                        } else if venues.iter().any(Option::is_some) {
-                            MarketSession::Forex
-                        } else {
-                            MarketSession::UsEquities
-                        }
-                    }
-                    _ => MarketSession::UsEquities,
-                }
+                self.provider.get().auto_hours(self, &path)
             }
-        }
-    }
-
-    /// The URL connected to. Finnhub takes the token as a query parameter of the URL users
-    /// write without a path (`wss://ws.finnhub.io`): the request goes to `/?token=…` (the
-    /// runner never logs the query).
-    pub(crate) fn connect_url(&self) -> String {
-        match self.provider {
-            MarketProvider::Finnhub => match url::Url::parse(&self.ws_url) {
-                Ok(mut u) => {
-                    u.query_pairs_mut().append_pair("token", self.api_key.expose());
-                    u.to_string()
-                }
-                Err(_) => self.ws_url.clone(),
-            },
-            _ => self.ws_url.clone(),
         }
     }
 
@@ -293,7 +216,7 @@ impl MarketConfig {
     pub(crate) fn ws_settings(&self) -> ingest_core::ws::WsSettings {
         use std::time::Duration;
         ingest_core::ws::WsSettings {
-            url: self.connect_url(),
+            url: self.provider.get().connect_url(self),
             max_frame_bytes: self.max_frame_bytes(),
             session: self.session(),
             clock: ingest_core::clock::Clock::System,
@@ -311,32 +234,5 @@ impl MarketConfig {
             healthy_after: Duration::from_secs(self.healthy_after_secs),
             record_to: None,
         }
-    }
-
-    /// Polygon's subscription parameters: `T.AAPL,Q.AAPL,…` (crypto: `XT.BTC-USD,…`).
-    pub(crate) fn polygon_params(&self) -> String {
-        let crypto = self.ws_url.trim_end_matches('/').ends_with("/crypto");
-        let mut out = String::new();
-        for s in &self.shard() {
-            for c in &self.channels {
-                let prefix = match (c, crypto) {
-                    (Channel::Trades, false) => "T",
-                    (Channel::Quotes, false) => "Q",
-                    (Channel::SecondBars, false) => "A",
-                    (Channel::MinuteBars, false) => "AM",
-                    (Channel::Trades, true) => "XT",
-                    (Channel::Quotes, true) => "XQ",
-                    (Channel::SecondBars, true) => "XAS",
-                    (Channel::MinuteBars, true) => "XA",
-                };
-                if !out.is_empty() {
-                    out.push(',');
-                }
-                out.push_str(prefix);
-                out.push('.');
-                out.push_str(s);
-            }
-        }
-        out
     }
 }

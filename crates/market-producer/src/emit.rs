@@ -134,7 +134,7 @@ pub(crate) fn merge(a: Step, b: Step) -> Step {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
-    use crate::source::MarketSession;
+    use crate::provider::ProtocolSession;
 
     /// What a session handed its output.
     #[derive(Debug, Default)]
@@ -165,13 +165,13 @@ pub(crate) mod testing {
 
     /// A session on one connection: opened, then fed text frames.
     pub(crate) struct Driver {
-        pub(crate) session: Box<MarketSession>,
+        pub(crate) session: Box<ProtocolSession>,
         pub(crate) out: Collected,
     }
 
     impl Driver {
         /// Opens a connection; returns the step and the replies `on_open` sent.
-        pub(crate) fn open(session: Box<MarketSession>) -> (Self, Step, Vec<String>) {
+        pub(crate) fn open(session: Box<ProtocolSession>) -> (Self, Step, Vec<String>) {
             let mut d = Self { session, out: Collected::default() };
             d.out.connected(1);
             let mut replies = Vec::new();

@@ -1,43 +1,83 @@
-//! Raw bytes through the three WebSocket parsers, down the same path as their sessions: the
-//! frame splitter, the borrowed wire types, the normalizers and the quote book they update.
-//! Used by the fuzz targets (`fuzz/`) and the hostile-input property test below; whatever the
-//! bytes, each returns without panicking.
+//! Raw bytes through a provider's protocol session, down the same path as a live connection:
+//! the frame splitter, the borrowed wire types, the normalizers, the quote book they update and
+//! the serialization of every tick the output receives. [`market_frame`] is the one entry for
+//! every provider: the fuzz target (`fuzz/`, `market_frame`) and the hostile-input property
+//! test below use it; whatever the bytes, it returns without panicking.
 
 use chrono::Utc;
+use ingest_core::config::Secret;
+use ingest_core::record::MarketTick;
+use ingest_core::ws::{Frame, WsError, WsOutput};
 
 use crate::book::QuoteBook;
-use crate::frame::for_each_element;
+use crate::config::MarketConfig;
+use crate::emit::TickOutput;
+use crate::provider::MarketProvider;
 
-/// A Polygon/Massive frame (a JSON array of events).
-pub fn polygon_frame(frame: &[u8]) {
-    let mut book = QuoteBook::new(64);
-    let _ = crate::polygon::elements(&String::from_utf8_lossy(frame), Utc::now(), &mut book, |_| {});
+/// The provider an input is for: its first byte, an index into [`MarketProvider::ALL`]
+/// (0 Polygon, 1 Alpaca, 2 Finnhub; larger values wrap).
+pub fn provider_index(label: &str) -> Option<u8> {
+    MarketProvider::ALL.iter().position(|p| p.label() == label).and_then(|i| u8::try_from(i).ok())
 }
 
-/// An Alpaca frame (a JSON array of messages).
-pub fn alpaca_frame(frame: &[u8]) {
-    let mut book = QuoteBook::new(64);
+/// One input: the first byte picks the provider, the rest is one frame, fed to a fresh
+/// session after its opening (as text when it is UTF-8; otherwise as a binary frame, which
+/// is dead-lettered, and as its lossy text, which reaches the parsers).
+pub fn market_frame(data: &[u8]) {
+    drive(data);
+}
+
+/// [`market_frame`], returning the ticks and dead letters the session gave its output.
+fn drive(data: &[u8]) -> (u64, u64) {
+    let Some((&pick, frame)) = data.split_first() else { return (0, 0) };
+    let provider = MarketProvider::ALL[usize::from(pick) % MarketProvider::ALL.len()];
+    let cfg = MarketConfig {
+        provider,
+        api_key: Secret::new("key"),
+        api_secret: Secret::new("secret"),
+        symbols: vec!["AAPL".into(), "MSFT".into(), "BINANCE:BTCUSDT".into()],
+        ..MarketConfig::default()
+    };
+    let mut session = provider.get().session(&cfg, QuoteBook::new(64));
+    let (mut replies, mut out) = (Vec::new(), Serialized::default());
+    session.on_open(&mut replies);
+    out.connected(1);
     let now = Utc::now();
-    let _ = for_each_element(&String::from_utf8_lossy(frame), |el| {
-        if let Ok(m) = serde_json::from_str::<crate::alpaca::wire::Msg<'_>>(el) {
-            let _ = crate::alpaca::normalize::normalize(&m, now, &mut book);
+    match std::str::from_utf8(frame) {
+        Ok(text) => {
+            session.on_frame(Frame::Text(text), now, &mut replies, &mut out);
         }
-    });
+        Err(_) => {
+            session.on_frame(Frame::Binary(frame), now, &mut replies, &mut out);
+            let lossy = String::from_utf8_lossy(frame);
+            session.on_frame(Frame::Text(&lossy), now, &mut replies, &mut out);
+        }
+    }
+    (out.ticks, out.dead)
 }
 
-/// A Finnhub frame (an envelope whose `data` is an array of trades).
-pub fn finnhub_frame(frame: &[u8]) {
-    let book = QuoteBook::new(64);
-    let now = Utc::now();
-    let text = String::from_utf8_lossy(frame);
-    if let Ok(env) = serde_json::from_str::<crate::finnhub::wire::Envelope<'_>>(&text)
-        && let Some(d) = env.data
-    {
-        let _ = for_each_element(d.get(), |el| {
-            if let Ok(t) = serde_json::from_str::<crate::finnhub::wire::Trade<'_>>(el) {
-                let _ = crate::finnhub::normalize::normalize(&t, now, &book);
-            }
-        });
+/// An output that does what the production one does with a tick before Kafka: serialize it.
+#[derive(Default)]
+struct Serialized {
+    buf: Vec<u8>,
+    ticks: u64,
+    dead: u64,
+}
+
+impl WsOutput for Serialized {
+    fn connected(&mut self, _epoch: u64) {}
+    fn transport_error(&mut self, _error: &WsError) {}
+}
+
+impl TickOutput for Serialized {
+    fn tick(&mut self, tick: &MarketTick<'_>, _raw: &[u8]) {
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, tick).expect("a normalized tick serializes");
+        self.ticks += 1;
+    }
+    fn dead_letter(&mut self, _raw: &[u8], reason: &str, _received_at: chrono::DateTime<Utc>) {
+        assert!(!reason.is_empty(), "a dead letter says why");
+        self.dead += 1;
     }
 }
 
@@ -45,26 +85,58 @@ pub fn finnhub_frame(frame: &[u8]) {
 mod tests {
     use ingest_core::testkit::hostile_inputs;
 
+    use super::provider_index;
+
     fn data(path: &str) -> Vec<u8> {
         std::fs::read(format!("{}/test_data/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_default()
     }
 
-    /// Mutated recorded frames and random bytes never panic a parser.
+    /// `seed` prefixed with the index byte of `provider`.
+    fn for_provider(provider: &str, seed: Vec<u8>) -> Vec<u8> {
+        let mut v = vec![provider_index(provider).expect("a known provider")];
+        v.extend(seed);
+        v
+    }
+
+    /// Mutated recorded frames and random bytes never panic a provider's session.
     #[test]
     fn hostile_frames_never_panic() {
-        let polygon_seeds = vec![
-            data("polygon/stocks_mixed.frame.json"),
-            data("polygon/crypto.frame.json"),
-            format!("[{}]", String::from_utf8_lossy(&data("polygon/bad_events.jsonl")).trim().replace('\n', ","))
-                .into_bytes(),
+        let mut seeds = vec![
+            for_provider("polygon", data("polygon/stocks_mixed.frame.json")),
+            for_provider("polygon", data("polygon/crypto.frame.json")),
+            for_provider(
+                "polygon",
+                format!("[{}]", String::from_utf8_lossy(&data("polygon/bad_events.jsonl")).trim().replace('\n', ","))
+                    .into_bytes(),
+            ),
+            for_provider("alpaca", data("alpaca/data.frame.json")),
         ];
-        assert_eq!(hostile_inputs("polygon frames", &polygon_seeds, 3000, super::polygon_frame), 3000);
-        assert_eq!(hostile_inputs("alpaca frames", &[data("alpaca/data.frame.json")], 3000, super::alpaca_frame), 3000);
-        let finnhub: Vec<Vec<u8>> = String::from_utf8_lossy(&data("finnhub/trades.frames.jsonl"))
-            .lines()
-            .map(|l| l.as_bytes().to_vec())
-            .collect();
-        assert_eq!(hostile_inputs("finnhub frames", &finnhub, 3000, super::finnhub_frame), 3000);
+        seeds.extend(
+            String::from_utf8_lossy(&data("finnhub/trades.frames.jsonl"))
+                .lines()
+                .map(|l| for_provider("finnhub", l.as_bytes().to_vec())),
+        );
+        assert!(seeds.iter().all(|s| s.len() > 1), "every seed fixture was read");
+        assert_eq!(hostile_inputs("market frames", &seeds, 9000, super::market_frame), 9000);
+    }
+
+    /// The index byte reaches the provider's parser: each provider's recorded frame yields its
+    /// ticks under its own index and none under another's.
+    #[test]
+    fn the_index_byte_picks_the_provider() {
+        assert_eq!(["polygon", "alpaca", "finnhub", "nope"].map(provider_index), [Some(0), Some(1), Some(2), None]);
+        let finnhub = String::from_utf8_lossy(&data("finnhub/trades.frames.jsonl")).lines().next().map(String::from);
+        let frames = [
+            ("polygon", data("polygon/stocks_mixed.frame.json")),
+            ("alpaca", data("alpaca/data.frame.json")),
+            ("finnhub", finnhub.expect("a finnhub frame").into_bytes()),
+        ];
+        for (own, frame) in &frames {
+            for (other, _) in &frames {
+                let (ticks, _) = super::drive(&for_provider(other, frame.clone()));
+                assert_eq!(ticks > 0, own == other, "{own} frame under the {other} index: {ticks} ticks");
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod finnhub;
 pub mod frame;
 pub mod hostile;
 pub mod polygon;
+pub(crate) mod provider;
 pub(crate) mod replay;
 pub(crate) mod shard;
 pub(crate) mod source;

@@ -14,6 +14,7 @@ use ingest_core::ws::{Step, WsOutput};
 
 use crate::config::MarketConfig;
 use crate::emit::Emitter;
+use crate::provider::MarketProvider;
 use crate::source::session_for;
 
 /// Replay pace.
@@ -63,9 +64,10 @@ impl Source for ReplaySource {
             let fatal = |message: String| FatalError { source_name: "replay".into(), message };
             let (provider, frames) =
                 recording::open(&self.path).map_err(|e| fatal(format!("{}: {e}", self.path.display())))?;
-            let mut session = session_for(&provider, &self.cfg).ok_or_else(|| {
+            let known = MarketProvider::from_label(&provider).ok_or_else(|| {
                 fatal(format!("the recording is of provider `{provider}`, which this producer does not know"))
             })?;
+            let mut session = session_for(known, &self.cfg);
             let mut output = Emitter::new(&ctx, &provider);
             output.connected(1);
             let mut out = Vec::new();

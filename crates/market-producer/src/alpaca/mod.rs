@@ -20,9 +20,48 @@ use ingest_core::config::Secret;
 use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
+use crate::config::{Channel, MarketConfig};
 use crate::emit::{TickOutput, finish_frame, frame_text, merge};
 use crate::frame::for_each_element;
+use crate::provider::{ProtocolSession, Provider};
+use ingest_core::config::{ConfigError, require_secret};
+use ingest_core::market_hours::MarketSession as Hours;
 use wire::Msg;
+
+/// Alpaca market data v2: `wss://stream.data.alpaca.markets/v2/iex` (`/v2/sip`, `/v2/test`,
+/// `/v1beta3/crypto/us`).
+#[derive(Debug)]
+pub(crate) struct Alpaca;
+
+impl Provider for Alpaca {
+    fn label(&self) -> &'static str {
+        normalize::PROVIDER
+    }
+
+    /// Bars of every symbol (`bars: ["*"]`) arrive in frames of up to a few MB.
+    fn default_max_frame_bytes(&self) -> usize {
+        8 * 1024 * 1024
+    }
+
+    fn validate(&self, cfg: &MarketConfig) -> Result<(), ConfigError> {
+        require_secret("market.api_secret", &cfg.api_secret, "Alpaca needs a key id and a secret key")?;
+        if cfg.channels.contains(&Channel::SecondBars) {
+            return Err(ConfigError::key("market.channels", "Alpaca has no second bars (trades, quotes, minute_bars)"));
+        }
+        Ok(())
+    }
+
+    /// Crypto (`/v1beta3/crypto/us`) and the `/v2/test` stream (FAKEPACA) run at all hours.
+    fn auto_hours(&self, _cfg: &MarketConfig, path: &str) -> Hours {
+        if path.contains("/crypto") || path.ends_with("/test") { Hours::Always } else { Hours::UsEquities }
+    }
+
+    fn session(&self, cfg: &MarketConfig, book: QuoteBook) -> Box<ProtocolSession> {
+        let with = |c: Channel| if cfg.channels.contains(&c) { cfg.shard() } else { Vec::new() };
+        let channels = [with(Channel::Trades), with(Channel::Quotes), with(Channel::MinuteBars)];
+        Box::new(AlpacaSession::new(cfg.api_key.clone(), cfg.api_secret.clone(), channels, book))
+    }
+}
 
 /// One Alpaca connection's protocol state.
 #[derive(Debug)]
@@ -213,6 +252,40 @@ impl WsSession for AlpacaSession {
 mod tests {
     use super::*;
     use crate::emit::testing::Driver;
+    use ingest_core::config::{Secret, Section};
+
+    #[test]
+    fn provider_needs_a_secret_has_no_second_bars_and_follows_its_hours() {
+        let iex = "wss://stream.data.alpaca.markets/v2/iex";
+        let mut cfg = MarketConfig::sample(Alpaca.label(), iex, &["AAPL"]);
+        assert!(cfg.validate().is_ok());
+        assert_eq!(cfg.session(), Hours::UsEquities);
+        for (url, hours) in [
+            ("wss://stream.data.alpaca.markets/v1beta3/crypto/us", Hours::Always),
+            ("wss://stream.data.alpaca.markets/v2/test", Hours::Always),
+            ("wss://stream.data.alpaca.markets/v2/sip/", Hours::UsEquities),
+        ] {
+            cfg.ws_url = url.into();
+            assert_eq!(cfg.session(), hours, "{url}");
+        }
+        cfg.channels.push(Channel::SecondBars);
+        assert!(cfg.validate().is_err_and(|e| e.to_string().contains("no second bars")));
+        let cfg =
+            MarketConfig { api_secret: Secret::default(), ..MarketConfig::sample(Alpaca.label(), iex, &["AAPL"]) };
+        assert!(cfg.validate().is_err_and(|e| e.to_string().contains("market.api_secret")));
+    }
+
+    #[test]
+    fn provider_session_subscribes_the_configured_channels() {
+        let mut cfg = MarketConfig::sample(Alpaca.label(), "wss://x/v2/iex", &["AAPL", "MSFT"]);
+        cfg.channels = vec![Channel::Trades, Channel::MinuteBars];
+        let (mut d, _, _) = Driver::open(Alpaca.session(&cfg, QuoteBook::new(8)));
+        let (_, replies) = d.frame(r#"[{"T":"success","msg":"connected"}]"#);
+        assert_eq!(replies, [wire::auth("KEY", "SECRET")]);
+        let (_, replies) = d.frame(r#"[{"T":"success","msg":"authenticated"}]"#);
+        let both = vec!["AAPL".to_string(), "MSFT".to_string()];
+        assert_eq!(replies, [wire::subscribe(&both, &[], &both)]);
+    }
 
     fn session(symbols: &[&str]) -> Driver {
         let s: Vec<String> = symbols.iter().map(|s| (*s).to_string()).collect();

@@ -10,8 +10,70 @@ use chrono::{DateTime, Utc};
 use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
+use crate::config::MarketConfig;
 use crate::emit::{TickOutput, frame_text};
 use crate::frame::for_each_element;
+use crate::provider::{ProtocolSession, Provider};
+use ingest_core::config::ConfigError;
+use ingest_core::market_hours::MarketSession as Hours;
+
+/// Venue prefixes of Finnhub forex symbols (`OANDA:EUR_USD`, `FXCM:EUR/USD`, `IC MARKETS:1`).
+const FOREX_VENUES: &[&str] = &["OANDA", "FXCM", "FOREX", "FXPRO", "IC MARKETS", "PEPPERSTONE", "OCTAFX"];
+
+/// Finnhub: `wss://ws.finnhub.io`, the token taken from `market.api_key`.
+#[derive(Debug)]
+pub(crate) struct Finnhub;
+
+impl Provider for Finnhub {
+    fn label(&self) -> &'static str {
+        normalize::PROVIDER
+    }
+
+    /// Trade messages are small (a few KB).
+    fn default_max_frame_bytes(&self) -> usize {
+        1024 * 1024
+    }
+
+    fn validate(&self, cfg: &MarketConfig) -> Result<(), ConfigError> {
+        if url::Url::parse(&cfg.ws_url).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "token")) {
+            return Err(ConfigError::key(
+                "market.ws_url",
+                "leave the token out of the URL (wss://ws.finnhub.io); it is taken from market.api_key (MARKET_API_KEY)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A feed is as open as its most open symbol: crypto (any venue prefix but a forex one)
+    /// flows at all hours, forex (`OANDA:…`) through the week, plain tickers follow US equities.
+    fn auto_hours(&self, cfg: &MarketConfig, _path: &str) -> Hours {
+        let venue = |s: &String| s.split_once(':').map(|(v, _)| v.to_ascii_uppercase());
+        let venues: Vec<Option<String>> = cfg.symbols.iter().map(venue).collect();
+        if venues.iter().flatten().any(|v| !FOREX_VENUES.contains(&v.as_str())) {
+            Hours::Always
+        } else if venues.iter().any(Option::is_some) {
+            Hours::Forex
+        } else {
+            Hours::UsEquities
+        }
+    }
+
+    /// The token goes in the query of the URL users write without a path
+    /// (`wss://ws.finnhub.io`): the request is `/?token=…` (the runner never logs the query).
+    fn connect_url(&self, cfg: &MarketConfig) -> String {
+        match url::Url::parse(&cfg.ws_url) {
+            Ok(mut u) => {
+                u.query_pairs_mut().append_pair("token", cfg.api_key.expose());
+                u.to_string()
+            }
+            Err(_) => cfg.ws_url.clone(),
+        }
+    }
+
+    fn session(&self, cfg: &MarketConfig, book: QuoteBook) -> Box<ProtocolSession> {
+        Box::new(FinnhubSession::new(cfg.shard(), book))
+    }
+}
 
 /// One Finnhub connection's protocol.
 #[derive(Debug)]
@@ -100,6 +162,25 @@ impl WsSession for FinnhubSession {
 mod tests {
     use super::*;
     use crate::emit::testing::Driver;
+    use ingest_core::config::Section;
+
+    #[test]
+    fn provider_puts_the_token_in_the_query_and_follows_its_symbols_hours() {
+        let mut cfg = MarketConfig::sample(Finnhub.label(), "wss://ws.finnhub.io", &["AAPL"]);
+        assert_eq!(Finnhub.connect_url(&cfg), "wss://ws.finnhub.io/?token=KEY");
+        assert!(cfg.validate().is_ok());
+        for (symbols, hours) in [
+            (&["AAPL", "MSFT"][..], Hours::UsEquities),
+            (&["OANDA:EUR_USD", "fxcm:GBP/USD"][..], Hours::Forex),
+            (&["OANDA:EUR_USD", "BINANCE:BTCUSDT"][..], Hours::Always),
+            (&["AAPL", "BINANCE:BTCUSDT"][..], Hours::Always),
+        ] {
+            cfg.symbols = symbols.iter().map(|s| s.to_string()).collect();
+            assert_eq!(cfg.session(), hours, "{symbols:?}");
+        }
+        cfg.ws_url = "wss://ws.finnhub.io?token=abc".into();
+        assert!(cfg.validate().is_err_and(|e| e.to_string().contains("leave the token out of the URL")));
+    }
 
     #[test]
     fn subscribes_every_symbol_on_open_and_counts_as_live_at_once() {

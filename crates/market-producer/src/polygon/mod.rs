@@ -22,9 +22,76 @@ use ingest_core::record::MarketTick;
 use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
+use crate::config::{Channel, MarketConfig};
 use crate::emit::{TickOutput, finish_frame, frame_text, merge};
 use crate::frame::for_each_element;
+use crate::provider::{ProtocolSession, Provider};
+use ingest_core::config::ConfigError;
+use ingest_core::market_hours::MarketSession as Hours;
 use wire::Msg;
+
+/// Polygon.io / Massive: `wss://socket.massive.com/stocks` (or `/crypto`; the delayed
+/// `delayed.massive.com` and the legacy `socket.polygon.io` hosts alike).
+#[derive(Debug)]
+pub(crate) struct Polygon;
+
+impl Provider for Polygon {
+    fn label(&self) -> &'static str {
+        normalize::PROVIDER
+    }
+
+    /// All-symbol minute aggregates (`AM.*`) arrive as one frame of several MB each minute
+    /// (~11,000 tickers × ~230 bytes ≈ 2.5 MB).
+    fn default_max_frame_bytes(&self) -> usize {
+        16 * 1024 * 1024
+    }
+
+    fn validate(&self, cfg: &MarketConfig) -> Result<(), ConfigError> {
+        if cfg.ws_url.trim_end_matches('/').ends_with("/forex") {
+            return Err(ConfigError::key(
+                "market.ws_url",
+                "the Polygon forex cluster is not supported (stocks and crypto are)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `/crypto` trades around the clock; the stocks cluster follows US equities.
+    fn auto_hours(&self, _cfg: &MarketConfig, path: &str) -> Hours {
+        if path.ends_with("/crypto") { Hours::Always } else { Hours::UsEquities }
+    }
+
+    fn session(&self, cfg: &MarketConfig, book: QuoteBook) -> Box<ProtocolSession> {
+        Box::new(PolygonSession::new(cfg.api_key.clone(), params(cfg), book))
+    }
+}
+
+/// The subscription parameters: `T.AAPL,Q.AAPL,…` (crypto cluster: `XT.BTC-USD,…`).
+fn params(cfg: &MarketConfig) -> String {
+    let crypto = cfg.ws_url.trim_end_matches('/').ends_with("/crypto");
+    let mut out = String::new();
+    for s in &cfg.shard() {
+        for c in &cfg.channels {
+            let prefix = match (c, crypto) {
+                (Channel::Trades, false) => "T",
+                (Channel::Quotes, false) => "Q",
+                (Channel::SecondBars, false) => "A",
+                (Channel::MinuteBars, false) => "AM",
+                (Channel::Trades, true) => "XT",
+                (Channel::Quotes, true) => "XQ",
+                (Channel::SecondBars, true) => "XAS",
+                (Channel::MinuteBars, true) => "XA",
+            };
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(prefix);
+            out.push('.');
+            out.push_str(s);
+        }
+    }
+    out
+}
 
 /// One element of a Polygon frame, classified.
 #[derive(Debug)]
@@ -191,6 +258,23 @@ impl WsSession for PolygonSession {
 mod tests {
     use super::*;
     use crate::emit::testing::Driver;
+    use ingest_core::config::Section;
+
+    #[test]
+    fn provider_subscribes_per_cluster_and_follows_its_hours() {
+        let mut cfg = MarketConfig::sample(Polygon.label(), "wss://socket.massive.com/stocks", &["AAPL", "MSFT"]);
+        cfg.channels = vec![Channel::Trades, Channel::MinuteBars];
+        assert_eq!(params(&cfg), "T.AAPL,AM.AAPL,T.MSFT,AM.MSFT");
+        assert_eq!(cfg.session(), Hours::UsEquities);
+        assert_eq!(Polygon.connect_url(&cfg), "wss://socket.massive.com/stocks", "the key goes in the auth message");
+        cfg.ws_url = "wss://socket.massive.com/crypto/".into();
+        cfg.symbols = vec!["BTC-USD".into()];
+        assert_eq!(params(&cfg), "XT.BTC-USD,XA.BTC-USD");
+        assert_eq!(cfg.session(), Hours::Always);
+        assert!(cfg.validate().is_ok());
+        cfg.ws_url = "wss://socket.massive.com/forex".into();
+        assert!(cfg.validate().is_err_and(|e| e.to_string().contains("forex cluster is not supported")));
+    }
 
     fn session(params: &str) -> (Driver, Step, Vec<String>) {
         Driver::open(Box::new(PolygonSession::new(Secret::new("KEY"), params.into(), QuoteBook::new(8))))

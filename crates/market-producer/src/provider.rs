@@ -1,0 +1,110 @@
+//! What a market-data provider is to this producer, and the one place that picks it.
+//!
+//! Each provider lives in its own folder (`polygon/`, `alpaca/`, `finnhub/`): its wire types,
+//! its normalizer, its protocol session and an implementation of [`Provider`], which holds
+//! everything else the producer needs to know about it: the URL it connects to, the checks
+//! its configuration needs beyond the shared ones, its subscription, the hours it follows when
+//! `market.session` is `auto` and its largest frame. [`MarketProvider::get`] is the one
+//! exhaustive match from the configured name to that implementation; the config, the source,
+//! the replay and the fuzz entry all go through it.
+//!
+//! A new provider: a folder with its session and `impl Provider`, a variant in
+//! [`MarketProvider`] (and in [`MarketProvider::ALL`]), an arm in [`MarketProvider::get`]
+//! (ARCHITECTURE.md lists the rest: fixtures, simulator, docs).
+
+use ingest_core::config::ConfigError;
+use ingest_core::market_hours::MarketSession as Hours;
+use ingest_core::ws::WsSession;
+use serde::Deserialize;
+
+use crate::book::QuoteBook;
+use crate::config::MarketConfig;
+use crate::emit::TickOutput;
+
+/// A market session: pure protocol, its ticks handed to a [`TickOutput`].
+pub(crate) type ProtocolSession = dyn WsSession<Output = dyn TickOutput>;
+
+/// One market-data provider's knowledge, beyond its protocol session.
+pub(crate) trait Provider: Sync {
+    /// Name in `market.provider`, metrics, records and recordings.
+    fn label(&self) -> &'static str;
+
+    /// The largest frame accepted when `market.max_frame_bytes` is 0: bounded, but above the
+    /// largest frame the provider sends (a frame is held in memory once while it is parsed).
+    fn default_max_frame_bytes(&self) -> usize;
+
+    /// The checks this provider's configuration needs beyond the shared ones (which have
+    /// passed: a URL, a key, symbols, channels).
+    fn validate(&self, cfg: &MarketConfig) -> Result<(), ConfigError>;
+
+    /// The trading hours `market.session: auto` means for this configuration; `path` is the
+    /// URL's path without a trailing `/`.
+    fn auto_hours(&self, cfg: &MarketConfig, path: &str) -> Hours;
+
+    /// The URL connected to (by default `market.ws_url` as written).
+    fn connect_url(&self, cfg: &MarketConfig) -> String {
+        cfg.ws_url.clone()
+    }
+
+    /// A new protocol session for one stream of this configuration (the symbols of this
+    /// replica, the channels, the credentials).
+    fn session(&self, cfg: &MarketConfig, book: QuoteBook) -> Box<ProtocolSession>;
+}
+
+/// Which real-time market-data WebSocket to stream from (`market.provider`, `MARKET_PROVIDER`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum MarketProvider {
+    /// Polygon.io / Massive stocks and crypto (`wss://socket.massive.com/stocks`).
+    #[default]
+    Polygon,
+    /// Alpaca market data v2 (`wss://stream.data.alpaca.markets/v2/iex`).
+    Alpaca,
+    /// Finnhub (`wss://ws.finnhub.io`).
+    Finnhub,
+}
+
+impl MarketProvider {
+    /// Every provider, in the order the fuzz entry indexes them (an input's first byte).
+    pub(crate) const ALL: [MarketProvider; 3] =
+        [MarketProvider::Polygon, MarketProvider::Alpaca, MarketProvider::Finnhub];
+
+    /// The provider's implementation: the one match over providers.
+    pub(crate) fn get(self) -> &'static dyn Provider {
+        match self {
+            MarketProvider::Polygon => &crate::polygon::Polygon,
+            MarketProvider::Alpaca => &crate::alpaca::Alpaca,
+            MarketProvider::Finnhub => &crate::finnhub::Finnhub,
+        }
+    }
+
+    /// The provider named `label` (a recording's header).
+    pub(crate) fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.get().label() == label)
+    }
+
+    /// Name in metrics and records.
+    pub(crate) fn label(self) -> &'static str {
+        self.get().label()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` lists every variant once, and each label is the name `market.provider` takes.
+    #[test]
+    fn every_provider_is_listed_once_under_its_config_name() {
+        use serde::de::IntoDeserializer;
+        let mut labels: Vec<&str> = MarketProvider::ALL.iter().map(|p| p.label()).collect();
+        for p in MarketProvider::ALL {
+            let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = p.label().into_deserializer();
+            assert_eq!(MarketProvider::deserialize(de), Ok(p), "{}", p.label());
+            assert_eq!(MarketProvider::from_label(p.label()), Some(p));
+        }
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), MarketProvider::ALL.len());
+    }
+}
