@@ -73,16 +73,38 @@ check_clippy_rules() {
   }
 }
 
-# Market WebSocket sessions (each provider folder's mod.rs) never hold the sink or do I/O:
-# what they produce goes to the output the runner hands them.
+# Market WebSocket sessions (the folder of each provider: the mod.rs that implements Provider)
+# never hold the sink or do I/O: what they produce goes to the output the runner hands them.
 check_sessions_pure() {
-  local root=$1 hits
-  hits=$(cd "$root" && grep -nE '\b(Sink|Emitter|SourceCtx|tokio::|std::(net|fs|thread))\b' \
-    crates/market-producer/src/{polygon,alpaca,finnhub}/mod.rs | grep -vE '^\S+:[0-9]+:\s*//' || true)
+  local root=$1 hits folders
+  folders=$(cd "$root" && grep -l 'impl Provider for' crates/market-producer/src/*/mod.rs || true)
+  [[ -n $folders ]] || { echo "no provider folder found (impl Provider for … in crates/market-producer/src/*/mod.rs)"; return 1; }
+  # shellcheck disable=SC2086 # one path per word
+  hits=$(cd "$root" && grep -nE '\b(Sink|Emitter|SourceCtx|tokio::|std::(net|fs|thread))\b' $folders |
+    grep -vE '^\S+:[0-9]+:\s*//' || true)
   [[ -z $hits ]] || { echo "a market session does I/O or holds the sink:"; echo "$hits"; return 1; }
 }
 
-CHECKS=(self_contained rdkafka_confined core_file_size test_binaries clippy_rules sessions_pure)
+# Market providers are told apart in one place, the match in market-producer's provider.rs:
+# elsewhere no code names a provider variant or matches on a provider's name.
+check_providers_one_match() {
+  local root=$1 hits
+  hits=$(cd "$root" && grep -rnE 'MarketProvider::[A-Z][a-z]+|"(polygon|alpaca|finnhub)"\s*(=>|\|)|== *"(polygon|alpaca|finnhub)"' \
+    crates/market-producer/src | grep -v '^crates/market-producer/src/provider\.rs:' || true)
+  [[ -z $hits ]] || { echo "a provider told apart outside provider.rs:"; echo "$hits"; return 1; }
+}
+
+# Telemetry is named events: an `ingest.event/v1` record is built only by an event's emit
+# (telemetry/events.rs), which logs and counts with it; the record type lives in record/event.rs.
+check_events_named() {
+  local root=$1 hits
+  hits=$(cd "$root" && grep -rnE 'IngestEvent(::new\(| \{)' --include='*.rs' crates/*/src |
+    grep -vE '^crates/ingest-core/src/(telemetry/events|record/event)\.rs:' || true)
+  [[ -z $hits ]] || { echo "an ingest.events record built outside telemetry/events.rs:"; echo "$hits"; return 1; }
+}
+
+CHECKS=(self_contained rdkafka_confined core_file_size test_binaries clippy_rules sessions_pure providers_one_match
+  events_named)
 
 run_checks() {
   local root=$1 failed=0
@@ -137,6 +159,14 @@ self_test() {
   expect_failure clippy_rules "the thread-sleep rule removed from clippy.toml"
   fresh; echo 'use ingest_core::kafka::Sink;' >>"$r/crates/market-producer/src/polygon/mod.rs"
   expect_failure sessions_pure "the Polygon session importing the sink"
+  fresh; echo 'fn alpaca(p: crate::provider::MarketProvider) -> bool { p == MarketProvider::Alpaca }' \
+    >>"$r/crates/market-producer/src/config.rs"
+  expect_failure providers_one_match "config.rs testing for Alpaca"
+  fresh; printf 'fn f(s: &str) -> u8 { match s { "finnhub" => 1, _ => 0 } }\n' >>"$r/crates/market-producer/src/source.rs"
+  expect_failure providers_one_match "source.rs matching on a provider's name"
+  fresh; echo 'fn f(p: &str) -> IngestEvent { IngestEvent::new(p, "x", EventKind::Gap) }' \
+    >>"$r/crates/social-producer/src/x_stream.rs"
+  expect_failure events_named "x_stream.rs building a gap record by hand"
   echo "self-test: every check fails on its violation"
 }
 

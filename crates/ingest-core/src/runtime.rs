@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH, Section};
 use crate::kafka::admin::{design_topics, ensure_topics};
 use crate::kafka::{Sink, SinkError, SpoolLeft};
-use crate::record::{EventKind, IngestEvent};
 use crate::source::{Source, SourceCtx};
+use crate::telemetry::events::{InternalEvent, ProcessStarted, ProcessStopped};
 use crate::telemetry::{self, Health, Metrics, ServerAddrs, logging};
 
 /// Identity of a producer binary.
@@ -37,7 +37,7 @@ pub struct ProducerSpec {
 }
 
 /// Provider label of the process's own lifecycle events.
-pub const PROCESS_PROVIDER: &str = "process";
+pub use crate::telemetry::events::PROCESS_PROVIDER;
 
 /// The flags every producer has, plus its own (`A`).
 #[derive(Debug, Parser)]
@@ -294,13 +294,7 @@ pub async fn start<S: Section>(
         .map_err(|e| RunError::Fatal(e.to_string()))?;
     tracing::info!(producer = spec.name, version = spec.version, metrics = %addrs.metrics, health = %addrs.health, brokers = %core.kafka.brokers, "starting");
 
-    let events = sink.route::<IngestEvent>(PROCESS_PROVIDER);
-    let _ = sink.try_send(
-        &events,
-        &IngestEvent::new(spec.name, PROCESS_PROVIDER, EventKind::Started)
-            .with_message(format!("version {}", spec.version)),
-        b"",
-    );
+    ProcessStarted { version: spec.version }.emit(&sink);
 
     let probe_stop = CancellationToken::new();
     tokio::spawn(kafka_probe(Probe {
@@ -349,7 +343,6 @@ pub async fn start<S: Section>(
     let stopping = CancellationToken::new();
     let supervisor = tokio::spawn(supervise(Supervised {
         stopping: stopping.clone(),
-        spec,
         timeout: Duration::from_secs(core.runtime.shutdown_timeout_secs),
         sink: sink.clone(),
         health: health.clone(),
@@ -425,7 +418,6 @@ async fn kafka_probe(p: Probe) {
 
 struct Supervised {
     stopping: CancellationToken,
-    spec: ProducerSpec,
     timeout: Duration,
     sink: Sink,
     health: Health,
@@ -485,12 +477,7 @@ async fn supervise(mut s: Supervised) -> Result<(), RunError> {
         tracing::warn!("sources did not stop in time; aborting them");
         s.running.abort_all();
     }
-    let events = s.sink.route::<IngestEvent>(PROCESS_PROVIDER);
-    let _ = s.sink.try_send(
-        &events,
-        &IngestEvent::new(s.spec.name, PROCESS_PROVIDER, EventKind::Stopped).with_message(reason),
-        b"",
-    );
+    ProcessStopped { reason: &reason }.emit(&s.sink);
     // Failed without a broker ever answering (the start-up timeout): waiting for one now is
     // pointless; what the client holds goes to the spool (or is counted) at once.
     let flush_for = if failure.is_some() && !s.sink.broker_answered() {

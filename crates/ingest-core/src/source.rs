@@ -50,13 +50,14 @@ impl SourceCtx {
         );
         Some((from, why))
     }
+}
 
-    /// Publishes a lifecycle event on `ingest.events` (best effort: a full queue is logged).
-    pub fn event(&self, event: &IngestEvent) {
-        let route = self.sink.route::<IngestEvent>(&event.provider);
-        if let Err(error) = self.sink.try_send(&route, event, b"") {
-            tracing::warn!(%error, kind = ?event.kind, "could not publish lifecycle event");
-        }
+impl crate::telemetry::events::EventSink for SourceCtx {
+    fn producer(&self) -> &str {
+        &self.producer
+    }
+    fn publish(&self, event: &IngestEvent) {
+        self.sink.publish_event(event);
     }
 }
 

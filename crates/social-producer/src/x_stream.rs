@@ -26,8 +26,9 @@ use ingest_core::config::Secret;
 use ingest_core::kafka::Route;
 use ingest_core::market_hours::MarketSession;
 use ingest_core::poll::DedupWindow;
-use ingest_core::record::{EventKind, IngestEvent, SocialPost};
+use ingest_core::record::SocialPost;
 use ingest_core::source::{FatalError, Source, SourceCtx};
+use ingest_core::telemetry::events::{InternalEvent, QuotaExhausted, StreamConnected, StreamDisconnected, StreamGap};
 use ingest_core::telemetry::handles::{self, StreamCounters};
 use ingest_core::ws::gap::GapTracker;
 use serde_json::{Value, json};
@@ -240,7 +241,6 @@ impl XStream {
         let client = client(s).map_err(|e| fatal(format!("cannot build the HTTP client: {e}")))?;
         let route = ctx.sink.route::<SocialPost>(PROVIDER);
         let counters = StreamCounters::new(&ctx.metrics, PROVIDER);
-        let (gaps, gap_seconds, reconnects) = (&counters.gaps, &counters.gap_seconds, &counters.reconnects);
         let mut seen = DedupWindow::new(10_000);
         let mut schedule = Schedule::default();
         let mut rules_synced = false;
@@ -265,9 +265,8 @@ impl XStream {
                     }
                 }
             }
-            let ended = self
-                .connect_and_read(&client, &ctx, &route, &mut seen, &mut schedule, &mut gap, gaps, gap_seconds)
-                .await;
+            let ended =
+                self.connect_and_read(&client, &ctx, &route, &mut seen, &mut schedule, &mut gap, &counters).await;
             let ended = match ended {
                 None => return Ok(()),
                 Some(Ended::Http(code @ (401 | 403), m)) => {
@@ -278,19 +277,14 @@ impl XStream {
             };
             ctx.health.set_connected(false, ended.to_string());
             gap.disconnected(Utc::now());
-            reconnects.inc();
             wait = schedule.next(&ended, s);
             if let Ended::UsageCap(m) = &ended {
-                handles::quota_exhausted(&ctx.metrics, PROVIDER).inc();
-                let mut e = IngestEvent::new(&ctx.producer, PROVIDER, EventKind::QuotaExhausted);
-                e.message = Some(format!("{m}; trying again in {}s", wait.as_secs()));
-                e.to = chrono::Duration::from_std(wait).ok().map(|d| Utc::now() + d);
-                ctx.event(&e);
+                let counter = &handles::quota_exhausted(&ctx.metrics, PROVIDER);
+                QuotaExhausted { counter, provider: PROVIDER, source: "x:stream", detail: m, wait }.emit(&ctx);
             }
-            tracing::warn!(provider = PROVIDER, reason = %ended, reconnect_in_secs = wait.as_secs_f64(), "stream ended; reconnecting");
-            let mut e = IngestEvent::new(&ctx.producer, PROVIDER, EventKind::Disconnected);
-            e.message = Some(ended.to_string());
-            ctx.event(&e);
+            let (error, retry_in) = (ended.to_string(), wait);
+            StreamDisconnected { counters: &counters, epoch: None, error, retry_in, untrusted_certificate: false }
+                .emit(&ctx);
         }
     }
 
@@ -308,8 +302,7 @@ impl XStream {
         seen: &mut DedupWindow,
         schedule: &mut Schedule,
         gap: &mut GapTracker,
-        gaps: &prometheus::IntCounter,
-        gap_seconds: &prometheus::Counter,
+        counters: &StreamCounters,
     ) -> Option<Ended> {
         let s = &self.settings;
         let req = client
@@ -350,18 +343,11 @@ impl XStream {
         let now = Utc::now();
         ctx.health.set_connected(true, "streaming");
         ctx.health.mark_data();
-        ctx.event(&IngestEvent::new(&ctx.producer, PROVIDER, EventKind::Connected));
-        if let Some(g) = gap.resumed(now) {
-            gaps.inc();
-            gap_seconds.inc_by(g.secs());
-            let mut e = IngestEvent::new(&ctx.producer, PROVIDER, EventKind::Gap);
-            (e.from, e.to) = (Some(g.from), Some(g.to));
-            e.message = Some(if g.why.is_empty() {
-                "disconnect to reconnect; the filtered stream cannot replay".into()
-            } else {
-                g.why
-            });
-            ctx.event(&e);
+        let url = format!("{}/2/tweets/search/stream", s.base_url);
+        StreamConnected { provider: PROVIDER, url: &url, epoch: None }.emit(ctx);
+        if let Some(gap) = gap.resumed(now) {
+            let plain_disconnect = "disconnect to reconnect; the filtered stream cannot replay";
+            StreamGap { counters, epoch: None, gap, plain_disconnect }.emit(ctx);
         }
         let mut buf: Vec<u8> = Vec::new();
         loop {

@@ -12,9 +12,13 @@ use super::quota::ProviderLimits;
 use super::{Member, PollSettings, jittered, sleep_or_stop};
 use crate::http::{self, FetchError, HttpResponse};
 use crate::kafka::Route;
-use crate::record::{EventKind, IngestEvent, SourceState};
+use crate::record::SourceState;
 use crate::resilience::{Backoff, BreakerState, CircuitBreaker, ErrorClass};
 use crate::source::{Cut, FatalError, Normalized, Poller, Reject, SourceCtx};
+use crate::telemetry::events::{
+    BreakerChanged, CatchUpCut, InternalEvent, QuotaExhausted, RateLimited, RequestBudgetUsedUp, RequestRefused,
+    SourceRecovered, SourceRefused,
+};
 use crate::telemetry::handles::{BreakerGauge, PollerCounters};
 
 /// How long a used-up quota pauses its provider when the provider did not say when it resets.
@@ -151,13 +155,8 @@ impl<P: Poller> Run<P> {
         }
         let quota = self.member.limits.quota.as_ref()?;
         let wait = quota.lock().unwrap_or_else(PoisonError::into_inner).take(Utc::now()).err()?;
-        let p = self.poller();
-        self.counters.quota_exhausted.inc();
-        tracing::warn!(source = p.name(), resume_in_secs = wait.as_secs(), "daily request quota used up");
-        self.ctx.event(
-            &IngestEvent::new(&self.ctx.producer, p.provider(), EventKind::RateLimited)
-                .with_message(format!("daily quota used up; resuming in {}s", wait.as_secs())),
-        );
+        let (p, counter) = (self.poller(), &self.counters.quota_exhausted);
+        RequestBudgetUsedUp { counter, provider: p.provider(), source: p.name(), wait }.emit(&self.ctx);
         Some(wait)
     }
 
@@ -253,11 +252,7 @@ impl<P: Poller> Run<P> {
         if std::mem::take(&mut self.blocked) {
             let p = self.poller();
             self.ctx.health.set_blocked(p.name(), None);
-            tracing::info!(source = p.name(), "source accepted again");
-            self.ctx.event(
-                &IngestEvent::new(&self.ctx.producer, p.provider(), EventKind::SourceRecovered)
-                    .with_message(format!("source {} works again", p.name())),
-            );
+            SourceRecovered { provider: p.provider(), source: p.name() }.emit(&self.ctx);
         }
         self.backoff.reset();
         self.ctx.health.set_connected(true, "last poll committed");
@@ -279,22 +274,14 @@ impl<P: Poller> Run<P> {
             ErrorClass::QuotaExhausted { until } => {
                 let wait = until.unwrap_or(QUOTA_FALLBACK);
                 self.member.limits.limiter.pause(wait);
-                self.counters.quota_exhausted.inc();
-                tracing::warn!(source = p.name(), error = %what, resume_in_secs = wait.as_secs(), "the provider's quota for this period is used up");
-                let mut e = IngestEvent::new(&ctx.producer, p.provider(), EventKind::QuotaExhausted)
-                    .with_message(format!("{what}; paused {}s until the quota resets", wait.as_secs()));
-                e.to = chrono::Duration::from_std(wait).ok().map(|d| Utc::now() + d);
-                ctx.event(&e);
+                let counter = &self.counters.quota_exhausted;
+                QuotaExhausted { counter, provider: p.provider(), source: p.name(), detail: &what, wait }.emit(ctx);
                 Duration::ZERO
             }
             ErrorClass::RateLimited { after } => {
                 let wait = after.unwrap_or_else(|| self.backoff.next_delay());
                 self.member.limits.limiter.pause(wait);
-                tracing::warn!(source = p.name(), wait_secs = wait.as_secs_f64(), "rate limited by the provider");
-                ctx.event(
-                    &IngestEvent::new(&ctx.producer, p.provider(), EventKind::RateLimited)
-                        .with_message(format!("paused {:.1}s", wait.as_secs_f64())),
-                );
+                RateLimited { provider: p.provider(), source: p.name(), wait }.emit(ctx);
                 Duration::ZERO
             }
             ErrorClass::Retryable { after } => {
@@ -345,19 +332,10 @@ impl<P: Poller> Run<P> {
         // Never sooner than the source's own interval.
         let wait = wait.max(p.interval());
         let detail = format!("{why}; next try in {}s", wait.as_secs());
-        tracing::warn!(source = p.name(), error = %what, retry_in_secs = wait.as_secs(), "{}", if denied {
-            "the provider refused this source; the others keep running"
-        } else {
-            "the provider does not know this source's name; the others keep running"
-        });
-        ctx.health.set_blocked(p.name(), Some(detail.clone()));
-        if !self.blocked {
-            self.blocked = true;
-            ctx.event(
-                &IngestEvent::new(&ctx.producer, p.provider(), EventKind::SourceRefused)
-                    .with_message(format!("source {}: {detail}", p.name())),
-            );
-        }
+        let first = !std::mem::replace(&mut self.blocked, true);
+        let (provider, source) = (p.provider(), p.name());
+        SourceRefused { provider, source, denied, error: what, detail: &detail, retry_in: wait, first }.emit(ctx);
+        ctx.health.set_blocked(p.name(), Some(detail));
         if let Some(all) = ctx.process_health.nothing_can_run() {
             return Err(
                 self.fatal(format!("no source can run: every configured source was refused by its provider ({all})"))
@@ -384,34 +362,18 @@ impl<P: Poller> Run<P> {
 
     fn breaker_changed(&self, state: BreakerState) {
         let p = self.poller();
-        tracing::warn!(source = p.name(), state = state.as_str(), "circuit breaker changed state");
-        let mut e = IngestEvent::new(&self.ctx.producer, p.provider(), EventKind::BreakerState);
-        e.state = Some(state.as_str().into());
-        e.message = Some(format!("source {}", p.name()));
-        self.ctx.event(&e);
+        BreakerChanged { provider: p.provider(), source: p.name(), state }.emit(&self.ctx);
     }
 
-    /// Publishes a catch-up cut: a `gap` event with the window, a counter, a warning.
+    /// A catch-up cut: a `gap` event with the window, a counter, a warning.
     fn report_cut(&self, cut: Cut) {
-        let p = self.poller();
-        self.counters.catchup_cut.inc();
-        tracing::warn!(source = p.name(), from = ?cut.from, to = ?cut.to, "{}", cut.message);
-        let mut e = IngestEvent::new(&self.ctx.producer, p.provider(), EventKind::Gap).with_message(format!(
-            "source {}: {}",
-            p.name(),
-            cut.message
-        ));
-        (e.from, e.to) = (cut.from, cut.to);
-        self.ctx.event(&e);
+        let (p, counter) = (self.poller(), &self.counters.catchup_cut);
+        CatchUpCut { counter, provider: p.provider(), source: p.name(), cut }.emit(&self.ctx);
     }
 
-    /// Reports a refusal by one of our guards: one warning and a `request_refused` event.
+    /// A refusal by one of our guards: one warning and a `request_refused` event.
     fn report_refused(&self, why: &str) {
         let p = self.poller();
-        tracing::warn!(source = p.name(), reason = why, "request refused before it was sent");
-        self.ctx.event(
-            &IngestEvent::new(&self.ctx.producer, p.provider(), EventKind::RequestRefused)
-                .with_message(format!("source {}: {why}", p.name())),
-        );
+        RequestRefused { provider: p.provider(), source: p.name(), why }.emit(&self.ctx);
     }
 }

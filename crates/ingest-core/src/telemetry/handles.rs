@@ -140,6 +140,11 @@ impl StreamCounters {
         self.metrics.ws_connect_errors.with_label_values(&[&self.provider, reason]).inc();
     }
 
+    /// The stream's provider.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
     /// `producer_market_open` of this stream.
     pub fn market_open(&self) -> IntGauge {
         self.metrics.market_open.with_label_values(&[&self.provider])

@@ -1,5 +1,6 @@
 //! Telemetry: Prometheus metrics, the health endpoints and logs.
 
+pub mod events;
 pub mod handles;
 pub mod health;
 pub mod logging;

@@ -45,9 +45,9 @@ pub use connect::{Connector, Dialer, WsStream};
 
 use crate::clock::Clock;
 use crate::market_hours::MarketSession;
-use crate::record::{EventKind, IngestEvent};
 use crate::resilience::{Backoff, BackoffConfig};
 use crate::source::{FatalError, SourceCtx};
+use crate::telemetry::events::{InternalEvent, StreamConnected, StreamDisconnected, StreamGap, StreamResubscribed};
 use crate::telemetry::handles::StreamCounters;
 
 /// Connection settings of a streaming source.
@@ -274,7 +274,6 @@ pub async fn run_with<S: WsSession + ?Sized>(
     let provider = session.provider().to_string();
     let fatal = |message: String| FatalError { source_name: provider.clone(), message };
     let counters = StreamCounters::new(&ctx.metrics, &provider);
-    let (reconnects, gaps, gap_seconds) = (&counters.reconnects, &counters.gaps, &counters.gap_seconds);
     let mut backoff = Backoff::new(settings.backoff);
     let mut epoch = 0u64;
     // After a crash of the previous process, the first gap starts where its unacknowledged data
@@ -315,11 +314,7 @@ pub async fn run_with<S: WsSession + ?Sized>(
             }
             Ok(Err(e)) => e,
             Ok(Ok(mut ws)) => {
-                tracing::info!(provider, url = settings.display_url(), epoch, "connected");
-                ctx.event(&IngestEvent {
-                    conn_epoch: Some(epoch),
-                    ..IngestEvent::new(&ctx.producer, &provider, EventKind::Connected)
-                });
+                StreamConnected { provider: &provider, url: settings.display_url(), epoch: Some(epoch) }.emit(ctx);
                 out.clear();
                 output.connected(epoch);
                 let mut pending = Some(session.on_open(&mut out));
@@ -380,24 +375,12 @@ pub async fn run_with<S: WsSession + ?Sized>(
                                         conn.subscribed_at = Some(now);
                                         ctx.health.set_connected(true, format!("subscribed (epoch {epoch})"));
                                         ctx.health.mark_data();
-                                        if let Some(g) = tracker.resumed(received_at) {
-                                            let secs = g.secs();
-                                            gaps.inc();
-                                            gap_seconds.inc_by(secs);
-                                            tracing::warn!(provider, epoch, gap_secs = secs, "resumed after a gap; data in the window was not received");
-                                            let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Gap);
-                                            (e.from, e.to, e.conn_epoch) = (Some(g.from), Some(g.to), Some(epoch));
-                                            e.message = Some(if g.why.is_empty() {
-                                                "disconnect to resubscribe; WebSocket feeds cannot replay".into()
-                                            } else {
-                                                g.why
-                                            });
-                                            ctx.event(&e);
+                                        if let Some(gap) = tracker.resumed(received_at) {
+                                            let plain_disconnect = "disconnect to resubscribe; WebSocket feeds cannot replay";
+                                            StreamGap { counters: &counters, epoch: Some(epoch), gap, plain_disconnect }.emit(ctx);
                                         }
                                         if epoch > 1 {
-                                            let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Resubscribed);
-                                            e.conn_epoch = Some(epoch);
-                                            ctx.event(&e);
+                                            StreamResubscribed { provider: &provider, epoch }.emit(ctx);
                                         }
                                     }
                                 }
@@ -441,7 +424,6 @@ pub async fn run_with<S: WsSession + ?Sized>(
         // Disconnected (or never connected): a gap opens at the last frame received.
         tracker.disconnected(settings.clock.now());
         output.transport_error(&ended);
-        reconnects.inc();
         ctx.health.set_connected(false, ended.to_string());
         let mut delay = backoff.next_delay();
         if let Some(reason) = ended.connect_reason() {
@@ -452,18 +434,15 @@ pub async fn run_with<S: WsSession + ?Sized>(
             // were refused together do not come back together.
             delay = delay.max(at_least.mul_f64(1.0 + rand::random::<f64>() * 0.5));
         }
-        if let WsError::Tls { certificate: true, .. } = &ended {
+        let untrusted_certificate = matches!(&ended, WsError::Tls { certificate: true, .. });
+        if untrusted_certificate {
             // Retrying will not change the answer until someone fixes the trust store or the
-            // server: say so loudly and retry only at the longest delay.
+            // server: retry only at the longest delay.
             delay = delay.max(settings.backoff.max);
-            tracing::error!(provider, epoch, error = %ended, retry_in_secs = delay.as_secs_f64(),
-                "the server's certificate is not trusted: add its CA to tls.extra_ca_file (TLS_EXTRA_CA_FILE) if it is a TLS-inspecting proxy, or check market.ws_url");
-        } else {
-            tracing::warn!(provider, epoch, error = %ended, retry_in_secs = delay.as_secs_f64(), "disconnected");
         }
-        let mut e = IngestEvent::new(&ctx.producer, &provider, EventKind::Disconnected).with_message(ended.to_string());
-        e.conn_epoch = Some(epoch);
-        ctx.event(&e);
+        let (error, retry_in) = (ended.to_string(), delay);
+        StreamDisconnected { counters: &counters, epoch: Some(epoch), error, retry_in, untrusted_certificate }
+            .emit(ctx);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = ctx.shutdown.cancelled() => return Ok(()),

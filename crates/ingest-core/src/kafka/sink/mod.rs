@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use prometheus::IntCounter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+use crate::record::IngestEvent;
 use tokio_util::sync::CancellationToken;
 
 use self::headers::{BUF, Headers, StackStr};
@@ -307,6 +309,15 @@ impl Sink {
         }
     }
 
+    /// Publishes a lifecycle event on `ingest.events`, best effort: never blocks, and a full
+    /// queue is logged (the event's log line and counters have happened already).
+    pub fn publish_event(&self, event: &IngestEvent) {
+        let route = self.route::<IngestEvent>(&event.provider);
+        if let Err(error) = self.try_send(&route, event, b"") {
+            tracing::warn!(%error, kind = ?event.kind, "could not publish lifecycle event");
+        }
+    }
+
     /// Validates `record` and enqueues it, or dead-letters `raw` (the provider's input it was
     /// made from) when validation fails. Never blocks; `Err(QueueFull)` means retry later.
     pub fn try_send<R: Record>(&self, route: &Route, record: &R, raw: &[u8]) -> Result<Outcome, SendError> {
@@ -562,4 +573,13 @@ fn register(routes: &RouteTable, m: &Metrics, topic: &str, provider: &str) -> us
         overflow: c.overflow,
     });
     routes.len() - 1
+}
+
+impl crate::telemetry::events::EventSink for Sink {
+    fn producer(&self) -> &str {
+        &self.inner.producer_name
+    }
+    fn publish(&self, event: &IngestEvent) {
+        self.publish_event(event);
+    }
 }
