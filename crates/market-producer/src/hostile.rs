@@ -11,8 +11,8 @@ use ingest_core::ws::{Frame, WsError, WsOutput};
 
 use crate::book::QuoteBook;
 use crate::config::MarketConfig;
-use crate::emit::TickOutput;
 use crate::provider::MarketProvider;
+use ingest_core::ws::emit::TickOutput;
 
 /// The provider an input is for: its first byte, an index into [`MarketProvider::ALL`]
 /// (0 Polygon, 1 Alpaca, 2 Finnhub; larger values wrap).
@@ -145,8 +145,8 @@ mod escaped_strings {
     use chrono::Utc;
 
     use crate::book::QuoteBook;
-    use crate::frame::for_each_element;
     use crate::polygon::Element;
+    use ingest_core::ws::frame::for_each_element;
 
     /// JSON escapes are JSON: `\u00c4PFEL` and `ÄPFEL` are the same symbol for every provider.
     #[test]

@@ -8,10 +8,8 @@
 pub(crate) mod alpaca;
 pub mod book;
 pub(crate) mod config;
-pub(crate) mod emit;
 pub(crate) mod exchanges;
 pub(crate) mod finnhub;
-pub mod frame;
 pub mod hostile;
 pub mod polygon;
 pub(crate) mod provider;

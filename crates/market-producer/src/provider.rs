@@ -14,15 +14,13 @@
 
 use ingest_core::config::ConfigError;
 use ingest_core::market_hours::MarketSession as Hours;
-use ingest_core::ws::WsSession;
 use serde::Deserialize;
 
 use crate::book::QuoteBook;
 use crate::config::MarketConfig;
-use crate::emit::TickOutput;
 
-/// A market session: pure protocol, its ticks handed to a [`TickOutput`].
-pub(crate) type ProtocolSession = dyn WsSession<Output = dyn TickOutput>;
+/// A market session: pure protocol, its ticks handed to a [`TickOutput`](ingest_core::ws::emit::TickOutput).
+pub(crate) use ingest_core::ws::emit::TickSession as ProtocolSession;
 
 /// One market-data provider's knowledge, beyond its protocol session.
 pub(crate) trait Provider: Sync {

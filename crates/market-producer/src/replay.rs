@@ -13,9 +13,9 @@ use ingest_core::ws::recording;
 use ingest_core::ws::{Step, WsOutput};
 
 use crate::config::MarketConfig;
-use crate::emit::Emitter;
 use crate::provider::MarketProvider;
 use crate::source::session_for;
+use ingest_core::ws::emit::Emitter;
 
 /// Replay pace.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,8 +7,8 @@ use ingest_core::source::{FatalError, Source, SourceCtx};
 
 use crate::book::QuoteBook;
 use crate::config::MarketConfig;
-use crate::emit::Emitter;
 use crate::provider::{MarketProvider, ProtocolSession};
+use ingest_core::ws::emit::Emitter;
 
 /// Bound of the per-symbol quote book (a wildcard subscription cannot grow it without limit).
 const MAX_BOOK_SYMBOLS: usize = 100_000;

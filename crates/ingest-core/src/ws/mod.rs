@@ -38,6 +38,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 pub mod connect;
+pub mod emit;
+pub mod frame;
 pub mod gap;
 pub mod recording;
 

@@ -21,11 +21,11 @@ use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
 use crate::config::{Channel, MarketConfig};
-use crate::emit::{TickOutput, finish_frame, frame_text, merge};
-use crate::frame::for_each_element;
 use crate::provider::{ProtocolSession, Provider};
 use ingest_core::config::{ConfigError, require_secret};
 use ingest_core::market_hours::MarketSession as Hours;
+use ingest_core::ws::emit::{TickOutput, finish_frame, frame_text, merge};
+use ingest_core::ws::frame::for_each_element;
 use wire::Msg;
 
 /// Alpaca market data v2: `wss://stream.data.alpaca.markets/v2/iex` (`/v2/sip`, `/v2/test`,
@@ -251,8 +251,8 @@ impl WsSession for AlpacaSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emit::testing::Driver;
     use ingest_core::config::{Secret, Section};
+    use ingest_core::ws::emit::testing::Driver;
 
     #[test]
     fn provider_needs_a_secret_has_no_second_bars_and_follows_its_hours() {

@@ -84,7 +84,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::frame::for_each_element;
+    use ingest_core::ws::frame::for_each_element;
 
     #[test]
     fn fixture_frame_normalizes_to_the_expected_ticks() {

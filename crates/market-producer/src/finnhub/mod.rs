@@ -11,11 +11,11 @@ use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
 use crate::config::MarketConfig;
-use crate::emit::{TickOutput, frame_text};
-use crate::frame::for_each_element;
 use crate::provider::{ProtocolSession, Provider};
 use ingest_core::config::ConfigError;
 use ingest_core::market_hours::MarketSession as Hours;
+use ingest_core::ws::emit::{TickOutput, frame_text};
+use ingest_core::ws::frame::for_each_element;
 
 /// Venue prefixes of Finnhub forex symbols (`OANDA:EUR_USD`, `FXCM:EUR/USD`, `IC MARKETS:1`).
 const FOREX_VENUES: &[&str] = &["OANDA", "FXCM", "FOREX", "FXPRO", "IC MARKETS", "PEPPERSTONE", "OCTAFX"];
@@ -161,8 +161,8 @@ impl WsSession for FinnhubSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emit::testing::Driver;
     use ingest_core::config::Section;
+    use ingest_core::ws::emit::testing::Driver;
 
     #[test]
     fn provider_puts_the_token_in_the_query_and_follows_its_symbols_hours() {

@@ -39,7 +39,7 @@ mod tests {
 
     use super::*;
     use crate::finnhub::wire::Envelope;
-    use crate::frame::for_each_element;
+    use ingest_core::ws::frame::for_each_element;
 
     #[test]
     fn fixture_frames_normalize_to_the_expected_ticks() {

@@ -23,11 +23,11 @@ use ingest_core::ws::{Frame, Step, WsSession};
 
 use crate::book::QuoteBook;
 use crate::config::{Channel, MarketConfig};
-use crate::emit::{TickOutput, finish_frame, frame_text, merge};
-use crate::frame::for_each_element;
 use crate::provider::{ProtocolSession, Provider};
 use ingest_core::config::ConfigError;
 use ingest_core::market_hours::MarketSession as Hours;
+use ingest_core::ws::emit::{TickOutput, finish_frame, frame_text, merge};
+use ingest_core::ws::frame::for_each_element;
 use wire::Msg;
 
 /// Polygon.io / Massive: `wss://socket.massive.com/stocks` (or `/crypto`; the delayed
@@ -116,7 +116,7 @@ pub fn elements<'a>(
     received_at: DateTime<Utc>,
     book: &mut QuoteBook,
     mut f: impl FnMut(Element<'a>),
-) -> Result<(), crate::frame::FrameError> {
+) -> Result<(), ingest_core::ws::frame::FrameError> {
     for_each_element(frame, |el| {
         let raw = el;
         f(match serde_json::from_str::<Msg<'a>>(raw) {
@@ -257,8 +257,8 @@ impl WsSession for PolygonSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emit::testing::Driver;
     use ingest_core::config::Section;
+    use ingest_core::ws::emit::testing::Driver;
 
     #[test]
     fn provider_subscribes_per_cluster_and_follows_its_hours() {

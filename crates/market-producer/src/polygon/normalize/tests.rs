@@ -7,8 +7,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::Value;
 
 use super::*;
-use crate::frame::for_each_element;
 use crate::polygon::wire::Msg;
+use ingest_core::ws::frame::for_each_element;
 
 fn received_at() -> DateTime<Utc> {
     Utc.timestamp_millis_opt(1_704_205_800_123).unwrap()

@@ -75,7 +75,7 @@ fn value_end(b: &[u8], start: usize) -> Result<usize, FrameError> {
 
 /// Calls `f` with the text of each element of the JSON array `frame`, in order. An error
 /// means the frame as a whole is not a JSON array (elements before the fault were handed over).
-pub(crate) fn for_each_element<'a>(frame: &'a str, mut f: impl FnMut(&'a str)) -> Result<(), FrameError> {
+pub fn for_each_element<'a>(frame: &'a str, mut f: impl FnMut(&'a str)) -> Result<(), FrameError> {
     let b = frame.as_bytes();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'[') {

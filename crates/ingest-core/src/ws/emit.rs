@@ -1,29 +1,33 @@
 //! The market sessions' output: the [`TickOutput`] they hand ticks and dead letters to, the
-//! [`Emitter`] that takes them to the sink with backpressure, and the pure helpers the sessions
-//! share (frame text, frame steps).
+//! [`Emitter`] that takes them to the sink with backpressure (the hand-off to Kafka is the
+//! runner's side, never the session's), and the pure helpers the sessions share (frame text,
+//! frame steps). `testing` drives a session without a socket or Kafka.
 
 use chrono::{DateTime, Utc};
-use ingest_core::kafka::{Route, SendError, Sink};
-use ingest_core::record::MarketTick;
-use ingest_core::source::SourceCtx;
-use ingest_core::ws::{Frame, Step, WsError, WsOutput};
 use tokio_util::sync::CancellationToken;
 
-use crate::frame::FrameError;
+use super::frame::FrameError;
+use super::{Frame, Step, WsError, WsOutput, WsSession};
+use crate::kafka::{Route, SendError, Sink};
+use crate::record::MarketTick;
+use crate::source::SourceCtx;
+
+/// A market session: pure protocol, its ticks handed to a [`TickOutput`].
+pub type TickSession = dyn WsSession<Output = dyn TickOutput>;
 
 /// Sends a session's ticks and dead letters. When librdkafka's queue is full the WebSocket
 /// reader waits in the sink (`Sink::wait_for_space_blocking`) and TCP pushes back on the
 /// provider: the "block the source" policy. Only shutdown ends a wait early, and the sink counts
 /// what it gives up (`producer_messages_failed_total{reason="shutdown"}`).
 #[derive(Debug)]
-pub(crate) struct Emitter {
+pub struct Emitter {
     sink: Sink,
     route: Route,
     shutdown: CancellationToken,
 }
 
 impl Emitter {
-    pub(crate) fn new(ctx: &SourceCtx, provider: &str) -> Self {
+    pub fn new(ctx: &SourceCtx, provider: &str) -> Self {
         Self {
             sink: ctx.sink.clone(),
             route: ctx.sink.route::<MarketTick<'_>>(provider),
@@ -67,7 +71,7 @@ impl TickOutput for Emitter {
 
 /// What a market session hands its ticks and dead letters to. The session stays pure; the
 /// implementation ([`Emitter`] in production, a collector in unit tests) does the rest.
-pub(crate) trait TickOutput: WsOutput {
+pub trait TickOutput: WsOutput {
     /// A tick, with the raw element it came from (dead-lettered instead if it is invalid).
     fn tick(&mut self, tick: &MarketTick<'_>, raw: &[u8]);
     /// Input that could not be turned into a tick.
@@ -76,11 +80,7 @@ pub(crate) trait TickOutput: WsOutput {
 
 /// The text of a frame: text frames as they are, binary frames if they are UTF-8 (JSON
 /// providers); otherwise the frame is dead-lettered and `None` returned.
-pub(crate) fn frame_text<'f>(
-    frame: Frame<'f>,
-    received_at: DateTime<Utc>,
-    out: &mut dyn TickOutput,
-) -> Option<&'f str> {
+pub fn frame_text<'f>(frame: Frame<'f>, received_at: DateTime<Utc>, out: &mut dyn TickOutput) -> Option<&'f str> {
     match frame {
         Frame::Text(t) => Some(t),
         Frame::Binary(b) => match std::str::from_utf8(b) {
@@ -95,7 +95,7 @@ pub(crate) fn frame_text<'f>(
 
 /// The step of a whole frame: `step` merged from its elements, or, when the frame is not a
 /// JSON array of events, the frame dead-lettered (what its elements yielded still counts).
-pub(crate) fn finish_frame(
+pub fn finish_frame(
     parsed: Result<(), FrameError>,
     step: Step,
     text: &str,
@@ -116,7 +116,7 @@ pub(crate) fn finish_frame(
 }
 
 /// The most significant of two steps (fatal > reconnect > subscribed > data > continue).
-pub(crate) fn merge(a: Step, b: Step) -> Step {
+pub fn merge(a: Step, b: Step) -> Step {
     fn rank(s: &Step) -> u8 {
         match s {
             Step::Continue => 0,
@@ -131,20 +131,19 @@ pub(crate) fn merge(a: Step, b: Step) -> Step {
 
 /// A session driven without a socket or Kafka, for the providers' handshake and error-table
 /// tests.
-#[cfg(test)]
-pub(crate) mod testing {
+#[cfg(any(test, feature = "testkit"))]
+pub mod testing {
     use super::*;
-    use crate::provider::ProtocolSession;
 
     /// What a session handed its output.
     #[derive(Debug, Default)]
-    pub(crate) struct Collected {
+    pub struct Collected {
         /// Connections announced.
-        pub(crate) epochs: Vec<u64>,
+        pub epochs: Vec<u64>,
         /// Ticks as their JSON values.
-        pub(crate) ticks: Vec<serde_json::Value>,
+        pub ticks: Vec<serde_json::Value>,
         /// Dead letters: (raw, reason).
-        pub(crate) dead: Vec<(String, String)>,
+        pub dead: Vec<(String, String)>,
     }
 
     impl WsOutput for Collected {
@@ -164,14 +163,15 @@ pub(crate) mod testing {
     }
 
     /// A session on one connection: opened, then fed text frames.
-    pub(crate) struct Driver {
-        pub(crate) session: Box<ProtocolSession>,
-        pub(crate) out: Collected,
+    #[allow(missing_debug_implementations, reason = "a test helper around a session trait object")]
+    pub struct Driver {
+        pub session: Box<TickSession>,
+        pub out: Collected,
     }
 
     impl Driver {
         /// Opens a connection; returns the step and the replies `on_open` sent.
-        pub(crate) fn open(session: Box<ProtocolSession>) -> (Self, Step, Vec<String>) {
+        pub fn open(session: Box<TickSession>) -> (Self, Step, Vec<String>) {
             let mut d = Self { session, out: Collected::default() };
             d.out.connected(1);
             let mut replies = Vec::new();
@@ -180,7 +180,7 @@ pub(crate) mod testing {
         }
 
         /// One text frame: the step and the replies.
-        pub(crate) fn frame(&mut self, text: &str) -> (Step, Vec<String>) {
+        pub fn frame(&mut self, text: &str) -> (Step, Vec<String>) {
             let mut replies = Vec::new();
             let step = self.session.on_frame(Frame::Text(text), Utc::now(), &mut replies, &mut self.out);
             (step, replies)
