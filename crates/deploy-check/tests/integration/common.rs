@@ -1,7 +1,6 @@
 //! Helpers shared by the tests that run the shipped binaries: start them with captured logs,
 //! find them in the target directory, compute the demo-mode environment.
 
-#![allow(dead_code, reason = "each test file uses a different subset")]
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
 use std::path::{Path, PathBuf};
