@@ -132,11 +132,15 @@ self_test() {
   }
   expect_failure() {
     local check=$1 what=$2
-    if "check_$check" "$scratch/repo" >/dev/null 2>&1; then
+    local out
+    if out=$("check_$check" "$scratch/repo" 2>&1); then
       echo "self-test FAILED: $check did not catch: $what"
       return 1
     fi
     echo "ok    $check catches: $what"
+    # What the check said, its first two lines, so the failure is seen and not only claimed.
+    head -n 2 <<<"$out" | sed 's/^/        | /'
+
   }
   local r="$scratch/repo"
   fresh
