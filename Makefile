@@ -51,7 +51,7 @@ fuzz: ## fuzz every wire parser with cargo-fuzz, FUZZ_SECS (default 60) per targ
 fuzz-ci: ## the fuzz targets for a fixed 20,000 inputs each (seed 1), as CI runs them
 	FUZZ_RUNS=20000 scripts/fuzz.sh
 
-bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick) and end to end through the local Kafka
+bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick), end to end through the local Kafka with its ceiling (kafka-producer-perf-test) and the broker CPU per record
 	cargo bench --locked -p market-producer --bench pipeline
 	$(TEST_ENV) cargo bench --locked -p market-producer --bench e2e
 

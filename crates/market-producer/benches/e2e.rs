@@ -4,7 +4,10 @@
 //! (provider timestamp → broker append time, `LogAppendTime`) and the producer's peak RSS.
 //!
 //! In the same run, a naive baseline the way most tutorials do it: `serde_json::Value` parsing
-//! and one awaited `FutureProducer` send per tick, against the same simulator and broker.
+//! and one awaited `FutureProducer` send per tick, against the same simulator and broker; and
+//! the ceiling: Kafka's own kafka-producer-perf-test (`ProducerPerformance`, from the Maven-resolved
+//! jars in .local/kafka/lib) sending the same number of records of our average value size with
+//! the same settings (unkeyed, no headers). The broker's CPU per record is printed for both.
 //!
 //! `make bench` (starts Kafka). Settings: BENCH_TICKS (default 1000000), BENCH_SYMBOLS (100),
 //! BENCH_EVENTS_PER_FRAME (100), BENCH_NAIVE_SECS (10), BENCH_SPOOL (true: the outage spool on, as
@@ -46,6 +49,7 @@ struct Verified {
     first_append_ms: i64,
     last_append_ms: i64,
     latencies_ms: Vec<i64>,
+    value_bytes: usize,
 }
 
 /// Reads `n` records and checks them. The value's `timestamp` (provider time) and `sequence`
@@ -73,11 +77,13 @@ fn verify(topic: &str, n: usize, timeout: Duration) -> Verified {
         first_append_ms: i64::MAX,
         last_append_ms: 0,
         latencies_ms: Vec::new(),
+        value_bytes: 0,
     };
     while v.count < n && Instant::now() < deadline {
         let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
         let m = m.unwrap();
         let payload = std::str::from_utf8(m.payload().unwrap()).unwrap();
+        v.value_bytes += payload.len();
         let seq: u64 = field(payload, "\"sequence\":").parse().unwrap();
         let event_ms =
             chrono::DateTime::parse_from_rfc3339(field(payload, "\"timestamp\":\"")).unwrap().timestamp_millis();
@@ -101,6 +107,73 @@ fn verify(topic: &str, n: usize, timeout: Duration) -> Verified {
     }
     v.latencies_ms.sort_unstable();
     v
+}
+
+/// Waits until `topic`'s 16 partitions hold `n` records (the producer's work is done), so that
+/// the broker CPU measured up to here is the producer's alone and not the verifying reads'.
+fn wait_for_records(topic: &str, n: i64, timeout: Duration) {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", testkit::kafka_brokers()).create().unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let total: i64 =
+            (0..16).map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(5)).map_or(0, |(lo, hi)| hi - lo)).sum();
+        if total >= n {
+            return;
+        }
+        ingest_core::blocking::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The repository root (benches run in the crate's directory).
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The CPU seconds the local single-node broker has used so far (0 when its pid is unknown).
+fn broker_cpu_secs() -> f64 {
+    let pid = std::fs::read_to_string(repo_root().join(".local/kafka/single/kafka.pid")).unwrap_or_default();
+    pid.trim().parse().map_or(0.0, cpu_secs)
+}
+
+/// kafka-producer-perf-test with our settings: `records` of `size` bytes to a fresh 16-partition
+/// topic. Returns (records/s as it reports them, its own CPU seconds), or why it could not run.
+async fn perf_test(records: u64, size: usize, batch: &str, compression: &str) -> Result<(f64, f64), String> {
+    use std::io::Read;
+    let topic = topic().await;
+    let lib =
+        std::env::var("KAFKA_LIB").map_or_else(|_| repo_root().join(".local/kafka/lib"), std::path::PathBuf::from);
+    let mut child = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", lib.display()))
+        .arg("org.apache.kafka.tools.ProducerPerformance")
+        .args(["--topic", &topic, "--num-records", &records.to_string(), "--record-size", &size.to_string()])
+        .args(["--throughput", "-1", "--producer-props"])
+        .arg(format!("bootstrap.servers={}", testkit::kafka_brokers()))
+        .args(["acks=all", "enable.idempotence=true", "linger.ms=10"])
+        .arg(format!("batch.size={batch}"))
+        .arg(format!("compression.type={compression}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("java: {e}"))?;
+    let pid = child.id();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).map_err(|e| e.to_string())?;
+    // Its stdout closed: it is exiting. Read its CPU time while it is a zombie (not yet reaped).
+    let mut cpu = 0.0;
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        cpu = cpu_secs(pid).max(cpu);
+        if stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')) {
+            break;
+        }
+        ingest_core::blocking::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    // The summary: "N records sent, R records/sec (…), … ms avg latency, …".
+    let summary = out.lines().rev().find(|l| l.contains(" records sent, ")).ok_or(format!("{status}: {out}"))?;
+    let rate = summary.split(", ").nth(1).and_then(|r| r.split(' ').next()).and_then(|r| r.parse().ok());
+    rate.map(|r| (r, cpu)).ok_or_else(|| format!("cannot read its summary: {summary}"))
 }
 
 fn field<'a>(json: &'a str, prefix: &str) -> &'a str {
@@ -214,6 +287,7 @@ async fn main() {
     let (sim_ours, _h) = sim(&symbols, per_frame, ticks).await;
     let url = format!("ws://{}/stocks", sim_ours.addr);
     let started = Instant::now();
+    let broker_before = broker_cpu_secs();
     let mut producer = ProducerProcess::spawn(
         Path::new(env!("CARGO_BIN_EXE_market-producer")),
         &[
@@ -231,16 +305,25 @@ async fn main() {
         ],
     );
     let n = usize::try_from(ticks).unwrap();
+    let t = topic_ours.clone();
+    tokio::task::spawn_blocking(move || wait_for_records(&t, ticks as i64, Duration::from_secs(600))).await.unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    let broker_ours = broker_cpu_secs() - broker_before;
+    let rss = peak_rss_mib(producer.pid());
+    let cpu = cpu_secs(producer.pid());
     let v = tokio::task::spawn_blocking({
         let t = topic_ours.clone();
         move || verify(&t, n, Duration::from_secs(600))
     })
     .await
     .unwrap();
-    let wall = started.elapsed().as_secs_f64();
-    let rss = peak_rss_mib(producer.pid());
-    let cpu = cpu_secs(producer.pid());
     assert_eq!(producer.terminate(Duration::from_secs(30)), Some(0), "{}", producer.log());
+    let avg_value = v.value_bytes / v.count.max(1);
+
+    // The ceiling: the broker's own client, same record count, size and settings.
+    let broker_before = broker_cpu_secs();
+    let ceiling = perf_test(ticks, avg_value, &batch, &compression).await;
+    let broker_perf = broker_cpu_secs() - broker_before;
     let span_s = ((v.last_append_ms - v.first_append_ms).max(1)) as f64 / 1000.0;
     let ours_rate = v.count as f64 / span_s;
 
@@ -281,8 +364,25 @@ async fn main() {
     println!(
         "| naive baseline (Value + awaited send per tick) | {naive_sent} in {naive_secs} s | {naive_rate:.0} | – | – | – | – | – |"
     );
+    match &ceiling {
+        Ok((rate, java_cpu)) => println!(
+            "| kafka-producer-perf-test ({avg_value} B values, unkeyed, no headers) | {ticks} | {rate:.0} | – | – | – | – | – |\n\nthe ceiling: ours is {:.0}% of kafka-producer-perf-test's records/s; its CPU {java_cpu:.2} s ({:.2} µs per record, JVM startup included)",
+            100.0 * ours_rate / rate,
+            java_cpu * 1e6 / ticks as f64
+        ),
+        Err(why) => println!("| kafka-producer-perf-test | not run: {why} |"),
+    }
     println!();
     println!("producer CPU (user + system, incl. startup): {cpu:.2} s, {:.2} µs per tick", cpu * 1e6 / ticks as f64);
+    let per_record = |secs: f64| secs * 1e6 / ticks as f64;
+    if ceiling.is_ok() && broker_ours > 0.0 && broker_perf > 0.0 {
+        println!(
+            "broker CPU per record: {:.2} µs serving market-producer, {:.2} µs serving kafka-producer-perf-test ({:.2}x)",
+            per_record(broker_ours),
+            per_record(broker_perf),
+            broker_ours / broker_perf
+        );
+    }
     println!(
         "ratio: {:.1}x the naive baseline; wall time of our run incl. startup {wall:.1} s",
         ours_rate / naive_rate.max(1e-9)
