@@ -34,23 +34,20 @@ fi
 # Seeds: fixtures as the producers receive them, after a selector byte where the target takes
 # one: poller targets an HTTP status (0 = 200, see ingest_core::hostile::STATUSES), market_frame
 # the provider (its index in market_producer's MarketProvider::ALL: 0 polygon, 1 alpaca, 2 finnhub).
-seed() { # target file [selector byte, decimal]
+seed() { # target file [selector byte, decimal] [name]
   local dir=$OUT/seeds/$1 name
-  name=$(basename "$2")
+  name=${4:-$(basename "$2")}
   mkdir -p "$dir"
   if [[ -n ${3:-} ]]; then { printf "\\x$(printf %02x "$3")"; cat "$2"; } > "$dir/$name"; else cp "$2" "$dir/$name"; fi
 }
 status=0 polygon=0 alpaca=1 finnhub=2
 rm -rf "$OUT/seeds"
-mkdir -p "$OUT"
 M=crates/market-producer/test_data N=crates/news-producer/test_data S=crates/social-producer/test_data
 for f in "$M"/polygon/*.frame.json; do seed market_frame "$f" $polygon; done
 for f in "$M"/alpaca/*.frame.json; do seed market_frame "$f" $alpaca; done
 i=0
 while IFS= read -r line; do
-  printf '%s' "$line" > "$OUT/finnhub$i.json"
-  seed market_frame "$OUT/finnhub$i.json" $finnhub
-  rm "$OUT/finnhub$((i++)).json"
+  seed market_frame <(printf '%s' "$line") $finnhub "finnhub$((i++)).json"
 done < "$M/finnhub/trades.frames.jsonl"
 for f in "$N"/newsapi/*.json; do seed newsapi "$f" $status; done
 for f in "$N"/alphavantage/*.json; do seed alphavantage "$f" $status; done

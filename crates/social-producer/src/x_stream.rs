@@ -280,7 +280,7 @@ impl XStream {
             wait = schedule.next(&ended, s);
             if let Ended::UsageCap(m) = &ended {
                 let counter = &handles::quota_exhausted(&ctx.metrics, PROVIDER);
-                QuotaExhausted { counter, provider: PROVIDER, source: "x:stream", detail: m, wait }.emit(&ctx);
+                QuotaExhausted { counter, provider: PROVIDER, source: self.name(), detail: m, wait }.emit(&ctx);
             }
             let (error, retry_in) = (ended.to_string(), wait);
             StreamDisconnected { counters: &counters, epoch: None, error, retry_in, untrusted_certificate: false }

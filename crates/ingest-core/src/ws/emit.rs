@@ -27,6 +27,7 @@ pub struct Emitter {
 }
 
 impl Emitter {
+    /// The output of `provider`'s stream in `ctx`: its route on the market ticks topic.
     pub fn new(ctx: &SourceCtx, provider: &str) -> Self {
         Self {
             sink: ctx.sink.clone(),

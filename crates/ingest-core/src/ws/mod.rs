@@ -426,7 +426,8 @@ pub async fn run_with<S: WsSession + ?Sized>(
         // Disconnected (or never connected): a gap opens at the last frame received.
         tracker.disconnected(settings.clock.now());
         output.transport_error(&ended);
-        ctx.health.set_connected(false, ended.to_string());
+        let error = ended.to_string();
+        ctx.health.set_connected(false, error.clone());
         let mut delay = backoff.next_delay();
         if let Some(reason) = ended.connect_reason() {
             counters.connect_error(reason);
@@ -442,8 +443,7 @@ pub async fn run_with<S: WsSession + ?Sized>(
             // server: retry only at the longest delay.
             delay = delay.max(settings.backoff.max);
         }
-        let (error, retry_in) = (ended.to_string(), delay);
-        StreamDisconnected { counters: &counters, epoch: Some(epoch), error, retry_in, untrusted_certificate }
+        StreamDisconnected { counters: &counters, epoch: Some(epoch), error, retry_in: delay, untrusted_certificate }
             .emit(ctx);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}

@@ -14,8 +14,6 @@ use chrono::{DateTime, Utc};
 use prometheus::IntCounter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-
-use crate::record::IngestEvent;
 use tokio_util::sync::CancellationToken;
 
 use self::headers::{BUF, Headers, StackStr};
@@ -24,7 +22,7 @@ pub use self::tx::{TxError, TxSink};
 use super::context::{MAX_ROUTES, RouteStats, RouteTable, SinkContext, pack_at};
 use super::spool::{Entry, Recovered, Spool, SpoolSettings, UncleanStop};
 use crate::config::{ConfigError, KafkaConfig, Topics};
-use crate::record::{DeadLetter, Record, TopicKind, ValidationError};
+use crate::record::{DeadLetter, IngestEvent, Record, TopicKind, ValidationError};
 use crate::telemetry::handles::RouteCounters;
 use crate::telemetry::{Health, Metrics};
 
