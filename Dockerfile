@@ -52,6 +52,7 @@ COPY scripts/docker-entrypoint.sh /usr/local/bin/finstream-entrypoint
 COPY scripts/demo-env.sh /usr/local/share/finstream/demo-env.sh
 COPY configs/demo.yaml /usr/local/share/finstream/demo.yaml
 COPY configs/config.yaml /etc/finstream/config.yaml
+COPY configs/kafka-seed.yaml /etc/finstream/kafka-seed.yaml
 # The config's defaults listen on 0.0.0.0:9090 (metrics) and 0.0.0.0:8081 (health).
 # The outage spool (kafka.spool): records held on disk while Kafka is away. Mount a volume here
 # so that a restarted container sends what the previous one left.

@@ -51,9 +51,10 @@ fuzz: ## fuzz every wire parser with cargo-fuzz, FUZZ_SECS (default 60) per targ
 fuzz-ci: ## the fuzz targets for a fixed 20,000 inputs each (seed 1), as CI runs them
 	FUZZ_RUNS=20000 scripts/fuzz.sh
 
-bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick), end to end through the local Kafka with its ceiling (kafka-producer-perf-test) and the broker CPU per record
+bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick), end to end through the local Kafka per Kafka profile (shipped, seed) with its ceiling (kafka-producer-perf-test), a paced 100k ticks/s latency run and the broker CPU per record
 	cargo bench --locked -p market-producer --bench pipeline
-	$(TEST_ENV) cargo bench --locked -p market-producer --bench e2e
+	$(TEST_ENV) BENCH_PROFILE=shipped cargo bench --locked -p market-producer --bench e2e
+	$(TEST_ENV) BENCH_PROFILE=seed cargo bench --locked -p market-producer --bench e2e
 
 run: ## local Kafka + all five producers (demo mode without API keys); run-<market|news|social|sec|altdata> for one
 	scripts/run-local.sh all

@@ -47,6 +47,7 @@ pub fn spool_segment(dir: &Path, data: &[u8]) -> u64 {
         segment_bytes: 64 << 20,
         fsync: Fsync::Never,
         overflow: Overflow::Block,
+        engage_after: std::time::Duration::ZERO,
     };
     let _ = std::fs::remove_dir_all(dir);
     if std::fs::create_dir_all(dir).is_err() {

@@ -65,6 +65,11 @@ pub struct KafkaConfig {
     pub queue_max_messages: u64,
     /// `queue.buffering.max.kbytes`.
     pub queue_max_kbytes: u64,
+    /// Kafka headers on each record: `compact` (`schema`, and `conn_epoch` on records of
+    /// WebSocket feeds) or `full` (also `producer`, `provider`, `content-type`, `event_time`,
+    /// `received_at`: each constant per topic or already in the record's JSON). Every header
+    /// costs the producer and the broker per record (docs/benchmarks.md).
+    pub headers: String,
     /// Any other librdkafka property, passed through as is (e.g. `security.protocol`,
     /// `sasl.mechanism`). These win over the fields above. Values of keys that look like
     /// credentials are redacted in logs.
@@ -115,6 +120,11 @@ pub struct SpoolConfig {
     /// When full: `block` (the source waits, nothing dropped) or `drop_oldest` (the oldest
     /// segment is deleted and its records counted as failed, reason `spool_overflow`).
     pub overflow: String,
+    /// How long librdkafka's queue may stay full before records go to the spool; until then the
+    /// source waits. A broker that is slow but taking records frees room within milliseconds,
+    /// so it slows the feed down instead of sending every record through the disk; a broker
+    /// that takes nothing for this long is treated as away.
+    pub engage_after_ms: u64,
 }
 
 impl Default for SpoolConfig {
@@ -127,6 +137,7 @@ impl Default for SpoolConfig {
             fsync: "interval".into(),
             fsync_interval_ms: 1000,
             overflow: "block".into(),
+            engage_after_ms: 1000,
         }
     }
 }
@@ -145,6 +156,7 @@ impl SpoolConfig {
                 _ => Fsync::Interval(std::time::Duration::from_millis(self.fsync_interval_ms)),
             },
             overflow: if self.overflow == "drop_oldest" { Overflow::DropOldest } else { Overflow::Block },
+            engage_after: std::time::Duration::from_millis(self.engage_after_ms),
         }
     }
 
@@ -172,6 +184,9 @@ impl SpoolConfig {
         }
         if !["block", "drop_oldest"].contains(&self.overflow.as_str()) {
             return Err(ConfigError::key("kafka.spool.overflow", "must be block or drop_oldest"));
+        }
+        if self.engage_after_ms > 600_000 {
+            return Err(ConfigError::key("kafka.spool.engage_after_ms", "must be at most 600000"));
         }
         Ok(())
     }
@@ -324,12 +339,15 @@ impl Default for KafkaConfig {
             schema_registry_url: String::new(),
             acks: "all".into(),
             enable_idempotence: true,
-            compression_type: "snappy".into(),
+            // Chosen by measurement (docs/benchmarks.md); the first release's values are the seed
+            // profile, configs/kafka-seed.yaml.
+            compression_type: "lz4".into(),
             linger_ms: 10,
-            batch_size_bytes: 16_384,
+            batch_size_bytes: 1 << 20,
             delivery_timeout_ms: 300_000,
             queue_max_messages: 100_000,
-            queue_max_kbytes: 1_048_576,
+            queue_max_kbytes: 32 << 10,
+            headers: "compact".into(),
             properties: BTreeMap::new(),
             create_topics: false,
             replication_factor: 1,
@@ -358,6 +376,7 @@ impl fmt::Debug for KafkaConfig {
             .field("linger_ms", &self.linger_ms)
             .field("batch_size_bytes", &self.batch_size_bytes)
             .field("delivery_timeout_ms", &self.delivery_timeout_ms)
+            .field("headers", &self.headers)
             .field("properties", &props)
             .field("create_topics", &self.create_topics)
             .field("topics", &self.topics)
@@ -403,6 +422,9 @@ impl KafkaConfig {
         }
         if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.compression_type.as_str()) {
             return Err(ConfigError::key("kafka.compression_type", "must be none, gzip, snappy, lz4 or zstd"));
+        }
+        if !["compact", "full"].contains(&self.headers.as_str()) {
+            return Err(ConfigError::key("kafka.headers", "must be compact or full"));
         }
         if self.linger_ms > 900_000 {
             return Err(ConfigError::key("kafka.linger_ms", "must be at most 900000"));

@@ -65,15 +65,26 @@ fn the_shipped_config_file_parses_with_defaults_equal_to_the_code() {
     let cfg = load_with_env::<Any>(&path, &HashMap::new()).unwrap();
     let d = KafkaConfig::default();
     assert_eq!(cfg.core.kafka.topics, d.topics);
-    assert_eq!(
+    let k = |c: &KafkaConfig| {
         (
-            cfg.core.kafka.linger_ms,
-            cfg.core.kafka.batch_size_bytes,
-            cfg.core.kafka.acks.as_str(),
-            cfg.core.kafka.compression_type.as_str()
-        ),
-        (10, 16_384, "all", "snappy"),
-        "seed defaults"
+            c.linger_ms,
+            c.batch_size_bytes,
+            c.acks.clone(),
+            c.compression_type.clone(),
+            c.queue_max_kbytes,
+            c.headers.clone(),
+            c.spool.engage_after_ms,
+        )
+    };
+    assert_eq!(k(&cfg.core.kafka), k(&d), "the shipped file says what the defaults are");
+    // The seed profile overlay restores the first release's producer settings.
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/kafka-seed.yaml");
+    let env = HashMap::from([(OVERLAY_ENV.to_string(), seed.display().to_string())]);
+    let seeded = load_with_env::<Any>(&path, &env).unwrap();
+    assert_eq!(
+        k(&seeded.core.kafka),
+        (10, 16_384, "all".into(), "snappy".into(), 1_048_576, "full".into(), 1000),
+        "seed profile"
     );
     assert_eq!(cfg.core.runtime.shutdown_timeout_secs, RuntimeConfig::default().shutdown_timeout_secs);
     assert_eq!(cfg.core.runtime.instance_id, RuntimeConfig::default().instance_id);

@@ -65,7 +65,8 @@ async fn records_arrive_with_value_key_headers_partition_and_order() {
     let topic = testkit::unique_topic("ticks");
     let dlq = format!("{topic}.dlq");
     testkit::create_topics(&[TopicToCreate::new(&topic, 16), TopicToCreate::new(&dlq, 1)]).await;
-    let (sink, metrics) = sink_with(&kafka_cfg());
+    // The seed's full header set; the shipped compact one is checked below.
+    let (sink, metrics) = sink_with(&KafkaConfig { headers: "full".into(), ..kafka_cfg() });
     let route = sink.route_to::<MarketTick>(&topic, &dlq, "polygon");
 
     let symbols = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "SPY"];
@@ -109,6 +110,30 @@ async fn records_arrive_with_value_key_headers_partition_and_order() {
     assert!(partitions.len() > 1, "keys spread over partitions");
     assert_eq!(counter(&metrics, "producer_messages_sent_total", &[("topic", &topic)]), 80.0);
     assert_eq!(metrics.kafka_in_flight.get(), 0);
+}
+
+#[tokio::test]
+async fn compact_headers_carry_the_schema_and_the_connection_epoch_only() {
+    let topic = testkit::unique_topic("compact");
+    let dlq = format!("{topic}.dlq");
+    testkit::create_topics(&[TopicToCreate::new(&topic, 1), TopicToCreate::new(&dlq, 1)]).await;
+    let (sink, _) = sink_with(&kafka_cfg());
+    let mut route = sink.route_to::<MarketTick>(&topic, &dlq, "polygon");
+    let none = CancellationToken::new();
+    sink.send(&route, &tick("AAPL", 1, 100.0), b"raw", &none).await.expect("send");
+    route.set_conn_epoch(7);
+    sink.send(&route, &tick("AAPL", 2, 101.0), b"raw", &none).await.expect("send");
+    assert_eq!(sink.flush(Duration::from_secs(30)).await, 0);
+    let mut got = testkit::consume(&topic, 2, Duration::from_secs(30));
+    got.sort_by_key(Message::offset);
+    let names = |m: &rdkafka::message::OwnedMessage| -> Vec<String> {
+        use rdkafka::message::Headers as _;
+        m.headers().map_or_else(Vec::new, |h| h.iter().map(|h| h.key.to_string()).collect())
+    };
+    assert_eq!(names(&got[0]), ["schema"]);
+    assert_eq!(names(&got[1]), ["schema", "conn_epoch"]);
+    assert_eq!(header(&got[0], "schema").as_deref(), Some("market.tick/v1"));
+    assert_eq!(header(&got[1], "conn_epoch").as_deref(), Some("7"));
 }
 
 #[tokio::test]
@@ -221,8 +246,13 @@ fn refused_librdkafka_property_names_the_key_and_hides_the_value() {
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
 
-/// A spooled sink to `brokers` with librdkafka's queue bounded to 500 records.
-fn spooled_sink(brokers: &str, dir: &std::path::Path) -> (Sink, ingest_core::kafka::Recovered, Metrics) {
+/// A spooled sink to `brokers` with librdkafka's queue bounded to 500 records, spooling once the
+/// queue has had no room for `engage_after`.
+fn spooled_sink(
+    brokers: &str,
+    dir: &std::path::Path,
+    engage_after: Duration,
+) -> (Sink, ingest_core::kafka::Recovered, Metrics) {
     let cfg = KafkaConfig { brokers: brokers.into(), queue_max_messages: 500, ..KafkaConfig::default() };
     let settings = SpoolSettings {
         dir: dir.to_path_buf(),
@@ -230,6 +260,7 @@ fn spooled_sink(brokers: &str, dir: &std::path::Path) -> (Sink, ingest_core::kaf
         segment_bytes: 1 << 20,
         fsync: Fsync::Never,
         overflow: Overflow::Block,
+        engage_after,
     };
     let metrics = Metrics::new("itest-producer", "0.0.0");
     let health = Health::new("itest-producer", "0");
@@ -237,6 +268,49 @@ fn spooled_sink(brokers: &str, dir: &std::path::Path) -> (Sink, ingest_core::kaf
         Sink::spooled(&cfg, "itest-producer", settings, metrics.clone(), health, CancellationToken::new())
             .expect("spooled sink");
     (sink, recovered, metrics)
+}
+
+#[tokio::test]
+async fn a_broker_taking_records_slows_the_source_and_only_one_taking_none_gets_the_spool() {
+    const N: u64 = 20_000;
+    let topic = testkit::unique_topic("pushback");
+    testkit::create_topics(&[TopicToCreate::new(&topic, 4)]).await;
+    let none = CancellationToken::new();
+    // Reachable: 20,000 records through a 500-record queue. The queue is full most of the time,
+    // but Kafka frees room long before 5 s: the sender waits and nothing touches the disk.
+    let dir = testkit::unique_dir("pushback-spool");
+    let (sink, _, metrics) = spooled_sink(&testkit::kafka_brokers(), &dir, Duration::from_secs(5));
+    let route = sink.route_to::<MarketTick>(&topic, &format!("{topic}.dlq"), "polygon");
+    for i in 0..N {
+        assert_eq!(sink.send(&route, &tick("AAPL", i, 100.0), b"", &none).await.unwrap(), Outcome::Enqueued);
+    }
+    assert_eq!(sink.flush(Duration::from_secs(60)).await, 0);
+    assert_eq!(counter(&metrics, "producer_spool_written_records_total", &[]), 0.0, "backpressure, not the spool");
+    assert_eq!(counter(&metrics, "producer_messages_sent_total", &[]), N as f64);
+    assert_eq!(testkit::consume(&topic, usize::try_from(N).unwrap(), Duration::from_secs(60)).len() as u64, N);
+    let _ = sink.close_spool().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Away: once the queue has had no room for `engage_after`, records go to the spool.
+    let dir = testkit::unique_dir("away-spool");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let engage_after = Duration::from_millis(300);
+    let (sink, _, metrics) = spooled_sink(&closed, &dir, engage_after);
+    let route = sink.route_to::<MarketTick>(&topic, &format!("{topic}.dlq"), "polygon");
+    for i in 0..500 {
+        assert_eq!(sink.try_send(&route, &tick("AAPL", i, 100.0), b"").unwrap(), Outcome::Enqueued);
+    }
+    let full_at = std::time::Instant::now();
+    assert!(matches!(sink.try_send(&route, &tick("AAPL", 500, 100.0), b""), Err(SendError::QueueFull)));
+    let spooled = sink.send(&route, &tick("AAPL", 500, 100.0), b"", &none).await.unwrap();
+    assert_eq!(spooled, Outcome::Enqueued);
+    assert!(full_at.elapsed() >= engage_after, "spooled after {:?}", full_at.elapsed());
+    assert_eq!(counter(&metrics, "producer_spool_written_records_total", &[]), 1.0);
+    // From then on every record goes to the spool (order kept) without waiting.
+    assert_eq!(sink.try_send(&route, &tick("AAPL", 501, 100.0), b"").unwrap(), Outcome::Enqueued);
+    assert_eq!(counter(&metrics, "producer_spool_written_records_total", &[]), 2.0);
+    let _ = sink.close_spool().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -248,7 +322,7 @@ async fn records_in_the_client_at_a_shutdown_without_kafka_are_kept_and_sent_fir
     // Kafka away: a port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     {
-        let (sink, _, metrics) = spooled_sink(&closed, &dir);
+        let (sink, _, metrics) = spooled_sink(&closed, &dir, Duration::ZERO);
         let route = sink.route_to::<MarketTick>(&topic, &format!("{topic}.dlq"), "polygon");
         let symbols = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN"];
         for i in 0..N {
@@ -263,7 +337,7 @@ async fn records_in_the_client_at_a_shutdown_without_kafka_are_kept_and_sent_fir
         assert_eq!(sink.in_flight(), 0);
     }
     // The next process, with Kafka back: everything, once, in per-symbol order.
-    let (sink, recovered, metrics) = spooled_sink(&testkit::kafka_brokers(), &dir);
+    let (sink, recovered, metrics) = spooled_sink(&testkit::kafka_brokers(), &dir, Duration::ZERO);
     assert_eq!(recovered.records, N, "{recovered:?}");
     let _route = sink.route_to::<MarketTick>(&topic, &format!("{topic}.dlq"), "polygon");
     let got = testkit::consume(&topic, usize::try_from(N).unwrap(), Duration::from_secs(60));

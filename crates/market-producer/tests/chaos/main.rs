@@ -238,13 +238,13 @@ fn split_at(topic: &str, t: chrono::DateTime<chrono::Utc>) -> (PerSymbol, u64, u
         let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
         let m = m.unwrap().detach();
         idle = Instant::now();
-        let received = testkit::header(&m, "received_at").unwrap();
-        let received = chrono::DateTime::parse_from_rfc3339(&received).unwrap().with_timezone(&chrono::Utc);
+        let payload = std::str::from_utf8(m.payload().unwrap()).unwrap();
+        let received = field(payload, "\"received_at\":\"");
+        let received = chrono::DateTime::parse_from_rfc3339(received).unwrap().with_timezone(&chrono::Utc);
         if received >= t {
             later += 1;
             continue;
         }
-        let payload = std::str::from_utf8(m.payload().unwrap()).unwrap();
         let seq: u64 = field(payload, "\"sequence\":").parse().unwrap();
         let sym = field(payload, "\"symbol\":\"").to_string();
         let fresh = seen.insert((sym.clone(), seq));

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ingest_core::record::EventKind;
-use ingest_core::testkit::{self, ProducerProcess, header};
+use ingest_core::testkit::{self, ProducerProcess};
 use provider_sim::Sim;
 use provider_sim::alpaca::{AlpacaConfig, AlpacaHandle};
 use serde_json::{Value, json};
@@ -88,7 +88,7 @@ async fn normal_flow_values_and_venues() {
             }
         }
     }
-    assert!(got.iter().all(|m| header(m, "provider").as_deref() == Some("alpaca")));
+    assert!(got.iter().all(|m| value(m)["provider"] == "alpaca"));
     assert!(!p.log().contains(SECRET) && !p.log().contains(KEY), "credentials must never be logged");
 }
 

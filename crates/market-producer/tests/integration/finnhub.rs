@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ingest_core::record::{DeadLetter, EventKind};
-use ingest_core::testkit::{self, ProducerProcess, header};
+use ingest_core::testkit::{self, ProducerProcess};
 use provider_sim::Sim;
 use provider_sim::finnhub::{FinnhubConfig, FinnhubHandle};
 use rdkafka::message::Message;
@@ -64,7 +64,7 @@ async fn trades_flow_with_pings_and_the_symbol_limit_is_reported() {
     let aapl = got.iter().map(value).find(|v| v["symbol"] == "AAPL").unwrap();
     assert_eq!(aapl["conditions"], serde_json::json!(["1", "24", "12"]));
     assert_eq!(aapl["timestamp"], "2021-08-06T08:28:50.221Z");
-    assert!(got.iter().all(|m| header(m, "provider").as_deref() == Some("finnhub")));
+    assert!(got.iter().all(|m| value(m)["provider"] == "finnhub"));
     testkit::wait_for(Duration::from_secs(10), "the symbol-limit error in the log", || {
         let log = p.log();
         async move { log.contains("symbol limit").then_some(()) }

@@ -99,7 +99,7 @@ async fn normal_flow_values_headers_and_readiness() {
         let v = value(m);
         assert_eq!(m.key().map(|k| String::from_utf8_lossy(k).into_owned()), v["symbol"].as_str().map(String::from));
         assert_eq!(header(m, "schema").as_deref(), Some("market.tick/v1"));
-        assert_eq!(header(m, "provider").as_deref(), Some("polygon"));
+        assert_eq!(v["provider"], "polygon");
         assert_eq!(header(m, "conn_epoch").as_deref(), Some("1"));
     }
 

@@ -6,6 +6,7 @@ use std::fmt::{self, Write as _};
 use chrono::{DateTime, Utc};
 use rdkafka::message::{Header, OwnedHeaders};
 
+use super::Sink;
 use crate::record::ts;
 
 thread_local! {
@@ -62,5 +63,34 @@ impl<'a> Headers<'a> {
         self.list().iter().fold(OwnedHeaders::new_with_capacity(self.len), |h, (key, value)| {
             h.insert(Header { key, value: Some(*value) })
         })
+    }
+}
+
+impl Sink {
+    /// A record's headers (docs/contracts.md): `schema` and, when the route has one,
+    /// `conn_epoch`; with `times` (event time, received at: given only for `kafka.headers: full`)
+    /// the seed's full set.
+    pub(super) fn headers<'a>(
+        &'a self,
+        schema: &'a str,
+        provider: &'a str,
+        times: Option<&'a (StackStr, StackStr)>,
+        conn_epoch: Option<&'a StackStr>,
+    ) -> Headers<'a> {
+        let mut h = Headers { items: [("", b""); 7], len: 0 };
+        if let Some((event_time, received_at)) = times {
+            h.push("producer", self.inner.producer_name.as_bytes());
+            h.push("provider", provider.as_bytes());
+            h.push("schema", schema.as_bytes());
+            h.push("content-type", b"application/json");
+            h.push("event_time", event_time.as_bytes());
+            h.push("received_at", received_at.as_bytes());
+        } else {
+            h.push("schema", schema.as_bytes());
+        }
+        if let Some(epoch) = conn_epoch {
+            h.push("conn_epoch", epoch.as_bytes());
+        }
+        h
     }
 }

@@ -7,6 +7,7 @@
 //! topic with the raw payload and the reason. No future is awaited per record.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -145,9 +146,16 @@ struct Inner {
     producer: ThreadedProducer<SinkContext>,
     producer_name: String,
     topics: Topics,
+    /// `kafka.headers: full`: the five headers beyond `schema` and `conn_epoch` too.
+    full_headers: bool,
     spool: Option<Arc<Spool>>,
     drainer: Mutex<Option<std::thread::JoinHandle<()>>>,
     unclean: Option<UncleanStop>,
+    /// With a spool: how long librdkafka's queue may stay full before records are spooled.
+    engage_after_us: u64,
+    /// When (µs since the sink's epoch, at least 1) a send last found librdkafka's queue full
+    /// with no send succeeding since; 0 while sends succeed.
+    full_since_us: AtomicU64,
 }
 
 /// First and longest sleep of [`Sink::wait_for_space`].
@@ -209,6 +217,8 @@ impl Sink {
         spool: Option<SpoolSettings>,
     ) -> Result<(Self, Option<Recovered>), SinkError> {
         let mut ctx = SinkContext::new(metrics.clone(), health, fatal);
+        let engage_after_us =
+            spool.as_ref().map_or(0, |s| u64::try_from(s.engage_after.as_micros()).unwrap_or(u64::MAX));
         let spool = match spool {
             None => None,
             Some(settings) => {
@@ -232,9 +242,12 @@ impl Sink {
             producer,
             producer_name: producer_name.into(),
             topics: cfg.topics.clone(),
+            full_headers: cfg.headers == "full",
             spool: spool.clone(),
             drainer: Mutex::new(None),
             unclean: recovered.as_ref().and_then(|r| r.unclean),
+            engage_after_us,
+            full_since_us: AtomicU64::new(0),
         });
         if let Some(spool) = spool {
             let drainer_inner = inner.clone();
@@ -328,10 +341,13 @@ impl Sink {
             let mut buf = buf.borrow_mut();
             buf.clear();
             record.write_json(&mut buf)?;
-            let event_time = StackStr::ts(record.event_time());
-            let received_at = StackStr::ts(record.received_at());
+            // Formatted only for `kafka.headers: full`.
+            let times = self
+                .inner
+                .full_headers
+                .then(|| (StackStr::ts(record.event_time()), StackStr::ts(record.received_at())));
             let epoch = route.conn_epoch.map(StackStr::of);
-            let headers = self.headers(R::SCHEMA, record.provider(), &event_time, &received_at, epoch.as_ref());
+            let headers = self.headers(R::SCHEMA, record.provider(), times.as_ref(), epoch.as_ref());
             let key = record.key();
             let sent = self.enqueue(route.index, &route.topic, &route.provider, key.as_bytes(), &buf, &headers);
             match sent {
@@ -436,10 +452,9 @@ impl Sink {
         let letter =
             DeadLetter::new(&self.inner.producer_name, &route.provider, &route.topic, reason, raw, received_at);
         let payload = serde_json::to_vec(&letter)?;
-        let now = StackStr::ts(Utc::now());
-        let received = StackStr::ts(received_at);
+        let times = self.inner.full_headers.then(|| (StackStr::ts(Utc::now()), StackStr::ts(received_at)));
         let epoch = route.conn_epoch.map(StackStr::of);
-        let headers = self.headers(DeadLetter::SCHEMA, &route.provider, &now, &received, epoch.as_ref());
+        let headers = self.headers(DeadLetter::SCHEMA, &route.provider, times.as_ref(), epoch.as_ref());
         // Counted once it is enqueued: a retried dead letter must not count twice.
         self.enqueue(
             route.dlq_index,
@@ -453,29 +468,10 @@ impl Sink {
         Ok(())
     }
 
-    fn headers<'a>(
-        &'a self,
-        schema: &'a str,
-        provider: &'a str,
-        event_time: &'a StackStr,
-        received_at: &'a StackStr,
-        conn_epoch: Option<&'a StackStr>,
-    ) -> Headers<'a> {
-        let mut h = Headers { items: [("", b""); 7], len: 0 };
-        h.push("producer", self.inner.producer_name.as_bytes());
-        h.push("provider", provider.as_bytes());
-        h.push("schema", schema.as_bytes());
-        h.push("content-type", b"application/json");
-        h.push("event_time", event_time.as_bytes());
-        h.push("received_at", received_at.as_bytes());
-        if let Some(epoch) = conn_epoch {
-            h.push("conn_epoch", epoch.as_bytes());
-        }
-        h
-    }
-
-    /// Hands a record to librdkafka, or to the spool when it is in use or librdkafka's queue is
-    /// full. `Err(QueueFull)` means neither has room now.
+    /// Hands a record to librdkafka, or to the spool when it is in use or librdkafka's queue has
+    /// had no room for `engage_after`. `Err(QueueFull)` means the caller should wait and retry:
+    /// librdkafka's queue is full but Kafka was taking records moments ago (backpressure), or
+    /// the spool is full too.
     fn enqueue(
         &self,
         route: usize,
@@ -495,6 +491,13 @@ impl Sink {
             return done;
         }
         match self.produce(route, topic, key, payload, headers) {
+            Ok(()) => {
+                if self.inner.full_since_us.load(Ordering::Relaxed) != 0 {
+                    self.inner.full_since_us.store(0, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(SendError::QueueFull) if !self.queue_stalled() => Err(SendError::QueueFull),
             Err(SendError::QueueFull) => {
                 self.spool_append(spool, route, &entry(), false).unwrap_or(Err(SendError::QueueFull))
             }

@@ -1,8 +1,9 @@
-//! The stream sink's outage spool: appending when librdkafka's queue is full, the drainer
-//! thread that hands spooled records back to it, and taking back what Kafka has not
-//! acknowledged at shutdown.
+//! The stream sink's outage spool: when records go to it (librdkafka's queue without room for
+//! `engage_after`), appending, the drainer thread that hands spooled records back to it, and
+//! taking back what Kafka has not acknowledged at shutdown.
 
 use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -39,6 +40,19 @@ impl Sink {
             Append::TooLarge => {
                 Some(Err(SendError::Rejected(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))))
             }
+        }
+    }
+
+    /// Whether librdkafka's queue has stayed full for `engage_after` (no send succeeded since
+    /// the first one that found it full): Kafka is not taking records, so the spool takes them.
+    pub(super) fn queue_stalled(&self) -> bool {
+        if self.inner.engage_after_us == 0 {
+            return true;
+        }
+        let now = self.ctx().now_us().max(1);
+        match self.inner.full_since_us.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => false,
+            Err(since) => now.saturating_sub(since) >= self.inner.engage_after_us,
         }
     }
 
@@ -150,7 +164,14 @@ pub(super) fn drain(inner: &Inner, spool: &Spool) {
         loop {
             ctx.metrics.kafka_in_flight.inc();
             match inner.producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => {
+                    // Kafka is taking records again: a full queue after the spool drains starts
+                    // a new `engage_after` wait.
+                    if inner.full_since_us.load(Ordering::Relaxed) != 0 {
+                        inner.full_since_us.store(0, Ordering::Relaxed);
+                    }
+                    break;
+                }
                 Err((e, back)) => {
                     ctx.metrics.kafka_in_flight.dec();
                     if matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) {

@@ -5,7 +5,14 @@ use super::*;
 const SEG: u64 = 64 << 10;
 
 fn settings(dir: &Path, max_bytes: u64, overflow: Overflow) -> SpoolSettings {
-    SpoolSettings { dir: dir.to_path_buf(), max_bytes, segment_bytes: SEG, fsync: Fsync::Never, overflow }
+    SpoolSettings {
+        dir: dir.to_path_buf(),
+        max_bytes,
+        segment_bytes: SEG,
+        fsync: Fsync::Never,
+        overflow,
+        engage_after: Duration::ZERO,
+    }
 }
 
 /// Routes seen by a test resolver: (topic, provider) by index.

@@ -37,6 +37,10 @@ pub struct SpoolSettings {
     pub fsync: Fsync,
     /// Policy when full.
     pub overflow: Overflow,
+    /// How long librdkafka's queue may stay without room before records go to the spool. Until
+    /// then the source waits: a broker that is slow but taking records slows the feed down
+    /// (backpressure) instead of costing a disk write and a read-back per record.
+    pub engage_after: Duration,
 }
 
 /// A record to spool, borrowed from the sink.
