@@ -14,6 +14,8 @@ use ingest_core::source::Source;
 use ingest_core::ProducerSpec;
 use ingest_core::runtime::NoArgs;
 
+ingest_core::process_allocator!();
+
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),

@@ -28,3 +28,30 @@ pub mod tls;
 pub mod ws;
 
 pub use runtime::{ProducerSpec, main};
+
+#[cfg(feature = "jemalloc")]
+#[doc(hidden)]
+pub use tikv_jemallocator;
+
+/// The producers' process allocator, declared by each binary (`ingest_core::process_allocator!();`
+/// at the top of its `main.rs`; benches and tests keep their own). With the `jemalloc` feature
+/// (the binaries' default), jemalloc serves every allocation of the process, librdkafka's
+/// included (its `malloc` and `free` resolve to jemalloc's): librdkafka allocates each message
+/// and header list on the producing thread and frees it on its delivery-report thread, which
+/// under glibc's malloc contends for the producing thread's arena lock (docs/benchmarks.md,
+/// "The allocator"). Without the feature: the system allocator.
+#[cfg(feature = "jemalloc")]
+#[macro_export]
+macro_rules! process_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::tikv_jemallocator::Jemalloc = $crate::tikv_jemallocator::Jemalloc;
+    };
+}
+
+/// See the `jemalloc` variant: without the feature the system allocator serves the process.
+#[cfg(not(feature = "jemalloc"))]
+#[macro_export]
+macro_rules! process_allocator {
+    () => {};
+}

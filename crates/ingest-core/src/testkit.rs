@@ -315,13 +315,16 @@ impl ProducerProcess {
         rss_kib(self.pid())
     }
 
-    /// The sum of its series `name` whose labels contain every `labels` pair, from its own
+    /// The sum of its series `name` whose labels contain every `labels` pair (with no pairs: an
+    /// unlabelled metric too), from its own
     /// `/metrics` (served with `/health` when both addresses are 127.0.0.1:0).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let url = format!("http://{}/metrics", self.health);
         let text = reqwest::get(url).await.expect("scrape /metrics").text().await.expect("metrics body");
         text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| {
+                l.starts_with(&format!("{name}{{")) || (labels.is_empty() && l.starts_with(&format!("{name} ")))
+            })
             .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()

@@ -17,7 +17,7 @@
 //! shipped; false to measure what it costs while Kafka keeps up), BENCH_PROFILE (`shipped`:
 //! configs/config.yaml, or `seed`: with configs/kafka-seed.yaml overlaid, the first release's
 //! 16 KiB snappy batches, 1 GiB memory queue and seven headers), and each setting alone: BENCH_BATCH_BYTES, BENCH_LINGER_MS,
-//! BENCH_COMPRESSION, BENCH_HEADERS, BENCH_QUEUE_KBYTES.
+//! BENCH_COMPRESSION, BENCH_HEADERS, BENCH_QUEUE_KBYTES, BENCH_QUEUE_MESSAGES.
 
 #![allow(clippy::unwrap_used, reason = "benchmark harness")]
 
@@ -286,6 +286,7 @@ struct Settings {
     compression: String,
     headers: String,
     queue_max_kbytes: u64,
+    queue_max_messages: u64,
     spool: String,
 }
 
@@ -316,6 +317,7 @@ impl Settings {
             compression: std::env::var("BENCH_COMPRESSION").unwrap_or(d.compression_type),
             headers: std::env::var("BENCH_HEADERS").unwrap_or(d.headers),
             queue_max_kbytes: env_or("BENCH_QUEUE_KBYTES", d.queue_max_kbytes),
+            queue_max_messages: env_or("BENCH_QUEUE_MESSAGES", d.queue_max_messages),
             spool: std::env::var("BENCH_SPOOL").unwrap_or_else(|_| "true".into()),
         }
     }
@@ -327,6 +329,7 @@ impl Settings {
             ("FINSTREAM__KAFKA__COMPRESSION_TYPE", self.compression.clone()),
             ("FINSTREAM__KAFKA__HEADERS", self.headers.clone()),
             ("FINSTREAM__KAFKA__QUEUE_MAX_KBYTES", self.queue_max_kbytes.to_string()),
+            ("FINSTREAM__KAFKA__QUEUE_MAX_MESSAGES", self.queue_max_messages.to_string()),
             ("FINSTREAM__KAFKA__SPOOL__ENABLED", self.spool.clone()),
         ]
     }
@@ -339,6 +342,9 @@ struct Run {
     producer_cpu: f64,
     rss_mib: f64,
     wall_s: f64,
+    /// Records that went through the outage spool (the memory queue had no room for
+    /// `kafka.spool.engage_after_ms`).
+    spooled: u64,
 }
 
 async fn run_ours(k: &Settings, symbols: &[String], per_frame: usize, ticks: u64, frames_per_sec: u64) -> Run {
@@ -368,22 +374,24 @@ async fn run_ours(k: &Settings, symbols: &[String], per_frame: usize, ticks: u64
     let broker_cpu = broker_cpu_secs() - broker_before;
     let rss_mib = peak_rss_mib(producer.pid());
     let producer_cpu = cpu_secs(producer.pid());
+    let spooled = producer.metric(ingest_core::telemetry::metrics::SPOOL_WRITTEN, &[]).await as u64;
     let verified = tokio::task::spawn_blocking(move || verify(&topic, n, Duration::from_secs(600))).await.unwrap();
     assert_eq!(producer.terminate(Duration::from_secs(30)), Some(0), "{}", producer.log());
-    Run { verified, broker_cpu, producer_cpu, rss_mib, wall_s }
+    Run { verified, broker_cpu, producer_cpu, rss_mib, wall_s, spooled }
 }
 
 fn row(name: &str, r: &Run, ticks: u64, rate: f64) -> String {
     let v = &r.verified;
     format!(
-        "| {name} | {} of {ticks} | {rate:.0} | {} ms | {} ms | {} | {} | {:.1} MiB | {:.2} µs |",
+        "| {name} | {} of {ticks} | {rate:.0} | {} ms | {} ms | {} | {} | {:.1} MiB | {:.2} µs | {} |",
         v.count,
         pct(&v.latencies_ms, 0.5),
         pct(&v.latencies_ms, 0.99),
         v.duplicates,
         v.out_of_order,
         r.rss_mib,
-        r.producer_cpu * 1e6 / ticks as f64
+        r.producer_cpu * 1e6 / ticks as f64,
+        r.spooled
     )
 }
 
@@ -434,14 +442,22 @@ async fn main() {
     println!();
     println!("machine: {machine}, {cores} cores; broker, simulator, producer and consumer on the same machine");
     println!(
-        "settings: profile {}, {ticks} trades, {n_symbols} symbols, {per_frame} events/frame, acks=all, idempotence, {}, linger {} ms, batch.size {} B, headers {}, queue {} KiB, 16 partitions, spool {}",
-        k.profile, k.compression, k.linger_ms, k.batch_size_bytes, k.headers, k.queue_max_kbytes, k.spool
+        "settings: profile {}, {ticks} trades, {n_symbols} symbols, {per_frame} events/frame, acks=all, idempotence, {}, linger {} ms, batch.size {} B, headers {}, queue {} KiB / {} records, 16 partitions, spool {}, allocator {}",
+        k.profile,
+        k.compression,
+        k.linger_ms,
+        k.batch_size_bytes,
+        k.headers,
+        k.queue_max_kbytes,
+        k.queue_max_messages,
+        k.spool,
+        if cfg!(feature = "jemalloc") { "jemalloc" } else { "system (--no-default-features)" }
     );
     println!();
     println!(
-        "| pipeline | ticks delivered | ticks/s | p50 latency | p99 latency | duplicates | out of order | peak RSS | producer CPU per tick |"
+        "| pipeline | ticks delivered | ticks/s | p50 latency | p99 latency | duplicates | out of order | peak RSS | producer CPU per tick | spooled |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!("{}", row("market-producer (release), saturated", &ours, ticks, ours_rate));
     println!(
         "{}",
@@ -449,13 +465,13 @@ async fn main() {
     );
     match &ceiling {
         Ok((rate, java_cpu)) => println!(
-            "| kafka-producer-perf-test ({avg_value} B values, unkeyed, no headers) | {ticks} | {rate:.0} | – | – | – | – | – | {:.2} µs (JVM start included) |",
+            "| kafka-producer-perf-test ({avg_value} B values, unkeyed, no headers) | {ticks} | {rate:.0} | – | – | – | – | – | {:.2} µs (JVM start included) | – |",
             java_cpu * 1e6 / ticks as f64
         ),
         Err(why) => println!("| kafka-producer-perf-test | not run: {why} |"),
     }
     println!(
-        "| naive baseline (Value + awaited send per tick) | {naive_sent} in {naive_secs} s | {naive_rate:.0} | – | – | – | – | – | – |"
+        "| naive baseline (Value + awaited send per tick) | {naive_sent} in {naive_secs} s | {naive_rate:.0} | – | – | – | – | – | – | – |"
     );
     println!();
     if let Ok((rate, _)) = &ceiling {

@@ -11,6 +11,8 @@ use ingest_core::ProducerSpec;
 use ingest_core::source::Source;
 use market_producer::{MarketConfig, MarketSource, ReplaySource, Speed};
 
+ingest_core::process_allocator!();
+
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),

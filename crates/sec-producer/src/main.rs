@@ -12,6 +12,8 @@ use ingest_core::runtime::NoArgs;
 use ingest_core::source::Source;
 use sec_producer::config;
 
+ingest_core::process_allocator!();
+
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),

@@ -11,6 +11,8 @@ use ingest_core::runtime::NoArgs;
 use ingest_core::source::Source;
 use social_producer::config::SocialConfig;
 
+ingest_core::process_allocator!();
+
 const SPEC: ProducerSpec = ProducerSpec {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),

@@ -345,7 +345,7 @@ impl Default for KafkaConfig {
             linger_ms: 10,
             batch_size_bytes: 1 << 20,
             delivery_timeout_ms: 300_000,
-            queue_max_messages: 100_000,
+            queue_max_messages: 32_768,
             queue_max_kbytes: 32 << 10,
             headers: "compact".into(),
             properties: BTreeMap::new(),

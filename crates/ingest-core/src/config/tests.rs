@@ -72,6 +72,7 @@ fn the_shipped_config_file_parses_with_defaults_equal_to_the_code() {
             c.acks.clone(),
             c.compression_type.clone(),
             c.queue_max_kbytes,
+            c.queue_max_messages,
             c.headers.clone(),
             c.spool.engage_after_ms,
         )
@@ -83,7 +84,7 @@ fn the_shipped_config_file_parses_with_defaults_equal_to_the_code() {
     let seeded = load_with_env::<Any>(&path, &env).unwrap();
     assert_eq!(
         k(&seeded.core.kafka),
-        (10, 16_384, "all".into(), "snappy".into(), 1_048_576, "full".into(), 1000),
+        (10, 16_384, "all".into(), "snappy".into(), 1_048_576, 100_000, "full".into(), 1000),
         "seed profile"
     );
     assert_eq!(cfg.core.runtime.shutdown_timeout_secs, RuntimeConfig::default().shutdown_timeout_secs);
