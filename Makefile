@@ -13,10 +13,11 @@ IMAGE_TAG ?= dev
 
 .PHONY: help deps build test test-ca test-unit test-integration test-chaos test-chaos-release bench run $(addprefix run-,$(PRODUCERS)) \
         kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-chaos-up kafka-chaos-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
-        docker-build check-deploy sync-configmap fmt fmt-check lint coverage clean fuzz fuzz-ci deny
+        docker-build check-deploy sync-configmap fmt fmt-check lint coverage clean fuzz fuzz-ci deny \
+        test-containers containers-clean $(addsuffix -producer,$(PRODUCERS)) provider-sim
 
 help: ## this list
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 deps: ## install system packages, Kafka jars (Maven Central) and Rust crates
 	scripts/deps.sh
@@ -56,10 +57,13 @@ bench: kafka-up ## benchmarks: hot path (Criterion, allocations/tick), end to en
 	$(TEST_ENV) BENCH_PROFILE=shipped cargo bench --locked -p market-producer --bench e2e
 	$(TEST_ENV) BENCH_PROFILE=seed cargo bench --locked -p market-producer --bench e2e
 
+market-producer news-producer social-producer sec-producer altdata-producer provider-sim: ## one binary, release build: target/release/<name>
+	cargo build --release --locked -p $@ --bin $@
+
 run: ## local Kafka + all five producers (demo mode without API keys); run-<market|news|social|sec|altdata> for one
 	scripts/run-local.sh all
 
-$(addprefix run-,$(PRODUCERS)): run-%:
+run-market run-news run-social run-sec run-altdata: run-%: ## local Kafka + that one producer (demo mode without its API keys)
 	scripts/run-local.sh $*
 
 kafka-up: ## start the single-node local Kafka (127.0.0.1:$KAFKA_PORT) and create the topics
@@ -95,13 +99,20 @@ kafka-topics: ## list topics and partition counts
 kafka-clean: ## stop local Kafka and delete its data
 	scripts/kafka.sh clean
 
-docker-build: ## build one image per producer, and provider-sim's (needs a Docker engine)
+docker-build: ## build one image per producer, and provider-sim's (Docker, or DOCKER=podman; one shared compile)
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "docker-build: no Docker engine reachable ($(DOCKER) info failed)"; exit 1; }
 	for p in $(PRODUCERS); do \
-	  $(DOCKER) build --build-arg PRODUCER=$$p-producer --build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null) \
+	  $(DOCKER) build --build-arg PRODUCER=$$p-producer --build-arg REVISION=$$(git rev-parse --short=12 HEAD 2>/dev/null) \
 	    -t $(IMAGE_PREFIX)/$$p-producer:$(IMAGE_TAG) . || exit 1; \
 	done
-	$(DOCKER) build --build-arg PRODUCER=provider-sim -t $(IMAGE_PREFIX)/provider-sim:$(IMAGE_TAG) .
+	$(DOCKER) build --target provider-sim --build-arg REVISION=$$(git rev-parse --short=12 HEAD 2>/dev/null) \
+	  -t $(IMAGE_PREFIX)/provider-sim:$(IMAGE_TAG) .
+
+test-containers: ## with podman: the six images built from the Dockerfile, each checked (non-root, --version names the commit, HEALTHCHECK passes, demo records reach Kafka); run by CI
+	scripts/containers.sh test
+
+containers-clean: ## remove the containers, networks and volumes test-containers made (it does so itself, also on failure)
+	scripts/containers.sh clean
 
 check-deploy: kafka-up ## deployment checks: compose, hadolint, promtool, Kubernetes schemas, live Prometheus scrape (part of `make test`)
 	cargo build --workspace --bins --locked

@@ -36,6 +36,10 @@ pub struct ProducerSpec {
     pub about: &'static str,
 }
 
+/// The commit the binary was built from (ingest-core's build script: `FINSTREAM_REVISION`, or
+/// the checkout's `git rev-parse`, or "unknown").
+pub const REVISION: &str = env!("FINSTREAM_REVISION");
+
 /// Provider label of the process's own lifecycle events.
 pub use crate::telemetry::events::PROCESS_PROVIDER;
 
@@ -84,7 +88,9 @@ where
     A: Args,
     F: FnOnce(&Config<S>, &A) -> Result<Vec<Box<dyn Source>>, ConfigError>,
 {
-    let cmd = Cli::<A>::command().name(spec.name).bin_name(spec.name).version(spec.version).about(spec.about);
+    // `--version`: "market-producer 0.1.0 (commit 3c5c6ee0a1b2)"; built once per process.
+    let version: &'static str = Box::leak(format!("{} (commit {REVISION})", spec.version).into_boxed_str());
+    let cmd = Cli::<A>::command().name(spec.name).bin_name(spec.name).version(version).about(spec.about);
     let cli = match cmd.try_get_matches().and_then(|m| Cli::<A>::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) => {
@@ -292,7 +298,7 @@ pub async fn start<S: Section>(
     let addrs = telemetry::serve(&core.telemetry, metrics.clone(), health.clone(), servers_stop.clone(), &mut servers)
         .await
         .map_err(|e| RunError::Fatal(e.to_string()))?;
-    tracing::info!(producer = spec.name, version = spec.version, metrics = %addrs.metrics, health = %addrs.health, brokers = %core.kafka.brokers, "starting");
+    tracing::info!(producer = spec.name, version = spec.version, revision = REVISION, metrics = %addrs.metrics, health = %addrs.health, brokers = %core.kafka.brokers, "starting");
 
     ProcessStarted { version: spec.version }.emit(&sink);
 

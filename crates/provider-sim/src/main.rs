@@ -25,7 +25,7 @@ use provider_sim::social::{SimTweet, SocialConfig, SocialHandle, demo_reddit_pos
 
 /// Local simulators of the data providers.
 #[derive(Debug, Parser)]
-#[command(name = "provider-sim", version, about)]
+#[command(name = "provider-sim", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("FINSTREAM_REVISION"), ")"), about)]
 struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9400", env = "PROVIDER_SIM_LISTEN")]

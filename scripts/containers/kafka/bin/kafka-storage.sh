@@ -1,0 +1,3 @@
+#!/bin/bash
+# As Kafka's own kafka-storage.sh.
+KAFKA_HEAP_OPTS=${KAFKA_TOOL_HEAP_OPTS:--Xmx128m} exec "$(dirname "$0")/kafka-run-class.sh" kafka.tools.StorageTool "$@"
