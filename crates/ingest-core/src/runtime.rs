@@ -23,6 +23,7 @@ use crate::kafka::admin::{design_topics, ensure_topics};
 use crate::kafka::{Sink, SinkError, SpoolLeft};
 use crate::source::{Source, SourceCtx};
 use crate::telemetry::events::{InternalEvent, ProcessStarted, ProcessStopped};
+use crate::telemetry::handles::provider_enabled;
 use crate::telemetry::{self, Health, Metrics, ServerAddrs, logging};
 
 /// Identity of a producer binary.
@@ -121,10 +122,17 @@ where
     if cli.check_config {
         // Sources as the user configured them: a poll group counts each of its pollers.
         let count: usize = sources.iter().map(|s| s.members()).sum();
+        let disabled: Vec<String> = cfg
+            .section
+            .providers()
+            .iter()
+            .filter_map(|p| p.disabled_for().map(|var| format!("{} ({var} is not set)", p.name)))
+            .collect();
+        let disabled = if disabled.is_empty() { String::new() } else { format!("; disabled: {}", disabled.join(", ")) };
         let mut out = std::io::stdout();
         let _ = writeln!(
             out,
-            "{}: {}: configuration is valid (section `{}`, {count} source(s))",
+            "{}: {}: configuration is valid (section `{}`, {count} source(s){disabled})",
             spec.name,
             cli.config.display(),
             S::NAME,
@@ -301,6 +309,17 @@ pub async fn start<S: Section>(
     tracing::info!(producer = spec.name, version = spec.version, revision = REVISION, metrics = %addrs.metrics, health = %addrs.health, brokers = %core.kafka.brokers, "starting");
 
     ProcessStarted { version: spec.version }.emit(&sink);
+    for p in cfg.section.providers() {
+        provider_enabled(&metrics, p.name).set(i64::from(p.runs()));
+        if let Some(var) = p.disabled_for() {
+            tracing::warn!(
+                provider = p.name,
+                key = p.missing.unwrap_or_default(),
+                "{} is disabled: {var} is not set; the other providers run",
+                p.name
+            );
+        }
+    }
 
     let probe_stop = CancellationToken::new();
     tokio::spawn(kafka_probe(Probe {

@@ -167,9 +167,11 @@ pub fn workspace_root() -> &'static Path {
 
 /// Checks the CLI contract of a producer binary (docs/contracts.md, Operation):
 /// `--help`/`--version` exit 0; `--check-config` exits 0 with `valid_env` and 2 with a message
-/// naming the key for an unknown key, a bad value and (for `secret`) a missing secret; SIGTERM
-/// of a running producer exits 0 promptly.
-pub fn check_cli_contract(bin: &Path, name: &str, valid_env: &[(&str, &str)], secret: Option<(&str, &str)>) {
+/// naming the key for an unknown key, a bad value and a missing secret; SIGTERM of a running
+/// producer exits 0 promptly. `secrets` are the credentials (variable, config key) of its
+/// enabled providers: each one unset alone disables its provider only (exit 0, `--check-config`
+/// names it) while another provider has its own; all unset exits 2 naming the first.
+pub fn check_cli_contract(bin: &Path, name: &str, valid_env: &[(&str, &str)], secrets: &[(&str, &str)]) {
     let out = run(bin, &["--help"], &[]);
     assert!(out.status.success(), "--help failed");
     let help = String::from_utf8_lossy(&out.stdout);
@@ -200,12 +202,25 @@ pub fn check_cli_contract(bin: &Path, name: &str, valid_env: &[(&str, &str)], se
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`kafka.brokers`"));
 
-    if let Some((var, key)) = secret {
-        let env: Vec<(&str, &str)> = valid_env.iter().filter(|(k, _)| *k != var).copied().chain([(var, "")]).collect();
-        let out = run(bin, &["--check-config"], &env);
-        assert_eq!(out.status.code(), Some(2));
+    fn without<'a>(valid: &[(&'a str, &'a str)], unset: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+        valid.iter().filter(|(k, _)| !unset.contains(k)).copied().chain(unset.iter().map(|v| (*v, ""))).collect()
+    }
+    let all: Vec<&str> = secrets.iter().map(|(v, _)| *v).collect();
+    if let Some((var, key)) = secrets.first() {
+        let out = run(bin, &["--check-config"], &without(valid_env, &all));
+        assert_eq!(out.status.code(), Some(2), "no provider left with its credentials must exit 2");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("`{key}`")) && err.contains("missing secret") && err.contains(var), "{err}");
+    }
+    // Several providers (the callers pass credentials of at least two): one without its
+    // credentials while another has its own is disabled, not an error.
+    if secrets.len() > 1 {
+        for (var, _) in secrets {
+            let out = run(bin, &["--check-config"], &without(valid_env, &[var]));
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(0), "{var} unset alone must disable only its provider: {said}");
+            assert!(said.contains("disabled:") && said.contains(&format!("{var} is not set")), "{said}");
+        }
     }
 
     check_sigterm(bin, valid_env);

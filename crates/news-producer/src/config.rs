@@ -1,6 +1,6 @@
 //! The `news:` section of `configs/config.yaml`.
 
-use ingest_core::config::{ConfigError, Secret, Section, require_secret, require_symbols, require_url};
+use ingest_core::config::{ConfigError, ProviderKeys, Secret, Section, require_symbols, require_url};
 use serde::Deserialize;
 
 /// `news.newsapi:` — NewsAPI.org v2.
@@ -114,13 +114,28 @@ impl Section for NewsConfig {
     const LIST_KEYS: &'static [&'static str] =
         &["news.newsapi.queries", "news.alphavantage.tickers", "news.alphavantage.topics", "news.symbols"];
 
+    /// A provider whose key is not set is disabled (the others run); none left is an error.
+    fn providers(&self) -> Vec<ProviderKeys> {
+        vec![
+            ProviderKeys::new(
+                crate::newsapi::PROVIDER,
+                self.newsapi.enabled,
+                &[("news.newsapi.api_key", &self.newsapi.api_key)],
+            ),
+            ProviderKeys::new(
+                crate::alphavantage::PROVIDER,
+                self.alphavantage.enabled,
+                &[("news.alphavantage.api_key", &self.alphavantage.api_key)],
+            ),
+        ]
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.newsapi.enabled && !self.alphavantage.enabled {
             return Err(ConfigError::key("news", "enable at least one of news.newsapi and news.alphavantage"));
         }
         if self.newsapi.enabled {
             require_url("news.newsapi.base_url", &self.newsapi.base_url, &["https", "http"])?;
-            require_secret("news.newsapi.api_key", &self.newsapi.api_key, "news.newsapi.enabled is true")?;
             if self.newsapi.interval_secs == 0 {
                 return Err(ConfigError::key("news.newsapi.interval_secs", "must be positive"));
             }
@@ -136,11 +151,6 @@ impl Section for NewsConfig {
         }
         if self.alphavantage.enabled {
             require_url("news.alphavantage.base_url", &self.alphavantage.base_url, &["https", "http"])?;
-            require_secret(
-                "news.alphavantage.api_key",
-                &self.alphavantage.api_key,
-                "news.alphavantage.enabled is true",
-            )?;
             require_symbols("news.alphavantage.tickers", &self.alphavantage.tickers, true)?;
             if let Some(t) =
                 self.alphavantage.topics.iter().find(|t| !crate::alphavantage::TOPICS.contains(&t.as_str()))

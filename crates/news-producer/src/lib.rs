@@ -16,7 +16,7 @@ pub use text_signals::{sentiment, text};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_core::config::Config;
+use ingest_core::config::{Config, Section};
 use ingest_core::poll::{PollGroup, PollSettings};
 use ingest_core::resilience::BreakerConfig;
 
@@ -42,7 +42,8 @@ pub fn group(cfg: &Config<config::NewsConfig>, producer: &str) -> PollGroup {
         breaker,
         ..PollSettings::default()
     };
-    if n.newsapi.enabled {
+    // Enabled with its key set (Section::runs): a provider without its key is disabled.
+    if n.runs(newsapi::PROVIDER) {
         let a = &n.newsapi;
         let poll = settings(a.daily_quota);
         let every = Duration::from_secs(a.interval_secs);
@@ -58,7 +59,7 @@ pub fn group(cfg: &Config<config::NewsConfig>, producer: &str) -> PollGroup {
             group.add(newsapi::NewsApi::new(&a.base_url, a.api_key.clone(), e, symbols.clone(), every), poll.clone());
         }
     }
-    if n.alphavantage.enabled {
+    if n.runs(alphavantage::PROVIDER) {
         let a = &n.alphavantage;
         let poll = settings(a.daily_quota);
         let every = Duration::from_secs(a.interval_secs);

@@ -1,6 +1,6 @@
 //! The `social:` section of `configs/config.yaml`.
 
-use ingest_core::config::{ConfigError, Secret, Section, require_secret, require_symbols, require_url};
+use ingest_core::config::{ConfigError, ProviderKeys, Secret, Section, require_symbols, require_url};
 use serde::Deserialize;
 
 /// `social.reddit:` — Reddit OAuth2 application-only API.
@@ -175,6 +175,27 @@ impl Section for SocialConfig {
     const LIST_KEYS: &'static [&'static str] =
         &["social.reddit.subreddits", "social.stocktwits.symbols", "social.symbols", "social.twitter.rules"];
 
+    /// A provider whose credentials are not set is disabled (the others run; StockTwits needs
+    /// none); none left is an error.
+    fn providers(&self) -> Vec<ProviderKeys> {
+        vec![
+            ProviderKeys::new(
+                crate::reddit::PROVIDER,
+                self.reddit.enabled,
+                &[
+                    ("social.reddit.client_id", &self.reddit.client_id),
+                    ("social.reddit.client_secret", &self.reddit.client_secret),
+                ],
+            ),
+            ProviderKeys::new(
+                crate::x::PROVIDER,
+                self.twitter.enabled,
+                &[("social.twitter.bearer_token", &self.twitter.bearer_token)],
+            ),
+            ProviderKeys::new(crate::stocktwits::PROVIDER, self.stocktwits.enabled, &[]),
+        ]
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.reddit.enabled && !self.twitter.enabled && !self.stocktwits.enabled {
             return Err(ConfigError::key(
@@ -185,8 +206,6 @@ impl Section for SocialConfig {
         if self.reddit.enabled {
             require_url("social.reddit.base_url", &self.reddit.base_url, &["https", "http"])?;
             require_url("social.reddit.auth_url", &self.reddit.auth_url, &["https", "http"])?;
-            require_secret("social.reddit.client_id", &self.reddit.client_id, "social.reddit.enabled is true")?;
-            require_secret("social.reddit.client_secret", &self.reddit.client_secret, "social.reddit.enabled is true")?;
             if self.reddit.subreddits.is_empty() {
                 return Err(ConfigError::key("social.reddit.subreddits", "must list at least one subreddit"));
             }
@@ -206,11 +225,6 @@ impl Section for SocialConfig {
         }
         if self.twitter.enabled {
             require_url("social.twitter.base_url", &self.twitter.base_url, &["https", "http"])?;
-            require_secret(
-                "social.twitter.bearer_token",
-                &self.twitter.bearer_token,
-                "social.twitter.enabled is true",
-            )?;
             if !matches!(self.twitter.mode.as_str(), "stream" | "search") {
                 return Err(ConfigError::key("social.twitter.mode", "must be `stream` or `search`"));
             }

@@ -18,7 +18,7 @@ pub mod x_stream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_core::config::Config;
+use ingest_core::config::{Config, Section};
 use ingest_core::http::HttpConfig;
 use ingest_core::poll::{PollGroup, PollSettings};
 
@@ -28,7 +28,7 @@ pub const GROUP: &str = "social";
 /// The X filtered stream source, when configured (`social.twitter.mode: stream`).
 pub fn x_stream(cfg: &Config<config::SocialConfig>) -> Option<x_stream::XStream> {
     let (s, t) = (&cfg.section, &cfg.section.twitter);
-    (t.enabled && t.mode == "stream").then(|| {
+    (s.runs(x::PROVIDER) && t.mode == "stream").then(|| {
         x_stream::XStream::new(x_stream::StreamSettings {
             base_url: t.base_url.trim_end_matches('/').to_string(),
             bearer: t.bearer_token.clone(),
@@ -54,7 +54,8 @@ pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
     let mut group = PollGroup::new(GROUP, settings);
     let symbols = Arc::new(s.symbols.clone());
     let http = HttpConfig { user_agent: s.user_agent.clone(), ..HttpConfig::default() };
-    if s.reddit.enabled {
+    // Enabled with its credentials set (Section::runs): a provider without them is disabled.
+    if s.runs(reddit::PROVIDER) {
         let r = &s.reddit;
         let tokens = Arc::new(reddit::TokenCache::new(
             &r.auth_url,
@@ -75,7 +76,7 @@ pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
             group.add(sub, poll.clone());
         }
     }
-    if s.twitter.enabled && s.twitter.mode == "search" {
+    if s.runs(x::PROVIDER) && s.twitter.mode == "search" {
         let t = &s.twitter;
         let poll = PollSettings {
             http: http.clone(),
@@ -86,7 +87,7 @@ pub fn group(cfg: &Config<config::SocialConfig>, producer: &str) -> PollGroup {
         let every = Duration::from_secs(t.interval_secs);
         group.add(x::RecentSearch::new(&t.base_url, t.bearer_token.clone(), &t.rules, symbols.clone(), every), poll);
     }
-    if s.stocktwits.enabled {
+    if s.runs(stocktwits::PROVIDER) {
         let t = &s.stocktwits;
         let poll = PollSettings {
             http: http.clone(),

@@ -13,7 +13,7 @@ fn cli_contract() {
         Path::new(env!("CARGO_BIN_EXE_altdata-producer")),
         "altdata-producer",
         &[("FINSTREAM__RUNTIME__INSTANCE_ID", &instance)],
-        None,
+        &[],
     );
 }
 

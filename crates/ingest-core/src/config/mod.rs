@@ -164,6 +164,50 @@ pub trait Section: DeserializeOwned + Default + std::fmt::Debug {
     /// Checks values that serde cannot (ranges, URLs, secrets of enabled providers). Keys in the
     /// returned errors are full dotted paths.
     fn validate(&self) -> Result<(), ConfigError>;
+
+    /// The providers of a section that has several, each with its credentials (empty: one
+    /// provider, whose missing secret `validate` reports). An enabled provider whose credentials
+    /// are not set is disabled, not an error: the producer runs the others, logs each disabled
+    /// one and exposes it (`producer_provider_enabled 0`); loading fails only when no enabled
+    /// provider is left.
+    fn providers(&self) -> Vec<ProviderKeys> {
+        Vec::new()
+    }
+
+    /// Whether provider `name` runs: enabled, with its credentials set (`true` for a section
+    /// without a provider list).
+    fn runs(&self, name: &str) -> bool {
+        let providers = self.providers();
+        providers.is_empty() || providers.iter().any(|p| p.name == name && p.runs())
+    }
+}
+
+/// One provider of a section (see [`Section::providers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderKeys {
+    /// Its `provider` label (`newsapi`).
+    pub name: &'static str,
+    /// Enabled in the configuration.
+    pub enabled: bool,
+    /// The first credential it needs that is not set (its config key), if any.
+    pub missing: Option<&'static str>,
+}
+
+impl ProviderKeys {
+    /// `name`, enabled or not, needing the secrets `needs` (config key, value).
+    pub fn new(name: &'static str, enabled: bool, needs: &[(&'static str, &Secret)]) -> Self {
+        Self { name, enabled, missing: needs.iter().find(|(_, s)| s.is_empty()).map(|(k, _)| *k) }
+    }
+
+    /// Enabled and its credentials set.
+    pub fn runs(&self) -> bool {
+        self.enabled && self.missing.is_none()
+    }
+
+    /// Enabled, but a credential is not set: the variable that sets it.
+    pub fn disabled_for(&self) -> Option<String> {
+        self.missing.filter(|_| self.enabled).map(env_var_for)
+    }
 }
 
 /// The loaded configuration of one producer: the shared sections and its own.
@@ -274,6 +318,16 @@ pub fn load_with_env<S: Section>(path: &Path, env: &HashMap<String, String>) -> 
     let core = CoreConfig { kafka: file.kafka, telemetry: file.telemetry, runtime: file.runtime, tls: file.tls };
     core.validate().map_err(blame)?;
     section.validate().map_err(blame)?;
+    let providers = section.providers();
+    if !providers.is_empty() && !providers.iter().any(ProviderKeys::runs) {
+        // Enabled providers exist (validate checks that), none with its credentials.
+        if let Some(key) = providers.iter().filter(|p| p.enabled).find_map(|p| p.missing) {
+            return Err(blame(ConfigError::missing_secret(
+                key,
+                "no enabled provider has its credentials; one without them is disabled",
+            )));
+        }
+    }
     Ok(Config { core, section })
 }
 

@@ -105,6 +105,51 @@ fn missing_secret_names_the_key_and_the_variable() {
     assert!(load_with_env::<Demo>(f.path(), &HashMap::new()).is_ok());
 }
 
+/// A section with two providers, each needing its own key (news and social are shaped so).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Pair {
+    one: DemoProvider,
+    two: DemoProvider,
+}
+
+impl Section for Pair {
+    // A section name the file accepts; keys are social.one.*, social.two.*.
+    const NAME: &'static str = "social";
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    fn providers(&self) -> Vec<ProviderKeys> {
+        vec![
+            ProviderKeys::new("one", self.one.enabled, &[("social.one.api_key", &self.one.api_key)]),
+            ProviderKeys::new("two", self.two.enabled, &[("social.two.api_key", &self.two.api_key)]),
+        ]
+    }
+}
+
+#[test]
+fn a_provider_without_its_key_is_disabled_and_none_left_is_an_error() {
+    let f = file("social:\n  one:\n    api_key: k1\n");
+    let cfg = load_with_env::<Pair>(f.path(), &HashMap::new()).unwrap();
+    assert!(cfg.section.runs("one") && !cfg.section.runs("two"));
+    let two = cfg.section.providers().into_iter().find(|p| p.name == "two").unwrap();
+    assert_eq!(two.disabled_for().as_deref(), Some("FINSTREAM__SOCIAL__TWO__API_KEY"));
+    // The key from the environment counts as set.
+    let env = HashMap::from([("FINSTREAM__SOCIAL__TWO__API_KEY".to_string(), "k2".to_string())]);
+    let cfg = load_with_env::<Pair>(f.path(), &env).unwrap();
+    assert!(cfg.section.runs("one") && cfg.section.runs("two"));
+    // A provider disabled in the config is not "disabled for its key".
+    let f = file("social:\n  one:\n    api_key: k1\n  two:\n    enabled: false\n");
+    let cfg = load_with_env::<Pair>(f.path(), &HashMap::new()).unwrap();
+    assert_eq!(cfg.section.providers()[1].disabled_for(), None);
+    assert!(!cfg.section.runs("two"));
+    // None left with its key: the first missing one is named, with its variable.
+    let f = file("social:\n  one:\n    enabled: true\n");
+    let err = load_with_env::<Pair>(f.path(), &HashMap::new()).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("social.one.api_key"));
+    assert!(err.to_string().contains("FINSTREAM__SOCIAL__ONE__API_KEY"), "{err}");
+}
+
 #[test]
 fn unknown_keys_are_refused_at_every_level() {
     for (yaml, key) in [

@@ -151,6 +151,11 @@ impl StreamCounters {
     }
 }
 
+/// `producer_provider_enabled{provider}`.
+pub fn provider_enabled(m: &Metrics, provider: &str) -> IntGauge {
+    m.provider_enabled.with_label_values(&[provider])
+}
+
 /// `producer_duplicates_skipped_total` of `provider` (a stream's repeats after a reconnect).
 pub fn duplicates_skipped(m: &Metrics, provider: &str) -> IntCounter {
     m.duplicates_skipped.with_label_values(&[provider])

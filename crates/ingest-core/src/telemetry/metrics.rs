@@ -40,6 +40,9 @@ pub const WS_CONNECT_ERRORS: &str = "producer_ws_connect_errors_total";
 /// `producer_market_open`: 1 while a streaming feed's market is open (its session calendar),
 /// 0 while it is closed. Alerts on silence and gaps use it instead of a clock in PromQL.
 pub const MARKET_OPEN: &str = "producer_market_open";
+/// `producer_provider_enabled`: 1 for a provider the producer runs, 0 for one it was configured
+/// with but does not run (disabled in the config, or its credentials are not set).
+pub const PROVIDER_ENABLED: &str = "producer_provider_enabled";
 /// `producer_up`: 1 while the process runs (build info in labels).
 pub const UP: &str = "producer_up";
 /// Kafka transactions of polled sources by outcome (`committed`, `aborted`).
@@ -126,6 +129,8 @@ pub struct Metrics {
     pub ws_connect_errors: IntCounterVec,
     /// [`MARKET_OPEN`] {provider}
     pub market_open: IntGaugeVec,
+    /// [`PROVIDER_ENABLED`] {provider}
+    pub provider_enabled: IntGaugeVec,
     /// [`TRANSACTIONS`] {source, outcome}
     pub transactions: IntCounterVec,
     /// [`DUPLICATES_SKIPPED`] {provider}
@@ -232,6 +237,15 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(market_open.clone())).expect("metric registered once");
+        let provider_enabled = IntGaugeVec::new(
+            Opts::new(
+                PROVIDER_ENABLED,
+                "1 for a provider the producer runs, 0 for one disabled (in the config, or for missing credentials).",
+            ),
+            &["provider"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(provider_enabled.clone())).expect("metric registered once");
         let kafka_in_flight =
             IntGauge::new(KAFKA_IN_FLIGHT, "Records handed to librdkafka and not yet settled.").expect("valid metric");
         registry.register(Box::new(kafka_in_flight.clone())).expect("metric registered once");
@@ -275,6 +289,7 @@ impl Metrics {
             ws_gap_seconds,
             ws_connect_errors,
             market_open,
+            provider_enabled,
             transactions,
             duplicates_skipped,
             quota_exhausted,

@@ -9,6 +9,6 @@ fn cli_contract() {
         "market-producer",
         // A closed loopback port: the source keeps reconnecting; no packet leaves the machine.
         &[("MARKET_API_KEY", "test-key"), ("MARKET_WS_URL", "ws://127.0.0.1:9/stocks")],
-        Some(("MARKET_API_KEY", "market.api_key")),
+        &[("MARKET_API_KEY", "market.api_key")],
     );
 }

@@ -16,6 +16,6 @@ fn cli_contract() {
             ("FINSTREAM__NEWS__ALPHAVANTAGE__BASE_URL", "http://127.0.0.1:9"),
             ("FINSTREAM__RUNTIME__INSTANCE_ID", &instance),
         ],
-        Some(("NEWS_API_KEY", "news.newsapi.api_key")),
+        &[("NEWS_API_KEY", "news.newsapi.api_key"), ("ALPHAVANTAGE_API_KEY", "news.alphavantage.api_key")],
     );
 }

@@ -168,6 +168,28 @@ async fn both_providers_field_by_field_and_one_record_per_story() {
     assert!(av_req.iter().skip(1).any(|r| r.query.as_deref().unwrap_or("").contains("time_from=")), "cursor used");
 }
 
+/// A deployment with only NewsAPI's key (the Kubernetes Secret holds the keys a team has): the
+/// producer starts, NewsAPI's stories flow, Alpha Vantage is disabled (logged, exposed as
+/// `producer_provider_enabled 0`) and never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_its_key_is_disabled_and_the_others_run() {
+    let mut fx = Fixture::new().await;
+    fx.set("ALPHAVANTAGE_API_KEY", "");
+    fx.news.publish(story(1, true, true));
+    fx.news.publish(story(2, true, false));
+    let mut p = fx.spawn();
+    let got = fx.wait_committed(2).await;
+    assert!(got.iter().all(|a| a.provider == "newsapi"), "{got:?}");
+    assert_eq!(p.metric("producer_provider_enabled", &[("provider", "newsapi")]).await, 1.0);
+    assert_eq!(p.metric("producer_provider_enabled", &[("provider", "alphavantage")]).await, 0.0);
+    let ready = reqwest::get(format!("http://{}/ready", p.health)).await.unwrap().status();
+    assert_eq!(ready, 200, "ready with the providers it runs: {}", p.log());
+    assert!(fx.sim.log.to_path("/query").is_empty(), "the disabled provider is never called");
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
+    let log = p.log();
+    assert!(log.contains("alphavantage is disabled: ALPHAVANTAGE_API_KEY is not set"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_poll_then_restart_delivers_every_story_exactly_once() {
     let fx = Fixture::new().await;

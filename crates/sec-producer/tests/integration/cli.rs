@@ -18,7 +18,7 @@ fn cli_contract() {
             ("FINSTREAM__SEC__DATA_URL", "http://127.0.0.1:9"),
             ("FINSTREAM__RUNTIME__INSTANCE_ID", &instance),
         ],
-        None,
+        &[],
     );
 }
 

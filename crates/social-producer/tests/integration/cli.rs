@@ -13,12 +13,18 @@ fn cli_contract() {
             ("REDDIT_CLIENT_ID", "id"),
             ("REDDIT_CLIENT_SECRET", "s"),
             ("TWITTER_BEARER_TOKEN", "t"),
+            // StockTwits needs no credentials: off, so that no provider is left without Reddit's and X's.
+            ("FINSTREAM__SOCIAL__STOCKTWITS__ENABLED", "false"),
             ("FINSTREAM__SOCIAL__REDDIT__BASE_URL", "http://127.0.0.1:9"),
             ("FINSTREAM__SOCIAL__REDDIT__AUTH_URL", "http://127.0.0.1:9"),
             ("FINSTREAM__SOCIAL__STOCKTWITS__BASE_URL", "http://127.0.0.1:9"),
             ("FINSTREAM__SOCIAL__TWITTER__BASE_URL", "http://127.0.0.1:9"),
             ("FINSTREAM__RUNTIME__INSTANCE_ID", &instance),
         ],
-        Some(("TWITTER_BEARER_TOKEN", "social.twitter.bearer_token")),
+        &[
+            ("REDDIT_CLIENT_ID", "social.reddit.client_id"),
+            ("REDDIT_CLIENT_SECRET", "social.reddit.client_secret"),
+            ("TWITTER_BEARER_TOKEN", "social.twitter.bearer_token"),
+        ],
     );
 }
