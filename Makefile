@@ -69,8 +69,11 @@ run-market run-news run-social run-sec run-altdata: run-%: ## local Kafka + that
 kafka-up: ## start the single-node local Kafka (127.0.0.1:$KAFKA_PORT) and create the topics
 	scripts/kafka.sh up
 
-kafka-down: ## stop the single-node local Kafka
+kafka-down: ## stop every local broker make test starts (single node, secure, three-node cluster, chaos node); data kept (make kafka-clean deletes it)
 	scripts/kafka.sh down
+	scripts/kafka.sh secure-down
+	scripts/kafka.sh cluster-down
+	scripts/kafka.sh chaos-down
 
 kafka-secure-up: ## start the TLS + SASL/SCRAM-SHA-512 test broker (localhost:9293; test CA and user in .local/kafka/secure)
 	scripts/kafka.sh secure-up
@@ -96,7 +99,7 @@ sync-configmap: ## copy configs/config.yaml into the Kubernetes ConfigMap (make 
 kafka-topics: ## list topics and partition counts
 	scripts/kafka.sh topics
 
-kafka-clean: ## stop local Kafka and delete its data
+kafka-clean: ## stop every local broker (as kafka-down) and delete their data
 	scripts/kafka.sh clean
 
 docker-build: ## build one image per producer, and provider-sim's (Docker, or DOCKER=podman; one shared compile)
@@ -136,7 +139,7 @@ deny: ## cargo-deny: licenses, bans, sources, and advisories when GitHub is reac
 	@if cargo deny fetch db >/dev/null 2>&1; then cargo deny check advisories; \
 	else echo "deny: the RustSec database cannot be fetched (no network?): advisories not checked; offline: scripts/advisories-offline.sh <snapshot.tar.gz>"; fi
 
-coverage: kafka-up ## HTML coverage report in coverage/ (installs cargo-tarpaulin if missing)
+coverage: test-ca kafka-up kafka-secure-up kafka-cluster-up kafka-chaos-up ## HTML coverage report in coverage/ over every test, with every broker the tests need (installs cargo-tarpaulin if missing)
 	@command -v cargo-tarpaulin >/dev/null || cargo install cargo-tarpaulin --locked
 	$(TEST_ENV) cargo tarpaulin --workspace --out Html --output-dir coverage --target-dir target/tarpaulin \
 	  --skip-clean --follow-exec --timeout 300
