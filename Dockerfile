@@ -48,17 +48,19 @@ COPY configs/config.yaml /etc/finstream/config.yaml
 COPY configs/kafka-seed.yaml /etc/finstream/kafka-seed.yaml
 WORKDIR /var/lib/finstream
 USER 10001:10001
+# Labels every image carries; each target adds its title and description.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="https://github.com/finstream/ingest" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="FinStream"
 
 # The simulator of every provider (demo mode, tests): plain HTTP/WebSocket on 9400.
 FROM runtime AS provider-sim
-ARG VERSION=0.1.0
-ARG REVISION=unknown
 LABEL org.opencontainers.image.title="provider-sim" \
-      org.opencontainers.image.description="FinStream ingest: provider simulator for demo mode and tests" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="https://github.com/finstream/ingest" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.description="FinStream ingest: provider simulator for demo mode and tests"
 COPY --from=build /out/provider-sim /usr/local/bin/provider-sim
 ENV PROVIDER_SIM_LISTEN=0.0.0.0:9400
 EXPOSE 9400
@@ -70,15 +72,8 @@ ENTRYPOINT ["/usr/local/bin/provider-sim"]
 # sec-producer, altdata-producer).
 FROM runtime AS producer
 ARG PRODUCER=market-producer
-ARG VERSION=0.1.0
-ARG REVISION=unknown
 LABEL org.opencontainers.image.title="${PRODUCER}" \
-      org.opencontainers.image.description="FinStream ingest: ${PRODUCER}" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="https://github.com/finstream/ingest" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.vendor="FinStream"
+      org.opencontainers.image.description="FinStream ingest: ${PRODUCER}"
 COPY --from=build /out/${PRODUCER} /usr/local/bin/producer
 # The config's defaults listen on 0.0.0.0:9090 (metrics) and 0.0.0.0:8081 (health).
 # The outage spool (kafka.spool): records held on disk while Kafka is away. Mount a volume here
