@@ -179,7 +179,9 @@ pub fn check_cli_contract(bin: &Path, name: &str, valid_env: &[(&str, &str)], se
 
     let out = run(bin, &["--version"], &[]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{name} {}", env!("CARGO_PKG_VERSION")));
+    // The version and the commit it was built from (images are checked by the same line).
+    let version = format!("{name} {} (commit {})", env!("CARGO_PKG_VERSION"), crate::runtime::REVISION);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), version);
 
     let out = run(bin, &["--no-such-flag"], &[]);
     assert_eq!(out.status.code(), Some(2), "usage error must exit 2");
