@@ -263,6 +263,7 @@ impl ClientContext for SinkContext {
         // sink asks librdkafka itself (`Sink::check_fatal`) when woken below.
         if code == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.set_kafka(false, format!("no broker reachable (librdkafka: {reason})"));
+            self.metrics.kafka_ready.set(0);
         }
         if let Some(repeated) = CLIENT_LOG.admit(&format!("{kind} {reason}"), Instant::now()) {
             match code {

@@ -43,6 +43,10 @@ pub const MARKET_OPEN: &str = "producer_market_open";
 /// `producer_provider_enabled`: 1 for a provider the producer runs, 0 for one it was configured
 /// with but does not run (disabled in the config, or its credentials are not set).
 pub const PROVIDER_ENABLED: &str = "producer_provider_enabled";
+/// `producer_kafka_ready`: 1 while the last Kafka check found a broker answering and every
+/// topic present, 0 otherwise (set every `kafka.healthcheck_interval_secs`, and at once when
+/// librdkafka reports all brokers down): an outage keeps it at 0 for as long as it lasts.
+pub const KAFKA_READY: &str = "producer_kafka_ready";
 /// `producer_up`: 1 while the process runs (build info in labels).
 pub const UP: &str = "producer_up";
 /// Kafka transactions of polled sources by outcome (`committed`, `aborted`).
@@ -117,6 +121,8 @@ pub struct Metrics {
     breakers: BreakerTallies,
     /// [`KAFKA_IN_FLIGHT`]
     pub kafka_in_flight: IntGauge,
+    /// [`KAFKA_READY`]
+    pub kafka_ready: IntGauge,
     /// [`KAFKA_ERRORS`] {kind}
     pub kafka_errors: IntCounterVec,
     /// [`WS_RECONNECTS`] {provider}
@@ -262,6 +268,8 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("metric registered once");
             c
         };
+        let kafka_ready =
+            gauge(KAFKA_READY, "1 while the last Kafka check found a broker answering and every topic present.");
         let spool_bytes = gauge(SPOOL_BYTES, "Bytes of the outage spool's segments on disk.");
         let spool_records = gauge(SPOOL_RECORDS, "Spooled records not yet handed to Kafka's client.");
         let spool_active = gauge(SPOOL_ACTIVE, "1 while records go to the outage spool instead of straight to Kafka.");
@@ -283,6 +291,7 @@ impl Metrics {
             breaker_state,
             breakers: Arc::default(),
             kafka_in_flight,
+            kafka_ready,
             kafka_errors,
             ws_reconnects,
             ws_gaps,

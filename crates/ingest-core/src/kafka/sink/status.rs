@@ -91,6 +91,7 @@ impl Sink {
             Ok(d) => self.ctx().health.set_kafka(true, d.clone()),
             Err(d) => self.ctx().health.set_kafka(false, d.clone()),
         }
+        self.ctx().metrics.kafka_ready.set(i64::from(outcome.is_ok()));
         outcome
     }
 }
