@@ -39,18 +39,10 @@ log() { printf 'containers.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 setup() {
-  local want=(podman runc uidmap mmdebstrap netavark aardvark-dns fuse-overlayfs slirp4netns catatonit)
-  local missing=() p
-  for p in "${want[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if ((${#missing[@]})); then
-    local sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo="sudo"
-    log "installing: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  # shellcheck source=scripts/lib/apt.sh
+  . scripts/lib/apt.sh
+  apt_install_missing containers.sh podman runc uidmap mmdebstrap netavark aardvark-dns fuse-overlayfs \
+    slirp4netns catatonit
   mkdir -p "$dir"
   # nofile: Kafka wants many; podman's default is above this machine's hard limit.
   local nofile

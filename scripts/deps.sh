@@ -17,19 +17,9 @@ log() { printf 'deps.sh: %s\n' "$*" >&2; }
 
 packages=(build-essential pkg-config libssl-dev zlib1g-dev openjdk-17-jre-headless maven kcat curl
   prometheus docker-compose python3-venv openssl)
-missing=()
-if command -v dpkg >/dev/null; then
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-fi
-if ((${#missing[@]})); then
-  sudo=""
-  [[ $(id -u) -eq 0 ]] || sudo="sudo"
-  log "installing: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib/apt.sh
+. scripts/lib/apt.sh
+apt_install_missing deps.sh "${packages[@]}"
 
 command -v cargo >/dev/null || { log "cargo not found: install Rust (https://rustup.rs), 1.85 or newer"; exit 1; }
 

@@ -145,6 +145,13 @@ impl SinkContext {
         }
     }
 
+    /// The outcome of a Kafka check, in the one pair that reports it: readiness (`/ready`) and
+    /// `producer_kafka_ready` (which the unreachable alert reads).
+    pub(crate) fn set_kafka(&self, ok: bool, detail: String) {
+        self.health.set_kafka(ok, detail);
+        self.metrics.kafka_ready.set(i64::from(ok));
+    }
+
     /// Microseconds since the sink started.
     pub(crate) fn now_us(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -262,8 +269,7 @@ impl ClientContext for SinkContext {
         // Fatal state is not decided here: the error event carries the underlying code, so the
         // sink asks librdkafka itself (`Sink::check_fatal`) when woken below.
         if code == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.set_kafka(false, format!("no broker reachable (librdkafka: {reason})"));
-            self.metrics.kafka_ready.set(0);
+            self.set_kafka(false, format!("no broker reachable (librdkafka: {reason})"));
         }
         if let Some(repeated) = CLIENT_LOG.admit(&format!("{kind} {reason}"), Instant::now()) {
             match code {

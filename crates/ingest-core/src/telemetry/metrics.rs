@@ -228,35 +228,30 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(latency.clone())).expect("metric registered once");
-        let breaker_state = IntGaugeVec::new(
-            Opts::new(BREAKER_STATE, "Circuit breaker state of a polled source: 0 closed, 1 open, 2 half-open."),
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        };
+        let breaker_state = gauge_vec(
+            BREAKER_STATE,
+            "Circuit breaker state of a polled source: 0 closed, 1 open, 2 half-open.",
             &["provider", "source"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(breaker_state.clone())).expect("metric registered once");
-        let market_open = IntGaugeVec::new(
-            Opts::new(
-                MARKET_OPEN,
-                "1 while a streaming feed's market is open by its session calendar, 0 while closed.",
-            ),
+        );
+        let market_open = gauge_vec(
+            MARKET_OPEN,
+            "1 while a streaming feed's market is open by its session calendar, 0 while closed.",
             &["provider"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(market_open.clone())).expect("metric registered once");
-        let provider_enabled = IntGaugeVec::new(
-            Opts::new(
-                PROVIDER_ENABLED,
-                "1 for a provider the producer runs, 0 for one disabled (in the config, or for missing credentials).",
-            ),
+        );
+        let provider_enabled = gauge_vec(
+            PROVIDER_ENABLED,
+            "1 for a provider the producer runs, 0 for one disabled (in the config, or for missing credentials).",
             &["provider"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(provider_enabled.clone())).expect("metric registered once");
+        );
         let kafka_in_flight =
             IntGauge::new(KAFKA_IN_FLIGHT, "Records handed to librdkafka and not yet settled.").expect("valid metric");
         registry.register(Box::new(kafka_in_flight.clone())).expect("metric registered once");
-        let up = IntGaugeVec::new(Opts::new(UP, "1 while the producer runs."), &["version"]).expect("valid metric");
-        registry.register(Box::new(up.clone())).expect("metric registered once");
+        let up = gauge_vec(UP, "1 while the producer runs.", &["version"]);
         up.with_label_values(&[version]).set(1);
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");

@@ -87,11 +87,8 @@ impl Sink {
         })
         .await
         .unwrap_or_else(|e| Err(format!("check panicked: {e}")));
-        match &outcome {
-            Ok(d) => self.ctx().health.set_kafka(true, d.clone()),
-            Err(d) => self.ctx().health.set_kafka(false, d.clone()),
-        }
-        self.ctx().metrics.kafka_ready.set(i64::from(outcome.is_ok()));
+        let (Ok(detail) | Err(detail)) = &outcome;
+        self.ctx().set_kafka(outcome.is_ok(), detail.clone());
         outcome
     }
 }
