@@ -111,7 +111,7 @@ docker-build: ## build one image per producer, and provider-sim's (Docker, or DO
 	$(DOCKER) build --target provider-sim --build-arg REVISION=$$(git rev-parse --short=12 HEAD 2>/dev/null) \
 	  -t $(IMAGE_PREFIX)/provider-sim:$(IMAGE_TAG) .
 
-test-containers: ## with podman: the six images built from the Dockerfile, each checked (non-root, --version names the commit, HEALTHCHECK passes, demo records reach Kafka); run by CI
+test-containers: ## with podman: the six images built from the Dockerfile, each checked (non-root, --version names the commit, HEALTHCHECK passes, demo records reach Kafka), then docker-compose.yml started as a whole (records in every topic, producers ready, Prometheus targets up); run by CI
 	scripts/containers.sh test
 
 containers-clean: ## remove the containers, networks and volumes test-containers made (it does so itself, also on failure)

@@ -7,12 +7,17 @@
 #                                   compose file use: debian:bookworm-slim (mmdebstrap, from
 #                                   Debian's packages), rust:1.95-bookworm (that base plus this
 #                                   machine's Rust toolchain), apache/kafka:4.1.1 (the Maven
-#                                   Central Kafka jars scripts/kafka.sh resolves)
+#                                   Central Kafka jars scripts/kafka.sh resolves),
+#                                   prom/prometheus:v2.55.1 (Prometheus from Debian's package)
 #   scripts/containers.sh build     the five producer images and provider-sim's, with the real
 #                                   Dockerfile (one compile shared by all six)
 #   scripts/containers.sh check     per image: runs as a non-root user, --version names the
 #                                   commit, its HEALTHCHECK passes, and it delivers demo records
 #                                   to a Kafka broker (a container of the same Kafka release)
+#   scripts/containers.sh compose   docker-compose.yml started as a whole (docker-compose against
+#                                   podman's Docker API) with every service whose image can be had
+#                                   here: records in every data topic, every producer ready, every
+#                                   Prometheus target up; lists what was not run and why
 #   scripts/containers.sh test      all of the above, then removes what it started
 #   scripts/containers.sh clean     removes every container, network and volume it made
 #
@@ -33,6 +38,7 @@ producers=(market news social sec altdata)
 rust_image=docker.io/library/rust:1.95-bookworm
 debian_image=docker.io/library/debian:bookworm-slim
 kafka_image=docker.io/apache/kafka:4.1.1
+prometheus_image=docker.io/prom/prometheus:v2.55.1
 revision=${REVISION:-$(git rev-parse --short=12 HEAD)}
 
 log() { printf 'containers.sh: %s\n' "$*" >&2; }
@@ -42,7 +48,7 @@ setup() {
   # shellcheck source=scripts/lib/apt.sh
   . scripts/lib/apt.sh
   apt_install_missing containers.sh podman runc uidmap mmdebstrap netavark aardvark-dns fuse-overlayfs \
-    slirp4netns catatonit
+    slirp4netns catatonit docker-compose iproute2 util-linux curl
   mkdir -p "$dir"
   # nofile: Kafka wants many; podman's default is above this machine's hard limit.
   local nofile
@@ -95,6 +101,10 @@ base() {
     cp -r .local/kafka/lib "$ctx/libs"
     podman build -q -t "$kafka_image" "$ctx" >/dev/null
     rm -rf "$ctx"
+  fi
+  if ! podman image exists "$prometheus_image"; then
+    log "building $prometheus_image from Debian's prometheus package"
+    podman build -q --format docker -t "$prometheus_image" scripts/containers/prometheus >/dev/null
   fi
 }
 
@@ -156,13 +166,14 @@ start_kafka() {
     "$kafka_image" /etc/finstream/create-topics.sh >/dev/null
 }
 
-# Records in topic $2 (sum of the partitions' end offsets), read inside Kafka container $1.
+# Records in topic $2 (sum of the partitions' end offsets), read inside Kafka container $1 through
+# its listener $3 (one whose advertised addresses resolve there).
 records() {
-  podman exec "$1" /opt/kafka/bin/kafka-get-offsets.sh --bootstrap-server localhost:9092 --topic "$2" \
+  podman exec "$1" /opt/kafka/bin/kafka-get-offsets.sh --bootstrap-server "${3:-localhost:9092}" --topic "$2" \
     2>/dev/null | awk -F: '{n += $3} END {print n + 0}'
 }
 
-has_records() { (($(records "$1" "$2") > 0)); }
+has_records() { (($(records "$@") > 0)); }
 
 topic_of() {
   case $1 in
@@ -236,15 +247,191 @@ check_image() {
   ((ok))
 }
 
+# ---- The compose stack ----------------------------------------------------------------------
+# docker-compose.yml as a user starts it, with docker-compose talking to podman's Docker API.
+# It runs in a network namespace of its own: the 127.0.0.1 ports it publishes (9092, 9090,
+# 8081…) are then that namespace's, free whatever the machine runs (`make test` leaves a broker
+# on 9092). Everything below reaches them from inside the namespace.
+compose_project=$prefix-compose
+compose_netns=$prefix-compose
+# The brokers' INTERNAL listener (EXTERNAL advertises the host's localhost ports).
+compose_bootstrap=kafka-1:19092
+compose_sock=$PWD/$dir/compose.sock
+compose_log=$dir/compose-service.log
+compose_services=(kafka-1 kafka-2 kafka-3 topic-init provider-sim prometheus
+  market-producer news-producer social-producer sec-producer altdata-producer)
+# service, port of its /ready on 127.0.0.1 (as docker-compose.yml publishes them)
+compose_ready=(market-producer:8181 news-producer:8182 social-producer:8183 sec-producer:8184
+  altdata-producer:8185)
+# Topics that must have records: the five producers' and the events/state topics.
+compose_topics=(market.ticks.raw news.articles.raw social.posts.raw sec.filings.raw altdata.records.raw
+  ingest.events ingest.state)
+# Not run, and why: no image registry is reachable, and none can be built from real packages here.
+compose_not_run=(
+  "grafana|grafana/grafana:11.3.1|not packaged by Debian, not on Maven Central; every dashboard query runs against a live Prometheus in make check-deploy"
+  "kafka-ui|provectuslabs/kafka-ui:v0.7.2|not packaged by Debian, not on Maven Central"
+  "schema-registry|confluentinc/cp-schema-registry:7.9.1|Confluent publishes it on its own repository, not Maven Central or Debian; the producers do not need it"
+  "kafka-exporter|danielqsj/kafka-exporter:v1.9.0|not packaged by Debian; its Prometheus target is therefore the one left down"
+)
+compose_service_pid=
+compose_scheduler_pid=
+
+in_ns() { nsenter --net="/run/netns/$compose_netns" "$@"; }
+
+# podman runs a container's HEALTHCHECK from a systemd timer, and there is no systemd here. This
+# loop does that timer's work: every container of the project gets `podman healthcheck run` (the
+# command the timer runs, which records the status docker-compose's `condition: service_healthy`
+# waits on) once per its own healthcheck interval.
+health_scheduler() {
+  local -A every=() due=()
+  local id now
+  while true; do
+    now=$(date +%s)
+    for id in $(podman ps -q --filter "label=com.docker.compose.project=$compose_project" 2>/dev/null); do
+      if [[ -z ${every[$id]:-} ]]; then
+        every[$id]=$(healthcheck_interval "$id")
+        due[$id]=$((now + ${every[$id]}))
+      fi
+      if ((${every[$id]} > 0 && now >= ${due[$id]})); then
+        due[$id]=$((now + ${every[$id]}))
+        podman healthcheck run "$id" >/dev/null 2>&1 || true
+      fi
+    done
+    sleep 1
+  done
+}
+
+# A container's healthcheck interval in seconds (Docker's default 30 when unset), 0 without one.
+healthcheck_interval() {
+  local ns
+  ns=$(podman inspect -f '{{with .Config.Healthcheck}}{{.Interval.Nanoseconds}}{{end}}' "$1" 2>/dev/null || true)
+  [[ $ns =~ ^[0-9]+$ ]] || { echo 0; return; }
+  ((ns > 0)) || ns=30000000000
+  echo $((ns / 1000000000))
+}
+
+dc() {
+  env DOCKER_HOST="unix://$compose_sock" COMPOSE_PROJECT_NAME="$compose_project" IMAGE_TAG="$tag" \
+    docker-compose "$@"
+}
+
+# Prometheus's targets as "job url health" lines.
+prom_targets() {
+  in_ns curl -fsS http://127.0.0.1:9090/api/v1/targets | python3 -c '
+import json, sys
+for t in json.load(sys.stdin)["data"]["activeTargets"]:
+    print(t["labels"]["job"], t["scrapeUrl"], t["health"])'
+}
+
+# Every target up but the one of a service not run.
+targets_up() {
+  local out
+  out=$(prom_targets) || return 1
+  [[ -n $out ]] && ! grep -v '^kafka-exporter ' <<<"$out" | grep -qv ' up$'
+}
+
+ready() { in_ns curl -fsS -o /dev/null "http://127.0.0.1:$1/ready" 2>/dev/null; }
+
+compose() {
+  local started kafka ok=1 s p svc port state t n
+  started=$(date +%s)
+  compose_clean
+  ip netns add "$compose_netns"
+  in_ns ip link set lo up
+  log "podman's Docker API on $compose_sock, in network namespace $compose_netns"
+  in_ns podman system service --time=0 "unix://$compose_sock" >"$compose_log" 2>&1 &
+  compose_service_pid=$!
+  wait_for 30 "podman's API socket" test -S "$compose_sock"
+  health_scheduler &
+  compose_scheduler_pid=$!
+  # What a user's .env carries (.env.example): compose refuses to start without these passwords.
+  KAFKA_UI_PASSWORD=$(openssl rand -hex 12) GRAFANA_ADMIN_PASSWORD=$(openssl rand -hex 12)
+  export KAFKA_UI_PASSWORD GRAFANA_ADMIN_PASSWORD
+  log "docker-compose up -d: ${compose_services[*]}"
+  if ! timeout 900 env DOCKER_HOST="unix://$compose_sock" COMPOSE_PROJECT_NAME="$compose_project" \
+    IMAGE_TAG="$tag" docker-compose up -d --no-build "${compose_services[@]}"; then
+    ok=0
+  fi
+  kafka=${compose_project}_kafka-1_1
+  if ((ok)); then
+    for s in "${compose_ready[@]}"; do
+      wait_for 240 "${s%%:*} ready on 127.0.0.1:${s##*:}" ready "${s##*:}" || ok=0
+    done
+    for t in "${compose_topics[@]}"; do
+      wait_for 180 "records in $t" has_records "$kafka" "$t" "$compose_bootstrap" || ok=0
+    done
+    wait_for 180 "every Prometheus target up" targets_up || ok=0
+  fi
+  printf '\ndocker-compose up (%s), %s s:\n| service | image | state |\n|---|---|---|\n' \
+    "$(docker-compose version --short 2>/dev/null) against podman $(podman version -f '{{.Client.Version}}')" \
+    "$(($(date +%s) - started))"
+  for svc in "${compose_services[@]}"; do
+    state=$(podman inspect -f '{{.Config.Image}}|{{.State.Status}}{{if eq .State.Status "exited"}} (exit {{.State.ExitCode}}){{end}}{{with .State.Health}}{{with .Status}}, {{.}}{{end}}{{end}}' \
+      "${compose_project}_${svc}_1" 2>/dev/null || echo "–|not created")
+    printf '| %s | %s | %s |\n' "$svc" "${state%%|*}" "${state#*|}"
+  done
+  printf '\n| producer | /ready on 127.0.0.1 |\n|---|---|\n'
+  for s in "${compose_ready[@]}"; do
+    port=${s##*:}
+    printf '| %s | :%s %s |\n' "${s%%:*}" "$port" "$(ready "$port" && echo ready || echo 'NOT ready')"
+  done
+  printf '\n| topic | records |\n|---|---|\n'
+  while read -r t _; do
+    [[ -z $t || $t == \#* ]] && continue
+    printf '| %s | %s |\n' "$t" "$(records "$kafka" "$t" "$compose_bootstrap")"
+  done <scripts/kafka/topics.txt
+  printf '\n| Prometheus job | target | health |\n|---|---|---|\n'
+  prom_targets 2>/dev/null | sort | while read -r s t n; do printf '| %s | %s | %s |\n' "$s" "$t" "$n"; done
+  printf '\nAlert rules loaded by Prometheus: %s\n' "$(in_ns curl -fsS http://127.0.0.1:9090/api/v1/rules 2>/dev/null |
+    python3 -c 'import json,sys; g=json.load(sys.stdin)["data"]["groups"]; print(sum(len(x["rules"]) for x in g), "in", len(g), "groups")' 2>/dev/null || echo none)"
+  printf '\nNot run (no image registry is reachable here; never replaced by a fake):\n| service | image | why |\n|---|---|---|\n'
+  for s in "${compose_not_run[@]}"; do
+    IFS='|' read -r svc state t <<<"$s"
+    printf '| %s | %s | %s |\n' "$svc" "$state" "$t"
+  done
+  if ((!ok)); then
+    for svc in "${compose_services[@]}"; do
+      log "---- last log lines of $svc"
+      podman logs --tail 20 "${compose_project}_${svc}_1" 2>&1 | sed 's/^/    /' >&2 || true
+    done
+    return 1
+  fi
+}
+
+# Removes the compose stack: `docker-compose down -v`, then by name whatever it left (it can
+# leave provider-sim, whose network namespace altdata shares), the API service, the namespace.
+compose_clean() {
+  local ids pass vols
+  if [[ -S $compose_sock ]]; then
+    dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+  fi
+  [[ -z $compose_scheduler_pid ]] || kill "$compose_scheduler_pid" 2>/dev/null || true
+  local run=()
+  [[ -e /run/netns/$compose_netns ]] && run=(in_ns)
+  for pass in 1 2; do
+    ids=$(podman ps -aq --filter "name=^$compose_project" 2>/dev/null || true)
+    [[ -z $ids ]] || "${run[@]}" podman rm -f -v -t 2 $ids >/dev/null 2>&1 || true
+  done
+  "${run[@]}" podman network rm -f "${compose_project}_default" >/dev/null 2>&1 || true
+  vols=$(podman volume ls -q --filter "name=^$compose_project" 2>/dev/null || true)
+  [[ -z $vols ]] || podman volume rm -f $vols >/dev/null 2>&1 || true
+  [[ -z $compose_service_pid ]] || kill "$compose_service_pid" 2>/dev/null || true
+  pkill -f "podman system service --time=0 unix://$compose_sock" 2>/dev/null || true
+  rm -f "$compose_sock"
+  ip netns del "$compose_netns" 2>/dev/null || true
+}
+
 # Removes the containers and network of one run (by name), whatever state they are in.
 clean_run() {
   local ids
   ids=$(podman ps -aq --filter "name=^$1" 2>/dev/null || true)
-  [[ -z $ids ]] || podman rm -f -t 2 $ids >/dev/null 2>&1 || true
+  # -v: the anonymous volumes of the images' VOLUMEs (the producers' spool) go with them.
+  [[ -z $ids ]] || podman rm -f -v -t 2 $ids >/dev/null 2>&1 || true
   podman network rm -f "$1" >/dev/null 2>&1 || true
 }
 
 clean() {
+  compose_clean
   clean_run "$prefix"
   local nets vols
   nets=$(podman network ls -q --filter "name=^$prefix" 2>/dev/null || true)
@@ -258,13 +445,17 @@ case ${1:-} in
   base) base ;;
   build) build ;;
   check) trap clean EXIT; check ;;
+  compose) trap clean EXIT; compose ;;
   test)
     setup
     base
     build
     trap clean EXIT
     check
+    # One run's network at a time: podman's DNS server (aardvark-dns) is one process per machine.
+    clean
+    compose
     ;;
   clean) clean ;;
-  *) die "usage: $0 setup|base|build|check|test|clean" ;;
+  *) die "usage: $0 setup|base|build|check|compose|test|clean" ;;
 esac
