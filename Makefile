@@ -93,7 +93,7 @@ kafka-chaos-down: ## stop it
 kafka-cluster-down: ## stop the three-node cluster
 	scripts/kafka.sh cluster-down
 
-sync-configmap: ## copy configs/config.yaml into the Kubernetes ConfigMap (make test checks they are equal)
+sync-configmap: ## copy configs/config.yaml, create-topics.sh and topics.txt into the Kubernetes ConfigMaps (make test checks they are equal)
 	scripts/sync-configmap.sh
 
 kafka-topics: ## list topics and partition counts
