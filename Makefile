@@ -10,14 +10,23 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT)
 DOCKER ?= docker
 IMAGE_PREFIX ?= finstream
 IMAGE_TAG ?= dev
+# make docker-push / k8s-manifests: where the images go (REGISTRY/<name>:IMAGE_TAG) and the
+# namespace of the Kubernetes resources. PUSH_FLAGS: extra flags for `push` (podman:
+# --tls-verify=false for a plain-HTTP registry).
+REGISTRY ?=
+NAMESPACE ?=
+PUSH_FLAGS ?=
+IMAGES := $(addsuffix -producer,$(PRODUCERS)) provider-sim
+# podman builds OCI images by default, which have no HEALTHCHECK: ask for Docker's format.
+BUILD_FORMAT := $(if $(filter podman,$(notdir $(DOCKER))),--format docker)
 
 .PHONY: help deps build test test-ca test-unit test-integration test-chaos test-chaos-release bench run $(addprefix run-,$(PRODUCERS)) \
         kafka-up kafka-down kafka-secure-up kafka-secure-down kafka-chaos-up kafka-chaos-down kafka-cluster-up kafka-cluster-down kafka-topics kafka-clean \
-        docker-build check-deploy sync-configmap fmt fmt-check lint coverage clean fuzz fuzz-ci deny \
+        docker-build docker-push k8s-manifests check-deploy sync-configmap fmt fmt-check lint coverage clean fuzz fuzz-ci deny \
         test-containers containers-clean $(addsuffix -producer,$(PRODUCERS)) provider-sim
 
 help: ## this list
-	@grep -E '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 deps: ## install system packages, Kafka jars (Maven Central) and Rust crates
 	scripts/deps.sh
@@ -105,11 +114,23 @@ kafka-clean: ## stop every local broker (as kafka-down) and delete their data
 docker-build: ## build one image per producer, and provider-sim's (Docker, or DOCKER=podman; one shared compile)
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "docker-build: no Docker engine reachable ($(DOCKER) info failed)"; exit 1; }
 	for p in $(PRODUCERS); do \
-	  $(DOCKER) build --build-arg PRODUCER=$$p-producer --build-arg REVISION=$$(git rev-parse --short=12 HEAD 2>/dev/null) \
+	  $(DOCKER) build $(BUILD_FORMAT) --build-arg PRODUCER=$$p-producer --build-arg REVISION=$$(git rev-parse --short=12 HEAD 2>/dev/null) \
 	    -t $(IMAGE_PREFIX)/$$p-producer:$(IMAGE_TAG) . || exit 1; \
 	done
-	$(DOCKER) build --target provider-sim --build-arg REVISION=$$(git rev-parse --short=12 HEAD 2>/dev/null) \
+	$(DOCKER) build $(BUILD_FORMAT) --target provider-sim --build-arg REVISION=$$(git rev-parse --short=12 HEAD 2>/dev/null) \
 	  -t $(IMAGE_PREFIX)/provider-sim:$(IMAGE_TAG) .
+
+docker-push: ## push the images docker-build made to REGISTRY as REGISTRY/<name>:IMAGE_TAG (e.g. make docker-build docker-push REGISTRY=registry.example.com/finstream IMAGE_TAG=0.1.0)
+	@test -n "$(REGISTRY)" || { echo "docker-push: set REGISTRY, e.g. make docker-build docker-push REGISTRY=registry.example.com/finstream IMAGE_TAG=0.1.0" >&2; exit 2; }
+	@for i in $(IMAGES); do \
+	  $(DOCKER) image inspect $(IMAGE_PREFIX)/$$i:$(IMAGE_TAG) >/dev/null 2>&1 || { echo "docker-push: no image $(IMAGE_PREFIX)/$$i:$(IMAGE_TAG): run make docker-build IMAGE_TAG=$(IMAGE_TAG) first" >&2; exit 1; }; \
+	  $(DOCKER) tag $(IMAGE_PREFIX)/$$i:$(IMAGE_TAG) $(REGISTRY)/$$i:$(IMAGE_TAG) || exit 1; \
+	  echo "pushing $(REGISTRY)/$$i:$(IMAGE_TAG)"; \
+	  $(DOCKER) push $(PUSH_FLAGS) $(REGISTRY)/$$i:$(IMAGE_TAG) || exit 1; \
+	done
+
+k8s-manifests: ## the Kubernetes manifests for REGISTRY, IMAGE_TAG and NAMESPACE (kustomize, nothing edited): make k8s-manifests REGISTRY=… IMAGE_TAG=0.1.0 | kubectl apply -f -
+	@REGISTRY=$(REGISTRY) IMAGE_TAG=$(if $(filter command line environment,$(origin IMAGE_TAG)),$(IMAGE_TAG)) NAMESPACE=$(NAMESPACE) scripts/k8s-manifests.sh
 
 test-containers: ## with podman: the six images built from the Dockerfile, each checked (non-root, --version names the commit, HEALTHCHECK passes, demo records reach Kafka), then docker-compose.yml started as a whole (records in every topic, producers ready, Prometheus targets up); run by CI
 	scripts/containers.sh test

@@ -8,6 +8,8 @@
 #     docker-compose (`docker-compose config`), and python3-venv;
 #   - hadolint and kubernetes-validate (with the Kubernetes JSON schemas) from PyPI, pinned in
 #     scripts/tools-requirements.txt, into .local/venv;
+#   - kustomize (the Kubernetes manifests' kustomization, rendered by a test), from the Go module
+#     proxy with the machine's Go, into .local/bin;
 #   - the Apache Kafka jars, from Maven Central (scripts/kafka.sh deps);
 #   - the Rust crates (cargo fetch --locked).
 set -euo pipefail
@@ -25,6 +27,16 @@ command -v cargo >/dev/null || { log "cargo not found: install Rust (https://rus
 
 scripts/kafka.sh deps
 cargo fetch --locked -q
+
+# kustomize, pinned; rebuilt when the pin changes.
+kustomize_version=v5.7.1
+if [[ $(.local/bin/kustomize version 2>/dev/null) != "$kustomize_version" ]]; then
+  go=$(command -v go || echo /usr/local/go/bin/go)
+  [[ -x $go ]] || { log "go not found: kustomize is built from the Go module proxy; install Go 1.22 or newer"; exit 1; }
+  log "installing kustomize $kustomize_version into .local/bin (Go module proxy)"
+  mkdir -p .local/bin
+  GOBIN=$PWD/.local/bin GOFLAGS=-mod=mod "$go" install "sigs.k8s.io/kustomize/kustomize/v5@$kustomize_version"
+fi
 
 # Python tools for the deployment checks, in a venv (reinstalled when the pins change).
 venv=.local/venv

@@ -23,7 +23,10 @@ impl Secure {
     fn get() -> Self {
         let dir = repo().join(".local/kafka/secure");
         let admin_port = std::env::var("KAFKA_SECURE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9292);
-        assert!(dir.join("sasl.password").is_file(), "no secure broker: run `scripts/kafka.sh secure-up` (make test does)");
+        assert!(
+            dir.join("sasl.password").is_file(),
+            "no secure broker: run `scripts/kafka.sh secure-up` (make test does)"
+        );
         Self { dir, admin_port }
     }
 
@@ -54,8 +57,13 @@ impl Secure {
             .output()
             .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
-        assert_eq!(left.len(), 1, "the script leaves no temporary file (its client config holds the password): {left:?}");
+        let left: Vec<_> =
+            std::fs::read_dir(tmp.path()).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
+        assert_eq!(
+            left.len(),
+            1,
+            "the script leaves no temporary file (its client config holds the password): {left:?}"
+        );
         (out.status.success(), text)
     }
 
@@ -128,7 +136,10 @@ fn topics_script_names_what_is_wrong_with_the_kafka_settings() {
             "KAFKA_SASL_MECHANISM=GSSAPI",
         ),
         (
-            vec![("KAFKA_SECURITY_PROTOCOL", "ssl".to_string()), ("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem".into())],
+            vec![
+                ("KAFKA_SECURITY_PROTOCOL", "ssl".to_string()),
+                ("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem".into()),
+            ],
             "cannot read /nonexistent/ca.pem",
         ),
     ] {
