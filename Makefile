@@ -132,7 +132,7 @@ docker-push: ## push the images docker-build made to REGISTRY as REGISTRY/<name>
 k8s-manifests: ## the Kubernetes manifests for REGISTRY, IMAGE_TAG and NAMESPACE (kustomize, nothing edited): make k8s-manifests REGISTRY=… IMAGE_TAG=0.1.0 | kubectl apply -f -
 	@REGISTRY=$(REGISTRY) IMAGE_TAG=$(if $(filter command line environment,$(origin IMAGE_TAG)),$(IMAGE_TAG)) NAMESPACE=$(NAMESPACE) scripts/k8s-manifests.sh
 
-test-containers: ## with podman: the six images built from the Dockerfile, each checked (non-root, --version names the commit, HEALTHCHECK passes, demo records reach Kafka), then docker-compose.yml started as a whole (records in every topic, producers ready, Prometheus targets up); run by CI
+test-containers: ## with podman: the six images built from the Dockerfile, each checked (non-root, --version names the commit, HEALTHCHECK passes, demo records reach Kafka), pushed to a local registry with docker-push and found there by the rendered Kubernetes manifests, then docker-compose.yml started as a whole (records in every topic, producers ready, Prometheus targets up); run by CI
 	scripts/containers.sh test
 
 containers-clean: ## remove the containers, networks and volumes test-containers made (it does so itself, also on failure)

@@ -14,6 +14,10 @@
 #   scripts/containers.sh check     per image: runs as a non-root user, --version names the
 #                                   commit, its HEALTHCHECK passes, and it delivers demo records
 #                                   to a Kafka broker (a container of the same Kafka release)
+#   scripts/containers.sh push      `make docker-push` to a registry on 127.0.0.1 (Debian's
+#                                   docker-registry), then every image of the Kubernetes
+#                                   manifests rendered for it (`make k8s-manifests`) found there,
+#                                   and one pulled back and run
 #   scripts/containers.sh compose   docker-compose.yml started as a whole (docker-compose against
 #                                   podman's Docker API) with every service whose image can be had
 #                                   here: records in every data topic, every producer ready, every
@@ -48,7 +52,7 @@ setup() {
   # shellcheck source=scripts/lib/apt.sh
   . scripts/lib/apt.sh
   apt_install_missing containers.sh podman runc uidmap mmdebstrap netavark aardvark-dns fuse-overlayfs \
-    slirp4netns catatonit docker-compose iproute2 util-linux curl
+    slirp4netns catatonit docker-compose iproute2 util-linux curl docker-registry
   mkdir -p "$dir"
   # nofile: Kafka wants many; podman's default is above this machine's hard limit.
   local nofile
@@ -247,6 +251,77 @@ check_image() {
   ((ok))
 }
 
+# ---- The registry ----------------------------------------------------------------------------
+registry_dir=$dir/registry
+registry_pid=
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Is there a manifest of repository $2, tag $3 in the registry at $1?
+in_registry() {
+  curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1/v2/$2/manifests/$3"
+}
+
+push() {
+  local port addr reg rendered img ref ok=1 pushed
+  registry_clean
+  port=$(free_port)
+  addr=127.0.0.1:$port
+  mkdir -p "$registry_dir/data"
+  printf 'version: 0.1\nlog: { level: warn }\nstorage:\n  filesystem: { rootdirectory: %s }\nhttp:\n  addr: %s\n' \
+    "$PWD/$registry_dir/data" "$addr" >"$registry_dir/config.yml"
+  docker-registry serve "$registry_dir/config.yml" >"$registry_dir/log" 2>&1 &
+  registry_pid=$!
+  wait_for 30 "the registry on $addr" curl -fsS "http://$addr/v2/"
+  reg=$addr/finstream
+  log "make docker-push REGISTRY=$reg (Debian's docker-registry)"
+  pushed=$(date +%s)
+  make -s docker-push DOCKER=podman REGISTRY="$reg" IMAGE_PREFIX="$images" IMAGE_TAG="$tag" \
+    PUSH_FLAGS="--tls-verify=false --quiet" >/dev/null
+  pushed=$(($(date +%s) - pushed))
+  rendered=$(REGISTRY=$reg IMAGE_TAG=$tag scripts/k8s-manifests.sh)
+  printf '\nmake docker-push REGISTRY=%s IMAGE_TAG=%s: %s s. The images of `make k8s-manifests` for it:\n' \
+    "$reg" "$tag" "$pushed"
+  printf '| image in the manifests | in the registry |\n|---|---|\n'
+  for img in $(sed -n 's/^ *image: *//p' <<<"$rendered" | sort -u); do
+    if [[ $img == "$addr"/* ]]; then
+      ref=${img#"$addr"/}
+      if in_registry "$addr" "${ref%:*}" "${ref##*:}"; then
+        printf '| %s | yes |\n' "$img"
+      else
+        printf '| %s | NO (FAIL) |\n' "$img"
+        ok=0
+      fi
+    else
+      printf '| %s | not ours: the topics Job pulls Apache Kafka from Docker Hub or your mirror |\n' "$img"
+    fi
+  done
+  # One pulled back from the registry (its local tag removed first) and run: the same program.
+  img=$reg/market-producer:$tag
+  local built pulled_version=
+  built=$(podman run --rm --no-healthcheck "$images/market-producer:$tag" --version)
+  podman rmi "$img" >/dev/null
+  if podman pull -q --tls-verify=false "$img" >/dev/null &&
+    pulled_version=$(podman run --rm --no-healthcheck "$img" --version) && [[ $pulled_version == "$built" ]]; then
+    printf '\n%s pulled back from the registry and run: %s\n' "$img" "$pulled_version"
+  else
+    log "$img pulled back from the registry: '${pulled_version:-did not run}', built: '$built'"
+    ok=0
+  fi
+  ((ok))
+}
+
+# Stops the registry, removes its data and the image tags made for it.
+registry_clean() {
+  local refs
+  [[ -z $registry_pid ]] || kill "$registry_pid" 2>/dev/null || true
+  pkill -f "docker-registry serve $registry_dir/config.yml" 2>/dev/null || true
+  refs=$(podman images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep -E '^127\.0\.0\.1:[0-9]+/finstream/' || true)
+  [[ -z $refs ]] || podman rmi $refs >/dev/null 2>&1 || true
+  rm -rf "$registry_dir"
+}
+
 # ---- The compose stack ----------------------------------------------------------------------
 # docker-compose.yml as a user starts it, with docker-compose talking to podman's Docker API.
 # It runs in a network namespace of its own: the 127.0.0.1 ports it publishes (9092, 9090,
@@ -432,6 +507,7 @@ clean_run() {
 
 clean() {
   compose_clean
+  registry_clean
   clean_run "$prefix"
   local nets vols
   nets=$(podman network ls -q --filter "name=^$prefix" 2>/dev/null || true)
@@ -445,6 +521,7 @@ case ${1:-} in
   base) base ;;
   build) build ;;
   check) trap clean EXIT; check ;;
+  push) trap clean EXIT; push ;;
   compose) trap clean EXIT; compose ;;
   test)
     setup
@@ -452,10 +529,11 @@ case ${1:-} in
     build
     trap clean EXIT
     check
+    push
     # One run's network at a time: podman's DNS server (aardvark-dns) is one process per machine.
     clean
     compose
     ;;
   clean) clean ;;
-  *) die "usage: $0 setup|base|build|check|compose|test|clean" ;;
+  *) die "usage: $0 setup|base|build|check|push|compose|test|clean" ;;
 esac
