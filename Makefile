@@ -102,7 +102,7 @@ kafka-chaos-down: ## stop it
 kafka-cluster-down: ## stop the three-node cluster
 	scripts/kafka.sh cluster-down
 
-sync-configmap: ## copy configs/config.yaml, create-topics.sh and topics.txt into the Kubernetes ConfigMaps (make test checks they are equal)
+sync-configmap: ## copy configs/config.yaml, create-topics.sh, topics.txt and the alert rules into the Kubernetes manifests (make test checks they are equal)
 	scripts/sync-configmap.sh
 
 kafka-topics: ## list topics and partition counts

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Copies the files the Kubernetes ConfigMaps carry into them: configs/config.yaml into
+# Copies the files the Kubernetes manifests carry into them: configs/config.yaml into
 # infrastructure/kubernetes/01-config.yaml (key `config.yaml`), and the topics script and file
 # docker-compose's topic-init uses into 02-topics-job.yaml (keys `create-topics.sh`, `topics.txt`),
-# indented four spaces. `make test` checks that the copies are equal; run this
-# (`make sync-configmap`) after editing any of the sources.
+# indented four spaces, and the alert rules into the PrometheusRule. `make test` checks that the
+# copies are equal; run this (`make sync-configmap`) after editing any of the sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +31,12 @@ sync() {
 sync infrastructure/kubernetes/01-config.yaml config.yaml configs/config.yaml
 sync infrastructure/kubernetes/02-topics-job.yaml create-topics.sh infrastructure/kafka/create-topics.sh
 sync infrastructure/kubernetes/02-topics-job.yaml topics.txt scripts/kafka/topics.txt
+
+# The PrometheusRule carries infrastructure/prometheus/alerts.yml's groups under `spec:`.
+rule=infrastructure/kubernetes/monitoring/prometheusrule.yaml
+tmp=$(mktemp)
+{
+  sed '/^spec:$/q' "$rule"
+  sed -n '/^groups:/,$p' infrastructure/prometheus/alerts.yml | sed 's/^\(.\)/  \1/'
+} >"$tmp"
+mv "$tmp" "$rule"

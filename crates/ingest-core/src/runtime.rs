@@ -273,6 +273,7 @@ pub async fn start<S: Section>(
     crate::tls::install(&core.tls).map_err(|e| RunError::Config(ConfigError::key("tls.extra_ca_file", e.reason)))?;
     let metrics = Metrics::new(spec.name, spec.version);
     let health = Health::new(spec.name, spec.version);
+    metrics.watch_sources(&health);
     let shutdown = CancellationToken::new();
     let fatal = CancellationToken::new();
     let made = if core.kafka.spool.enabled {

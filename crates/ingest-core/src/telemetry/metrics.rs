@@ -6,11 +6,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Health;
 use super::handles::BreakerTally;
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// `producer_messages_sent_total`: records acknowledged by Kafka.
@@ -47,6 +52,17 @@ pub const PROVIDER_ENABLED: &str = "producer_provider_enabled";
 /// topic present, 0 otherwise (set every `kafka.healthcheck_interval_secs`, and at once when
 /// librdkafka reports all brokers down): an outage keeps it at 0 for as long as it lasts.
 pub const KAFKA_READY: &str = "producer_kafka_ready";
+/// `producer_source_last_data_timestamp_seconds`: Unix time of a source's last data (a frame,
+/// a poll that returned records), read from its health at scrape time; absent until the first.
+/// `time() - …` is how long the source has been quiet.
+pub const SOURCE_LAST_DATA: &str = "producer_source_last_data_timestamp_seconds";
+/// `producer_source_fresh`: the `/ready` rule per source: 1 while its data is within its own
+/// staleness limit or its market is closed (session calendar: nights, weekends, holidays), 0
+/// while it is quiet for longer during market hours.
+pub const SOURCE_FRESH: &str = "producer_source_fresh";
+/// `producer_source_connected`: 1 while a source is connected (streams) or its last poll
+/// succeeded (polled sources).
+pub const SOURCE_CONNECTED: &str = "producer_source_connected";
 /// `producer_up`: 1 while the process runs (build info in labels).
 pub const UP: &str = "producer_up";
 /// Kafka transactions of polled sources by outcome (`committed`, `aborted`).
@@ -329,12 +345,74 @@ impl Metrics {
         &self.registry
     }
 
+    /// Exports the sources of `health` ([`SOURCE_LAST_DATA`], [`SOURCE_FRESH`],
+    /// [`SOURCE_CONNECTED`] by `source`), read from it at every scrape: the hot path only ever
+    /// touches its atomics. Once per process.
+    pub fn watch_sources(&self, health: &Health) {
+        let collector = SourcesCollector::new(health.clone());
+        self.registry.register(Box::new(collector)).expect("sources registered once");
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> String {
         let mut buf = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The per-source gauges, filled from [`Health`] when scraped.
+struct SourcesCollector {
+    health: Health,
+    /// Held while one scrape fills and reads the gauges.
+    scrape: Mutex<()>,
+    last_data: GaugeVec,
+    fresh: IntGaugeVec,
+    connected: IntGaugeVec,
+}
+
+impl SourcesCollector {
+    fn new(health: Health) -> Self {
+        let labels = &["source"];
+        Self {
+            health,
+            scrape: Mutex::new(()),
+            last_data: GaugeVec::new(Opts::new(SOURCE_LAST_DATA, "Unix time of the source's last data."), labels)
+                .expect("valid metric"),
+            fresh: IntGaugeVec::new(
+                Opts::new(SOURCE_FRESH, "1 while the source's data is fresh or its market is closed, 0 while stale."),
+                labels,
+            )
+            .expect("valid metric"),
+            connected: IntGaugeVec::new(
+                Opts::new(SOURCE_CONNECTED, "1 while the source is connected (or its last poll succeeded)."),
+                labels,
+            )
+            .expect("valid metric"),
+        }
+    }
+}
+
+impl Collector for SourcesCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.last_data.desc().into_iter().chain(self.fresh.desc()).chain(self.connected.desc()).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.last_data.reset();
+        self.fresh.reset();
+        self.connected.reset();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        for s in self.health.readiness().sources {
+            if let Some(age) = s.last_data_age_secs {
+                self.last_data.with_label_values(&[&s.name]).set(now - age);
+            }
+            self.fresh.with_label_values(&[&s.name]).set(i64::from(s.fresh));
+            self.connected.with_label_values(&[&s.name]).set(i64::from(s.connected));
+        }
+        [self.last_data.collect(), self.fresh.collect(), self.connected.collect()].concat()
     }
 }
 
@@ -355,5 +433,35 @@ mod tests {
             assert!(text.contains(&format!("{name}{{")), "{name} missing in\n{text}");
         }
         assert!(text.contains(r#"producer_messages_sent_total{provider="polygon",topic="market.ticks.raw",producer="market-producer"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn sources_are_read_from_health_at_scrape_time() {
+        let m = Metrics::new("market-producer", "0.1.0");
+        let h = Health::new("market-producer", "0.1.0");
+        m.watch_sources(&h);
+        let series = |text: &str, name: &str, source: &str| -> Option<f64> {
+            let prefix = format!(r#"{name}{{source="{source}",producer="market-producer"}} "#);
+            text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.parse().unwrap())
+        };
+        let feed = h.register_source("polygon", Some(std::time::Duration::from_secs(60)));
+        let text = m.render();
+        assert_eq!(series(&text, SOURCE_LAST_DATA, "polygon"), None, "no data yet: no timestamp\n{text}");
+        assert_eq!(series(&text, SOURCE_FRESH, "polygon"), Some(0.0), "no data yet is not fresh\n{text}");
+        assert_eq!(series(&text, SOURCE_CONNECTED, "polygon"), Some(0.0));
+
+        feed.set_connected(true, "subscribed");
+        feed.mark_data();
+        let text = m.render();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        let stamp = series(&text, SOURCE_LAST_DATA, "polygon").unwrap();
+        assert!((now - stamp).abs() < 5.0, "the last data is now: {stamp} vs {now}");
+        assert_eq!(series(&text, SOURCE_FRESH, "polygon"), Some(1.0));
+        assert_eq!(series(&text, SOURCE_CONNECTED, "polygon"), Some(1.0));
+
+        // A source whose market is closed is fresh without data: silence is expected then.
+        let closed = h.register_source("alpaca", Some(std::time::Duration::from_secs(60)));
+        closed.set_market_closed(Some("market closed (weekend)".into()));
+        assert_eq!(series(&m.render(), SOURCE_FRESH, "alpaca"), Some(1.0));
     }
 }
