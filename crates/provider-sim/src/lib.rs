@@ -16,6 +16,7 @@ pub mod news;
 pub mod polygon;
 pub mod proxy;
 pub mod social;
+pub mod tape;
 pub mod tls;
 pub mod trap;
 
@@ -97,6 +98,11 @@ async fn log_request(State(log): State<RequestLog>, req: Request, next: Next) ->
     next.run(req).await
 }
 
+/// The scheme clients reach the simulator by (`https` over TLS), for the absolute URLs some
+/// providers return (Polygon's `next_url`): a request extension every simulator can read.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheme(pub &'static str);
+
 /// A running simulator server.
 #[derive(Debug)]
 pub struct Sim {
@@ -128,7 +134,11 @@ impl Sim {
             .route("/_sim/health", get(|| async { "ok" }))
             .route("/_sim/requests", get(|State(log): State<RequestLog>| async move { axum::Json(log.all()) }))
             .with_state(log.clone());
-        let app = simulators.merge(harness).layer(middleware::from_fn_with_state(log.clone(), log_request));
+        let scheme = Scheme(if identity.is_some() { "https" } else { "http" });
+        let app = simulators
+            .merge(harness)
+            .layer(middleware::from_fn_with_state(log.clone(), log_request))
+            .layer(axum::Extension(scheme));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();

@@ -94,6 +94,7 @@ async fn main() -> ExitCode {
         api_key: cli.polygon_key.clone(),
         auth_timeout: Duration::from_secs(10),
         max_connections: 1,
+        ..PolygonConfig::default()
     });
     if !cli.firehose_symbols.is_empty() {
         polygon.firehose(Firehose {

@@ -10,17 +10,31 @@
 //! Tests drive it through [`PolygonHandle`]: push frames to subscribed connections, drop them
 //! abruptly, send arbitrary bytes, or start the firehose (generated trades with per-symbol
 //! increasing sequence numbers).
+//!
+//! With a [`Tape`] ([`PolygonHandle::tape`]) the market runs on a clock whether anyone listens
+//! or not: each subscribed connection receives the trades of its symbols as they happen from
+//! the moment it subscribed, and the REST history `GET /v3/trades/{ticker}` serves the same
+//! trades (ids, sequence numbers, nanosecond SIP times) with Polygon's parameters, `next_url`
+//! paging, its 401/403/429 bodies, a plan without history and injected failures. What a client
+//! missed while away is then exactly what the history holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::Scheme;
+use crate::tape::{Tape, TapeTrade};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -34,11 +48,21 @@ pub struct PolygonConfig {
     pub auth_timeout: Duration,
     /// Connections allowed per key (the oldest is dropped beyond this).
     pub max_connections: usize,
+    /// The account's plan includes trade history (`/v3/trades`); without it, 403 NOT_AUTHORIZED.
+    pub history: bool,
+    /// REST requests allowed per minute (the free tier's 5); beyond, 429. 0 = no limit.
+    pub rest_per_minute: usize,
 }
 
 impl Default for PolygonConfig {
     fn default() -> Self {
-        Self { api_key: "demo".into(), auth_timeout: Duration::from_secs(10), max_connections: 1 }
+        Self {
+            api_key: "demo".into(),
+            auth_timeout: Duration::from_secs(10),
+            max_connections: 1,
+            history: true,
+            rest_per_minute: 0,
+        }
     }
 }
 
@@ -77,6 +101,13 @@ struct Shared {
     conns: HashMap<u64, Conn>,
     client_messages: Vec<String>,
     firehose: Option<Firehose>,
+    tape: Option<Arc<Tape>>,
+    /// When the REST calls of the last minute came (the rate limit).
+    rest_calls: VecDeque<tokio::time::Instant>,
+    /// Statuses the next REST calls answer with (injected failures).
+    rest_failures: VecDeque<u16>,
+    /// Until when connections send nothing (a stalled feed: trades of the stall are lost).
+    stalled_until: Option<tokio::time::Instant>,
 }
 
 /// Control of a running Polygon simulator. Cheap to clone.
@@ -107,9 +138,14 @@ impl PolygonHandle {
         Self { cfg: Arc::new(cfg), shared: Arc::default(), next_id: Arc::new(AtomicU64::new(1)) }
     }
 
-    /// The routes: `GET /stocks` and `GET /crypto` (WebSocket upgrade).
+    /// The routes: `GET /stocks` and `GET /crypto` (WebSocket upgrade), `GET /v3/trades/{ticker}`
+    /// (REST history of the tape).
     pub fn router(&self) -> Router {
-        Router::new().route("/stocks", get(upgrade)).route("/crypto", get(upgrade)).with_state(self.clone())
+        Router::new()
+            .route("/stocks", get(upgrade))
+            .route("/crypto", get(upgrade))
+            .route("/v3/trades/{ticker}", get(trades))
+            .with_state(self.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -163,6 +199,23 @@ impl PolygonHandle {
     pub fn firehose(&self, f: Firehose) {
         self.lock().firehose = Some(f);
     }
+
+    /// Runs the market on `tape`: subscribed connections stream its trades as they happen, and
+    /// `/v3/trades` serves its history.
+    pub fn tape(&self, tape: Tape) {
+        self.lock().tape = Some(Arc::new(tape));
+    }
+
+    /// The next REST calls answer with these statuses instead (429, 500, …), one each.
+    pub fn fail_rest(&self, statuses: &[u16]) {
+        self.lock().rest_failures.extend(statuses);
+    }
+
+    /// Every connection sends nothing for `d`, then goes on with the trades happening then: the
+    /// trades of the stall are never streamed (they are in the history).
+    pub fn stall(&self, d: Duration) {
+        self.lock().stalled_until = Some(tokio::time::Instant::now() + d);
+    }
 }
 
 async fn upgrade(State(h): State<PolygonHandle>, ws: WebSocketUpgrade) -> Response {
@@ -186,7 +239,11 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
     // the offered rate is exact on average: a sleep after each send would add the send's own
     // time and the timer's granularity to every period (~85k instead of 100k ticks/s).
     let mut hose_due: Option<tokio::time::Instant> = None;
+    // The tape: the next n to send per subscribed symbol.
+    let mut tape_next: HashMap<String, u64> = HashMap::new();
+    let mut tape_tick = tokio::time::interval(Duration::from_millis(5));
     loop {
+        let tape = if authed { h.lock().tape.clone() } else { None };
         let hose = if authed {
             let s = h.lock();
             s.conns.get(&id).filter(|c| !c.subscribed.is_empty()).and(s.firehose.clone())
@@ -214,6 +271,7 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
                     Some("subscribe") if authed => {
                         for p in params.split(',').filter(|p| !p.is_empty()) {
                             if let Some(c) = h.lock().conns.get_mut(&id) { c.subscribed.push(p.to_string()); }
+                            if let Some(t) = &tape { subscribe_tape(t, p, &mut tape_next); }
                             if out.send(status("success", &format!("subscribed to: {p}"))).await.is_err() { break }
                         }
                     }
@@ -232,6 +290,19 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
                 let _ = out.send(status("auth_timeout", "No authentication request received.")).await;
                 let _ = out.close().await;
                 break;
+            }
+            _ = tape_tick.tick(), if tape.is_some() && !tape_next.is_empty() => {
+                let Some(t) = &tape else { continue };
+                if h.lock().stalled_until.is_some_and(|u| tokio::time::Instant::now() < u) {
+                    // Stalled: the trades happening now are lost to this connection.
+                    subscribe_all_again(t, &mut tape_next);
+                    continue;
+                }
+                if let Some(frame) = tape_frame(t, &mut tape_next)
+                    && out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err()
+                {
+                    break;
+                }
             }
             _ = hose_tick.tick(), if hose.is_some() => {
                 let Some(f) = hose else { continue };
@@ -298,6 +369,210 @@ fn register(h: &PolygonHandle, id: u64, key: &str, tx: mpsc::UnboundedSender<Cmd
             let _ = c.tx.send(Cmd::Drop);
         }
     }
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// A `T.<sym>` or `T.*` subscription on the tape: its trades from the one happening next.
+fn subscribe_tape(t: &Tape, param: &str, next: &mut HashMap<String, u64>) {
+    let Some(sym) = param.strip_prefix("T.") else { return };
+    let now = now_ns();
+    for s in t.symbols().iter().filter(|s| sym == "*" || sym == s.as_str()) {
+        next.insert(s.clone(), t.count_at(s, now) + 1);
+    }
+}
+
+fn subscribe_all_again(t: &Tape, next: &mut HashMap<String, u64>) {
+    let now = now_ns();
+    for (s, n) in next.iter_mut() {
+        *n = t.count_at(s, now) + 1;
+    }
+}
+
+/// The trades of the subscribed symbols that happened since the last frame, in time order, as
+/// one frame of `T` events (`None` when there are none).
+fn tape_frame(t: &Tape, next: &mut HashMap<String, u64>) -> Option<String> {
+    const MAX_EVENTS: u64 = 5000;
+    let now = now_ns();
+    let mut trades: Vec<(String, TapeTrade)> = Vec::new();
+    for (s, n) in next.iter_mut() {
+        let upto = t.count_at(s, now).min(*n + MAX_EVENTS - 1);
+        while *n <= upto {
+            if let Some(tr) = t.trade(s, *n) {
+                trades.push((s.clone(), tr));
+            }
+            *n += 1;
+        }
+    }
+    if trades.is_empty() {
+        return None;
+    }
+    trades.sort_by_key(|(_, tr)| tr.sip_ns);
+    let events: Vec<serde_json::Value> = trades
+        .iter()
+        .map(|(s, tr)| {
+            json!({"ev": "T", "sym": s, "x": tr.exchange, "i": tr.id, "z": 3, "p": price(tr.cents), "s": tr.size,
+                   "c": [12], "t": tr.sip_ns / 1_000_000, "q": tr.sequence_number})
+        })
+        .collect();
+    Some(serde_json::Value::Array(events).to_string())
+}
+
+fn price(cents: u64) -> serde_json::Value {
+    serde_json::Number::from_f64(cents as f64 / 100.0).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// Polygon's error bodies (docs/providers.md): `error` for ERROR, `message` for NOT_AUTHORIZED.
+fn rest_error(code: StatusCode, status: &str, text: &str) -> Response {
+    let key = if status == "NOT_AUTHORIZED" { "message" } else { "error" };
+    (code, axum::Json(json!({"status": status, "request_id": request_id(), key: text}))).into_response()
+}
+
+fn request_id() -> String {
+    format!("{:032x}", now_ns())
+}
+
+/// A timestamp parameter: nanoseconds, `YYYY-MM-DD` (that UTC day's midnight) or RFC 3339.
+fn parse_ns(v: &str) -> Option<i64> {
+    if let Ok(ns) = v.parse::<i64>() {
+        return Some(ns);
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_nanos_opt();
+    }
+    chrono::DateTime::parse_from_rfc3339(v).ok()?.timestamp_nanos_opt()
+}
+
+/// `GET /v3/trades/{ticker}`: the tape's history with Polygon's parameters and paging.
+async fn trades(
+    State(h): State<PolygonHandle>,
+    Path(ticker): Path<String>,
+    Query(mut q): Query<HashMap<String, String>>,
+    scheme: Option<Extension<Scheme>>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match q.get("apiKey").map(String::as_str).or(bearer) {
+        None => return rest_error(StatusCode::UNAUTHORIZED, "ERROR", "API Key was not provided"),
+        Some(k) if k != h.cfg.api_key => return rest_error(StatusCode::UNAUTHORIZED, "ERROR", "Unknown API Key"),
+        Some(_) => {}
+    }
+    let (tape, injected) = {
+        let mut s = h.lock();
+        let now = tokio::time::Instant::now();
+        while s.rest_calls.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            s.rest_calls.pop_front();
+        }
+        let limited = h.cfg.rest_per_minute > 0 && s.rest_calls.len() >= h.cfg.rest_per_minute;
+        s.rest_calls.push_back(now);
+        let injected = s.rest_failures.pop_front().or(limited.then_some(429));
+        (s.tape.clone(), injected)
+    };
+    if let Some(code) = injected {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if code == StatusCode::TOO_MANY_REQUESTS {
+            return rest_error(
+                code,
+                "ERROR",
+                "You've exceeded the maximum requests per minute, please wait or upgrade your subscription to continue. https://polygon.io/pricing",
+            );
+        }
+        return rest_error(code, "ERROR", "Unexpected error");
+    }
+    if !h.cfg.history {
+        return rest_error(
+            StatusCode::FORBIDDEN,
+            "NOT_AUTHORIZED",
+            "You are not entitled to this data. Please upgrade your plan at https://massive.com/pricing",
+        );
+    }
+    // A cursor carries the original filters and where the next page starts; nothing else is
+    // read with it.
+    if let Some(cursor) = q.get("cursor").cloned() {
+        let Some(decoded) = URL_SAFE_NO_PAD.decode(cursor.as_bytes()).ok().and_then(|b| String::from_utf8(b).ok())
+        else {
+            return rest_error(StatusCode::BAD_REQUEST, "ERROR", "Invalid cursor");
+        };
+        q = url_params(&decoded);
+    }
+    let order_desc = match q.get("order").map(String::as_str) {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => return rest_error(StatusCode::BAD_REQUEST, "ERROR", "order must be asc or desc"),
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<u64>()) {
+        None => 1000,
+        Some(Ok(l)) if (1..=50_000).contains(&l) => l,
+        Some(_) => return rest_error(StatusCode::BAD_REQUEST, "ERROR", "limit must be between 1 and 50000"),
+    };
+    let mut lo = Bound::Unbounded;
+    let mut hi = Bound::Unbounded;
+    for (key, v) in &q {
+        let Some(ns) = (key.starts_with("timestamp")).then(|| parse_ns(v)) else { continue };
+        let Some(ns) = ns else {
+            return rest_error(StatusCode::BAD_REQUEST, "ERROR", &format!("{key}: not a timestamp"));
+        };
+        match key.as_str() {
+            "timestamp.gte" => lo = Bound::Included(ns),
+            "timestamp.gt" => lo = Bound::Excluded(ns),
+            "timestamp.lte" => hi = Bound::Included(ns),
+            "timestamp.lt" => hi = Bound::Excluded(ns),
+            "timestamp" if v.len() == 10 => {
+                lo = Bound::Included(ns);
+                hi = Bound::Excluded(ns + 86_400_000_000_000);
+            }
+            "timestamp" => {
+                lo = Bound::Included(ns);
+                hi = Bound::Included(ns);
+            }
+            _ => return rest_error(StatusCode::BAD_REQUEST, "ERROR", &format!("unknown parameter {key}")),
+        }
+    }
+    // Paging position: the n the next page starts from (inclusive), in the page's order.
+    let from: Option<u64> = q.get("ap").and_then(|a| a.parse().ok());
+    let range = tape.as_ref().and_then(|t| t.range(&ticker, lo, hi, now_ns()));
+    let mut body = json!({"status": "OK", "request_id": request_id()});
+    let Some((first, last)) = range else { return axum::Json(body).into_response() };
+    let (start, end) = if order_desc {
+        let top = from.map_or(last, |f| f.min(last));
+        (top, top.saturating_sub(limit - 1).max(first))
+    } else {
+        let bottom = from.map_or(first, |f| f.max(first));
+        (bottom, (bottom + limit - 1).min(last))
+    };
+    let ns: Vec<u64> = if order_desc { (end..=start).rev().collect() } else { (start..=end).collect() };
+    let tape = tape.unwrap_or_else(|| Arc::new(Tape::new(Vec::new(), 0, 1, 0)));
+    let results: Vec<serde_json::Value> = ns
+        .iter()
+        .filter_map(|n| tape.trade(&ticker, *n))
+        .map(|tr| {
+            json!({"conditions": [12], "exchange": tr.exchange, "id": tr.id, "participant_timestamp": tr.participant_ns,
+                   "price": price(tr.cents), "sequence_number": tr.sequence_number, "sip_timestamp": tr.sip_ns,
+                   "size": tr.size, "tape": 3})
+        })
+        .collect();
+    if !results.is_empty() {
+        body["results"] = serde_json::Value::Array(results);
+    }
+    let more = if order_desc { end > first } else { end < last };
+    if more {
+        let next = if order_desc { end - 1 } else { end + 1 };
+        let mut params: Vec<String> =
+            q.iter().filter(|(k, _)| *k != "ap" && *k != "apiKey").map(|(k, v)| format!("{k}={v}")).collect();
+        params.sort();
+        params.push(format!("ap={next}"));
+        let cursor = URL_SAFE_NO_PAD.encode(params.join("&"));
+        let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+        let scheme = scheme.map_or("http", |Extension(Scheme(s))| s);
+        body["next_url"] = json!(format!("{scheme}://{host}/v3/trades/{ticker}?cursor={cursor}"));
+    }
+    axum::Json(body).into_response()
+}
+
+fn url_params(query: &str) -> HashMap<String, String> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// The symbol of the `sent`-th trade (round-robin) and its next sequence number.

@@ -1,0 +1,189 @@
+//! The market tape: the trades the Polygon simulator streams over the WebSocket *and* serves as
+//! REST history (`/v3/trades/{ticker}`), one deterministic sequence per symbol, so that what a
+//! client missed while disconnected, stalled or killed is exactly what the history returns.
+//!
+//! Trade `n` (1, 2, …) of a symbol happens at `start + n × period` (plus the symbol's index in
+//! nanoseconds, so no two symbols share a timestamp), whether or not anyone is connected: the
+//! tape is a clock, not a queue. Its fields follow Polygon's (docs/providers.md): a string `id`
+//! unique per symbol but unrelated to the sequence number, an exchange, a per-symbol increasing
+//! `sequence_number`, SIP and participant timestamps in nanoseconds (the WebSocket's `t` is the
+//! SIP time in milliseconds, so many trades share one `t` at high rates), price and size.
+
+use std::ops::Bound;
+
+/// One trade of the tape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapeTrade {
+    /// Its place in the symbol's tape, from 1.
+    pub n: u64,
+    /// Polygon's trade id: a string, unique per symbol here (Polygon: per symbol and exchange).
+    pub id: String,
+    /// Exchange id.
+    pub exchange: u32,
+    /// Per-symbol sequence number (`q` on the WebSocket).
+    pub sequence_number: u64,
+    /// When the SIP received it, ns since the Unix epoch.
+    pub sip_ns: i64,
+    /// When the exchange made it, ns.
+    pub participant_ns: i64,
+    /// Price in cents (exact; rendered with two decimals).
+    pub cents: u64,
+    /// Shares.
+    pub size: u64,
+}
+
+/// The tape of a set of symbols.
+#[derive(Debug, Clone)]
+pub struct Tape {
+    symbols: Vec<String>,
+    start_ns: i64,
+    period_ns: i64,
+    total: u64,
+}
+
+impl Tape {
+    /// A tape for `symbols` starting at `start_ns`, `per_second` trades per second of each
+    /// symbol, `total` trades of each in all (0 = endless).
+    pub fn new(symbols: Vec<String>, start_ns: i64, per_second: u64, total: u64) -> Self {
+        let period_ns = i64::try_from(1_000_000_000 / per_second.max(1)).unwrap_or(1).max(1);
+        Self { symbols, start_ns, period_ns, total }
+    }
+
+    /// The symbols.
+    pub fn symbols(&self) -> &[String] {
+        &self.symbols
+    }
+
+    fn index(&self, sym: &str) -> Option<i64> {
+        self.symbols.iter().position(|s| s == sym).and_then(|i| i64::try_from(i).ok())
+    }
+
+    fn time_of(&self, index: i64, n: u64) -> i64 {
+        self.start_ns + i64::try_from(n).unwrap_or(i64::MAX / 2).saturating_mul(self.period_ns) + index
+    }
+
+    /// Trade `n` of `sym`; `None` for an unknown symbol, `n == 0` or beyond the total.
+    pub fn trade(&self, sym: &str, n: u64) -> Option<TapeTrade> {
+        let index = self.index(sym)?;
+        if n == 0 || (self.total > 0 && n > self.total) {
+            return None;
+        }
+        let sip_ns = self.time_of(index, n);
+        let seed = hash(sym) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let level = 2_000 + hash(sym) % 60_000;
+        let cents = level + (mix(seed) % 200) - 100;
+        Some(TapeTrade {
+            n,
+            id: (n * 104_729 + hash(sym) % 1000).to_string(),
+            exchange: 10 + u32::try_from(n % 4).unwrap_or(0),
+            sequence_number: n,
+            sip_ns,
+            participant_ns: sip_ns - 150_000,
+            cents,
+            size: if mix(seed ^ 7).is_multiple_of(3) {
+                1 + mix(seed ^ 11) % 99
+            } else {
+                100 * (1 + mix(seed ^ 13) % 5)
+            },
+        })
+    }
+
+    /// How many trades of each symbol have happened by `now_ns` (the last `n` at or before it).
+    pub fn count_at(&self, sym: &str, now_ns: i64) -> u64 {
+        let Some(index) = self.index(sym) else { return 0 };
+        let since = now_ns - self.start_ns - index;
+        if since < self.period_ns {
+            return 0;
+        }
+        let n = u64::try_from(since / self.period_ns).unwrap_or(0);
+        if self.total > 0 { n.min(self.total) } else { n }
+    }
+
+    /// The trades of `sym` whose SIP time is within (`lo`, `hi`), that have happened by
+    /// `now_ns`: the first and last `n`, or `None` when there are none.
+    pub fn range(&self, sym: &str, lo: Bound<i64>, hi: Bound<i64>, now_ns: i64) -> Option<(u64, u64)> {
+        let index = self.index(sym)?;
+        let last_happened = self.count_at(sym, now_ns);
+        // The first n with time(n) >= lo (or > lo), the last with time(n) <= hi (or < hi).
+        let at_or_after = |t: i64| -> u64 {
+            let since = t - self.start_ns - index;
+            if since <= self.period_ns {
+                1
+            } else {
+                u64::try_from((since + self.period_ns - 1) / self.period_ns).unwrap_or(1)
+            }
+        };
+        let at_or_before = |t: i64| -> u64 {
+            let since = t - self.start_ns - index;
+            if since < self.period_ns { 0 } else { u64::try_from(since / self.period_ns).unwrap_or(0) }
+        };
+        let first = match lo {
+            Bound::Included(t) => at_or_after(t),
+            Bound::Excluded(t) => at_or_after(t.saturating_add(1)),
+            Bound::Unbounded => 1,
+        };
+        let last = match hi {
+            Bound::Included(t) => at_or_before(t),
+            Bound::Excluded(t) => at_or_before(t.saturating_sub(1)),
+            Bound::Unbounded => u64::MAX,
+        }
+        .min(last_happened);
+        (first <= last).then_some((first, last))
+    }
+}
+
+fn hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn mix(seed: u64) -> u64 {
+    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_765_000_000_000_000_000;
+
+    fn tape() -> Tape {
+        Tape::new(vec!["AAPL".into(), "MSFT".into()], S, 1000, 0)
+    }
+
+    #[test]
+    fn trades_are_deterministic_and_happen_on_the_clock() {
+        let t = tape();
+        assert_eq!(t.trade("AAPL", 5), t.trade("AAPL", 5));
+        let a = t.trade("AAPL", 5).unwrap();
+        assert_eq!((a.sip_ns, a.sequence_number), (S + 5_000_000, 5));
+        assert_ne!(a.id, "5", "ids are not sequence numbers");
+        assert_eq!(t.trade("MSFT", 5).unwrap().sip_ns, S + 5_000_001, "no two symbols share a time");
+        assert_eq!(t.trade("TSLA", 1), None);
+        assert_eq!(t.trade("AAPL", 0), None);
+        assert_eq!(t.count_at("AAPL", S + 4_999_999), 4);
+        assert_eq!(t.count_at("AAPL", S + 5_000_000), 5);
+        assert_eq!(t.count_at("AAPL", S - 1), 0);
+        let ids: std::collections::HashSet<String> = (1..5000).map(|n| t.trade("AAPL", n).unwrap().id).collect();
+        assert_eq!(ids.len(), 4999, "ids unique per symbol");
+    }
+
+    #[test]
+    fn ranges_follow_the_bounds_and_the_present() {
+        let t = tape();
+        let now = S + 100_000_000; // 100 trades of AAPL so far
+        let at = |n: i64| S + n * 1_000_000;
+        assert_eq!(t.range("AAPL", Bound::Included(at(10)), Bound::Excluded(at(20)), now), Some((10, 19)));
+        assert_eq!(t.range("AAPL", Bound::Excluded(at(10)), Bound::Included(at(20)), now), Some((11, 20)));
+        assert_eq!(t.range("AAPL", Bound::Included(at(10) + 1), Bound::Included(at(10) + 2), now), None);
+        assert_eq!(t.range("AAPL", Bound::Included(at(90)), Bound::Unbounded, now), Some((90, 100)), "not the future");
+        assert_eq!(t.range("AAPL", Bound::Unbounded, Bound::Included(at(3)), now), Some((1, 3)));
+        assert_eq!(t.range("MSFT", Bound::Included(at(10)), Bound::Included(at(10)), now), None, "MSFT is 1 ns later");
+        assert_eq!(t.range("NOPE", Bound::Unbounded, Bound::Unbounded, now), None);
+        let finite = Tape::new(vec!["AAPL".into()], S, 1000, 50);
+        assert_eq!(finite.range("AAPL", Bound::Unbounded, Bound::Unbounded, now), Some((1, 50)));
+    }
+}
