@@ -11,6 +11,8 @@
 //! `auth_failed` is fatal (exit 1); `auth_timeout`, `max_connections` (the oldest connection of
 //! a key is dropped when another opens), `force_disconnect` and `slow_consumer` reconnect.
 
+#[allow(dead_code, reason = "the gap repair task that calls it is the next step of #21")]
+pub(crate) mod history;
 pub(crate) mod normalize;
 pub(crate) mod wire;
 
