@@ -1,8 +1,6 @@
 //! The Polygon simulator's tape: the REST history (`/v3/trades/{ticker}`) serves exactly the
 //! trades the WebSocket streamed or would have, with Polygon's paging and refusals.
 
-#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
