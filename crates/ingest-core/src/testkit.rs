@@ -471,6 +471,48 @@ pub fn hostile_inputs(what: &str, seeds: &[Vec<u8>], cases: u32, check: impl Fn(
     tried.into_inner().min(cases)
 }
 
+/// The TLS + SASL/SCRAM-SHA-512 broker of `scripts/kafka.sh secure-up` (`make test` starts it):
+/// a plaintext admin listener on `admin_port` (`KAFKA_SECURE_PORT`, 9292), SASL_SSL on the next
+/// port as `localhost`, its test CA, user and random password in `dir`.
+#[derive(Debug, Clone)]
+pub struct SecureBroker {
+    /// `.local/kafka/secure` (or under `KAFKA_LOCAL_DIR`).
+    pub dir: std::path::PathBuf,
+    /// The plaintext admin port.
+    pub admin_port: u16,
+}
+
+impl SecureBroker {
+    /// The running secure broker; panics, saying how to start it, when there is none.
+    pub fn get() -> Self {
+        let dir = std::env::var("KAFKA_LOCAL_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| workspace_root().join(".local/kafka"))
+            .join("secure");
+        let admin_port = std::env::var("KAFKA_SECURE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9292);
+        assert!(
+            dir.join("sasl.password").is_file(),
+            "no secure broker: run `scripts/kafka.sh secure-up` (make test does)"
+        );
+        Self { dir, admin_port }
+    }
+
+    /// A file of the broker's directory, trimmed (`sasl.user`, `sasl.password`).
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default().trim().to_string()
+    }
+
+    /// The SASL_SSL port (clients connect to `localhost:<it>`).
+    pub fn sasl_port(&self) -> u16 {
+        self.admin_port + 1
+    }
+
+    /// A CA file of its test PKI (`ca.pem`, or `other-ca.pem` that did not sign it).
+    pub fn ca(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join("tls").join(name)
+    }
+}
+
 /// Trusts the test CA of `scripts/test-ca.sh` (`.local/test-ca/ca.pem`) in this process's TLS
 /// configuration, for tests that call provider-sim over `https://` from inside the test process.
 /// The process installs one configuration: call it before any HTTPS client is built.

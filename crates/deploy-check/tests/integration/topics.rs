@@ -4,7 +4,6 @@
 //! producers read (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_CA_LOCATION`), with
 //! Kafka's own kafka-topics (the Maven Central jars of `make kafka-up`).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,24 +13,15 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 
-struct Secure {
-    dir: PathBuf,
-    admin_port: u16,
-}
+struct Secure(testkit::SecureBroker);
 
 impl Secure {
     fn get() -> Self {
-        let dir = repo().join(".local/kafka/secure");
-        let admin_port = std::env::var("KAFKA_SECURE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9292);
-        assert!(
-            dir.join("sasl.password").is_file(),
-            "no secure broker: run `scripts/kafka.sh secure-up` (make test does)"
-        );
-        Self { dir, admin_port }
+        Self(testkit::SecureBroker::get())
     }
 
     fn read(&self, f: &str) -> String {
-        std::fs::read_to_string(self.dir.join(f)).unwrap().trim().to_string()
+        self.0.read(f)
     }
 
     /// Runs the script with the topics file `topics` and `env`; (success, stdout + stderr).
@@ -43,7 +33,7 @@ impl Secure {
         assert!(jars.is_dir(), "no Kafka jars: run `scripts/kafka.sh deps` (make deps does)");
         let out = Command::new("bash")
             .arg(repo().join("infrastructure/kafka/create-topics.sh"))
-            .env("BOOTSTRAP_SERVERS", format!("localhost:{}", self.admin_port + 1))
+            .env("BOOTSTRAP_SERVERS", format!("localhost:{}", self.0.sasl_port()))
             .env("TOPICS_FILE", &file)
             .env("REPLICATION_FACTOR", "1")
             .env("MIN_INSYNC_REPLICAS", "1")
@@ -73,14 +63,14 @@ impl Secure {
             ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".into()),
             ("KAFKA_SASL_USERNAME", self.read("sasl.user")),
             ("KAFKA_SASL_PASSWORD", password.into()),
-            ("KAFKA_SSL_CA_LOCATION", self.dir.join("tls/ca.pem").display().to_string()),
+            ("KAFKA_SSL_CA_LOCATION", self.0.ca("ca.pem").display().to_string()),
         ]
     }
 
     /// The partition count of `topic`, read over the plaintext admin listener.
     fn partitions(&self, topic: &str) -> Option<usize> {
         let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", format!("127.0.0.1:{}", self.admin_port)).create().unwrap();
+            ClientConfig::new().set("bootstrap.servers", format!("127.0.0.1:{}", self.0.admin_port)).create().unwrap();
         let md = admin.inner().fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
         md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len())
     }

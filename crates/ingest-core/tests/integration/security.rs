@@ -3,7 +3,6 @@
 //! random password. Every client of ours goes through `kafka.security`: the producer, the admin
 //! client that creates topics, and the consumer that restores polled sources' state.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ingest_core::config::{KafkaConfig, KafkaSecurity, Secret};
@@ -15,37 +14,26 @@ use ingest_core::telemetry::{Health, Metrics};
 use ingest_core::testkit;
 use tokio_util::sync::CancellationToken;
 
-struct Secure {
-    dir: PathBuf,
-    admin_port: u16,
-}
+/// The secure broker, with the client settings and topics these tests use.
+struct Secure(testkit::SecureBroker);
 
 impl Secure {
     fn get() -> Self {
-        let dir = std::env::var("KAFKA_LOCAL_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| testkit::workspace_root().join(".local/kafka"))
-            .join("secure");
-        let admin_port = std::env::var("KAFKA_SECURE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9292);
-        assert!(
-            dir.join("sasl.password").is_file(),
-            "no secure broker: run `scripts/kafka.sh secure-up` (make test does)"
-        );
-        Self { dir, admin_port }
+        Self(testkit::SecureBroker::get())
     }
 
     fn read(&self, f: &str) -> String {
-        std::fs::read_to_string(self.dir.join(f)).unwrap().trim().to_string()
+        self.0.read(f)
     }
 
     fn cfg(&self, password: &str, ca: &str) -> KafkaConfig {
         KafkaConfig {
-            brokers: format!("localhost:{}", self.admin_port + 1),
+            brokers: format!("localhost:{}", self.0.sasl_port()),
             security: KafkaSecurity {
                 protocol: "sasl_ssl".into(),
                 sasl_username: self.read("sasl.user"),
                 sasl_password: Secret::new(password),
-                ssl_ca_location: self.dir.join("tls").join(ca).display().to_string(),
+                ssl_ca_location: self.0.ca(ca).display().to_string(),
                 ..KafkaSecurity::default()
             },
             delivery_timeout_ms: 20_000,
@@ -55,7 +43,7 @@ impl Secure {
 
     async fn topic(&self) -> String {
         let topic = testkit::unique_topic("secure");
-        let plaintext = [("bootstrap.servers".to_string(), format!("127.0.0.1:{}", self.admin_port))];
+        let plaintext = [("bootstrap.servers".to_string(), format!("127.0.0.1:{}", self.0.admin_port))];
         ensure_topics(&plaintext, 1, &[TopicToCreate::new(&topic, 2)]).await.unwrap();
         topic
     }
