@@ -45,6 +45,30 @@ pub enum EventKind {
     /// redirect or next page leaving the credentials' origin; https to http): `message` says
     /// which and why.
     RequestRefused,
+    /// A stream gap (`from`, `to`, `conn_epoch` as in its `gap` event) was filled from the
+    /// provider's REST history: `repair` counts what was fetched, published and skipped.
+    GapRepaired,
+    /// A stream gap could not be filled: `message` says why (`repair.outcome` names it), and
+    /// `repair` counts what was published anyway (symbols that could be repaired).
+    GapUnrepaired,
+}
+
+/// What the repair of one gap did (`gap_repaired` and `gap_unrepaired` events).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairCounts {
+    /// `repaired`, or why not: `no_history`, `rate_limited`, `too_long`, `refused`,
+    /// `unsupported`, `failed`.
+    pub outcome: String,
+    /// Symbols of the window.
+    pub symbols: u64,
+    /// Symbols whose part of the window could not be fetched.
+    pub symbols_failed: u64,
+    /// History trades fetched for the window.
+    pub fetched: u64,
+    /// Trades published with `backfill: true` (never received live).
+    pub published: u64,
+    /// History trades that had arrived live at an edge of the window, or repeated in the history.
+    pub duplicates: u64,
 }
 
 /// A lifecycle event, keyed by producer.
@@ -74,6 +98,9 @@ pub struct IngestEvent {
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What a gap's repair did (`gap_repaired`, `gap_unrepaired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairCounts>,
 }
 
 impl IngestEvent {
@@ -89,6 +116,7 @@ impl IngestEvent {
             state: None,
             conn_epoch: None,
             message: None,
+            repair: None,
         }
     }
 
@@ -118,7 +146,7 @@ impl Record for IngestEvent {
 
     fn validate(&self) -> Result<(), ValidationError> {
         check::non_empty("producer", &self.producer)?;
-        if self.kind == EventKind::Gap {
+        if matches!(self.kind, EventKind::Gap | EventKind::GapRepaired | EventKind::GapUnrepaired) {
             match (self.from, self.to) {
                 (Some(f), Some(t)) if f <= t => {}
                 _ => return Err(ValidationError::new("from", "a gap needs from <= to")),

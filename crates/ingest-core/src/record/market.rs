@@ -111,6 +111,10 @@ pub struct MarketTick<'a> {
     /// The provider's trade id.
     #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     pub trade_id: Option<Code<'a>>,
+    /// Polygon's trade reporting facility id (`trfi`) of an off-exchange print: with the
+    /// exchange and the trade id, the trade's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trf_id: Option<i64>,
     /// Bar open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<f64>,
@@ -132,9 +136,13 @@ pub struct MarketTick<'a> {
     /// `polygon`, `alpaca`, `finnhub`, …
     #[serde(borrow)]
     pub provider: Cow<'a, str>,
-    /// When we received the frame.
+    /// When we received the frame (for a repaired tick: when the history was fetched).
     #[serde(with = "ts")]
     pub received_at: DateTime<Utc>,
+    /// True for a tick fetched from the provider's REST history to fill a stream gap (it was
+    /// never received live); absent for live ticks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 impl<'a> MarketTick<'a> {
@@ -163,6 +171,7 @@ impl<'a> MarketTick<'a> {
             sequence: None,
             conditions: None,
             trade_id: None,
+            trf_id: None,
             open: None,
             high: None,
             low: None,
@@ -171,6 +180,7 @@ impl<'a> MarketTick<'a> {
             window_end: None,
             provider,
             received_at,
+            backfill: false,
         }
     }
 }
@@ -229,6 +239,7 @@ impl MarketTick<'_> {
         opt(out, b",\"sequence\":", self.sequence, json::unsigned);
         opt(out, b",\"conditions\":", self.conditions, |o, r| o.extend_from_slice(r.get().as_bytes()));
         opt(out, b",\"trade_id\":", self.trade_id.as_ref(), |o, c| c.write_json(o));
+        opt(out, b",\"trf_id\":", self.trf_id, |o, v| o.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()));
         opt(out, b",\"open\":", self.open, json::number);
         opt(out, b",\"high\":", self.high, json::number);
         opt(out, b",\"low\":", self.low, json::number);
@@ -239,6 +250,9 @@ impl MarketTick<'_> {
         json::string(out, &self.provider);
         out.extend_from_slice(b",\"received_at\":");
         json::time(out, self.received_at);
+        if self.backfill {
+            out.extend_from_slice(b",\"backfill\":true");
+        }
         out.push(b'}');
     }
 }
@@ -258,11 +272,12 @@ impl PartialEq for MarketTick<'_> {
             && (&self.exchange, &self.mic, &self.exchange_code) == (&o.exchange, &o.mic, &o.exchange_code)
             && self.sequence == o.sequence
             && raw(self.conditions) == raw(o.conditions)
-            && self.trade_id == o.trade_id
+            && (&self.trade_id, self.trf_id) == (&o.trade_id, o.trf_id)
             && (self.open, self.high, self.low, self.vwap) == (o.open, o.high, o.low, o.vwap)
             && (self.window_start, self.window_end) == (o.window_start, o.window_end)
             && self.provider == o.provider
             && self.received_at == o.received_at
+            && self.backfill == o.backfill
     }
 }
 
@@ -444,12 +459,14 @@ mod tests {
                 (open, high, low, vwap) in
                     (option::of(float()), option::of(float()), option::of(float()), option::of(float())),
                 (window_start, window_end) in (option::of(time()), option::of(time())),
+                (trf_id, backfill) in (option::of(any::<i64>()), any::<bool>()),
             ) {
                 let raw = conditions.map(|i| serde_json::value::RawValue::from_string(CONDITIONS[i].to_owned()).unwrap());
                 let tick = MarketTick {
                     price, volume, bid_price, ask_price, bid_size, ask_size,
                     exchange: exchange.map(Into::into), mic: mic.map(Into::into), exchange_code, sequence,
                     conditions: raw.as_deref(), trade_id, open, high, low, vwap, window_start, window_end,
+                    trf_id, backfill,
                     ..MarketTick::new(symbol.into(), kind, timestamp, provider.into(), received_at)
                 };
                 let mut fast = b"prefix".to_vec();

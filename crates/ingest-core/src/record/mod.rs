@@ -21,7 +21,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::Serialize;
 
 pub use self::altdata::AltDataRecord;
-pub use self::event::{DeadLetter, EventKind, IngestEvent};
+pub use self::event::{DeadLetter, EventKind, IngestEvent, RepairCounts};
 pub use self::market::{Code, MarketTick, TickType};
 pub use self::news::{NewsArticle, SentimentSource};
 pub use self::sec::{FilingParty, SecFiling};

@@ -10,11 +10,11 @@ use std::time::Duration;
 use chrono::Utc;
 use prometheus::IntCounter;
 
-use crate::record::{EventKind, IngestEvent};
+use crate::record::{EventKind, IngestEvent, RepairCounts};
 use crate::resilience::BreakerState;
 use crate::source::Cut;
-use crate::telemetry::handles::StreamCounters;
-use crate::ws::gap::Gap;
+use crate::telemetry::handles::{RepairCounters, StreamCounters};
+use crate::ws::gap::{Gap, Unrepaired};
 
 /// Where an event's record goes: `SourceCtx` in production (best effort on `ingest.events`),
 /// a collector in tests.
@@ -91,6 +91,79 @@ impl InternalEvent for StreamGap<'_> {
             conn_epoch: self.epoch,
             message: Some(message),
             ..record(to, provider, EventKind::Gap)
+        });
+    }
+}
+
+/// The repair of a published gap from the provider's REST history ended: `gap_repaired` when
+/// every symbol of the window was filled, `gap_unrepaired` with the reason otherwise. Same
+/// window and connection epoch as the `gap` event it answers.
+#[derive(Debug)]
+pub struct GapRepairEnded<'a> {
+    /// The stream's repair counters.
+    pub counters: &'a RepairCounters,
+    /// The gap's window.
+    pub from: chrono::DateTime<Utc>,
+    /// The gap's end.
+    pub to: chrono::DateTime<Utc>,
+    /// The connection that resumed after the gap.
+    pub epoch: Option<u64>,
+    /// `None` when repaired; else why not, and the detail.
+    pub unrepaired: Option<(Unrepaired, String)>,
+    /// Symbols, fetched, published, duplicates (`outcome` is filled in here).
+    pub counts: RepairCounts,
+    /// From the end of the gap until now.
+    pub lag: Duration,
+}
+
+impl InternalEvent for GapRepairEnded<'_> {
+    fn emit(self, to: &dyn EventSink) {
+        let provider = self.counters.provider();
+        let (kind, outcome, message) = match &self.unrepaired {
+            None => (
+                EventKind::GapRepaired,
+                "repaired",
+                format!(
+                    "gap repaired from the provider's history: {} trades published, {} already received live",
+                    self.counts.published, self.counts.duplicates
+                ),
+            ),
+            Some((why, detail)) => (EventKind::GapUnrepaired, why.label(), format!("gap not repaired: {detail}")),
+        };
+        self.counters.ended(outcome);
+        self.counters.ticks.inc_by(self.counts.published);
+        self.counters.duplicates.inc_by(self.counts.duplicates);
+        self.counters.lag.observe(self.lag.as_secs_f64());
+        let c = &self.counts;
+        if self.unrepaired.is_none() {
+            tracing::info!(
+                provider,
+                epoch = self.epoch,
+                symbols = c.symbols,
+                fetched = c.fetched,
+                published = c.published,
+                duplicates = c.duplicates,
+                lag_secs = self.lag.as_secs_f64(),
+                "{message}"
+            );
+        } else {
+            tracing::warn!(
+                provider,
+                epoch = self.epoch,
+                outcome,
+                symbols = c.symbols,
+                symbols_failed = c.symbols_failed,
+                published = c.published,
+                "{message}"
+            );
+        }
+        to.publish(&IngestEvent {
+            from: Some(self.from),
+            to: Some(self.to),
+            conn_epoch: self.epoch,
+            message: Some(message),
+            repair: Some(RepairCounts { outcome: outcome.to_string(), ..self.counts }),
+            ..record(to, provider, kind)
         });
     }
 }
@@ -420,6 +493,37 @@ mod tests {
         assert_eq!(got[0].message.as_deref(), Some("cannot replay"));
         assert_eq!((got[1].conn_epoch, got[1].message.as_deref()), (Some(2), Some("close 1006")));
         assert!(got.iter().all(|e| e.producer == "market-producer" && e.provider == "polygon"));
+    }
+
+    /// A repair answers its gap with the same window and epoch, and counts what it did.
+    #[test]
+    fn repair_events_answer_their_gap_and_count_what_was_done() {
+        let m = Metrics::new("market-producer", "0.0.0");
+        let counters = RepairCounters::new(&m, "polygon");
+        let sink = Collect(Mutex::new(Vec::new()));
+        let (from, to) = (Utc::now(), Utc::now() + chrono::Duration::seconds(3));
+        let counts = RepairCounts { symbols: 2, fetched: 12, published: 9, duplicates: 3, ..RepairCounts::default() };
+        let lag = Duration::from_secs(4);
+        GapRepairEnded { counters: &counters, from, to, epoch: Some(2), unrepaired: None, counts, lag }.emit(&sink);
+        let why = Some((Unrepaired::NoHistory, "the plan has no trade history".to_string()));
+        let counts = RepairCounts { symbols: 2, symbols_failed: 2, ..RepairCounts::default() };
+        GapRepairEnded { counters: &counters, from, to, epoch: Some(3), unrepaired: why, counts, lag }.emit(&sink);
+        let got = sink.0.into_inner().expect("lock");
+        assert_eq!(got.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::GapRepaired, EventKind::GapUnrepaired]);
+        assert_eq!((got[0].from, got[0].to, got[0].conn_epoch), (Some(from), Some(to), Some(2)));
+        let r = got[0].repair.as_ref().expect("counts");
+        assert_eq!((r.outcome.as_str(), r.published, r.duplicates), ("repaired", 9, 3));
+        assert_eq!(got[1].repair.as_ref().map(|r| r.outcome.as_str()), Some("no_history"));
+        assert!(got[1].message.as_deref().is_some_and(|m| m.contains("no trade history")));
+        assert_eq!((counters.ticks.get(), counters.duplicates.get(), counters.lag.get_sample_count()), (9, 3, 2));
+        let text = m.render();
+        for outcome in ["repaired", "no_history"] {
+            let line = format!(
+                "producer_gap_repairs_total{{outcome=\"{outcome}\",provider=\"polygon\",producer=\"market-producer\"}} 1"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(got.iter().all(|e| crate::record::Record::validate(e).is_ok()));
     }
 
     /// A refusal is logged every time but published once, until the source recovers.

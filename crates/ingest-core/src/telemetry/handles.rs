@@ -151,6 +151,47 @@ impl StreamCounters {
     }
 }
 
+/// What the gap repair of a streaming source counts.
+#[derive(Debug, Clone)]
+pub struct RepairCounters {
+    provider: String,
+    metrics: Metrics,
+    /// `producer_gap_repaired_ticks_total`.
+    pub ticks: IntCounter,
+    /// `producer_gap_repair_duplicates_total`.
+    pub duplicates: IntCounter,
+    /// `producer_gap_repair_lag_seconds`.
+    pub lag: Histogram,
+}
+
+impl RepairCounters {
+    /// The repair counters of `provider`'s stream, every outcome's series at 0.
+    pub fn new(m: &Metrics, provider: &str) -> Self {
+        for outcome in std::iter::once("repaired").chain(crate::ws::gap::Unrepaired::ALL.map(|u| u.label())) {
+            m.gap_repairs.with_label_values(&[provider, outcome]);
+        }
+        Self {
+            provider: provider.to_string(),
+            metrics: m.clone(),
+            ticks: m.gap_repaired_ticks.with_label_values(&[provider]),
+            duplicates: m.gap_repair_duplicates.with_label_values(&[provider]),
+            lag: m.gap_repair_lag.with_label_values(&[provider]),
+        }
+    }
+
+    /// Counts a repair that ended with `outcome` (`repaired`, or an [`Unrepaired`] label).
+    ///
+    /// [`Unrepaired`]: crate::ws::gap::Unrepaired
+    pub fn ended(&self, outcome: &'static str) {
+        self.metrics.gap_repairs.with_label_values(&[&self.provider, outcome]).inc();
+    }
+
+    /// The stream's provider.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+}
+
 /// `producer_provider_enabled{provider}`.
 pub fn provider_enabled(m: &Metrics, provider: &str) -> IntGauge {
     m.provider_enabled.with_label_values(&[provider])

@@ -78,6 +78,19 @@ pub const LOG_LINES_DROPPED: &str = "producer_log_lines_dropped_total";
 /// `producer_catchup_cut_total`: catch-up paging that stopped at its page limit before reaching
 /// the last item seen (each also a `gap` event with the window).
 pub const CATCHUP_CUT: &str = "producer_catchup_cut_total";
+/// `producer_gap_repairs_total`: stream gaps whose repair from the provider's REST history
+/// ended, by outcome (`repaired`; otherwise the reason it was not: `no_history`,
+/// `rate_limited`, `too_long`, `refused`, `unsupported`, `failed`), each also a `gap_repaired`
+/// or `gap_unrepaired` event.
+pub const GAP_REPAIRS: &str = "producer_gap_repairs_total";
+/// `producer_gap_repaired_ticks_total`: ticks published from the history (`backfill: true`).
+pub const GAP_REPAIRED_TICKS: &str = "producer_gap_repaired_ticks_total";
+/// `producer_gap_repair_duplicates_total`: history trades not published because they had
+/// arrived live at a window's edge (or were repeated in the history).
+pub const GAP_REPAIR_DUPLICATES: &str = "producer_gap_repair_duplicates_total";
+/// `producer_gap_repair_lag_seconds`: from the end of a gap (the stream live again) until its
+/// repair ended, whatever the outcome.
+pub const GAP_REPAIR_LAG: &str = "producer_gap_repair_lag_seconds";
 
 /// `producer_spool_bytes`: bytes of the outage spool's segments on disk.
 pub const SPOOL_BYTES: &str = "producer_spool_bytes";
@@ -127,6 +140,14 @@ pub struct Metrics {
     pub messages_sent: IntCounterVec,
     /// [`MESSAGES_FAILED`] {provider, topic, reason}
     pub messages_failed: IntCounterVec,
+    /// [`GAP_REPAIRS`] {provider, outcome}
+    pub gap_repairs: IntCounterVec,
+    /// [`GAP_REPAIRED_TICKS`] {provider}
+    pub gap_repaired_ticks: IntCounterVec,
+    /// [`GAP_REPAIR_DUPLICATES`] {provider}
+    pub gap_repair_duplicates: IntCounterVec,
+    /// [`GAP_REPAIR_LAG`] {provider}
+    pub gap_repair_lag: HistogramVec,
     /// [`LATENCY`] {provider, topic}
     pub latency: HistogramVec,
     /// [`API_CALLS`] {provider, outcome}
@@ -231,6 +252,25 @@ impl Metrics {
             "Catch-up paging stopped at its page limit before reaching the last item seen (a gap event each).",
             &["provider"],
         );
+        let gap_repairs = counter(
+            GAP_REPAIRS,
+            "Stream gap repairs from the provider's REST history by outcome (repaired, or why not).",
+            &["provider", "outcome"],
+        );
+        let gap_repaired_ticks =
+            counter(GAP_REPAIRED_TICKS, "Ticks published from REST history to fill stream gaps.", &["provider"]);
+        let gap_repair_duplicates = counter(
+            GAP_REPAIR_DUPLICATES,
+            "History trades of a gap not published because they had arrived live (or repeated).",
+            &["provider"],
+        );
+        let gap_repair_lag = HistogramVec::new(
+            HistogramOpts::new(GAP_REPAIR_LAG, "Seconds from the end of a stream gap until its repair ended.")
+                .buckets(vec![1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]),
+            &["provider"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(gap_repair_lag.clone())).expect("metric registered once");
         let ws_gap_seconds =
             CounterVec::new(Opts::new(WS_GAP_SECONDS, "Total seconds of streaming-source gaps."), &["provider"])
                 .expect("valid metric");
@@ -314,6 +354,10 @@ impl Metrics {
             duplicates_skipped,
             quota_exhausted,
             catchup_cut,
+            gap_repairs,
+            gap_repaired_ticks,
+            gap_repair_duplicates,
+            gap_repair_lag,
             spool_bytes,
             spool_records,
             spool_oldest_age,

@@ -29,6 +29,49 @@ impl Gap {
     }
 }
 
+/// Why a gap was not repaired from the provider's history (the `outcome` label of
+/// `producer_gap_repairs_total` and the reason of a `gap_unrepaired` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrepaired {
+    /// The provider has no history for this feed, or the plan does not include it.
+    NoHistory,
+    /// Still rate limited (or failing) when the repair's deadline came.
+    RateLimited,
+    /// The window is longer than the configured limit.
+    TooLong,
+    /// The provider refused the key or a request (401, a symbol it does not know), or a guard of
+    /// ours refused a next page.
+    Refused,
+    /// This kind of gap cannot be repaired exactly (its live edge is unknown).
+    Unsupported,
+    /// Anything else: an unexpected response, Kafka refusing the repaired ticks, shutdown.
+    Failed,
+}
+
+impl Unrepaired {
+    /// Every reason (their series are created at 0, so that the first one counts in `increase`).
+    pub const ALL: [Unrepaired; 6] = [
+        Unrepaired::NoHistory,
+        Unrepaired::RateLimited,
+        Unrepaired::TooLong,
+        Unrepaired::Refused,
+        Unrepaired::Unsupported,
+        Unrepaired::Failed,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unrepaired::NoHistory => "no_history",
+            Unrepaired::RateLimited => "rate_limited",
+            Unrepaired::TooLong => "too_long",
+            Unrepaired::Refused => "refused",
+            Unrepaired::Unsupported => "unsupported",
+            Unrepaired::Failed => "failed",
+        }
+    }
+}
+
 /// The gap state of one streaming source across its connections.
 #[derive(Debug)]
 pub struct GapTracker {

@@ -147,6 +147,12 @@ pub trait WsOutput: Send {
     /// The connection failed with `error` (after which the runner reconnects): record what must
     /// be kept, e.g. a dead letter for a refused oversized frame.
     fn transport_error(&mut self, error: &WsError);
+
+    /// A gap was published (its `gap` event is out) for the connection `epoch`, whose
+    /// subscription is live now: an output that repairs gaps starts here. Nothing by default.
+    fn gap(&mut self, gap: &gap::Gap, epoch: u64) {
+        let _ = (gap, epoch);
+    }
 }
 
 /// A provider's protocol over the connection, pure: it turns frames into protocol replies
@@ -379,7 +385,8 @@ pub async fn run_with<S: WsSession + ?Sized>(
                                         ctx.health.mark_data();
                                         if let Some(gap) = tracker.resumed(received_at) {
                                             let plain_disconnect = "disconnect to resubscribe; WebSocket feeds cannot replay";
-                                            StreamGap { counters: &counters, epoch: Some(epoch), gap, plain_disconnect }.emit(ctx);
+                                            StreamGap { counters: &counters, epoch: Some(epoch), gap: gap.clone(), plain_disconnect }.emit(ctx);
+                                            output.gap(&gap, epoch);
                                         }
                                         if epoch > 1 {
                                             StreamResubscribed { provider: &provider, epoch }.emit(ctx);
