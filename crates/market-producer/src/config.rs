@@ -41,6 +41,78 @@ pub(crate) enum SessionChoice {
     Always,
 }
 
+/// `market.repair:` filling stream gaps from the provider's REST history (see `crate::repair`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RepairConfig {
+    /// Repair gaps at all (`FINSTREAM__MARKET__REPAIR__ENABLED`).
+    pub(crate) enabled: bool,
+    /// The provider's REST base URL; empty = the one that goes with `market.ws_url`
+    /// (`socket.massive.com` → `https://api.massive.com`, `socket.polygon.io` →
+    /// `https://api.polygon.io`, any other host: the socket's own origin).
+    pub(crate) rest_url: String,
+    /// History requests per second at most (the free tier allows 5 a minute: 0.083).
+    pub(crate) requests_per_second: f64,
+    /// Trades per history page (Polygon allows 50,000).
+    pub(crate) page_size: u32,
+    /// A longer gap is not repaired (`gap_unrepaired`, `too_long`).
+    pub(crate) max_window_secs: u64,
+    /// After the stream is live again, how long to wait for each symbol's first live
+    /// millisecond (the window's far edge) before repairing with what arrived.
+    pub(crate) settle_secs: u64,
+    /// A repair not done this long after its gap ended is given up (`rate_limited` when the
+    /// provider kept refusing).
+    pub(crate) deadline_secs: u64,
+    /// Symbols fetched at once.
+    pub(crate) concurrency: usize,
+    /// Gaps waiting for repair at most; one more is reported unrepaired at once.
+    pub(crate) queue: usize,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rest_url: String::new(),
+            requests_per_second: 10.0,
+            page_size: 50_000,
+            max_window_secs: 3600,
+            settle_secs: 3,
+            deadline_secs: 600,
+            concurrency: 4,
+            queue: 64,
+        }
+    }
+}
+
+impl RepairConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.rest_url.is_empty() {
+            require_url("market.repair.rest_url", &self.rest_url, &["https", "http"])?;
+        }
+        if !(self.requests_per_second > 0.0 && self.requests_per_second.is_finite()) {
+            return Err(ConfigError::key("market.repair.requests_per_second", "must be positive"));
+        }
+        if !(1..=50_000).contains(&self.page_size) {
+            return Err(ConfigError::key("market.repair.page_size", "must be between 1 and 50000"));
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return Err(ConfigError::key("market.repair.concurrency", "must be between 1 and 64"));
+        }
+        for (key, v) in [
+            ("market.repair.max_window_secs", self.max_window_secs),
+            ("market.repair.settle_secs", self.settle_secs),
+            ("market.repair.deadline_secs", self.deadline_secs),
+            ("market.repair.queue", self.queue as u64),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::key(key, "must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `market:`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +153,8 @@ pub struct MarketConfig {
     pub(crate) replica_index: u32,
     /// Replicas sharing `symbols` (`REPLICA_COUNT`); each streams its own deterministic share.
     pub(crate) replica_count: u32,
+    /// Gap repair from the provider's REST history.
+    pub(crate) repair: RepairConfig,
 }
 
 impl Default for MarketConfig {
@@ -103,6 +177,7 @@ impl Default for MarketConfig {
             healthy_after_secs: 30,
             replica_index: 0,
             replica_count: 1,
+            repair: RepairConfig::default(),
         }
     }
 }
@@ -163,6 +238,7 @@ impl Section for MarketConfig {
                 ),
             ));
         }
+        self.repair.validate()?;
         if self.dead_after_secs <= self.ping_interval_secs {
             return Err(ConfigError::key("market.dead_after_secs", "must be longer than market.ping_interval_secs"));
         }

@@ -13,7 +13,6 @@ pub(crate) mod finnhub;
 pub mod hostile;
 pub mod polygon;
 pub(crate) mod provider;
-#[allow(dead_code, reason = "the gap repair task that uses it is the next step of #21")]
 pub(crate) mod repair;
 pub(crate) mod replay;
 pub(crate) mod shard;

@@ -4,7 +4,7 @@
 //! its normalizer, its protocol session and an implementation of [`Provider`], which holds
 //! everything else the producer needs to know about it: the URL it connects to, the checks
 //! its configuration needs beyond the shared ones, its subscription, the hours it follows when
-//! `market.session` is `auto` and its largest frame. [`MarketProvider::get`] is the one
+//! `market.session` is `auto`, its largest frame and the REST history that repairs its gaps. [`MarketProvider::get`] is the one
 //! exhaustive match from the configured name to that implementation; the config, the source,
 //! the replay and the fuzz entry all go through it.
 //!
@@ -16,8 +16,11 @@ use ingest_core::config::ConfigError;
 use ingest_core::market_hours::MarketSession as Hours;
 use serde::Deserialize;
 
+use ingest_core::ws::gap::Unrepaired;
+
 use crate::book::QuoteBook;
 use crate::config::MarketConfig;
+use crate::repair::TradeHistory;
 
 /// A market session: pure protocol, its ticks handed to a [`TickOutput`](ingest_core::ws::emit::TickOutput).
 pub(crate) use ingest_core::ws::emit::TickSession as ProtocolSession;
@@ -47,6 +50,10 @@ pub(crate) trait Provider: Sync {
     /// A new protocol session for one stream of this configuration (the symbols of this
     /// replica, the channels, the credentials).
     fn session(&self, cfg: &MarketConfig, book: QuoteBook) -> Box<ProtocolSession>;
+
+    /// The REST trade history that repairs this configuration's stream gaps, or why its gaps
+    /// cannot be repaired (the outcome and detail of their `gap_unrepaired` events).
+    fn history(&self, cfg: &MarketConfig) -> Result<Box<dyn TradeHistory>, (Unrepaired, String)>;
 }
 
 /// Which real-time market-data WebSocket to stream from (`market.provider`, `MARKET_PROVIDER`).
@@ -104,5 +111,18 @@ mod tests {
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), MarketProvider::ALL.len());
+    }
+
+    #[test]
+    fn finnhub_has_no_history_to_repair_from_and_alpaca_none_yet() {
+        use ingest_core::ws::gap::Unrepaired;
+        let finnhub = crate::config::MarketConfig::sample("finnhub", "wss://ws.finnhub.io", &["AAPL"]);
+        let e = MarketProvider::Finnhub.get().history(&finnhub).unwrap_err();
+        assert_eq!(e.0, Unrepaired::NoHistory, "{}", e.1);
+        let alpaca =
+            crate::config::MarketConfig::sample("alpaca", "wss://stream.data.alpaca.markets/v2/iex", &["AAPL"]);
+        assert_eq!(MarketProvider::Alpaca.get().history(&alpaca).unwrap_err().0, Unrepaired::Unsupported);
+        let crypto = crate::config::MarketConfig::sample("polygon", "wss://socket.massive.com/crypto", &["BTC-USD"]);
+        assert_eq!(MarketProvider::Polygon.get().history(&crypto).unwrap_err().0, Unrepaired::Unsupported);
     }
 }

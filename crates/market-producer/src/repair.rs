@@ -1,5 +1,19 @@
-//! Which trades of a gap's history are missing: the window of one symbol in provider time and
-//! the deduplication at its two edges (issue #21's "exactly the missing ticks").
+//! Gap repair: every stream gap the runner publishes is filled from the provider's REST trade
+//! history, with exactly the trades that were not received live (issue #21).
+//!
+//! - [`Repairing`] wraps the stream's output: it follows each symbol's live trades (the
+//!   millisecond being received and the identities in it), and when the runner publishes a gap
+//!   it hands the repair task a job with the last millisecond received before it and, as they
+//!   arrive, the first received after it. Its hot-path work is a map lookup and one key per trade;
+//!   a full repair queue is reported, never waited on: repair never slows the live stream.
+//! - [`run`] is the repair task: one gap at a time, its symbols `concurrency` at once, through
+//!   the history client's rate limiter, until `deadline_secs` after the gap ended. Repaired
+//!   trades go to `market.ticks.raw` keyed by symbol like live ones, with `backfill: true`,
+//!   through the sink's backpressure; then one `gap_repaired` event (or `gap_unrepaired` with
+//!   the reason) with the gap's window and epoch.
+//!
+//! Which trades are missing: the window of one symbol in provider time and the deduplication
+//! at its two edges.
 //!
 //! The stream and the history meet at two milliseconds. The WebSocket's `t` is the SIP time in
 //! milliseconds and at busy times many trades share one, so a window cannot be cut between two
@@ -11,10 +25,58 @@
 //! backwards live, so they are a cross-check, not the key). Everything strictly between the
 //! edges was never received. The history's own duplicates (byte-identical prints have been
 //! seen) are published once.
+//!
+//! A symbol whose last live trade is older than the gap's start by more than [`EDGE_MARGIN`]
+//! (or that had none) starts at the gap's start less that margin: no trade of it was received
+//! in that span, and the margin covers trades in flight when the connection dropped. A symbol
+//! with no live trade within `settle_secs` after the stream resumed ends at the resumption.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use crate::polygon::history::HistoryTrade;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use ingest_core::kafka::{Outcome, Route};
+use ingest_core::record::{Code, MarketTick, RepairCounts, TickType};
+use ingest_core::source::SourceCtx;
+use ingest_core::telemetry::events::{GapRepairEnded, InternalEvent};
+use ingest_core::telemetry::handles::RepairCounters;
+use ingest_core::ws::emit::TickOutput;
+use ingest_core::ws::gap::{Gap, Unrepaired};
+use ingest_core::ws::{WsError, WsOutput};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::RepairConfig;
+use crate::polygon::history::{HistoryError, HistoryTrade};
+
+/// How far before a gap's start a symbol without a recent live trade is repaired from: trades
+/// in flight when the connection dropped (their SIP time before the last frame received).
+pub(crate) const EDGE_MARGIN_NS: i64 = 2_000_000_000;
+
+/// A provider's REST trade history, as the repair needs it.
+pub(crate) trait TradeHistory: Send + Sync + std::fmt::Debug {
+    /// Every trade of `symbol` with SIP time in `[from_ns, to_ns)`, or why not (by `deadline`).
+    fn trades<'a>(
+        &'a self,
+        symbol: &'a str,
+        from_ns: i64,
+        to_ns: i64,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Vec<HistoryTrade>, HistoryError>>;
+
+    /// The tick of a history trade, as the stream would have made it, marked `backfill`.
+    fn tick<'a>(
+        &self,
+        symbol: &'a str,
+        trade: &'a HistoryTrade,
+        conditions: Option<&'a RawValue>,
+        received_at: DateTime<Utc>,
+    ) -> Option<MarketTick<'a>>;
+}
 
 /// A trade's identity within one symbol and day.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,6 +93,16 @@ impl TradeKey {
     /// The key of a history trade.
     pub(crate) fn of(t: &HistoryTrade) -> Self {
         Self { exchange: t.exchange, trf: t.trf_id.unwrap_or(0), id: t.id.clone() }
+    }
+
+    /// The key of a live trade tick (`None` without a numeric exchange or an id).
+    pub(crate) fn of_tick(t: &MarketTick<'_>) -> Option<Self> {
+        let Some(Code::Int(exchange)) = t.exchange_code else { return None };
+        let id = match t.trade_id.as_ref()? {
+            Code::Str(s) => s.to_string(),
+            Code::Int(i) => i.to_string(),
+        };
+        Some(Self { exchange, trf: t.trf_id.unwrap_or(0), id })
     }
 }
 
@@ -70,8 +142,14 @@ impl EdgeTracker {
     }
 
     /// The millisecond being received (complete once the connection ended).
+    #[cfg(test)]
     pub(crate) fn last(&self) -> Option<&EdgeMs> {
         self.current.as_ref()
+    }
+
+    /// The last millisecond received, once the connection ended.
+    fn into_last(self) -> Option<EdgeMs> {
+        self.current
     }
 }
 
@@ -125,6 +203,381 @@ impl Window {
         }
         Repair { missing, duplicates }
     }
+}
+
+/// The far edges of one gap, filled by the stream while the repair task settles.
+#[derive(Debug, Default)]
+pub(crate) struct AfterEdges {
+    /// Each symbol's first millisecond received after the gap (complete or still arriving).
+    edges: HashMap<String, EdgeMs>,
+    /// Symbols whose first millisecond is complete (a later one arrived).
+    complete: usize,
+    /// The task took the edges: the stream stops filling them.
+    closed: bool,
+}
+
+/// One published gap handed to the repair task.
+#[derive(Debug)]
+pub(crate) struct Job {
+    gap: Gap,
+    epoch: u64,
+    /// Each symbol's last millisecond received before the gap.
+    before: HashMap<String, EdgeMs>,
+    after: Arc<Mutex<AfterEdges>>,
+    /// When the stream was live again (the gap's end).
+    resumed: Instant,
+}
+
+/// The gap whose far edges the stream is still filling.
+#[derive(Debug)]
+struct Pending {
+    after: Arc<Mutex<AfterEdges>>,
+    /// Symbols whose first millisecond is complete (no lock needed for them any more).
+    done: HashSet<String>,
+}
+
+impl Pending {
+    /// A live trade after the gap; false once the task has taken the edges.
+    fn observe(&mut self, symbol: &str, ms: i64, key: &TradeKey) -> bool {
+        let mut after = self.after.lock().unwrap_or_else(PoisonError::into_inner);
+        if after.closed {
+            return false;
+        }
+        match after.edges.get_mut(symbol) {
+            None => {
+                after.edges.insert(symbol.to_string(), EdgeMs { ms, keys: HashSet::from([key.clone()]) });
+            }
+            Some(e) if e.ms == ms => {
+                e.keys.insert(key.clone());
+            }
+            Some(e) if ms > e.ms => {
+                after.complete += 1;
+                self.done.insert(symbol.to_string());
+            }
+            Some(_) => {}
+        }
+        true
+    }
+}
+
+/// The live edges of every symbol across connections: what a gap's repair needs to know of the
+/// stream.
+#[derive(Debug, Default)]
+pub(crate) struct LiveEdges {
+    /// Each symbol's millisecond being received on this connection.
+    live: HashMap<String, EdgeTracker>,
+    /// Each symbol's last millisecond of an earlier connection, until a gap takes them.
+    before: HashMap<String, EdgeMs>,
+    /// The latest gap, while its far edges are being received.
+    pending: Option<Pending>,
+}
+
+impl LiveEdges {
+    /// A live trade tick (others are ignored).
+    pub(crate) fn trade(&mut self, t: &MarketTick<'_>) {
+        let Some(key) = TradeKey::of_tick(t) else { return };
+        let ms = t.timestamp.timestamp_millis();
+        let symbol: &str = &t.symbol;
+        if let Some(p) = &mut self.pending
+            && !p.done.contains(symbol)
+            && !p.observe(symbol, ms, &key)
+        {
+            self.pending = None;
+        }
+        match self.live.get_mut(symbol) {
+            Some(edge) => {
+                edge.trade(ms, key);
+            }
+            None => {
+                let mut edge = EdgeTracker::default();
+                edge.trade(ms, key);
+                self.live.insert(symbol.to_string(), edge);
+            }
+        }
+    }
+
+    /// A new connection: the previous one's last milliseconds become the near edges of the next
+    /// gap, and a gap still waiting for far edges takes no more of them (they would come after
+    /// another gap).
+    pub(crate) fn connected(&mut self) {
+        for (symbol, edge) in self.live.drain() {
+            if let Some(last) = edge.into_last() {
+                self.before.insert(symbol, last);
+            }
+        }
+        self.pending = None;
+    }
+
+    /// A gap was published: its near edges, and the far edges the stream fills from now on.
+    pub(crate) fn gap(&mut self) -> (HashMap<String, EdgeMs>, Arc<Mutex<AfterEdges>>) {
+        let after = Arc::new(Mutex::new(AfterEdges::default()));
+        self.pending = Some(Pending { after: after.clone(), done: HashSet::new() });
+        (std::mem::take(&mut self.before), after)
+    }
+}
+
+/// The stream's output with gap repair: follows the live trades' edges and hands each published
+/// gap to the repair task (see the module's documentation).
+#[derive(Debug)]
+pub(crate) struct Repairing<O> {
+    inner: O,
+    /// The repair task's queue; `None` with repair off.
+    jobs: Option<mpsc::Sender<Job>>,
+    /// The edges, when followed (not when the provider has no history to repair from).
+    edges: Option<LiveEdges>,
+    /// For a gap the queue cannot take.
+    ctx: SourceCtx,
+    counters: RepairCounters,
+}
+
+impl<O> Repairing<O> {
+    /// `inner` with repairs queued to `jobs` (`None`: repair off); `track`: follow the edges.
+    pub(crate) fn new(inner: O, jobs: Option<mpsc::Sender<Job>>, track: bool, ctx: &SourceCtx, provider: &str) -> Self {
+        Self {
+            inner,
+            edges: (track && jobs.is_some()).then(LiveEdges::default),
+            jobs,
+            ctx: ctx.clone(),
+            counters: RepairCounters::new(&ctx.metrics, provider),
+        }
+    }
+}
+
+impl<O: WsOutput> WsOutput for Repairing<O> {
+    fn connected(&mut self, epoch: u64) {
+        if let Some(edges) = &mut self.edges {
+            edges.connected();
+        }
+        self.inner.connected(epoch);
+    }
+
+    fn transport_error(&mut self, error: &WsError) {
+        self.inner.transport_error(error);
+    }
+
+    fn gap(&mut self, gap: &Gap, epoch: u64) {
+        self.inner.gap(gap, epoch);
+        let Some(jobs) = &self.jobs else { return };
+        let (before, after) = match &mut self.edges {
+            Some(edges) => edges.gap(),
+            None => (HashMap::new(), Arc::default()),
+        };
+        let job = Job { gap: gap.clone(), epoch, before, after, resumed: Instant::now() };
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                let detail = format!("{} gaps already wait for repair (market.repair.queue)", jobs.max_capacity());
+                ended(&self.ctx, &self.counters, &job, Some((Unrepaired::Failed, detail)), RepairCounts::default());
+            }
+            // The task ended: the source is shutting down.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+impl<O: TickOutput> TickOutput for Repairing<O> {
+    fn tick(&mut self, tick: &MarketTick<'_>, raw: &[u8]) {
+        self.inner.tick(tick, raw);
+        if let Some(edges) = &mut self.edges
+            && tick.event_type == TickType::Trade
+        {
+            edges.trade(tick);
+        }
+    }
+
+    fn dead_letter(&mut self, raw: &[u8], reason: &str, received_at: DateTime<Utc>) {
+        self.inner.dead_letter(raw, reason, received_at);
+    }
+}
+
+/// Publishes the end of `job`'s repair.
+fn ended(
+    ctx: &SourceCtx,
+    counters: &RepairCounters,
+    job: &Job,
+    unrepaired: Option<(Unrepaired, String)>,
+    counts: RepairCounts,
+) {
+    let (from, to, epoch, lag) = (job.gap.from, job.gap.to, Some(job.epoch), job.resumed.elapsed());
+    GapRepairEnded { counters, from, to, epoch, unrepaired, counts, lag }.emit(ctx);
+}
+
+/// The repair task's settings and means.
+#[derive(Debug)]
+pub(crate) struct Repairer {
+    /// The history, or why this feed's gaps cannot be repaired.
+    pub(crate) history: Result<Box<dyn TradeHistory>, (Unrepaired, String)>,
+    pub(crate) cfg: RepairConfig,
+    /// The subscribed symbols (empty for a wildcard: the symbols seen at the edges).
+    pub(crate) symbols: Vec<String>,
+    pub(crate) provider: &'static str,
+}
+
+/// The repair task: each job in turn until the queue closes or shutdown; jobs left at shutdown
+/// are reported unrepaired.
+pub(crate) async fn run(mut jobs: mpsc::Receiver<Job>, ctx: SourceCtx, r: Repairer) {
+    let counters = RepairCounters::new(&ctx.metrics, r.provider);
+    let route = ctx.sink.route::<MarketTick<'_>>(r.provider);
+    loop {
+        let job = tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+            () = ctx.shutdown.cancelled() => break,
+        };
+        let (unrepaired, counts) = tokio::select! {
+            done = r.repair(&job, &ctx, &route) => done,
+            () = ctx.shutdown.cancelled() => {
+                (Some((Unrepaired::Failed, "the producer stopped during the repair".to_string())), RepairCounts::default())
+            }
+        };
+        ended(&ctx, &counters, &job, unrepaired, counts);
+    }
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        let why = Some((Unrepaired::Failed, "the producer stopped before the repair".to_string()));
+        ended(&ctx, &counters, &job, why, RepairCounts::default());
+    }
+}
+
+impl From<&HistoryError> for Unrepaired {
+    fn from(e: &HistoryError) -> Self {
+        match e {
+            HistoryError::NoHistory(_) => Unrepaired::NoHistory,
+            HistoryError::Deadline { rate_limited: true, .. } => Unrepaired::RateLimited,
+            HistoryError::Deadline { rate_limited: false, .. } => Unrepaired::Failed,
+            HistoryError::Unauthorized(_) | HistoryError::Refused(_) => Unrepaired::Refused,
+            HistoryError::Malformed(_) => Unrepaired::Failed,
+        }
+    }
+}
+
+impl Repairer {
+    /// Repairs one gap: `None` when every symbol was filled, else why not; and the counts.
+    async fn repair(&self, job: &Job, ctx: &SourceCtx, route: &Route) -> (Option<(Unrepaired, String)>, RepairCounts) {
+        let mut counts = RepairCounts { symbols: self.symbols.len() as u64, ..RepairCounts::default() };
+        let fail = |why: Unrepaired, detail: String, counts: RepairCounts| (Some((why, detail)), counts);
+        if !job.gap.why.is_empty() {
+            let detail = "the gap follows a restart: which of its trades the previous process delivered is not \
+                          known here, so it cannot be repaired without duplicates (not implemented yet)";
+            return fail(Unrepaired::Unsupported, detail.into(), counts);
+        }
+        let history = match &self.history {
+            Ok(h) => h,
+            Err((why, detail)) => return fail(*why, detail.clone(), counts),
+        };
+        if job.gap.secs() > self.cfg.max_window_secs as f64 {
+            let detail = format!(
+                "the window of {:.0} s is longer than market.repair.max_window_secs ({})",
+                job.gap.secs(),
+                self.cfg.max_window_secs
+            );
+            return fail(Unrepaired::TooLong, detail, counts);
+        }
+        let after = self.settle(job, ctx).await;
+        let windows = self.windows(job, after);
+        counts.symbols = windows.len() as u64;
+        let deadline = job.resumed + Duration::from_secs(self.cfg.deadline_secs);
+        let mut fetches = futures::stream::iter(windows)
+            .map(|(symbol, window)| async move {
+                let (from, to) = window.range_ns();
+                let got = history.trades(&symbol, from, to, deadline).await;
+                (symbol, window, got)
+            })
+            .buffer_unordered(self.cfg.concurrency);
+        let mut failures: Vec<(Unrepaired, String)> = Vec::new();
+        while let Some((symbol, window, got)) = fetches.next().await {
+            let trades = match got {
+                Ok(t) => t,
+                Err(e) => {
+                    failures.push((Unrepaired::from(&e), format!("{symbol}: {e}")));
+                    continue;
+                }
+            };
+            counts.fetched += trades.len() as u64;
+            let repair = window.missing(trades);
+            counts.duplicates += repair.duplicates as u64;
+            if let Err(e) = publish(history.as_ref(), &symbol, &repair.missing, ctx, route, &mut counts).await {
+                failures.push((Unrepaired::Failed, format!("{symbol}: {e}")));
+            }
+        }
+        counts.symbols_failed = failures.len() as u64;
+        let Some((why, first)) = failures.first().cloned() else { return (None, counts) };
+        let more = match failures.len() {
+            1 => String::new(),
+            n => format!(" (and {} more symbols)", n - 1),
+        };
+        fail(why, format!("{first}{more}"), counts)
+    }
+
+    /// Waits `settle_secs` after the gap (less when every subscribed symbol's first
+    /// millisecond is complete), then takes the far edges.
+    async fn settle(&self, job: &Job, ctx: &SourceCtx) -> HashMap<String, EdgeMs> {
+        let until = job.resumed + Duration::from_secs(self.cfg.settle_secs);
+        loop {
+            let complete = job.after.lock().unwrap_or_else(PoisonError::into_inner).complete;
+            let now = Instant::now();
+            if now >= until || (!self.symbols.is_empty() && complete >= self.symbols.len()) {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep((until - now).min(Duration::from_millis(100))) => {}
+                () = ctx.shutdown.cancelled() => break,
+            }
+        }
+        let mut after = job.after.lock().unwrap_or_else(PoisonError::into_inner);
+        after.closed = true;
+        std::mem::take(&mut after.edges)
+    }
+
+    /// Each symbol's window (module documentation: the margins).
+    fn windows(&self, job: &Job, mut after: HashMap<String, EdgeMs>) -> Vec<(String, Window)> {
+        let start_ns = job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS;
+        let resumed_ms = job.gap.to.timestamp_millis();
+        let mut symbols = self.symbols.clone();
+        if symbols.is_empty() {
+            symbols = job.before.keys().chain(after.keys()).cloned().collect::<HashSet<_>>().into_iter().collect();
+            symbols.sort_unstable();
+        }
+        symbols
+            .into_iter()
+            .map(|symbol| {
+                let before = job.before.get(&symbol).filter(|b| b.ms.saturating_mul(1_000_000) >= start_ns).cloned();
+                let after = after.remove(&symbol).unwrap_or(EdgeMs { ms: resumed_ms, keys: HashSet::new() });
+                (symbol, Window { before, start_ns, after })
+            })
+            .collect()
+    }
+}
+
+/// Publishes `missing` as backfill ticks of `symbol` through the sink's backpressure.
+async fn publish(
+    history: &dyn TradeHistory,
+    symbol: &str,
+    missing: &[HistoryTrade],
+    ctx: &SourceCtx,
+    route: &Route,
+    counts: &mut RepairCounts,
+) -> Result<(), String> {
+    for trade in missing {
+        let conditions =
+            if trade.conditions.is_empty() { None } else { serde_json::value::to_raw_value(&trade.conditions).ok() };
+        let raw = serde_json::to_vec(trade).unwrap_or_default();
+        let Some(tick) = history.tick(symbol, trade, conditions.as_deref(), Utc::now()) else {
+            ctx.sink
+                .dead_letter(route, &raw, "history trade with a time out of range", Utc::now())
+                .map_err(|e| e.to_string())?;
+            continue;
+        };
+        match ctx.sink.send(route, &tick, &raw, &ctx.shutdown).await {
+            Ok(Outcome::Enqueued) => counts.published += 1,
+            // Dead-lettered with the reason and counted by the sink.
+            Ok(Outcome::DeadLettered(_)) => {}
+            Err(e) => return Err(format!("the repaired trades could not be sent: {e}")),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -213,5 +666,92 @@ mod tests {
         let done = t.trade(6, key("c", 1)).unwrap();
         assert_eq!((done.ms, done.keys.len()), (5, 2));
         assert_eq!(t.last().map(|e| e.ms), Some(6));
+    }
+
+    fn live(symbol: &str, ms: i64, id: &str) -> MarketTick<'static> {
+        let at = DateTime::from_timestamp_millis(ms).unwrap();
+        let mut t = MarketTick::new(symbol.to_string().into(), TickType::Trade, at, "polygon".into(), at);
+        t.exchange_code = Some(Code::Int(11));
+        t.trade_id = Some(Code::Str(id.to_string().into()));
+        t
+    }
+
+    fn keys(e: &EdgeMs) -> Vec<&str> {
+        let mut k: Vec<&str> = e.keys.iter().map(|k| k.id.as_str()).collect();
+        k.sort_unstable();
+        k
+    }
+
+    #[test]
+    fn a_gap_gets_the_last_millisecond_before_it_and_the_first_after_it() {
+        let mut edges = LiveEdges::default();
+        for (s, ms, id) in [("AAPL", 4, "o"), ("AAPL", 5, "a"), ("AAPL", 5, "b"), ("MSFT", 4, "m")] {
+            edges.trade(&live(s, ms, id));
+        }
+        edges.connected();
+        // A connection that failed before any trade keeps the edges of the one before it.
+        edges.connected();
+        let (before, after) = edges.gap();
+        assert_eq!((before["AAPL"].ms, keys(&before["AAPL"])), (5, vec!["a", "b"]));
+        assert_eq!((before["MSFT"].ms, keys(&before["MSFT"])), (4, vec!["m"]));
+        for (s, ms, id) in
+            [("AAPL", 9, "x"), ("AAPL", 9, "y"), ("AAPL", 10, "z"), ("AAPL", 9, "late"), ("MSFT", 12, "p")]
+        {
+            edges.trade(&live(s, ms, id));
+        }
+        let a = after.lock().unwrap();
+        assert_eq!((a.edges["AAPL"].ms, keys(&a.edges["AAPL"])), (9, vec!["x", "y"]), "complete at ms 10");
+        assert_eq!((a.edges["MSFT"].ms, keys(&a.edges["MSFT"])), (12, vec!["p"]));
+        assert_eq!(a.complete, 1, "MSFT's millisecond may still be arriving");
+        drop(a);
+        // The next gap starts from this connection's last milliseconds.
+        edges.connected();
+        let (before, _) = edges.gap();
+        assert_eq!((before["AAPL"].ms, before["MSFT"].ms), (10, 12));
+    }
+
+    #[test]
+    fn a_gap_takes_no_far_edges_from_after_the_next_disconnect_or_once_taken() {
+        let mut edges = LiveEdges::default();
+        edges.trade(&live("AAPL", 1, "a"));
+        edges.connected();
+        let (_, after) = edges.gap();
+        edges.connected();
+        edges.trade(&live("AAPL", 50, "b"));
+        assert!(after.lock().unwrap().edges.is_empty(), "those trades follow another gap");
+
+        let (_, after) = edges.gap();
+        after.lock().unwrap().closed = true;
+        edges.trade(&live("AAPL", 60, "c"));
+        assert!(after.lock().unwrap().edges.is_empty());
+        assert!(edges.pending.is_none(), "no lock taken for it any more");
+    }
+
+    #[test]
+    fn windows_start_at_a_recent_live_trade_or_the_gap_less_the_margin() {
+        let r = Repairer {
+            history: Err((Unrepaired::NoHistory, String::new())),
+            cfg: RepairConfig::default(),
+            symbols: vec!["AAPL".into(), "MSFT".into(), "IBM".into()],
+            provider: "polygon",
+        };
+        let from = DateTime::from_timestamp_millis(MS).unwrap();
+        let to = from + chrono::Duration::seconds(3);
+        let edge = |ms: i64| EdgeMs { ms, keys: HashSet::from([key("a", 11)]) };
+        let job = Job {
+            gap: Gap { from, to, why: String::new() },
+            epoch: 2,
+            // AAPL traded 1 s before the gap's start; MSFT an hour before it.
+            before: HashMap::from([("AAPL".to_string(), edge(MS - 1000)), ("MSFT".to_string(), edge(MS - 3_600_000))]),
+            after: Arc::default(),
+            resumed: Instant::now(),
+        };
+        let after = HashMap::from([("AAPL".to_string(), edge(MS + 3005))]);
+        let w: HashMap<String, Window> = r.windows(&job, after).into_iter().collect();
+        let ns = |ms: i64| ms * 1_000_000;
+        assert_eq!(w["AAPL"].range_ns(), (ns(MS - 1000), ns(MS + 3006)));
+        assert_eq!(w["MSFT"].range_ns(), (ns(MS) - EDGE_MARGIN_NS, ns(MS + 3001)), "no live trade near the gap");
+        assert!(w["MSFT"].before.is_none());
+        assert_eq!(w["IBM"].range_ns(), (ns(MS) - EDGE_MARGIN_NS, ns(MS + 3001)), "never traded live");
     }
 }

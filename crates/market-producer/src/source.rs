@@ -8,6 +8,7 @@ use ingest_core::source::{FatalError, Source, SourceCtx};
 use crate::book::QuoteBook;
 use crate::config::MarketConfig;
 use crate::provider::{MarketProvider, ProtocolSession};
+use crate::repair::{self, Repairer, Repairing};
 use ingest_core::ws::emit::Emitter;
 
 /// Bound of the per-symbol quote book (a wildcard subscription cannot grow it without limit).
@@ -40,8 +41,27 @@ impl Source for MarketSource {
             let mut settings = self.cfg.ws_settings();
             settings.record_to = self.record_to.clone();
             let mut session = session_for(self.cfg.provider, &self.cfg);
-            let mut output = Emitter::new(&ctx, self.cfg.provider.label());
-            ingest_core::ws::run(session.as_mut(), &mut output, &settings, &ctx).await
+            let provider = self.cfg.provider.get();
+            let emitter = Emitter::new(&ctx, provider.label());
+            // Gap repair on its own task, fed through a bounded queue the stream never waits on.
+            let (mut output, task) = if self.cfg.repair.enabled {
+                let history = provider.history(&self.cfg);
+                let track = history.is_ok();
+                let symbols = self.cfg.shard().into_iter().filter(|s| !s.contains('*')).collect();
+                let repairer = Repairer { history, cfg: self.cfg.repair.clone(), symbols, provider: provider.label() };
+                let (tx, rx) = tokio::sync::mpsc::channel(self.cfg.repair.queue);
+                let task = tokio::spawn(repair::run(rx, ctx.clone(), repairer));
+                (Repairing::new(emitter, Some(tx), track, &ctx, provider.label()), Some(task))
+            } else {
+                (Repairing::new(emitter, None, false, &ctx, provider.label()), None)
+            };
+            let result = ingest_core::ws::run(session.as_mut(), &mut output, &settings, &ctx).await;
+            // Closes the queue: the task finishes the repair in progress (or stops at shutdown).
+            drop(output);
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            result
         })
     }
 }

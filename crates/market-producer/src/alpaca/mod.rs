@@ -56,6 +56,16 @@ impl Provider for Alpaca {
         if path.contains("/crypto") || path.ends_with("/test") { Hours::Always } else { Hours::UsEquities }
     }
 
+    fn history(
+        &self,
+        _cfg: &MarketConfig,
+    ) -> Result<Box<dyn crate::repair::TradeHistory>, (ingest_core::ws::gap::Unrepaired, String)> {
+        Err((
+            ingest_core::ws::gap::Unrepaired::Unsupported,
+            "repair from Alpaca's historical trades is not implemented yet: the window stays a gap".into(),
+        ))
+    }
+
     fn session(&self, cfg: &MarketConfig, book: QuoteBook) -> Box<ProtocolSession> {
         let with = |c: Channel| if cfg.channels.contains(&c) { cfg.shard() } else { Vec::new() };
         let channels = [with(Channel::Trades), with(Channel::Quotes), with(Channel::MinuteBars)];

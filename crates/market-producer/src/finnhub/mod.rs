@@ -70,6 +70,17 @@ impl Provider for Finnhub {
         }
     }
 
+    /// Finnhub's tick history (`/stock/tick`) is a premium product: ordinary plans have none.
+    fn history(
+        &self,
+        _cfg: &MarketConfig,
+    ) -> Result<Box<dyn crate::repair::TradeHistory>, (ingest_core::ws::gap::Unrepaired, String)> {
+        Err((
+            ingest_core::ws::gap::Unrepaired::NoHistory,
+            "Finnhub offers no trade history on ordinary plans: the window stays a gap".into(),
+        ))
+    }
+
     fn session(&self, cfg: &MarketConfig, book: QuoteBook) -> Box<ProtocolSession> {
         Box::new(FinnhubSession::new(cfg.shard(), book))
     }

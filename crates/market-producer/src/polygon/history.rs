@@ -14,14 +14,23 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use ingest_core::config::Secret;
 use ingest_core::http::{FetchError, Origin, fetch};
+use ingest_core::record::{Code, MarketTick, TickType};
 use ingest_core::resilience::{Backoff, BackoffConfig, ErrorClass, RateLimiter, classify_http};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use crate::exchanges;
+use crate::repair::TradeHistory;
+
 /// One trade of the history, in the provider's terms.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub(crate) struct HistoryTrade {
     /// Trade id: unique per (ticker, exchange, TRF).
     pub(crate) id: String,
@@ -74,9 +83,15 @@ pub(crate) enum HistoryError {
     /// 401: the key is refused.
     #[error("the API key is refused: {0}")]
     Unauthorized(String),
-    /// Still rate limited (or failing) when the deadline came.
-    #[error("gave up at the deadline: {0}")]
-    Deadline(String),
+    /// Still rate limited (`rate_limited`: the last answer was a 429) or failing when the
+    /// deadline came.
+    #[error("gave up at the deadline: {why}")]
+    Deadline {
+        /// The last failure.
+        why: String,
+        /// It was a 429.
+        rate_limited: bool,
+    },
     /// `next_url` leads to another origin (or a cursor came back): not followed.
     #[error("{0}")]
     Refused(String),
@@ -195,10 +210,55 @@ impl History {
             };
             let (wait, why) = wait;
             if Instant::now() + wait > deadline {
-                return Err(HistoryError::Deadline(why));
+                let rate_limited = why.starts_with("HTTP 429");
+                return Err(HistoryError::Deadline { why, rate_limited });
             }
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+impl TradeHistory for History {
+    fn trades<'a>(
+        &'a self,
+        symbol: &'a str,
+        from_ns: i64,
+        to_ns: i64,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Vec<HistoryTrade>, HistoryError>> {
+        Box::pin(History::trades(self, symbol, from_ns, to_ns, deadline))
+    }
+
+    /// The tick the stream would have made of the trade's `T` event (`t` is the SIP time in
+    /// ms, the venue from the same table), without a bid/ask (the quote of that moment is not
+    /// known), marked `backfill`.
+    fn tick<'a>(
+        &self,
+        symbol: &'a str,
+        t: &'a HistoryTrade,
+        conditions: Option<&'a RawValue>,
+        received_at: DateTime<Utc>,
+    ) -> Option<MarketTick<'a>> {
+        let at = DateTime::from_timestamp_millis(t.sip_timestamp.div_euclid(1_000_000))?;
+        let mut tick = MarketTick::new(
+            Cow::Borrowed(symbol),
+            TickType::Trade,
+            at,
+            Cow::Borrowed(super::normalize::PROVIDER),
+            received_at,
+        );
+        tick.price = t.price;
+        tick.volume = t.size;
+        tick.exchange_code = Some(Code::Int(t.exchange));
+        if let Some(v) = exchanges::by_polygon_id(t.exchange) {
+            (tick.exchange, tick.mic) = (Some(Cow::Borrowed(v.name)), Some(Cow::Borrowed(v.mic)));
+        }
+        tick.sequence = Some(t.sequence_number);
+        tick.conditions = conditions;
+        tick.trade_id = Some(Code::Str(Cow::Borrowed(&t.id)));
+        tick.trf_id = t.trf_id.filter(|&f| f != 0);
+        tick.backfill = true;
+        Some(tick)
     }
 }
 
@@ -293,7 +353,10 @@ mod tests {
         // A deadline that the waits would pass: the window is given up, named as such.
         polygon.fail_rest(&[429, 429, 429, 429]);
         let e = client(&sim, 1000).trades("AAPL", at(10), at(20), Instant::now() + Duration::from_millis(200)).await;
-        assert!(matches!(&e, Err(HistoryError::Deadline(why)) if why.contains("HTTP 429")), "{e:?}");
+        assert!(
+            matches!(&e, Err(HistoryError::Deadline { why, rate_limited: true }) if why.contains("HTTP 429")),
+            "{e:?}"
+        );
         sim.stop().await.unwrap();
     }
 

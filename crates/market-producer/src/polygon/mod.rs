@@ -11,7 +11,6 @@
 //! `auth_failed` is fatal (exit 1); `auth_timeout`, `max_connections` (the oldest connection of
 //! a key is dropped when another opens), `force_disconnect` and `slow_consumer` reconnect.
 
-#[allow(dead_code, reason = "the gap repair task that calls it is the next step of #21")]
 pub(crate) mod history;
 pub(crate) mod normalize;
 pub(crate) mod wire;
@@ -63,8 +62,48 @@ impl Provider for Polygon {
         if path.ends_with("/crypto") { Hours::Always } else { Hours::UsEquities }
     }
 
+    /// Stocks: `/v3/trades/{ticker}` of the REST API that goes with the socket's host.
+    fn history(
+        &self,
+        cfg: &MarketConfig,
+    ) -> Result<Box<dyn crate::repair::TradeHistory>, (ingest_core::ws::gap::Unrepaired, String)> {
+        use ingest_core::ws::gap::Unrepaired;
+        if cfg.ws_url.trim_end_matches('/').ends_with("/crypto") {
+            return Err((
+                Unrepaired::Unsupported,
+                "repair of the crypto cluster is not implemented yet (stocks are): the window stays a gap".into(),
+            ));
+        }
+        let base = if cfg.repair.rest_url.is_empty() { rest_url_for(&cfg.ws_url) } else { cfg.repair.rest_url.clone() };
+        let http = ingest_core::http::client(&ingest_core::http::HttpConfig::default())
+            .map_err(|e| (Unrepaired::Failed, format!("no HTTP client for the history: {e}")))?;
+        let r = &cfg.repair;
+        history::History::new(http, &base, cfg.api_key.clone(), r.requests_per_second, r.page_size)
+            .map(|h| Box::new(h) as Box<dyn crate::repair::TradeHistory>)
+            .map_err(|e| (Unrepaired::Failed, format!("market.repair.rest_url {base}: {e}")))
+    }
+
     fn session(&self, cfg: &MarketConfig, book: QuoteBook) -> Box<ProtocolSession> {
         Box::new(PolygonSession::new(cfg.api_key.clone(), params(cfg), book))
+    }
+}
+
+/// The REST API that goes with the socket: `socket.polygon.io` → `https://api.polygon.io`, the
+/// Massive hosts (`socket.massive.com`, `delayed.massive.com`) → `https://api.massive.com`; any
+/// other host (a relay, a simulator) serves both on one origin: `wss://h:p` → `https://h:p`.
+fn rest_url_for(ws_url: &str) -> String {
+    let Ok(u) = url::Url::parse(ws_url) else { return "https://api.massive.com".into() };
+    let host = u.host_str().unwrap_or_default();
+    if host == "polygon.io" || host.ends_with(".polygon.io") {
+        return "https://api.polygon.io".into();
+    }
+    if host == "massive.com" || host.ends_with(".massive.com") {
+        return "https://api.massive.com".into();
+    }
+    let scheme = if u.scheme() == "ws" { "http" } else { "https" };
+    match u.port() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
     }
 }
 
@@ -261,6 +300,15 @@ mod tests {
     use super::*;
     use ingest_core::config::Section;
     use ingest_core::ws::emit::testing::Driver;
+
+    #[test]
+    fn the_history_is_the_rest_api_of_the_sockets_host() {
+        assert_eq!(rest_url_for("wss://socket.massive.com/stocks"), "https://api.massive.com");
+        assert_eq!(rest_url_for("wss://delayed.massive.com/stocks"), "https://api.massive.com");
+        assert_eq!(rest_url_for("wss://socket.polygon.io/stocks"), "https://api.polygon.io");
+        assert_eq!(rest_url_for("wss://localhost:8443/stocks"), "https://localhost:8443", "one origin for both");
+        assert_eq!(rest_url_for("ws://provider-sim:8080/stocks"), "http://provider-sim:8080");
+    }
 
     #[test]
     fn provider_subscribes_per_cluster_and_follows_its_hours() {

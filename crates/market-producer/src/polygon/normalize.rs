@@ -1,8 +1,8 @@
 //! Polygon events → `market.tick/v1`. Pure: no I/O, no allocation on the success path.
 //!
 //! - `T`/`XT` trades: price `p`, size `s`, conditions `c` (passed through), trade id `i`,
-//!   exchange `x` (stocks: venue name + MIC from the table), sequence `q`; bid/ask from the last
-//!   quote of the symbol.
+//!   exchange `x` (stocks: venue name + MIC from the table), sequence `q`, TRF id `trfi`;
+//!   bid/ask from the last quote of the symbol.
 //! - `Q`/`XQ` quotes: `price` = midpoint, `volume` = 0; stock sizes are round lots → × 100 shares
 //!   (crypto sizes are units).
 //! - `A`/`AM` (stocks) and `XAS`/`XA` (crypto) bars: `price` = close `c`, `volume` = `v`,
@@ -96,6 +96,7 @@ pub(crate) fn normalize<'a>(
             t.sequence = m.q;
             t.conditions = m.c.filter(|c| c.get().starts_with('['));
             t.trade_id = code(m.i);
+            t.trf_id = m.trfi;
             Ok(t)
         }
         "Q" | "XQ" => {

@@ -54,6 +54,9 @@ pub(crate) struct Msg<'a> {
     /// Sequence number (increasing per ticker, not contiguous).
     #[serde(default)]
     pub(crate) q: Option<u64>,
+    /// Trade reporting facility id of an off-exchange trade (REST `trf_id`).
+    #[serde(default)]
+    pub(crate) trfi: Option<i64>,
     /// Bid price.
     #[serde(default)]
     pub(crate) bp: Option<f64>,

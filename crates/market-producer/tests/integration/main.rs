@@ -7,4 +7,5 @@ mod cli;
 mod common;
 mod finnhub;
 mod polygon;
+mod repair;
 mod replay;

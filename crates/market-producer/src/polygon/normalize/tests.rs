@@ -92,3 +92,30 @@ fn stock_quote_sizes_are_round_lots_and_trades_pick_up_the_latest_quote() {
     let other: Msg<'_> = serde_json::from_str(r#"{"ev":"T","sym":"Y","p":1.0,"s":1,"t":1536036818785}"#).unwrap();
     assert_eq!(normalize(&other, received_at(), &mut book).unwrap().bid_price, None, "null until a quote is seen");
 }
+
+#[test]
+fn an_off_exchange_trade_keeps_its_trf_and_the_history_makes_the_same_tick() {
+    use crate::repair::{TradeHistory, TradeKey};
+    let raw = r#"{"ev":"T","sym":"AAPL","x":4,"i":"183276","z":3,"p":156.43,"s":10,"c":[12,37],"t":1651181822461,"q":7179341,"trfi":3,"trft":1651181557090}"#;
+    let m: Msg<'_> = serde_json::from_str(raw).unwrap();
+    let live = normalize(&m, received_at(), &mut QuoteBook::new(10)).unwrap();
+    assert_eq!(live.trf_id, Some(3));
+    // The same print from /v3/trades (providers' REST history documentation).
+    let rest = r#"{"conditions":[12,37],"correction":1,"exchange":4,"id":"183276","participant_timestamp":1651181822461636600,"price":156.43,"sequence_number":7179341,"sip_timestamp":1651181822461979400,"size":10,"tape":3,"trf_id":3,"trf_timestamp":1651181557090806500}"#;
+    let h: crate::polygon::history::HistoryTrade = serde_json::from_str(rest).unwrap();
+    assert_eq!(TradeKey::of_tick(&live), Some(TradeKey::of(&h)), "one identity live and in the history");
+    let http = ingest_core::http::client(&ingest_core::http::HttpConfig::default()).unwrap();
+    let client =
+        crate::polygon::history::History::new(http, "https://api.massive.com", Default::default(), 1.0, 10).unwrap();
+    let conditions = serde_json::value::to_raw_value(&h.conditions).unwrap();
+    let repaired = client.tick("AAPL", &h, Some(&conditions), received_at()).unwrap();
+    let (mut a, mut b) = (serde_json::to_value(&live).unwrap(), serde_json::to_value(&repaired).unwrap());
+    assert_eq!(b["backfill"], true);
+    for v in [&mut a, &mut b] {
+        let o = v.as_object_mut().unwrap();
+        for k in ["backfill", "bid_price", "ask_price"] {
+            o.remove(k);
+        }
+    }
+    assert_eq!(a, b, "a repaired trade reads as the live one would have");
+}

@@ -1,0 +1,204 @@
+//! Gap repair end to end: the market-producer binary streaming provider-sim's tape over TLS
+//! (trades happen on a clock whether anyone listens; what a dropped connection missed is in
+//! the REST history), the real local Kafka, and an independent consumer that checks every
+//! trade of the tape is in the topic exactly once, live or repaired.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ingest_core::record::{EventKind, IngestEvent};
+use ingest_core::testkit::{self, ProducerProcess};
+use provider_sim::Sim;
+use provider_sim::polygon::{PolygonConfig, PolygonHandle};
+use provider_sim::tape::Tape;
+use serde_json::Value;
+
+use crate::common::{Topics, sim_tls, value};
+
+const KEY: &str = "pk-repair-4f1d2c";
+const SYMBOLS: [&str; 2] = ["MSFT", "AAPL"];
+
+struct Setup {
+    sim: Sim,
+    polygon: PolygonHandle,
+    topics: Topics,
+    producer: ProducerProcess,
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap()
+}
+
+/// A tape of `per_second` trades of each symbol, `total` each, starting now; the producer
+/// streaming its trades, repairing from the simulator's REST history (`page_size` trades a page).
+async fn start(cfg: PolygonConfig, per_second: u64, total: u64, page_size: &str) -> Setup {
+    let topics = Topics::create().await;
+    let polygon = PolygonHandle::new(PolygonConfig { api_key: KEY.into(), ..cfg });
+    polygon.tape(Tape::new(SYMBOLS.iter().map(|s| s.to_string()).collect(), now_ns(), per_second, total));
+    let (sim, ca) = sim_tls(polygon.router()).await;
+    // The socket's URL as a user writes it; the REST history is found on its origin.
+    let ws = sim.ws_url("/stocks");
+    let mut env: Vec<(&str, &str)> = vec![
+        ("MARKET_PROVIDER", "polygon"),
+        ("MARKET_API_KEY", KEY),
+        ("MARKET_WS_URL", &ws),
+        ("TLS_EXTRA_CA_FILE", &ca),
+        ("FINSTREAM__MARKET__SESSION", "always"),
+        ("FINSTREAM__MARKET__SYMBOLS", "MSFT,AAPL"),
+        ("FINSTREAM__MARKET__CHANNELS", "trades"),
+        ("FINSTREAM__MARKET__RECONNECT_BASE_MS", "50"),
+        ("FINSTREAM__MARKET__REPAIR__SETTLE_SECS", "1"),
+        ("FINSTREAM__MARKET__REPAIR__PAGE_SIZE", page_size),
+        ("FINSTREAM__MARKET__REPAIR__REQUESTS_PER_SECOND", "100"),
+    ];
+    env.extend(topics.env());
+    let producer = ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env);
+    Setup { sim, polygon, topics, producer }
+}
+
+async fn subscriptions(p: &PolygonHandle, n: usize) {
+    testkit::wait_for(Duration::from_secs(30), "subscriptions", || {
+        let p = p.clone();
+        async move {
+            let subs = p.client_messages().iter().filter(|m| m.contains("\"subscribe\"")).count();
+            (subs >= n && p.subscribed_connections() == 1).then_some(())
+        }
+    })
+    .await;
+}
+
+/// The events topic until it holds `n` events of `kind`.
+async fn events_until(topic: &str, kind: EventKind, n: usize) -> Vec<IngestEvent> {
+    testkit::wait_for(Duration::from_secs(60), &format!("{n} {kind:?} events"), || async move {
+        let evs: Vec<IngestEvent> = testkit::consume_committed(topic, Duration::from_secs(10))
+            .iter()
+            .map(|m| serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap())
+            .collect();
+        (evs.iter().filter(|e| e.kind == kind).count() >= n).then_some(evs)
+    })
+    .await
+}
+
+/// Per symbol, every trade's sequence number in the topic and whether it was repaired.
+fn trades(topic: &str) -> BTreeMap<String, Vec<(u64, bool)>> {
+    let mut out: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+    for m in testkit::consume_committed(topic, Duration::from_secs(10)) {
+        let v: Value = value(&m);
+        assert_eq!(rdkafka::Message::key(&m), v["symbol"].as_str().map(str::as_bytes), "keyed by symbol");
+        let backfill = v.get("backfill").is_some_and(|b| b == &Value::Bool(true));
+        out.entry(v["symbol"].as_str().unwrap().to_string())
+            .or_default()
+            .push((v["sequence"].as_u64().unwrap(), backfill));
+    }
+    out
+}
+
+/// Waits until the topic holds the tape's last trade of every symbol.
+async fn tape_done(topic: &str, total: u64) -> BTreeMap<String, Vec<(u64, bool)>> {
+    testkit::wait_for(Duration::from_secs(90), "the tape's last trades in the topic", || async move {
+        let got = trades(topic);
+        SYMBOLS.iter().all(|s| got.get(*s).is_some_and(|t| t.iter().any(|(q, _)| *q == total))).then_some(got)
+    })
+    .await
+}
+
+/// Each symbol's trades from its first received one to the tape's end, each exactly once.
+fn assert_exactly_once(got: &BTreeMap<String, Vec<(u64, bool)>>, total: u64) -> u64 {
+    let mut repaired = 0;
+    for s in SYMBOLS {
+        let mut seqs: Vec<u64> = got[s].iter().map(|(q, _)| *q).collect();
+        seqs.sort_unstable();
+        let first = seqs[0];
+        let dups = seqs.windows(2).filter(|w| w[0] == w[1]).count();
+        assert_eq!(dups, 0, "{s}: {dups} trades published twice");
+        let missing: Vec<u64> = (first..=total).filter(|q| seqs.binary_search(q).is_err()).collect();
+        assert!(
+            missing.is_empty(),
+            "{s}: {} trades missing, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        assert_eq!(seqs.len() as u64, total - first + 1, "{s}");
+        repaired += got[s].iter().filter(|(_, b)| *b).count() as u64;
+    }
+    repaired
+}
+
+/// Each gap event is answered by a repair event of the same window and connection.
+fn repair_of<'a>(evs: &'a [IngestEvent], gap: &IngestEvent) -> &'a IngestEvent {
+    evs.iter()
+        .find(|e| {
+            matches!(e.kind, EventKind::GapRepaired | EventKind::GapUnrepaired)
+                && (e.from, e.to, e.conn_epoch) == (gap.from, gap.to, gap.conn_epoch)
+        })
+        .unwrap_or_else(|| panic!("no repair event for {gap:?} in {evs:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_repaired_with_exactly_the_missing_trades() {
+    // Two trades of each symbol per millisecond: the edges of every window share milliseconds
+    // with trades that did arrive live.
+    let (per_second, total) = (2000, 24_000);
+    let s = start(PolygonConfig::default(), per_second, total, "40").await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 500, Duration::from_secs(30));
+
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 2).await;
+    events_until(&s.topics.events, EventKind::GapRepaired, 1).await;
+
+    // The second repair meets rate limits: waited out (Retry-After absent: backoff), still whole.
+    s.polygon.fail_rest(&[429, 429]);
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 3).await;
+    let evs = events_until(&s.topics.events, EventKind::GapRepaired, 2).await;
+
+    let got = tape_done(&s.topics.topic, total).await;
+    let repaired = assert_exactly_once(&got, total);
+    let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
+    assert_eq!(gaps.len(), 2, "{evs:#?}");
+    let mut published = 0;
+    for gap in gaps {
+        let r = repair_of(&evs, gap);
+        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
+        let counts = r.repair.as_ref().unwrap();
+        assert_eq!((counts.symbols, counts.symbols_failed), (2, 0), "{r:?}");
+        assert_eq!(counts.fetched, counts.published + counts.duplicates, "{r:?}");
+        assert!(counts.duplicates > 0, "the edges' live trades were recognised: {r:?}");
+        published += counts.published;
+    }
+    assert!(repaired > 0, "some trades came from the history");
+    assert_eq!(repaired, published, "the topic holds what the events say was published");
+
+    // The history was read in pages, with the key only in the header.
+    let requests = s.sim.log.to_path("/v3/trades/MSFT");
+    assert!(requests.iter().any(|r| r.query.as_deref().is_some_and(|q| q.starts_with("cursor="))), "paged");
+    assert!(requests.iter().all(|r| !r.query.as_deref().unwrap_or("").contains(KEY)));
+    let labels = [("provider", "polygon"), ("outcome", "repaired")];
+    assert_eq!(s.producer.metric("producer_gap_repairs_total", &labels).await, 2.0);
+    assert_eq!(
+        s.producer.metric("producer_gap_repaired_ticks_total", &[("provider", "polygon")]).await,
+        published as f64
+    );
+    assert!(!s.producer.log().contains(KEY), "the API key is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_without_history_leaves_the_gap_named_unrepaired() {
+    let s = start(PolygonConfig { history: false, ..PolygonConfig::default() }, 200, 0, "50000").await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 50, Duration::from_secs(30));
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 2).await;
+    let evs = events_until(&s.topics.events, EventKind::GapUnrepaired, 1).await;
+    let gap = evs.iter().find(|e| e.kind == EventKind::Gap).unwrap();
+    let r = repair_of(&evs, gap);
+    assert_eq!(r.repair.as_ref().map(|c| c.outcome.as_str()), Some("no_history"), "{r:?}");
+    assert!(r.message.as_deref().is_some_and(|m| m.contains("no history on this plan")), "{r:?}");
+    let labels = [("provider", "polygon"), ("outcome", "no_history")];
+    assert_eq!(s.producer.metric("producer_gap_repairs_total", &labels).await, 1.0);
+    // The stream goes on.
+    let before = testkit::consume_committed(&s.topics.topic, Duration::from_secs(10)).len();
+    testkit::consume(&s.topics.topic, before + 50, Duration::from_secs(30));
+}
