@@ -51,7 +51,9 @@ die() { log "$*"; exit 1; }
 setup() {
   # shellcheck source=scripts/lib/apt.sh
   . scripts/lib/apt.sh
-  apt_install_missing containers.sh podman runc uidmap mmdebstrap netavark aardvark-dns fuse-overlayfs \
+  # iptables: netavark 1.4 (bookworm) sets up container networks through it, and fails with "No
+  # such file or directory" on a machine without it (it is no dependency of the package).
+  apt_install_missing containers.sh podman runc uidmap mmdebstrap netavark aardvark-dns iptables fuse-overlayfs \
     slirp4netns catatonit docker-compose iproute2 util-linux curl docker-registry
   mkdir -p "$dir"
   # nofile: Kafka wants many; podman's default is above this machine's hard limit.
