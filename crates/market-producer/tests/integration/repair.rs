@@ -32,7 +32,7 @@ fn now_ns() -> i64 {
 
 /// A tape of `per_second` trades of each symbol, `total` each, starting now; the producer
 /// streaming its trades, repairing from the simulator's REST history (`page_size` trades a page).
-async fn start(cfg: PolygonConfig, per_second: u64, total: u64, page_size: &str) -> Setup {
+async fn start(cfg: PolygonConfig, per_second: u64, total: u64, extra: &[(&str, &str)]) -> Setup {
     let topics = Topics::create().await;
     let polygon = PolygonHandle::new(PolygonConfig { api_key: KEY.into(), ..cfg });
     polygon.tape(Tape::new(SYMBOLS.iter().map(|s| s.to_string()).collect(), now_ns(), per_second, total));
@@ -49,9 +49,9 @@ async fn start(cfg: PolygonConfig, per_second: u64, total: u64, page_size: &str)
         ("FINSTREAM__MARKET__CHANNELS", "trades"),
         ("FINSTREAM__MARKET__RECONNECT_BASE_MS", "50"),
         ("FINSTREAM__MARKET__REPAIR__SETTLE_SECS", "1"),
-        ("FINSTREAM__MARKET__REPAIR__PAGE_SIZE", page_size),
         ("FINSTREAM__MARKET__REPAIR__REQUESTS_PER_SECOND", "100"),
     ];
+    env.extend_from_slice(extra);
     env.extend(topics.env());
     let producer = ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env);
     Setup { sim, polygon, topics, producer }
@@ -140,7 +140,7 @@ async fn dropped_connections_are_repaired_with_exactly_the_missing_trades() {
     // Two trades of each symbol per millisecond: the edges of every window share milliseconds
     // with trades that did arrive live.
     let (per_second, total) = (2000, 24_000);
-    let s = start(PolygonConfig::default(), per_second, total, "40").await;
+    let s = start(PolygonConfig::default(), per_second, total, &[("FINSTREAM__MARKET__REPAIR__PAGE_SIZE", "40")]).await;
     subscriptions(&s.polygon, 1).await;
     testkit::consume(&s.topics.topic, 500, Duration::from_secs(30));
 
@@ -186,7 +186,7 @@ async fn dropped_connections_are_repaired_with_exactly_the_missing_trades() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_without_history_leaves_the_gap_named_unrepaired() {
-    let s = start(PolygonConfig { history: false, ..PolygonConfig::default() }, 200, 0, "50000").await;
+    let s = start(PolygonConfig { history: false, ..PolygonConfig::default() }, 200, 0, &[]).await;
     subscriptions(&s.polygon, 1).await;
     testkit::consume(&s.topics.topic, 50, Duration::from_secs(30));
     s.polygon.drop_all();
@@ -199,6 +199,32 @@ async fn a_plan_without_history_leaves_the_gap_named_unrepaired() {
     let labels = [("provider", "polygon"), ("outcome", "no_history")];
     assert_eq!(s.producer.metric("producer_gap_repairs_total", &labels).await, 1.0);
     // The stream goes on.
+    let before = testkit::consume_committed(&s.topics.topic, Duration::from_secs(10)).len();
+    testkit::consume(&s.topics.topic, before + 50, Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_past_the_deadline_leave_the_gap_unrepaired_and_the_stream_running() {
+    let s = start(PolygonConfig::default(), 200, 0, &[("FINSTREAM__MARKET__REPAIR__DEADLINE_SECS", "3")]).await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 50, Duration::from_secs(30));
+    // Every history request is refused with 429 for longer than the repair may take.
+    s.polygon.fail_rest(&[429; 40]);
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 2).await;
+    let evs = events_until(&s.topics.events, EventKind::GapUnrepaired, 1).await;
+    let gap = evs.iter().find(|e| e.kind == EventKind::Gap).unwrap();
+    let r = repair_of(&evs, gap);
+    let counts = r.repair.as_ref().unwrap();
+    assert_eq!((counts.outcome.as_str(), counts.symbols_failed, counts.published), ("rate_limited", 2, 0), "{r:?}");
+    assert!(r.message.as_deref().is_some_and(|m| m.contains("HTTP 429")), "{r:?}");
+    let labels = [("provider", "polygon"), ("outcome", "rate_limited")];
+    assert_eq!(s.producer.metric("producer_gap_repairs_total", &labels).await, 1.0);
+    assert_eq!(
+        s.producer.metric("producer_gap_repairs_total", &[("provider", "polygon"), ("outcome", "repaired")]).await,
+        0.0,
+        "every outcome is exported from the start"
+    );
     let before = testkit::consume_committed(&s.topics.topic, Duration::from_secs(10)).len();
     testkit::consume(&s.topics.topic, before + 50, Duration::from_secs(30));
 }
