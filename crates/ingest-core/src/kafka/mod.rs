@@ -10,5 +10,5 @@ mod state;
 pub use self::context::SinkContext;
 pub use self::sink::{Outcome, Route, SendError, Sink, SinkError, SpoolLeft, TxError, TxSink};
 pub use self::spool::{Fsync, Overflow, Recovered, SpoolSettings, UncleanStop};
-pub use self::state::read_committed_to_end;
 pub(crate) use self::state::{RestoreError, restore_state};
+pub use self::state::{read_committed_since, read_committed_to_end};

@@ -1,5 +1,6 @@
 //! The state-restore consumer: reads a topic's committed records up to its end (polled
-//! sources restore their cursors and dedup window from `ingest.state` with it).
+//! sources restore their cursors and dedup window from `ingest.state` with it; the market
+//! gap repair reads what was delivered since a time).
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,29 @@ use crate::record::SourceState;
 pub fn read_committed_to_end(
     kafka: &KafkaConfig,
     topic: &str,
+    timeout: Duration,
+    on_message: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<(), String> {
+    read_committed(kafka, topic, None, timeout, on_message)
+}
+
+/// As [`read_committed_to_end`], from each partition's first record with a Kafka timestamp at
+/// or after `since_ms`, handing each record's value to `on_value` (the gap repair's view of
+/// what was delivered in a window).
+pub fn read_committed_since(
+    kafka: &KafkaConfig,
+    topic: &str,
+    since_ms: i64,
+    timeout: Duration,
+    mut on_value: impl FnMut(&[u8]),
+) -> Result<(), String> {
+    read_committed(kafka, topic, Some(since_ms), timeout, |m| on_value(m.payload().unwrap_or_default()))
+}
+
+fn read_committed(
+    kafka: &KafkaConfig,
+    topic: &str,
+    since_ms: Option<i64>,
     timeout: Duration,
     mut on_message: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<(), String> {
@@ -67,8 +91,21 @@ pub fn read_committed_to_end(
                 Err(e) => return Err(format!("watermarks: {e}")),
             }
         };
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Offset(low)).map_err(|e| e.to_string())?;
+        let start = match since_ms {
+            None => low,
+            Some(ms) => {
+                let mut at = TopicPartitionList::new();
+                at.add_partition_offset(topic, p, Offset::Offset(ms)).map_err(|e| e.to_string())?;
+                let found = probe.offsets_for_times(at, timeout).map_err(|e| format!("offsets for times: {e}"))?;
+                match found.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o.max(low),
+                    // No record at or after the time.
+                    _ => high,
+                }
+            }
+        };
+        if high > start {
+            tpl.add_partition_offset(topic, p, Offset::Offset(start)).map_err(|e| e.to_string())?;
             ends.push((p, high));
         }
     }

@@ -126,6 +126,12 @@ impl Sink {
     pub fn unclean_stop(&self) -> Option<UncleanStop> {
         self.inner.unclean
     }
+
+    /// True when the outage spool (if any) holds nothing unsent and nothing unacknowledged:
+    /// what a previous process left in it is in Kafka now (or counted as failed).
+    pub fn spool_caught_up(&self) -> bool {
+        self.inner.spool.as_ref().is_none_or(|s| s.drained() && s.in_flight() == 0)
+    }
 }
 
 /// The spool's drainer thread: takes spooled records in order and hands them to librdkafka,
