@@ -26,7 +26,11 @@
 //! edges was never received. The history's own duplicates (byte-identical prints have been
 //! seen) are published once.
 //!
-//! A symbol whose last live trade is older than the gap's start by more than [`EDGE_MARGIN`]
+//! After a crash the first gap runs from the spool's unclean stop, and this process never saw
+//! its near edge: the window is then deduplicated against every trade of it already in the
+//! ticks topic, read back once the previous process's spool is sent and acknowledged.
+//!
+//! A symbol whose last live trade is older than the gap's start by more than [`EDGE_MARGIN_NS`]
 //! (or that had none) starts at the gap's start less that margin: no trade of it was received
 //! in that span, and the margin covers trades in flight when the connection dropped. A symbol
 //! with no live trade within `settle_secs` after the stream resumed ends at the resumption.
@@ -95,9 +99,13 @@ impl TradeKey {
         Self { exchange: t.exchange, trf: t.trf_id.unwrap_or(0), id: t.id.clone() }
     }
 
-    /// The key of a live trade tick (`None` without a numeric exchange or an id).
+    /// The key of a trade tick, live or read back from the topic (where codes are strings);
+    /// `None` without a numeric exchange or an id.
     pub(crate) fn of_tick(t: &MarketTick<'_>) -> Option<Self> {
-        let Some(Code::Int(exchange)) = t.exchange_code else { return None };
+        let exchange = match t.exchange_code.as_ref()? {
+            Code::Int(i) => *i,
+            Code::Str(s) => s.parse().ok()?,
+        };
         let id = match t.trade_id.as_ref()? {
             Code::Str(s) => s.to_string(),
             Code::Int(i) => i.to_string(),
@@ -163,6 +171,9 @@ pub(crate) struct Window {
     pub(crate) start_ns: i64,
     /// The first millisecond received after the gap, complete.
     pub(crate) after: EdgeMs,
+    /// Trades of the window already in the topic, at any millisecond (after a restart, whose
+    /// near edge this process never saw: read back from Kafka).
+    pub(crate) delivered: HashSet<TradeKey>,
 }
 
 /// What a window's history comes to.
@@ -195,7 +206,11 @@ impl Window {
             let ms = t.sip_timestamp.div_euclid(1_000_000);
             let key = TradeKey::of(&t);
             let live = |edge: Option<&EdgeMs>| edge.is_some_and(|e| e.ms == ms && e.keys.contains(&key));
-            if live(self.before.as_ref()) || live(Some(&self.after)) || !seen.insert(key) {
+            if live(self.before.as_ref())
+                || live(Some(&self.after))
+                || self.delivered.contains(&key)
+                || !seen.insert(key)
+            {
                 duplicates += 1;
                 continue;
             }
@@ -458,11 +473,6 @@ impl Repairer {
     async fn repair(&self, job: &Job, ctx: &SourceCtx, route: &Route) -> (Option<(Unrepaired, String)>, RepairCounts) {
         let mut counts = RepairCounts { symbols: self.symbols.len() as u64, ..RepairCounts::default() };
         let fail = |why: Unrepaired, detail: String, counts: RepairCounts| (Some((why, detail)), counts);
-        if !job.gap.why.is_empty() {
-            let detail = "the gap follows a restart: which of its trades the previous process delivered is not \
-                          known here, so it cannot be repaired without duplicates (not implemented yet)";
-            return fail(Unrepaired::Unsupported, detail.into(), counts);
-        }
         let history = match &self.history {
             Ok(h) => h,
             Err((why, detail)) => return fail(*why, detail.clone(), counts),
@@ -476,9 +486,19 @@ impl Repairer {
             return fail(Unrepaired::TooLong, detail, counts);
         }
         let after = self.settle(job, ctx).await;
-        let windows = self.windows(job, after);
-        counts.symbols = windows.len() as u64;
         let deadline = job.resumed + Duration::from_secs(self.cfg.deadline_secs);
+        // After a restart (the gap has its own reason) the near edge is whatever the previous
+        // process delivered: read back from the topic once what it left in the spool is in.
+        let delivered = if job.gap.why.is_empty() {
+            HashMap::new()
+        } else {
+            match self.delivered(job, ctx, route, deadline).await {
+                Ok(d) => d,
+                Err(e) => return fail(Unrepaired::Failed, e, counts),
+            }
+        };
+        let windows = self.windows(job, after, delivered);
+        counts.symbols = windows.len() as u64;
         let mut fetches = futures::stream::iter(windows)
             .map(|(symbol, window)| async move {
                 let (from, to) = window.range_ns();
@@ -531,13 +551,72 @@ impl Repairer {
         std::mem::take(&mut after.edges)
     }
 
+    /// The trades of this provider already in the ticks topic from the gap's start (less the
+    /// margin) on, per symbol: read once the spool a previous process left is sent and
+    /// acknowledged, so nothing it held can arrive after the read.
+    async fn delivered(
+        &self,
+        job: &Job,
+        ctx: &SourceCtx,
+        route: &Route,
+        deadline: Instant,
+    ) -> Result<HashMap<String, HashSet<TradeKey>>, String> {
+        while !ctx.sink.spool_caught_up() {
+            if Instant::now() >= deadline {
+                return Err("the previous process's spool was not sent before the repair's deadline".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let start_ms = (job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS).div_euclid(1_000_000);
+        let to_ms = job.gap.to.timestamp_millis();
+        // Kafka timestamps are when a record was produced, after its trade: a minute's slack.
+        let since_ms = start_ms - 60_000;
+        let (kafka, topic, provider) = (ctx.kafka.clone(), route.topic().to_string(), self.provider);
+        let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out: HashMap<String, HashSet<TradeKey>> = HashMap::new();
+            ingest_core::kafka::read_committed_since(&kafka, &topic, since_ms, timeout, |value| {
+                let Ok(tick) = serde_json::from_slice::<MarketTick<'_>>(value) else {
+                    return;
+                };
+                let ms = tick.timestamp.timestamp_millis();
+                if tick.provider == provider
+                    && tick.event_type == TickType::Trade
+                    && (start_ms..=to_ms).contains(&ms)
+                    && let Some(key) = TradeKey::of_tick(&tick)
+                {
+                    out.entry(tick.symbol.into_owned()).or_default().insert(key);
+                }
+            })
+            .map(|()| out)
+        });
+        match read.await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(format!("could not read what was delivered before the restart: {e}")),
+            Err(e) => Err(format!("could not read what was delivered before the restart: {e}")),
+        }
+    }
+
     /// Each symbol's window (module documentation: the margins).
-    fn windows(&self, job: &Job, mut after: HashMap<String, EdgeMs>) -> Vec<(String, Window)> {
+    fn windows(
+        &self,
+        job: &Job,
+        mut after: HashMap<String, EdgeMs>,
+        mut delivered: HashMap<String, HashSet<TradeKey>>,
+    ) -> Vec<(String, Window)> {
         let start_ns = job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS;
         let resumed_ms = job.gap.to.timestamp_millis();
         let mut symbols = self.symbols.clone();
         if symbols.is_empty() {
-            symbols = job.before.keys().chain(after.keys()).cloned().collect::<HashSet<_>>().into_iter().collect();
+            symbols = job
+                .before
+                .keys()
+                .chain(after.keys())
+                .chain(delivered.keys())
+                .cloned()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
             symbols.sort_unstable();
         }
         symbols
@@ -545,7 +624,8 @@ impl Repairer {
             .map(|symbol| {
                 let before = job.before.get(&symbol).filter(|b| b.ms.saturating_mul(1_000_000) >= start_ns).cloned();
                 let after = after.remove(&symbol).unwrap_or(EdgeMs { ms: resumed_ms, keys: HashSet::new() });
-                (symbol, Window { before, start_ns, after })
+                let delivered = delivered.remove(&symbol).unwrap_or_default();
+                (symbol, Window { before, start_ns, after, delivered })
             })
             .collect()
     }
@@ -612,6 +692,7 @@ mod tests {
             before: Some(EdgeMs { ms: MS, keys: HashSet::from([key("a", 11), key("b", 12)]) }),
             start_ns: 0,
             after: EdgeMs { ms: MS + 10, keys: HashSet::from([key("y", 11)]) },
+            delivered: HashSet::new(),
         }
     }
 
@@ -647,14 +728,21 @@ mod tests {
 
     #[test]
     fn a_symbol_without_live_trades_before_the_gap_starts_at_the_gap() {
-        let w = Window { before: None, start_ns: 42 * 1_000_000, after: EdgeMs { ms: 50, keys: HashSet::new() } };
+        let w = Window {
+            before: None,
+            start_ns: 42 * 1_000_000,
+            after: EdgeMs { ms: 50, keys: HashSet::new() },
+            delivered: HashSet::from([key("known", 1)]),
+        };
         assert_eq!(w.range_ns(), (42_000_000, 51_000_000));
         let r = w.missing(vec![
             trade("early", 1, 41_999_999, 1),
             trade("in", 1, 42_000_000, 2),
-            trade("late", 1, 51_000_000, 3),
+            trade("known", 1, 45_000_000, 3),
+            trade("late", 1, 51_000_000, 4),
         ]);
         assert_eq!(r.missing.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["in"], "only the window");
+        assert_eq!(r.duplicates, 1, "already in the topic, at any millisecond");
     }
 
     #[test]
@@ -680,6 +768,15 @@ mod tests {
         let mut k: Vec<&str> = e.keys.iter().map(|k| k.id.as_str()).collect();
         k.sort_unstable();
         k
+    }
+
+    #[test]
+    fn a_tick_read_back_from_the_topic_has_the_key_it_had_live() {
+        let t = live("AAPL", 5, "a");
+        let json = serde_json::to_vec(&t).unwrap();
+        let back: MarketTick<'_> = serde_json::from_slice(&json).unwrap();
+        assert_eq!(TradeKey::of_tick(&back), TradeKey::of_tick(&t));
+        assert!(TradeKey::of_tick(&t).is_some());
     }
 
     #[test]
@@ -747,7 +844,7 @@ mod tests {
             resumed: Instant::now(),
         };
         let after = HashMap::from([("AAPL".to_string(), edge(MS + 3005))]);
-        let w: HashMap<String, Window> = r.windows(&job, after).into_iter().collect();
+        let w: HashMap<String, Window> = r.windows(&job, after, HashMap::new()).into_iter().collect();
         let ns = |ms: i64| ms * 1_000_000;
         assert_eq!(w["AAPL"].range_ns(), (ns(MS - 1000), ns(MS + 3006)));
         assert_eq!(w["MSFT"].range_ns(), (ns(MS) - EDGE_MARGIN_NS, ns(MS + 3001)), "no live trade near the gap");

@@ -24,6 +24,15 @@ struct Setup {
     polygon: PolygonHandle,
     topics: Topics,
     producer: ProducerProcess,
+    /// The producer's environment (to start it again).
+    env: Vec<(String, String)>,
+}
+
+impl Setup {
+    fn restart(&mut self) {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.producer = ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env);
+    }
 }
 
 fn now_ns() -> i64 {
@@ -54,7 +63,8 @@ async fn start(cfg: PolygonConfig, per_second: u64, total: u64, extra: &[(&str, 
     env.extend_from_slice(extra);
     env.extend(topics.env());
     let producer = ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env);
-    Setup { sim, polygon, topics, producer }
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Setup { sim, polygon, topics, producer, env }
 }
 
 async fn subscriptions(p: &PolygonHandle, n: usize) {
@@ -227,4 +237,29 @@ async fn rate_limits_past_the_deadline_leave_the_gap_unrepaired_and_the_stream_r
     );
     let before = testkit::consume_committed(&s.topics.topic, Duration::from_secs(10)).len();
     testkit::consume(&s.topics.topic, before + 50, Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_producer_repairs_its_loss_window_after_the_restart_without_repeats() {
+    let (per_second, total) = (2000, 20_000);
+    let spool = testkit::unique_dir("spool").display().to_string();
+    let mut s = start(PolygonConfig::default(), per_second, total, &[("KAFKA_SPOOL_DIR", &spool)]).await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 2000, Duration::from_secs(30));
+    let pid = s.producer.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert_eq!(s.producer.wait_exit(Duration::from_secs(10)), None, "killed by the signal");
+    // The next process finds the spool's unclean stop: the window since its oldest
+    // unacknowledged record is a gap, repaired against what the topic already holds.
+    s.restart();
+    subscriptions(&s.polygon, 2).await;
+    let evs = events_until(&s.topics.events, EventKind::GapRepaired, 1).await;
+    let gap = evs.iter().find(|e| e.kind == EventKind::Gap).unwrap();
+    assert!(gap.message.as_deref().is_some_and(|m| m.contains("previous process")), "{gap:?}");
+    let r = repair_of(&evs, gap);
+    assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
+    let got = tape_done(&s.topics.topic, total).await;
+    let repaired = assert_exactly_once(&got, total);
+    assert!(repaired > 0, "what the killed process never received came from the history");
+    assert_eq!(repaired, r.repair.as_ref().unwrap().published);
 }
