@@ -426,6 +426,9 @@ pub(crate) struct Repairer {
     /// The subscribed symbols (empty for a wildcard: the symbols seen at the edges).
     pub(crate) symbols: Vec<String>,
     pub(crate) provider: &'static str,
+    /// Where each symbol's last window ended (ns, exclusive): the next one starts no earlier,
+    /// so that windows never overlap (gaps in a row, the margin reaching into the last one).
+    repaired_to: Mutex<HashMap<String, i64>>,
 }
 
 /// The repair task: each job in turn until the queue closes or shutdown; jobs left at shutdown
@@ -469,6 +472,15 @@ impl From<&HistoryError> for Unrepaired {
 }
 
 impl Repairer {
+    pub(crate) fn new(
+        history: Result<Box<dyn TradeHistory>, (Unrepaired, String)>,
+        cfg: RepairConfig,
+        symbols: Vec<String>,
+        provider: &'static str,
+    ) -> Self {
+        Self { history, cfg, symbols, provider, repaired_to: Mutex::default() }
+    }
+
     /// Repairs one gap: `None` when every symbol was filled, else why not; and the counts.
     async fn repair(&self, job: &Job, ctx: &SourceCtx, route: &Route) -> (Option<(Unrepaired, String)>, RepairCounts) {
         let mut counts = RepairCounts { symbols: self.symbols.len() as u64, ..RepairCounts::default() };
@@ -604,8 +616,9 @@ impl Repairer {
         mut after: HashMap<String, EdgeMs>,
         mut delivered: HashMap<String, HashSet<TradeKey>>,
     ) -> Vec<(String, Window)> {
-        let start_ns = job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS;
+        let gap_start_ns = job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS;
         let resumed_ms = job.gap.to.timestamp_millis();
+        let mut repaired_to = self.repaired_to.lock().unwrap_or_else(PoisonError::into_inner);
         let mut symbols = self.symbols.clone();
         if symbols.is_empty() {
             symbols = job
@@ -622,10 +635,15 @@ impl Repairer {
         symbols
             .into_iter()
             .map(|symbol| {
+                let start_ns = gap_start_ns.max(repaired_to.get(&symbol).copied().unwrap_or(i64::MIN));
                 let before = job.before.get(&symbol).filter(|b| b.ms.saturating_mul(1_000_000) >= start_ns).cloned();
                 let after = after.remove(&symbol).unwrap_or(EdgeMs { ms: resumed_ms, keys: HashSet::new() });
                 let delivered = delivered.remove(&symbol).unwrap_or_default();
-                (symbol, Window { before, start_ns, after, delivered })
+                let window = Window { before, start_ns, after, delivered };
+                let end = window.range_ns().1;
+                let to = repaired_to.entry(symbol.clone()).or_insert(end);
+                *to = (*to).max(end);
+                (symbol, window)
             })
             .collect()
     }
@@ -826,12 +844,12 @@ mod tests {
 
     #[test]
     fn windows_start_at_a_recent_live_trade_or_the_gap_less_the_margin() {
-        let r = Repairer {
-            history: Err((Unrepaired::NoHistory, String::new())),
-            cfg: RepairConfig::default(),
-            symbols: vec!["AAPL".into(), "MSFT".into(), "IBM".into()],
-            provider: "polygon",
-        };
+        let r = Repairer::new(
+            Err((Unrepaired::NoHistory, String::new())),
+            RepairConfig::default(),
+            vec!["AAPL".into(), "MSFT".into(), "IBM".into()],
+            "polygon",
+        );
         let from = DateTime::from_timestamp_millis(MS).unwrap();
         let to = from + chrono::Duration::seconds(3);
         let edge = |ms: i64| EdgeMs { ms, keys: HashSet::from([key("a", 11)]) };
@@ -850,5 +868,20 @@ mod tests {
         assert_eq!(w["MSFT"].range_ns(), (ns(MS) - EDGE_MARGIN_NS, ns(MS + 3001)), "no live trade near the gap");
         assert!(w["MSFT"].before.is_none());
         assert_eq!(w["IBM"].range_ns(), (ns(MS) - EDGE_MARGIN_NS, ns(MS + 3001)), "never traded live");
+
+        // The next gap, right after this one: its margin does not reach back into these
+        // windows, and a near edge inside them is not used again.
+        let from2 = to + chrono::Duration::milliseconds(500);
+        let job2 = Job {
+            gap: Gap { from: from2, to: from2 + chrono::Duration::seconds(1), why: String::new() },
+            epoch: 3,
+            before: HashMap::from([("AAPL".to_string(), edge(MS + 3005))]),
+            after: Arc::default(),
+            resumed: Instant::now(),
+        };
+        let w2: HashMap<String, Window> = r.windows(&job2, HashMap::new(), HashMap::new()).into_iter().collect();
+        assert_eq!(w2["AAPL"].range_ns().0, ns(MS + 3006), "starts where the last window ended");
+        assert!(w2["AAPL"].before.is_none(), "its edge millisecond was repaired with the last window");
+        assert_eq!(w2["IBM"].range_ns().0, ns(MS + 3001));
     }
 }

@@ -48,7 +48,7 @@ impl Source for MarketSource {
                 let history = provider.history(&self.cfg);
                 let track = history.is_ok();
                 let symbols = self.cfg.shard().into_iter().filter(|s| !s.contains('*')).collect();
-                let repairer = Repairer { history, cfg: self.cfg.repair.clone(), symbols, provider: provider.label() };
+                let repairer = Repairer::new(history, self.cfg.repair.clone(), symbols, provider.label());
                 let (tx, rx) = tokio::sync::mpsc::channel(self.cfg.repair.queue);
                 let task = tokio::spawn(repair::run(rx, ctx.clone(), repairer));
                 (Repairing::new(emitter, Some(tx), track, &ctx, provider.label()), Some(task))

@@ -263,3 +263,30 @@ async fn a_sigkilled_producer_repairs_its_loss_window_after_the_restart_without_
     assert!(repaired > 0, "what the killed process never received came from the history");
     assert_eq!(repaired, r.repair.as_ref().unwrap().published);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_feed_is_reconnected_and_what_the_stall_lost_is_repaired() {
+    // The provider stops sending (a stall: the trades of those seconds never reach this
+    // connection) for longer than the staleness limit: the producer reconnects, and every gap it
+    // publishes is repaired.
+    let (per_second, total) = (2000, 16_000);
+    let extra = [("FINSTREAM__MARKET__STALE_AFTER_SECS", "1")];
+    let s = start(PolygonConfig::default(), per_second, total, &extra).await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 1000, Duration::from_secs(30));
+    s.polygon.stall(Duration::from_millis(2500));
+    let got = tape_done(&s.topics.topic, total).await;
+    let evs = testkit::wait_for(Duration::from_secs(60), "an answer to every gap", || async {
+        let evs = events_until(&s.topics.events, EventKind::Gap, 1).await;
+        let gaps = evs.iter().filter(|e| e.kind == EventKind::Gap).count();
+        let answers =
+            evs.iter().filter(|e| matches!(e.kind, EventKind::GapRepaired | EventKind::GapUnrepaired)).count();
+        (answers >= gaps).then_some(evs)
+    })
+    .await;
+    let repaired = assert_exactly_once(&got, total);
+    assert!(repaired > 0, "the stall's trades came from the history");
+    for gap in evs.iter().filter(|e| e.kind == EventKind::Gap) {
+        assert_eq!(repair_of(&evs, gap).kind, EventKind::GapRepaired, "{gap:?}");
+    }
+}
