@@ -267,6 +267,16 @@ impl MarketConfig {
         crate::shard::select(&self.symbols, self.replica_index, self.replica_count)
     }
 
+    /// The name of this replica's gap-repair state: `repair-<provider>`, and `-<index>of<count>`
+    /// with more than one replica (each owns its symbols' repairs).
+    pub(crate) fn repair_group(&self) -> String {
+        let provider = self.provider.label();
+        match self.replica_count {
+            0 | 1 => format!("repair-{provider}"),
+            n => format!("repair-{provider}-{}of{n}", self.replica_index),
+        }
+    }
+
     /// The largest accepted frame: the configured one, or the provider's default.
     pub(crate) fn max_frame_bytes(&self) -> usize {
         if self.max_frame_bytes == 0 { self.provider.get().default_max_frame_bytes() } else { self.max_frame_bytes }

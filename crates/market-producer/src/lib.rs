@@ -14,6 +14,7 @@ pub mod hostile;
 pub mod polygon;
 pub(crate) mod provider;
 pub(crate) mod repair;
+pub(crate) mod repair_state;
 pub(crate) mod replay;
 pub(crate) mod shard;
 pub(crate) mod source;

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     ingest_core::main::<MarketConfig, MarketArgs, _>(SPEC, |cfg, args| {
         let source: Box<dyn Source> = match &args.replay {
             Some(path) => Box::new(ReplaySource::new(cfg.section.clone(), path.clone(), args.speed)),
-            None => Box::new(MarketSource::new(cfg.section.clone(), args.record.clone())),
+            None => Box::new(MarketSource::new(cfg.section.clone(), args.record.clone(), &cfg.core.runtime)),
         };
         Ok(vec![source])
     })

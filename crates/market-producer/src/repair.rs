@@ -42,7 +42,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use ingest_core::kafka::{Outcome, Route};
 use ingest_core::record::{Code, MarketTick, RepairCounts, TickType};
 use ingest_core::source::SourceCtx;
 use ingest_core::telemetry::events::{GapRepairEnded, InternalEvent};
@@ -56,6 +55,7 @@ use tokio::time::Instant;
 
 use crate::config::RepairConfig;
 use crate::polygon::history::{HistoryError, HistoryTrade};
+use crate::repair_state::{Change, Counts, Store, StoreError, StoreNames, StoredGap};
 
 /// How far before a gap's start a symbol without a recent live trade is repaired from: trades
 /// in flight when the connection dropped (their SIP time before the last frame received).
@@ -239,8 +239,48 @@ pub(crate) struct Job {
     /// Each symbol's last millisecond received before the gap.
     before: HashMap<String, EdgeMs>,
     after: Arc<Mutex<AfterEdges>>,
-    /// When the stream was live again (the gap's end).
+    /// When the stream was live again (the gap's end); for a gap an earlier process left
+    /// waiting, when this one took it up.
     resumed: Instant,
+    /// As stored in `ingest.state`, once stored; with symbols done when an earlier process
+    /// left it waiting.
+    stored: Option<StoredGap>,
+    /// Left waiting by an earlier process: no edges, the whole window read back from the topic.
+    earlier: bool,
+    /// When this process's repair task started (ms): no trade before it was received live here.
+    started_ms: i64,
+}
+
+impl Job {
+    /// A gap an earlier process stored and did not answer.
+    fn earlier(stored: StoredGap, started: DateTime<Utc>) -> Self {
+        Self {
+            started_ms: started.timestamp_millis(),
+            gap: stored.gap(),
+            epoch: stored.epoch,
+            before: HashMap::new(),
+            after: Arc::default(),
+            resumed: Instant::now(),
+            stored: Some(stored),
+            earlier: true,
+        }
+    }
+
+    /// The millisecond a window ends at (inclusive) without a live trade after the gap: its end.
+    /// For a gap an earlier process left, the margin after it (whatever that process received
+    /// then is in the topic), but never past this process's start: what this process receives
+    /// live may not be in the topic yet when it is read, and its own first gap (after a crash)
+    /// begins there.
+    fn far_ms(&self) -> i64 {
+        let to = self.gap.to.timestamp_millis();
+        if self.earlier { (to + EDGE_MARGIN_NS / 1_000_000).min(self.started_ms.max(to)) } else { to }
+    }
+
+    /// Whether the window is deduplicated against the topic: after a restart (this process
+    /// never saw the near edge) and for a gap an earlier process left.
+    fn reads_back(&self) -> bool {
+        self.earlier || !self.gap.why.is_empty()
+    }
 }
 
 /// The gap whose far edges the stream is still filling.
@@ -377,7 +417,16 @@ impl<O: WsOutput> WsOutput for Repairing<O> {
             Some(edges) => edges.gap(),
             None => (HashMap::new(), Arc::default()),
         };
-        let job = Job { gap: gap.clone(), epoch, before, after, resumed: Instant::now() };
+        let job = Job {
+            gap: gap.clone(),
+            epoch,
+            before,
+            after,
+            resumed: Instant::now(),
+            stored: None,
+            earlier: false,
+            started_ms: 0,
+        };
         match jobs.try_send(job) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job)) => {
@@ -431,11 +480,70 @@ pub(crate) struct Repairer {
     repaired_to: Mutex<HashMap<String, i64>>,
 }
 
-/// The repair task: each job in turn until the queue closes or shutdown; jobs left at shutdown
-/// are reported unrepaired.
-pub(crate) async fn run(mut jobs: mpsc::Receiver<Job>, ctx: SourceCtx, r: Repairer) {
+/// The repair task: the gaps an earlier process left waiting, then each job in turn until the
+/// queue closes or shutdown. With a history, every gap is stored in `ingest.state` before it
+/// waits, and leaves it when answered (`repair_state`): one still there at shutdown or a crash
+/// is repaired by the next process. Without one, each gap is answered at once.
+pub(crate) async fn run(jobs: mpsc::Receiver<Job>, ctx: SourceCtx, r: Repairer, names: StoreNames) {
     let counters = RepairCounters::new(&ctx.metrics, r.provider);
-    let route = ctx.sink.route::<MarketTick<'_>>(r.provider);
+    if let Err(why) = &r.history {
+        return answer_all(jobs, &ctx, &counters, why.clone()).await;
+    }
+    let started = Utc::now();
+    let (store, waiting) = match Store::open(&ctx, names.key, names.transactional_id, r.provider).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return answer_all(jobs, &ctx, &counters, stopped_before()).await,
+        Err(e) => {
+            tracing::error!(error = %e, "gap repair is unavailable");
+            return answer_all(jobs, &ctx, &counters, (Unrepaired::Failed, e)).await;
+        }
+    };
+    let store = Arc::new(tokio::sync::Mutex::new(store));
+    let (queue, mut queued) = mpsc::unbounded_channel();
+    for stored in waiting {
+        let _ = queue.send(Job::earlier(stored, started));
+    }
+    let intake = tokio::spawn(intake(jobs, queue, store.clone(), ctx.clone(), counters.clone(), r.cfg.clone()));
+    loop {
+        let job = tokio::select! {
+            job = queued.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            () = ctx.shutdown.cancelled() => break,
+        };
+        let (unrepaired, counts) = tokio::select! {
+            done = r.repair(&job, &ctx, &store) => done,
+            () = ctx.shutdown.cancelled() => break,
+        };
+        if let Some(stored) = &job.stored {
+            let deadline = Instant::now() + Duration::from_secs(r.cfg.deadline_secs);
+            let removed = store.lock().await.commit_until(&[], Change::Remove(&stored.id()), deadline).await;
+            if let Err(e) = removed {
+                // The next process repairs it again: harmless (read back from the topic).
+                tracing::warn!(error = %e, "a repaired gap could not be removed from the repair state");
+            }
+        }
+        ended(&ctx, &counters, &job, unrepaired, counts);
+    }
+    let _ = intake.await;
+    let left = store.lock().await.waiting();
+    if left > 0 {
+        tracing::info!(gaps = left, "gaps left waiting for repair; the next start repairs them");
+    }
+}
+
+fn stopped_before() -> (Unrepaired, String) {
+    (Unrepaired::Failed, "the producer stopped before the repair".to_string())
+}
+
+/// Answers every job with `why` until the queue closes or shutdown (and the jobs left then).
+async fn answer_all(
+    mut jobs: mpsc::Receiver<Job>,
+    ctx: &SourceCtx,
+    counters: &RepairCounters,
+    why: (Unrepaired, String),
+) {
     loop {
         let job = tokio::select! {
             job = jobs.recv() => match job {
@@ -444,18 +552,61 @@ pub(crate) async fn run(mut jobs: mpsc::Receiver<Job>, ctx: SourceCtx, r: Repair
             },
             () = ctx.shutdown.cancelled() => break,
         };
-        let (unrepaired, counts) = tokio::select! {
-            done = r.repair(&job, &ctx, &route) => done,
-            () = ctx.shutdown.cancelled() => {
-                (Some((Unrepaired::Failed, "the producer stopped during the repair".to_string())), RepairCounts::default())
-            }
-        };
-        ended(&ctx, &counters, &job, unrepaired, counts);
+        ended(ctx, counters, &job, Some(why.clone()), RepairCounts::default());
     }
     jobs.close();
     while let Ok(job) = jobs.try_recv() {
-        let why = Some((Unrepaired::Failed, "the producer stopped before the repair".to_string()));
-        ended(&ctx, &counters, &job, why, RepairCounts::default());
+        ended(ctx, counters, &job, Some(stopped_before()), RepairCounts::default());
+    }
+}
+
+/// Takes each gap from the stream as it comes and stores it before it waits (so that a crash
+/// cannot lose it); a gap that cannot be stored, or finds `queue` gaps waiting, is answered
+/// unrepaired.
+async fn intake(
+    mut jobs: mpsc::Receiver<Job>,
+    queue: mpsc::UnboundedSender<Job>,
+    store: Arc<tokio::sync::Mutex<Store>>,
+    ctx: SourceCtx,
+    counters: RepairCounters,
+    cfg: RepairConfig,
+) {
+    loop {
+        let mut job = tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+            () = ctx.shutdown.cancelled() => break,
+        };
+        let stored = StoredGap::new(&job.gap, job.epoch);
+        let mut s = store.lock().await;
+        if s.waiting() >= cfg.queue {
+            let detail = format!("{} gaps already wait for repair (market.repair.queue)", s.waiting());
+            ended(&ctx, &counters, &job, Some((Unrepaired::Failed, detail)), RepairCounts::default());
+            continue;
+        }
+        let deadline = job.resumed + Duration::from_secs(cfg.deadline_secs);
+        match s.commit_until(&[], Change::Add(&stored), deadline).await {
+            Ok(_) => {
+                job.stored = Some(stored);
+                if let Err(mpsc::error::SendError(job)) = queue.send(job) {
+                    ended(&ctx, &counters, &job, Some(stopped_before()), RepairCounts::default());
+                }
+            }
+            Err(StoreError::ShutDown) => {
+                ended(&ctx, &counters, &job, Some(stopped_before()), RepairCounts::default());
+                break;
+            }
+            Err(e) => {
+                let detail = format!("the gap could not be stored for repair: {e}");
+                ended(&ctx, &counters, &job, Some((Unrepaired::Failed, detail)), RepairCounts::default());
+            }
+        }
+    }
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        ended(&ctx, &counters, &job, Some(stopped_before()), RepairCounts::default());
     }
 }
 
@@ -482,7 +633,13 @@ impl Repairer {
     }
 
     /// Repairs one gap: `None` when every symbol was filled, else why not; and the counts.
-    async fn repair(&self, job: &Job, ctx: &SourceCtx, route: &Route) -> (Option<(Unrepaired, String)>, RepairCounts) {
+    /// Each symbol's trades are committed with the state marking it done.
+    async fn repair(
+        &self,
+        job: &Job,
+        ctx: &SourceCtx,
+        store: &tokio::sync::Mutex<Store>,
+    ) -> (Option<(Unrepaired, String)>, RepairCounts) {
         let mut counts = RepairCounts { symbols: self.symbols.len() as u64, ..RepairCounts::default() };
         let fail = |why: Unrepaired, detail: String, counts: RepairCounts| (Some((why, detail)), counts);
         let history = match &self.history {
@@ -497,20 +654,26 @@ impl Repairer {
             );
             return fail(Unrepaired::TooLong, detail, counts);
         }
-        let after = self.settle(job, ctx).await;
+        let after = if job.earlier { HashMap::new() } else { self.settle(job, ctx).await };
         let deadline = job.resumed + Duration::from_secs(self.cfg.deadline_secs);
         // After a restart (the gap has its own reason) the near edge is whatever the previous
         // process delivered: read back from the topic once what it left in the spool is in.
-        let delivered = if job.gap.why.is_empty() {
-            HashMap::new()
-        } else {
-            match self.delivered(job, ctx, route, deadline).await {
+        let delivered = if job.reads_back() {
+            match self.delivered(job, ctx, deadline).await {
                 Ok(d) => d,
                 Err(e) => return fail(Unrepaired::Failed, e, counts),
             }
+        } else {
+            HashMap::new()
         };
-        let windows = self.windows(job, after, delivered);
-        counts.symbols = windows.len() as u64;
+        let done: &[String] = job.stored.as_ref().map_or(&[], |s| &s.done);
+        let windows: Vec<(String, Window)> =
+            self.windows(job, after, delivered).into_iter().filter(|(symbol, _)| !done.contains(symbol)).collect();
+        counts.symbols = (windows.len() + done.len()) as u64;
+        if let Some(stored) = &job.stored {
+            stored.add_to(&mut counts);
+        }
+        let id = job.stored.as_ref().map(StoredGap::id).unwrap_or_default();
         let mut fetches = futures::stream::iter(windows)
             .map(|(symbol, window)| async move {
                 let (from, to) = window.range_ns();
@@ -527,11 +690,34 @@ impl Repairer {
                     continue;
                 }
             };
-            counts.fetched += trades.len() as u64;
+            let fetched = trades.len() as u64;
             let repair = window.missing(trades);
-            counts.duplicates += repair.duplicates as u64;
-            if let Err(e) = publish(history.as_ref(), &symbol, &repair.missing, ctx, route, &mut counts).await {
-                failures.push((Unrepaired::Failed, format!("{symbol}: {e}")));
+            let duplicates = repair.duplicates as u64;
+            // Each tick as the stream would have made it (its conditions kept raw, as live).
+            let conditions: Vec<Option<Box<RawValue>>> = repair
+                .missing
+                .iter()
+                .map(|t| {
+                    (!t.conditions.is_empty()).then(|| serde_json::value::to_raw_value(&t.conditions).ok()).flatten()
+                })
+                .collect();
+            let now = Utc::now();
+            let ticks: Vec<(Option<MarketTick<'_>>, Vec<u8>)> = repair
+                .missing
+                .iter()
+                .zip(&conditions)
+                .map(|(t, c)| (history.tick(&symbol, t, c.as_deref(), now), serde_json::to_vec(t).unwrap_or_default()))
+                .collect();
+            let change =
+                Change::Done { id: &id, symbol: &symbol, counts: Counts { fetched, published: 0, duplicates } };
+            match store.lock().await.commit_until(&ticks, change, deadline).await {
+                Ok(published) => {
+                    counts.fetched += fetched;
+                    counts.duplicates += duplicates;
+                    counts.published += published;
+                }
+                Err(e) => failures
+                    .push((Unrepaired::Failed, format!("{symbol}: the repaired trades could not be committed: {e}"))),
             }
         }
         counts.symbols_failed = failures.len() as u64;
@@ -570,7 +756,6 @@ impl Repairer {
         &self,
         job: &Job,
         ctx: &SourceCtx,
-        route: &Route,
         deadline: Instant,
     ) -> Result<HashMap<String, HashSet<TradeKey>>, String> {
         while !ctx.sink.spool_caught_up() {
@@ -580,10 +765,10 @@ impl Repairer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let start_ms = (job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS).div_euclid(1_000_000);
-        let to_ms = job.gap.to.timestamp_millis();
+        let to_ms = job.far_ms();
         // Kafka timestamps are when a record was produced, after its trade: a minute's slack.
         let since_ms = start_ms - 60_000;
-        let (kafka, topic, provider) = (ctx.kafka.clone(), route.topic().to_string(), self.provider);
+        let (kafka, topic, provider) = (ctx.kafka.clone(), ctx.kafka.topics.market_ticks.name.clone(), self.provider);
         let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
         let read = tokio::task::spawn_blocking(move || {
             let mut out: HashMap<String, HashSet<TradeKey>> = HashMap::new();
@@ -617,7 +802,7 @@ impl Repairer {
         mut delivered: HashMap<String, HashSet<TradeKey>>,
     ) -> Vec<(String, Window)> {
         let gap_start_ns = job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS;
-        let resumed_ms = job.gap.to.timestamp_millis();
+        let resumed_ms = job.far_ms();
         let mut repaired_to = self.repaired_to.lock().unwrap_or_else(PoisonError::into_inner);
         let mut symbols = self.symbols.clone();
         if symbols.is_empty() {
@@ -647,35 +832,6 @@ impl Repairer {
             })
             .collect()
     }
-}
-
-/// Publishes `missing` as backfill ticks of `symbol` through the sink's backpressure.
-async fn publish(
-    history: &dyn TradeHistory,
-    symbol: &str,
-    missing: &[HistoryTrade],
-    ctx: &SourceCtx,
-    route: &Route,
-    counts: &mut RepairCounts,
-) -> Result<(), String> {
-    for trade in missing {
-        let conditions =
-            if trade.conditions.is_empty() { None } else { serde_json::value::to_raw_value(&trade.conditions).ok() };
-        let raw = serde_json::to_vec(trade).unwrap_or_default();
-        let Some(tick) = history.tick(symbol, trade, conditions.as_deref(), Utc::now()) else {
-            ctx.sink
-                .dead_letter(route, &raw, "history trade with a time out of range", Utc::now())
-                .map_err(|e| e.to_string())?;
-            continue;
-        };
-        match ctx.sink.send(route, &tick, &raw, &ctx.shutdown).await {
-            Ok(Outcome::Enqueued) => counts.published += 1,
-            // Dead-lettered with the reason and counted by the sink.
-            Ok(Outcome::DeadLettered(_)) => {}
-            Err(e) => return Err(format!("the repaired trades could not be sent: {e}")),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -860,6 +1016,9 @@ mod tests {
             before: HashMap::from([("AAPL".to_string(), edge(MS - 1000)), ("MSFT".to_string(), edge(MS - 3_600_000))]),
             after: Arc::default(),
             resumed: Instant::now(),
+            stored: None,
+            earlier: false,
+            started_ms: 0,
         };
         let after = HashMap::from([("AAPL".to_string(), edge(MS + 3005))]);
         let w: HashMap<String, Window> = r.windows(&job, after, HashMap::new()).into_iter().collect();
@@ -878,10 +1037,39 @@ mod tests {
             before: HashMap::from([("AAPL".to_string(), edge(MS + 3005))]),
             after: Arc::default(),
             resumed: Instant::now(),
+            stored: None,
+            earlier: false,
+            started_ms: 0,
         };
         let w2: HashMap<String, Window> = r.windows(&job2, HashMap::new(), HashMap::new()).into_iter().collect();
         assert_eq!(w2["AAPL"].range_ns().0, ns(MS + 3006), "starts where the last window ended");
         assert!(w2["AAPL"].before.is_none(), "its edge millisecond was repaired with the last window");
         assert_eq!(w2["IBM"].range_ns().0, ns(MS + 3001));
+    }
+
+    #[test]
+    fn a_gap_an_earlier_process_left_ends_at_its_margin_but_never_past_this_process_start() {
+        let repairer = || {
+            Repairer::new(
+                Err((Unrepaired::NoHistory, String::new())),
+                RepairConfig::default(),
+                vec!["AAPL".into()],
+                "polygon",
+            )
+        };
+        let from = DateTime::from_timestamp_millis(MS).unwrap();
+        let to = from + chrono::Duration::seconds(1);
+        let stored = StoredGap::new(&Gap { from, to, why: String::new() }, 4);
+        let ns = |ms: i64| ms * 1_000_000;
+        let range = |job: &Job| repairer().windows(job, HashMap::new(), HashMap::new())[0].1.range_ns();
+
+        let long_after = Job::earlier(stored.clone(), to + chrono::Duration::seconds(10));
+        assert!(long_after.reads_back(), "no edges: the window is read back from the topic");
+        assert_eq!((long_after.epoch, long_after.gap.to), (4, to), "answered with its own window and epoch");
+        assert_eq!(range(&long_after), (ns(MS) - EDGE_MARGIN_NS, ns(MS + 1000 + 2000 + 1)));
+        // This process started 300 ms after the gap: what it streams live from then on may not
+        // be in the topic yet, and its own restart gap covers it.
+        let soon_after = Job::earlier(stored, to + chrono::Duration::milliseconds(300));
+        assert_eq!(range(&soon_after).1, ns(MS + 1300 + 1));
     }
 }

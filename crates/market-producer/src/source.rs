@@ -9,6 +9,8 @@ use crate::book::QuoteBook;
 use crate::config::MarketConfig;
 use crate::provider::{MarketProvider, ProtocolSession};
 use crate::repair::{self, Repairer, Repairing};
+use crate::repair_state::StoreNames;
+use ingest_core::config::RuntimeConfig;
 use ingest_core::ws::emit::Emitter;
 
 /// Bound of the per-symbol quote book (a wildcard subscription cannot grow it without limit).
@@ -19,11 +21,20 @@ const MAX_BOOK_SYMBOLS: usize = 100_000;
 pub struct MarketSource {
     cfg: MarketConfig,
     record_to: Option<std::path::PathBuf>,
+    repair: StoreNames,
 }
 
 impl MarketSource {
-    pub fn new(cfg: MarketConfig, record_to: Option<std::path::PathBuf>) -> Self {
-        Self { cfg, record_to }
+    /// Streams `cfg`; `runtime` names the gap repair's durable state and its Kafka
+    /// `transactional.id` (`runtime.instance_id`).
+    pub fn new(cfg: MarketConfig, record_to: Option<std::path::PathBuf>, runtime: &RuntimeConfig) -> Self {
+        let group = cfg.repair_group();
+        let producer = env!("CARGO_PKG_NAME");
+        let repair = StoreNames {
+            key: format!("{producer}/{group}"),
+            transactional_id: runtime.transactional_id(producer, &group),
+        };
+        Self { cfg, record_to, repair }
     }
 }
 
@@ -50,7 +61,7 @@ impl Source for MarketSource {
                 let symbols = self.cfg.shard().into_iter().filter(|s| !s.contains('*')).collect();
                 let repairer = Repairer::new(history, self.cfg.repair.clone(), symbols, provider.label());
                 let (tx, rx) = tokio::sync::mpsc::channel(self.cfg.repair.queue);
-                let task = tokio::spawn(repair::run(rx, ctx.clone(), repairer));
+                let task = tokio::spawn(repair::run(rx, ctx.clone(), repairer, self.repair.clone()));
                 (Repairing::new(emitter, Some(tx), track, &ctx, provider.label()), Some(task))
             } else {
                 (Repairing::new(emitter, None, false, &ctx, provider.label()), None)

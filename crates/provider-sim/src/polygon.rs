@@ -211,6 +211,11 @@ impl PolygonHandle {
         self.lock().rest_failures.extend(statuses);
     }
 
+    /// Forgets the injected REST failures not yet answered.
+    pub fn clear_rest_failures(&self) {
+        self.lock().rest_failures.clear();
+    }
+
     /// Every connection sends nothing for `d`, then goes on with the trades happening then: the
     /// trades of the stall are never streamed (they are in the history).
     pub fn stall(&self, d: Duration) {

@@ -8,7 +8,6 @@ pub mod spool;
 mod state;
 
 pub use self::context::SinkContext;
-pub use self::sink::{Outcome, Route, SendError, Sink, SinkError, SpoolLeft, TxError, TxSink};
+pub use self::sink::{Outcome, Route, SendError, Sink, SinkError, SpoolLeft, TxError, TxSink, until_done};
 pub use self::spool::{Fsync, Overflow, Recovered, SpoolSettings, UncleanStop};
-pub(crate) use self::state::{RestoreError, restore_state};
-pub use self::state::{read_committed_since, read_committed_to_end};
+pub use self::state::{RestoreError, read_committed_since, read_committed_to_end, restore_state};

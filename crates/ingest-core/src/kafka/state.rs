@@ -136,7 +136,7 @@ fn read_committed(
 }
 
 /// The group's last committed state in `topic` (`None` if it has none yet).
-pub(crate) fn restore_state(
+pub fn restore_state(
     kafka: &KafkaConfig,
     topic: &str,
     key: &str,
@@ -161,7 +161,7 @@ pub(crate) fn restore_state(
 
 /// Why the state could not be restored.
 #[derive(Debug)]
-pub(crate) enum RestoreError {
+pub enum RestoreError {
     /// Kafka did not answer in time (an outage): retried.
     Kafka(String),
     /// The stored record is not a state: starting without it could repeat records, so stop.

@@ -4,13 +4,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 
 use super::dedup::DedupWindow;
-use super::sleep_or_stop;
-use crate::kafka::{Outcome, Route, SendError, TxError, TxSink};
+use crate::kafka::{Outcome, Route, SendError, TxError, TxSink, until_done};
 use crate::record::{Record, SourceState};
-use crate::resilience::{Backoff, BackoffConfig};
 use crate::source::{Reject, SourceCtx};
 use crate::telemetry::handles::{PollerCounters, TransactionCounters};
 
@@ -43,32 +40,6 @@ pub(super) enum CommitError {
     Retry(String),
     /// The producer is unusable (fenced by a newer instance, or a fatal client error).
     Fatal(String),
-}
-
-/// Repeats a transaction call while librdkafka says it may be retried (a timeout), up to the
-/// shutdown.
-pub(super) async fn until_done<F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<(), TxError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), TxError>>,
-{
-    let mut backoff = Backoff::new(BackoffConfig {
-        base: Duration::from_millis(200),
-        max: Duration::from_secs(5),
-        factor: 2.0,
-        jitter: 0.2,
-    });
-    loop {
-        match call().await {
-            Err(e) if !e.fatal && !e.requires_abort && !shutdown.is_cancelled() => {
-                tracing::warn!(error = %e, "Kafka transaction call timed out; retrying");
-                if !sleep_or_stop(backoff.next_delay(), shutdown).await {
-                    return Err(e);
-                }
-            }
-            other => return other,
-        }
-    }
 }
 
 impl Shared {

@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::HttpConfig;
-use crate::kafka::{RestoreError, SinkError, TxSink, restore_state};
+use crate::kafka::{RestoreError, SinkError, TxSink, restore_state, until_done};
 use crate::record::SourceState;
 use crate::resilience::{Backoff, BackoffConfig, BreakerConfig, RateLimiter};
 use crate::source::{FatalError, Poller, Source, SourceCtx};
@@ -46,7 +46,7 @@ mod dedup;
 mod member;
 mod quota;
 
-use self::commit::{GroupState, Shared, until_done};
+use self::commit::{GroupState, Shared};
 pub use self::dedup::DedupWindow;
 use self::member::Polled;
 use self::quota::{ProviderLimits, Quota};

@@ -8,31 +8,43 @@ use ingest_core::testkit;
 use rdkafka::message::{Message, OwnedMessage};
 use serde_json::Value;
 
-/// A test's own data, dead-letter and events topics.
+/// A test's own data, dead-letter, events and state topics, and its own instance id (the gap
+/// repair's Kafka `transactional.id` and state are the test's alone).
 pub(crate) struct Topics {
     pub(crate) topic: String,
     pub(crate) dlq: String,
     pub(crate) events: String,
+    pub(crate) state: String,
+    pub(crate) instance: String,
 }
 
 impl Topics {
     pub(crate) async fn create() -> Self {
         let stem = testkit::unique_topic("market");
-        let t = Self { topic: format!("{stem}.raw"), dlq: format!("{stem}.dlq"), events: format!("{stem}.events") };
+        let t = Self {
+            topic: format!("{stem}.raw"),
+            dlq: format!("{stem}.dlq"),
+            events: format!("{stem}.events"),
+            state: format!("{stem}.state"),
+            instance: stem.replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+        };
         testkit::create_topics(&[
             TopicToCreate::new(&t.topic, 4),
             TopicToCreate::new(&t.dlq, 1),
             TopicToCreate::new(&t.events, 1),
+            TopicToCreate::new(&t.state, 1),
         ])
         .await;
         t
     }
 
     /// The environment that points a producer at these topics.
-    pub(crate) fn env(&self) -> [(&'static str, &str); 2] {
+    pub(crate) fn env(&self) -> [(&'static str, &str); 4] {
         [
             ("FINSTREAM__KAFKA__TOPICS__MARKET_TICKS__NAME", &self.topic),
             ("FINSTREAM__KAFKA__TOPICS__EVENTS__NAME", &self.events),
+            ("FINSTREAM__KAFKA__TOPICS__STATE__NAME", &self.state),
+            ("FINSTREAM__RUNTIME__INSTANCE_ID", &self.instance),
         ]
     }
 }

@@ -26,7 +26,7 @@ struct Setup {
 
 /// Unique topics, a simulator and a producer subscribed to MSFT and AAPL trades and quotes.
 async fn start(key_in_sim: &str, extra_env: &[(&str, &str)]) -> Setup {
-    let Topics { topic, dlq, events } = Topics::create().await;
+    let topics = Topics::create().await;
     let polygon = PolygonHandle::new(PolygonConfig { api_key: key_in_sim.into(), ..PolygonConfig::default() });
     // wss:// with a certificate of the test CA, as socket.massive.com serves it.
     let (sim, ca) = sim_tls(polygon.router()).await;
@@ -41,12 +41,12 @@ async fn start(key_in_sim: &str, extra_env: &[(&str, &str)]) -> Setup {
         ("FINSTREAM__MARKET__SYMBOLS", "MSFT,AAPL"),
         ("FINSTREAM__MARKET__CHANNELS", "trades,quotes"),
         ("FINSTREAM__MARKET__RECONNECT_BASE_MS", "50"),
-        ("FINSTREAM__KAFKA__TOPICS__MARKET_TICKS__NAME", &topic),
-        ("FINSTREAM__KAFKA__TOPICS__EVENTS__NAME", &events),
         ("FINSTREAM__KAFKA__HEALTHCHECK_INTERVAL_SECS", "1"),
     ];
+    env.extend(topics.env());
     env.extend_from_slice(extra_env);
     let producer = ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env);
+    let Topics { topic, dlq, events, .. } = topics;
     Setup { sim, polygon, topic, dlq, events, producer }
 }
 
@@ -254,6 +254,8 @@ async fn two_replicas_cover_each_symbol_exactly_once() {
                 ("FINSTREAM__MARKET__CHANNELS", "trades"),
                 ("REPLICA_COUNT", "2"),
                 ("REPLICA_INDEX", index),
+                // Plain ws:// and the shared topics: a test of the split, not of repairs.
+                ("FINSTREAM__MARKET__REPAIR__ENABLED", "false"),
             ],
         )
     };

@@ -290,3 +290,86 @@ async fn a_stalled_feed_is_reconnected_and_what_the_stall_lost_is_repaired() {
         assert_eq!(repair_of(&evs, gap).kind, EventKind::GapRepaired, "{gap:?}");
     }
 }
+
+/// The gaps waiting for repair in the producer's state (`ingest.state`), as last committed.
+fn waiting_repairs(state_topic: &str) -> usize {
+    let last = testkit::consume_committed(state_topic, Duration::from_secs(10))
+        .iter()
+        .filter(|m| rdkafka::Message::key(*m) == Some(b"market-producer/repair-polygon".as_slice()))
+        .map(value)
+        .next_back();
+    last.map_or(0, |v| v["cursors"].as_object().map_or(0, serde_json::Map::len))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_pending_when_the_producer_is_killed_is_done_once_by_the_next_process() {
+    let (per_second, total) = (2000, 20_000);
+    let spool = testkit::unique_dir("spool").display().to_string();
+    let mut s = start(PolygonConfig::default(), per_second, total, &[("KAFKA_SPOOL_DIR", &spool)]).await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 1000, Duration::from_secs(30));
+    // The history refuses every request: the repair of the next gap waits them out.
+    s.polygon.fail_rest(&[429; 10_000]);
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 2).await;
+    testkit::wait_for(Duration::from_secs(30), "the repair's first (refused) history request", || async {
+        (!s.sim.log.to_path("/v3/trades/MSFT").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(waiting_repairs(&s.topics.state), 1, "the gap was stored before its repair began");
+    let pid = s.producer.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert_eq!(s.producer.wait_exit(Duration::from_secs(10)), None, "killed by the signal");
+
+    // The next process repairs the gap the killed one left waiting, then its own restart gap.
+    s.polygon.clear_rest_failures();
+    s.restart();
+    subscriptions(&s.polygon, 3).await;
+    let evs = events_until(&s.topics.events, EventKind::GapRepaired, 2).await;
+    let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
+    assert_eq!(gaps.len(), 2, "the reconnect's gap and the restart's: {evs:#?}");
+    let mut published = 0;
+    for gap in &gaps {
+        let r = repair_of(&evs, gap);
+        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
+        let counts = r.repair.as_ref().unwrap();
+        assert_eq!(counts.fetched, counts.published + counts.duplicates, "{r:?}");
+        published += counts.published;
+    }
+    let got = tape_done(&s.topics.topic, total).await;
+    let repaired = assert_exactly_once(&got, total);
+    assert!(repaired > 0, "the gaps' trades came from the history");
+    assert_eq!(repaired, published, "the topic holds what the events say was published");
+    testkit::wait_for(Duration::from_secs(30), "no gap left waiting", || async {
+        (waiting_repairs(&s.topics.state) == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_finding_the_repair_queue_full_is_answered_at_once_and_the_stream_goes_on() {
+    let s = start(PolygonConfig::default(), 200, 0, &[("FINSTREAM__MARKET__REPAIR__QUEUE", "1")]).await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 50, Duration::from_secs(30));
+    // The first gap's repair waits out refusals; the second finds it waiting.
+    s.polygon.fail_rest(&[429; 10_000]);
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 2).await;
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 3).await;
+    let evs = events_until(&s.topics.events, EventKind::GapUnrepaired, 1).await;
+    let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
+    assert_eq!(gaps.len(), 2, "{evs:#?}");
+    let r = repair_of(&evs, gaps[1]);
+    assert_eq!(r.repair.as_ref().map(|c| c.outcome.as_str()), Some("failed"), "{r:?}");
+    assert!(r.message.as_deref().is_some_and(|m| m.contains("market.repair.queue")), "{r:?}");
+    assert!(
+        !evs.iter().any(|e| e.kind != EventKind::Gap && (e.from, e.to) == (gaps[0].from, gaps[0].to)),
+        "the first gap still waits for its repair"
+    );
+    assert_eq!(waiting_repairs(&s.topics.state), 1, "only the first gap is stored");
+    let labels = [("provider", "polygon"), ("outcome", "failed")];
+    assert_eq!(s.producer.metric("producer_gap_repairs_total", &labels).await, 1.0);
+    let before = testkit::consume_committed(&s.topics.topic, Duration::from_secs(10)).len();
+    testkit::consume(&s.topics.topic, before + 50, Duration::from_secs(30));
+}

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::headers::{BUF, Headers, StackStr};
 use self::spooled::drain;
-pub use self::tx::{TxError, TxSink};
+pub use self::tx::{TxError, TxSink, until_done};
 use super::context::{MAX_ROUTES, RouteStats, RouteTable, SinkContext, pack_at};
 use super::spool::{Entry, Recovered, Spool, SpoolSettings, UncleanStop};
 use crate::config::{ConfigError, KafkaConfig, Topics};

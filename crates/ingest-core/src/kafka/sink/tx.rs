@@ -13,6 +13,7 @@ use super::{Outcome, Route, SendError, Sink, SinkError};
 use crate::config::KafkaConfig;
 use crate::kafka::SinkContext;
 use crate::record::Record;
+use crate::resilience::{Backoff, BackoffConfig};
 use crate::telemetry::{Health, Metrics};
 
 /// A failed transaction call, classified as librdkafka classifies it.
@@ -135,5 +136,32 @@ impl TxSink {
     /// Aborts the current transaction: its records become invisible to `read_committed` readers.
     pub async fn abort_transaction(&self, timeout: Duration) -> Result<(), TxError> {
         self.blocking(move |p| p.abort_transaction(timeout)).await
+    }
+}
+
+/// Repeats a transaction call while librdkafka says it may be retried (a timeout), up to the
+/// shutdown.
+pub async fn until_done<F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<(), TxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), TxError>>,
+{
+    let mut backoff = Backoff::new(BackoffConfig {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        factor: 2.0,
+        jitter: 0.2,
+    });
+    loop {
+        match call().await {
+            Err(e) if !e.fatal && !e.requires_abort && !shutdown.is_cancelled() => {
+                tracing::warn!(error = %e, "Kafka transaction call timed out; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = shutdown.cancelled() => return Err(e),
+                }
+            }
+            other => return other,
+        }
     }
 }
