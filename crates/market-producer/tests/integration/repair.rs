@@ -42,9 +42,21 @@ fn now_ns() -> i64 {
 /// A tape of `per_second` trades of each symbol, `total` each, starting now; the producer
 /// streaming its trades, repairing from the simulator's REST history (`page_size` trades a page).
 async fn start(cfg: PolygonConfig, per_second: u64, total: u64, extra: &[(&str, &str)]) -> Setup {
+    start_with(&SYMBOLS, cfg, per_second, total, extra).await
+}
+
+/// [`start`] with these symbols.
+async fn start_with(
+    symbols: &[&str],
+    cfg: PolygonConfig,
+    per_second: u64,
+    total: u64,
+    extra: &[(&str, &str)],
+) -> Setup {
     let topics = Topics::create().await;
     let polygon = PolygonHandle::new(PolygonConfig { api_key: KEY.into(), ..cfg });
-    polygon.tape(Tape::new(SYMBOLS.iter().map(|s| s.to_string()).collect(), now_ns(), per_second, total));
+    polygon.tape(Tape::new(symbols.iter().map(|s| s.to_string()).collect(), now_ns(), per_second, total));
+    let symbol_list = symbols.join(",");
     let (sim, ca) = sim_tls(polygon.router()).await;
     // The socket's URL as a user writes it; the REST history is found on its origin.
     let ws = sim.ws_url("/stocks");
@@ -54,7 +66,7 @@ async fn start(cfg: PolygonConfig, per_second: u64, total: u64, extra: &[(&str, 
         ("MARKET_WS_URL", &ws),
         ("TLS_EXTRA_CA_FILE", &ca),
         ("FINSTREAM__MARKET__SESSION", "always"),
-        ("FINSTREAM__MARKET__SYMBOLS", "MSFT,AAPL"),
+        ("FINSTREAM__MARKET__SYMBOLS", &symbol_list),
         ("FINSTREAM__MARKET__CHANNELS", "trades"),
         ("FINSTREAM__MARKET__RECONNECT_BASE_MS", "50"),
         ("FINSTREAM__MARKET__REPAIR__SETTLE_SECS", "1"),
@@ -105,18 +117,18 @@ fn trades(topic: &str) -> BTreeMap<String, Vec<(u64, bool)>> {
 }
 
 /// Waits until the topic holds the tape's last trade of every symbol.
-async fn tape_done(topic: &str, total: u64) -> BTreeMap<String, Vec<(u64, bool)>> {
+async fn tape_done(topic: &str, symbols: &[&str], total: u64) -> BTreeMap<String, Vec<(u64, bool)>> {
     testkit::wait_for(Duration::from_secs(90), "the tape's last trades in the topic", || async move {
         let got = trades(topic);
-        SYMBOLS.iter().all(|s| got.get(*s).is_some_and(|t| t.iter().any(|(q, _)| *q == total))).then_some(got)
+        symbols.iter().all(|s| got.get(*s).is_some_and(|t| t.iter().any(|(q, _)| *q == total))).then_some(got)
     })
     .await
 }
 
 /// Each symbol's trades from its first received one to the tape's end, each exactly once.
-fn assert_exactly_once(got: &BTreeMap<String, Vec<(u64, bool)>>, total: u64) -> u64 {
+fn assert_exactly_once(got: &BTreeMap<String, Vec<(u64, bool)>>, symbols: &[&str], total: u64) -> u64 {
     let mut repaired = 0;
-    for s in SYMBOLS {
+    for &s in symbols {
         let mut seqs: Vec<u64> = got[s].iter().map(|(q, _)| *q).collect();
         seqs.sort_unstable();
         let first = seqs[0];
@@ -164,8 +176,8 @@ async fn dropped_connections_are_repaired_with_exactly_the_missing_trades() {
     subscriptions(&s.polygon, 3).await;
     let evs = events_until(&s.topics.events, EventKind::GapRepaired, 2).await;
 
-    let got = tape_done(&s.topics.topic, total).await;
-    let repaired = assert_exactly_once(&got, total);
+    let got = tape_done(&s.topics.topic, &SYMBOLS, total).await;
+    let repaired = assert_exactly_once(&got, &SYMBOLS, total);
     let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
     assert_eq!(gaps.len(), 2, "{evs:#?}");
     let mut published = 0;
@@ -258,8 +270,8 @@ async fn a_sigkilled_producer_repairs_its_loss_window_after_the_restart_without_
     assert!(gap.message.as_deref().is_some_and(|m| m.contains("previous process")), "{gap:?}");
     let r = repair_of(&evs, gap);
     assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
-    let got = tape_done(&s.topics.topic, total).await;
-    let repaired = assert_exactly_once(&got, total);
+    let got = tape_done(&s.topics.topic, &SYMBOLS, total).await;
+    let repaired = assert_exactly_once(&got, &SYMBOLS, total);
     assert!(repaired > 0, "what the killed process never received came from the history");
     assert_eq!(repaired, r.repair.as_ref().unwrap().published);
 }
@@ -275,7 +287,7 @@ async fn a_stalled_feed_is_reconnected_and_what_the_stall_lost_is_repaired() {
     subscriptions(&s.polygon, 1).await;
     testkit::consume(&s.topics.topic, 1000, Duration::from_secs(30));
     s.polygon.stall(Duration::from_millis(2500));
-    let got = tape_done(&s.topics.topic, total).await;
+    let got = tape_done(&s.topics.topic, &SYMBOLS, total).await;
     let evs = testkit::wait_for(Duration::from_secs(60), "an answer to every gap", || async {
         let evs = events_until(&s.topics.events, EventKind::Gap, 1).await;
         let gaps = evs.iter().filter(|e| e.kind == EventKind::Gap).count();
@@ -284,7 +296,7 @@ async fn a_stalled_feed_is_reconnected_and_what_the_stall_lost_is_repaired() {
         (answers >= gaps).then_some(evs)
     })
     .await;
-    let repaired = assert_exactly_once(&got, total);
+    let repaired = assert_exactly_once(&got, &SYMBOLS, total);
     assert!(repaired > 0, "the stall's trades came from the history");
     for gap in evs.iter().filter(|e| e.kind == EventKind::Gap) {
         assert_eq!(repair_of(&evs, gap).kind, EventKind::GapRepaired, "{gap:?}");
@@ -336,8 +348,8 @@ async fn a_repair_pending_when_the_producer_is_killed_is_done_once_by_the_next_p
         assert_eq!(counts.fetched, counts.published + counts.duplicates, "{r:?}");
         published += counts.published;
     }
-    let got = tape_done(&s.topics.topic, total).await;
-    let repaired = assert_exactly_once(&got, total);
+    let got = tape_done(&s.topics.topic, &SYMBOLS, total).await;
+    let repaired = assert_exactly_once(&got, &SYMBOLS, total);
     assert!(repaired > 0, "the gaps' trades came from the history");
     assert_eq!(repaired, published, "the topic holds what the events say was published");
     testkit::wait_for(Duration::from_secs(30), "no gap left waiting", || async {
@@ -372,4 +384,92 @@ async fn a_gap_finding_the_repair_queue_full_is_answered_at_once_and_the_stream_
     assert_eq!(s.producer.metric("producer_gap_repairs_total", &labels).await, 1.0);
     let before = testkit::consume_committed(&s.topics.topic, Duration::from_secs(10)).len();
     testkit::consume(&s.topics.topic, before + 50, Duration::from_secs(30));
+}
+
+/// Every gap event in `evs` has its answer.
+fn all_answered(evs: &[IngestEvent]) -> bool {
+    evs.iter().filter(|e| e.kind == EventKind::Gap).all(|g| {
+        evs.iter().any(|e| {
+            matches!(e.kind, EventKind::GapRepaired | EventKind::GapUnrepaired)
+                && (e.from, e.to, e.conn_epoch) == (g.from, g.to, g.conn_epoch)
+        })
+    })
+}
+
+fn all_events(topic: &str) -> Vec<IngestEvent> {
+    testkit::consume_committed(topic, Duration::from_secs(10))
+        .iter()
+        .map(|m| serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_disconnects_a_stall_and_a_sigkill_under_a_firehose_leave_every_trade_exactly_once() {
+    // Six symbols, a trade of each every millisecond (6,000 trades a second), for 40 s.
+    const CHAOS: [&str; 6] = ["MSFT", "AAPL", "NVDA", "AMZN", "GOOGL", "META"];
+    let (per_second, total) = (1000, 40_000);
+    let spool = testkit::unique_dir("spool").display().to_string();
+    let extra = [("KAFKA_SPOOL_DIR", spool.as_str()), ("FINSTREAM__MARKET__STALE_AFTER_SECS", "1")];
+    let mut s = start_with(&CHAOS, PolygonConfig::default(), per_second, total, &extra).await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 5000, Duration::from_secs(30));
+
+    // 1. A forced disconnect, repaired.
+    s.polygon.drop_all();
+    events_until(&s.topics.events, EventKind::GapRepaired, 1).await;
+
+    // 2. A stall longer than the staleness limit, while the history refuses every request: its
+    //    gaps are stored and wait.
+    s.polygon.fail_rest(&[429; 100_000]);
+    s.polygon.stall(Duration::from_millis(2500));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before_kill =
+        testkit::wait_for(Duration::from_secs(30), "the stall's gaps stored, the stream back", || async {
+            let evs = all_events(&s.topics.events);
+            let gaps = evs.iter().filter(|e| e.kind == EventKind::Gap).count();
+            let answered = evs.iter().filter(|e| e.kind == EventKind::GapRepaired).count();
+            (gaps >= 2
+                && waiting_repairs(&s.topics.state) == gaps - answered
+                && s.polygon.subscribed_connections() == 1)
+                .then_some(evs)
+        })
+        .await;
+
+    // 3. SIGKILL with those repairs waiting; the next process starts on the spool and answers
+    //    them.
+    let pid = s.producer.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert_eq!(s.producer.wait_exit(Duration::from_secs(10)), None, "killed by the signal");
+    s.polygon.clear_rest_failures();
+    s.restart();
+    testkit::wait_for(Duration::from_secs(60), "the killed process's gaps answered", || async {
+        let mut evs = all_events(&s.topics.events);
+        evs.retain(|e| e.kind != EventKind::Gap || before_kill.contains(e));
+        (all_answered(&evs) && s.polygon.subscribed_connections() == 1).then_some(())
+    })
+    .await;
+
+    // 4. Another forced disconnect, with two 429s in its repair.
+    s.polygon.fail_rest(&[429, 429]);
+    s.polygon.drop_all();
+
+    let got = tape_done(&s.topics.topic, &CHAOS, total).await;
+    let evs = testkit::wait_for(Duration::from_secs(90), "an answer to every gap", || async {
+        let evs = all_events(&s.topics.events);
+        all_answered(&evs).then_some(evs)
+    })
+    .await;
+    let repaired = assert_exactly_once(&got, &CHAOS, total);
+    let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
+    assert!(gaps.len() >= 4, "a disconnect, the stall's, the restart's and a disconnect: {gaps:#?}");
+    let mut published = 0;
+    for gap in &gaps {
+        let r = repair_of(&evs, gap);
+        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
+        let counts = r.repair.as_ref().unwrap();
+        assert_eq!(counts.fetched, counts.published + counts.duplicates, "{r:?}");
+        published += counts.published;
+    }
+    assert!(repaired > 0);
+    assert_eq!(repaired, published, "the topic holds what the events say was published");
 }
