@@ -559,6 +559,14 @@ pub(crate) async fn run(jobs: mpsc::Receiver<Job>, ctx: SourceCtx, r: Repairer, 
     }
 }
 
+/// Closes the queue and answers the jobs left in it: the producer stopped before them.
+fn answer_stopped(mut jobs: mpsc::Receiver<Job>, ctx: &SourceCtx, counters: &RepairCounters) {
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        ended(ctx, counters, &job, Some(stopped_before()), RepairCounts::default());
+    }
+}
+
 fn stopped_before() -> (Unrepaired, String) {
     (Unrepaired::Failed, "the producer stopped before the repair".to_string())
 }
@@ -580,10 +588,7 @@ async fn answer_all(
         };
         ended(ctx, counters, &job, Some(why.clone()), RepairCounts::default());
     }
-    jobs.close();
-    while let Ok(job) = jobs.try_recv() {
-        ended(ctx, counters, &job, Some(stopped_before()), RepairCounts::default());
-    }
+    answer_stopped(jobs, ctx, counters);
 }
 
 /// Takes each gap from the stream as it comes and stores it before it waits (so that a crash
@@ -630,10 +635,7 @@ async fn intake(
             }
         }
     }
-    jobs.close();
-    while let Ok(job) = jobs.try_recv() {
-        ended(&ctx, &counters, &job, Some(stopped_before()), RepairCounts::default());
-    }
+    answer_stopped(jobs, &ctx, &counters);
 }
 
 impl From<&HistoryError> for Unrepaired {

@@ -91,7 +91,7 @@ impl StoredGap {
 }
 
 /// A change of the state, committed with the records sent before it.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Change<'a> {
     /// A new gap waits.
     Add(&'a StoredGap),
@@ -321,7 +321,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let mut backoff = Backoff::new(BackoffConfig::default());
         loop {
-            match self.commit(ticks, reborrow(&change)).await {
+            match self.commit(ticks, change).await {
                 Err(StoreError::Retry(m)) => {
                     let wait = backoff.next_delay();
                     if tokio::time::Instant::now() + wait >= deadline {
@@ -336,14 +336,6 @@ impl Store {
                 other => return other,
             }
         }
-    }
-}
-
-fn reborrow<'a>(c: &'a Change<'_>) -> Change<'a> {
-    match c {
-        Change::Add(g) => Change::Add(g),
-        Change::Done { id, symbol, counts } => Change::Done { id, symbol, counts: *counts },
-        Change::Remove(id) => Change::Remove(id),
     }
 }
 

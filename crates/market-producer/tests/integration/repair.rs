@@ -93,13 +93,16 @@ async fn subscriptions(p: &PolygonHandle, n: usize) {
 /// The events topic until it holds `n` events of `kind`.
 async fn events_until(topic: &str, kind: EventKind, n: usize) -> Vec<IngestEvent> {
     testkit::wait_for(Duration::from_secs(60), &format!("{n} {kind:?} events"), || async move {
-        let evs: Vec<IngestEvent> = testkit::consume_committed(topic, Duration::from_secs(10))
-            .iter()
-            .map(|m| serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap())
-            .collect();
+        let evs = all_events(topic);
         (evs.iter().filter(|e| e.kind == kind).count() >= n).then_some(evs)
     })
     .await
+}
+
+/// 50 more records reach the topic.
+fn stream_goes_on(topic: &str) {
+    let before = testkit::consume_committed(topic, Duration::from_secs(10)).len();
+    testkit::consume(topic, before + 50, Duration::from_secs(30));
 }
 
 /// Per symbol, every trade's sequence number in the topic and whether it was repaired.
@@ -221,8 +224,7 @@ async fn a_plan_without_history_leaves_the_gap_named_unrepaired() {
     let labels = [("provider", "polygon"), ("outcome", "no_history")];
     assert_eq!(s.producer.metric("producer_gap_repairs_total", &labels).await, 1.0);
     // The stream goes on.
-    let before = testkit::consume_committed(&s.topics.topic, Duration::from_secs(10)).len();
-    testkit::consume(&s.topics.topic, before + 50, Duration::from_secs(30));
+    stream_goes_on(&s.topics.topic);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,8 +249,7 @@ async fn rate_limits_past_the_deadline_leave_the_gap_unrepaired_and_the_stream_r
         0.0,
         "every outcome is exported from the start"
     );
-    let before = testkit::consume_committed(&s.topics.topic, Duration::from_secs(10)).len();
-    testkit::consume(&s.topics.topic, before + 50, Duration::from_secs(30));
+    stream_goes_on(&s.topics.topic);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,8 +383,7 @@ async fn a_gap_finding_the_repair_queue_full_is_answered_at_once_and_the_stream_
     assert_eq!(waiting_repairs(&s.topics.state), 1, "only the first gap is stored");
     let labels = [("provider", "polygon"), ("outcome", "failed")];
     assert_eq!(s.producer.metric("producer_gap_repairs_total", &labels).await, 1.0);
-    let before = testkit::consume_committed(&s.topics.topic, Duration::from_secs(10)).len();
-    testkit::consume(&s.topics.topic, before + 50, Duration::from_secs(30));
+    stream_goes_on(&s.topics.topic);
 }
 
 /// Every gap event in `evs` has its answer.
