@@ -10,6 +10,7 @@ pub mod book;
 pub(crate) mod config;
 pub(crate) mod exchanges;
 pub(crate) mod finnhub;
+pub(crate) mod history;
 pub mod hostile;
 pub mod polygon;
 pub(crate) mod provider;

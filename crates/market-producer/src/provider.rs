@@ -114,14 +114,17 @@ mod tests {
     }
 
     #[test]
-    fn finnhub_has_no_history_to_repair_from_and_alpaca_none_yet() {
+    fn finnhub_and_alpacas_test_stream_have_no_history_to_repair_from() {
         use ingest_core::ws::gap::Unrepaired;
         let finnhub = crate::config::MarketConfig::sample("finnhub", "wss://ws.finnhub.io", &["AAPL"]);
         let e = MarketProvider::Finnhub.get().history(&finnhub).unwrap_err();
         assert_eq!(e.0, Unrepaired::NoHistory, "{}", e.1);
-        let alpaca =
-            crate::config::MarketConfig::sample("alpaca", "wss://stream.data.alpaca.markets/v2/iex", &["AAPL"]);
-        assert_eq!(MarketProvider::Alpaca.get().history(&alpaca).unwrap_err().0, Unrepaired::Unsupported);
+        let alpaca = |url: &str| crate::config::MarketConfig::sample("alpaca", url, &["AAPL"]);
+        let history = |url: &str| MarketProvider::Alpaca.get().history(&alpaca(url));
+        assert!(history("wss://stream.data.alpaca.markets/v2/iex").is_ok());
+        assert!(history("wss://stream.data.alpaca.markets/v1beta3/crypto/us").is_ok());
+        assert_eq!(history("wss://stream.data.alpaca.markets/v2/test").unwrap_err().0, Unrepaired::NoHistory);
+        assert_eq!(history("wss://stream.data.alpaca.markets/v1beta1/news").unwrap_err().0, Unrepaired::Unsupported);
         let crypto = crate::config::MarketConfig::sample("polygon", "wss://socket.massive.com/crypto", &["BTC-USD"]);
         assert_eq!(MarketProvider::Polygon.get().history(&crypto).unwrap_err().0, Unrepaired::Unsupported);
     }

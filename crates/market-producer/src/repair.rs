@@ -54,7 +54,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::RepairConfig;
-use crate::polygon::history::{HistoryError, HistoryTrade};
+use crate::history::{HistoryError, HistoryTrade, exchange_code};
 use crate::repair_state::{Change, Counts, Store, StoreError, StoreNames, StoredGap};
 
 /// How far before a gap's start a symbol without a recent live trade is repaired from: trades
@@ -128,11 +128,13 @@ impl TradeKey {
     }
 
     /// The key of a trade tick, live or read back from the topic (where codes are strings);
-    /// `None` without a numeric exchange or an id.
+    /// `None` without an id.
     pub(crate) fn of_tick(t: &MarketTick<'_>) -> Option<Self> {
-        let exchange = match t.exchange_code.as_ref()? {
-            Code::Int(i) => *i,
-            Code::Str(s) => s.parse().ok()?,
+        // Alpaca's crypto trades name no exchange: one venue.
+        let exchange = match &t.exchange_code {
+            None => 0,
+            Some(Code::Int(i)) => *i,
+            Some(Code::Str(s)) => exchange_code(s)?,
         };
         let id = match t.trade_id.as_ref()? {
             Code::Str(s) => fnv1a(s.as_bytes()),
@@ -722,13 +724,8 @@ impl Repairer {
             let repair = window.missing(trades);
             let duplicates = repair.duplicates as u64;
             // Each tick as the stream would have made it (its conditions kept raw, as live).
-            let conditions: Vec<Option<Box<RawValue>>> = repair
-                .missing
-                .iter()
-                .map(|t| {
-                    (!t.conditions.is_empty()).then(|| serde_json::value::to_raw_value(&t.conditions).ok()).flatten()
-                })
-                .collect();
+            let conditions: Vec<Option<Box<RawValue>>> =
+                repair.missing.iter().map(HistoryTrade::raw_conditions).collect();
             let now = Utc::now();
             let ticks: Vec<(Option<MarketTick<'_>>, Vec<u8>)> = repair
                 .missing
@@ -876,7 +873,7 @@ mod tests {
             participant_timestamp: None,
             price: 1.0,
             size: 100.0,
-            conditions: vec![],
+            conditions: serde_json::Value::Null,
             tape: Some(3),
         }
     }

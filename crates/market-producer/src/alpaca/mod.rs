@@ -12,6 +12,7 @@
 //! insufficient scope and 400 invalid syntax are fatal; 406 connection limit (another client on
 //! the key), 401, 404 auth timeout, 407 slow client and 500 reconnect with backoff.
 
+pub(crate) mod history;
 pub(crate) mod normalize;
 pub(crate) mod wire;
 
@@ -56,20 +57,51 @@ impl Provider for Alpaca {
         if path.contains("/crypto") || path.ends_with("/test") { Hours::Always } else { Hours::UsEquities }
     }
 
+    /// Historical trades of the stream's market: stocks of its feed (`/v2/iex` → `feed=iex`),
+    /// crypto of its location (`/v1beta3/crypto/us`); the `/v2/test` stream has none.
     fn history(
         &self,
-        _cfg: &MarketConfig,
+        cfg: &MarketConfig,
     ) -> Result<Box<dyn crate::repair::TradeHistory>, (ingest_core::ws::gap::Unrepaired, String)> {
-        Err((
-            ingest_core::ws::gap::Unrepaired::Unsupported,
-            "repair from Alpaca's historical trades is not implemented yet: the window stays a gap".into(),
-        ))
+        use ingest_core::ws::gap::Unrepaired;
+        let path = url::Url::parse(&cfg.ws_url).map(|u| u.path().trim_end_matches('/').to_string()).unwrap_or_default();
+        let market = if let Some(loc) = path.strip_prefix("/v1beta3/crypto/") {
+            history::Market::Crypto { loc: loc.to_string() }
+        } else if let Some(feed) = path.strip_prefix("/v2/").filter(|f| !f.is_empty() && !f.contains('/')) {
+            if feed == "test" {
+                return Err((Unrepaired::NoHistory, "the test stream (FAKEPACA) has no history".into()));
+            }
+            history::Market::Stocks { feed: feed.to_string() }
+        } else {
+            return Err((Unrepaired::Unsupported, format!("no Alpaca history is known for the stream {path}")));
+        };
+        let base = if cfg.repair.rest_url.is_empty() { rest_url_for(&cfg.ws_url) } else { cfg.repair.rest_url.clone() };
+        let http = ingest_core::http::client(&ingest_core::http::HttpConfig::default())
+            .map_err(|e| (Unrepaired::Failed, format!("no HTTP client for the history: {e}")))?;
+        let (r, keys) = (&cfg.repair, (cfg.api_key.clone(), cfg.api_secret.clone()));
+        history::History::new(http, &base, market, keys, r.requests_per_second, r.page_size)
+            .map(|h| Box::new(h) as Box<dyn crate::repair::TradeHistory>)
+            .map_err(|e| (Unrepaired::Failed, format!("market.repair.rest_url {base}: {e}")))
     }
 
     fn session(&self, cfg: &MarketConfig, book: QuoteBook) -> Box<ProtocolSession> {
         let with = |c: Channel| if cfg.channels.contains(&c) { cfg.shard() } else { Vec::new() };
         let channels = [with(Channel::Trades), with(Channel::Quotes), with(Channel::MinuteBars)];
         Box::new(AlpacaSession::new(cfg.api_key.clone(), cfg.api_secret.clone(), channels, book))
+    }
+}
+
+/// The data API that goes with the stream: `stream.data.alpaca.markets` →
+/// `https://data.alpaca.markets`, `stream.data.sandbox.alpaca.markets` →
+/// `https://data.sandbox.alpaca.markets`; any other host (a relay, a simulator) serves both on
+/// one origin.
+fn rest_url_for(ws_url: &str) -> String {
+    let Some((host, origin)) = crate::history::socket_origin(ws_url) else {
+        return "https://data.alpaca.markets".into();
+    };
+    match host.strip_prefix("stream.") {
+        Some(data) if host.ends_with(".alpaca.markets") => format!("https://{data}"),
+        _ => origin,
     }
 }
 
@@ -372,5 +404,16 @@ mod tests {
         d.frame(&error(405, "symbol limit exceeded"));
         assert_eq!(d.frame(&error(405, "symbol limit exceeded")).0, Step::Continue);
         assert!(matches!(d.frame(&error(405, "symbol limit exceeded")).0, Step::Fatal(_)));
+    }
+
+    #[test]
+    fn the_history_is_the_data_api_of_the_streams_host() {
+        assert_eq!(rest_url_for("wss://stream.data.alpaca.markets/v2/iex"), "https://data.alpaca.markets");
+        assert_eq!(
+            rest_url_for("wss://stream.data.sandbox.alpaca.markets/v2/sip"),
+            "https://data.sandbox.alpaca.markets"
+        );
+        assert_eq!(rest_url_for("wss://localhost:8443/v2/iex"), "https://localhost:8443", "one origin for both");
+        assert_eq!(rest_url_for("ws://provider-sim:8080/v2/iex"), "http://provider-sim:8080");
     }
 }

@@ -12,51 +12,22 @@
 //! - Timestamps are nanosecond integers and are parsed as such (never through a double).
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
 
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use ingest_core::config::Secret;
-use ingest_core::http::{FetchError, Origin, fetch};
+use ingest_core::http::Origin;
 use ingest_core::record::{Code, MarketTick, TickType};
-use ingest_core::resilience::{Backoff, BackoffConfig, ErrorClass, RateLimiter, classify_http};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::exchanges;
+use crate::history::Pages;
+pub(crate) use crate::history::{HistoryError, HistoryTrade};
 use crate::repair::TradeHistory;
-
-/// One trade of the history, in the provider's terms.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub(crate) struct HistoryTrade {
-    /// Trade id: unique per (ticker, exchange, TRF).
-    pub(crate) id: String,
-    /// Exchange id.
-    pub(crate) exchange: i64,
-    /// Trade reporting facility (off-exchange prints).
-    #[serde(default)]
-    pub(crate) trf_id: Option<i64>,
-    /// Per-ticker sequence number (`q` on the WebSocket); resets each day.
-    pub(crate) sequence_number: u64,
-    /// SIP time, ns (`t` on the WebSocket is this in ms).
-    pub(crate) sip_timestamp: i64,
-    /// Exchange time, ns.
-    #[serde(default)]
-    pub(crate) participant_timestamp: Option<i64>,
-    /// Price.
-    pub(crate) price: f64,
-    /// Size (a double in REST).
-    pub(crate) size: f64,
-    /// Condition codes.
-    #[serde(default)]
-    pub(crate) conditions: Vec<i64>,
-    /// Tape (1 = A, 2 = B, 3 = C).
-    #[serde(default)]
-    pub(crate) tape: Option<i64>,
-}
 
 #[derive(Debug, Deserialize)]
 struct Page {
@@ -74,44 +45,16 @@ struct Page {
     message: Option<String>,
 }
 
-/// Why a window could not be fetched (whole: a partial window is never returned).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum HistoryError {
-    /// 403: the plan has no trade history (the provider's message).
-    #[error("no history on this plan: {0}")]
-    NoHistory(String),
-    /// 401: the key is refused.
-    #[error("the API key is refused: {0}")]
-    Unauthorized(String),
-    /// Still rate limited (`rate_limited`: the last answer was a 429) or failing when the
-    /// deadline came.
-    #[error("gave up at the deadline: {why}")]
-    Deadline {
-        /// The last failure.
-        why: String,
-        /// It was a 429.
-        rate_limited: bool,
-    },
-    /// `next_url` leads to another origin (or a cursor came back): not followed.
-    #[error("{0}")]
-    Refused(String),
-    /// A response that is not the documented shape.
-    #[error("unexpected response: {0}")]
-    Malformed(String),
-}
-
 /// The history client of one Polygon account.
 #[derive(Debug)]
 pub(crate) struct History {
-    http: reqwest::Client,
+    pages: Pages,
     /// `https://api.massive.com` (no trailing slash).
     base: String,
     origin: Origin,
     key: Secret,
-    limiter: RateLimiter,
     /// Trades per page (Polygon allows up to 50,000).
     page: u32,
-    max_body: usize,
 }
 
 impl History {
@@ -126,15 +69,7 @@ impl History {
     ) -> Result<Self, String> {
         let base = base.trim_end_matches('/').to_string();
         let origin = Origin::parse(&base)?;
-        Ok(Self {
-            http,
-            base,
-            origin,
-            key,
-            limiter: RateLimiter::new(per_second, 1),
-            page: page.clamp(1, 50_000),
-            max_body: 64 * 1024 * 1024,
-        })
+        Ok(Self { pages: Pages::new(http, per_second), base, origin, key, page: page.clamp(1, 50_000) })
     }
 
     /// Every trade of `ticker` with SIP time in `[from_ns, to_ns)`, oldest first, or why not.
@@ -172,49 +107,19 @@ impl History {
         }
     }
 
-    /// One page, retried through 429s and 5xx until `deadline`.
+    /// One page, retried through 429s and 5xx until `deadline`: 401 is a refused key, 403 a
+    /// plan without trades.
     async fn page(&self, url: &str, deadline: Instant) -> Result<Page, HistoryError> {
-        let mut backoff = Backoff::new(BackoffConfig { max: Duration::from_secs(30), ..BackoffConfig::default() });
-        loop {
-            self.limiter.acquire().await;
-            let req = self.http.get(url).bearer_auth(self.key.expose());
-            let wait = match fetch(req, self.max_body).await {
-                Err(FetchError::Refused(r)) => return Err(HistoryError::Refused(r.0)),
-                Err(e @ FetchError::TooLarge { .. }) => return Err(HistoryError::Malformed(e.to_string())),
-                Err(FetchError::Transport(e)) => (backoff.next_delay(), format!("request failed: {e}")),
-                Ok(resp) => {
-                    let parsed: Result<Page, _> = serde_json::from_slice(&resp.body);
-                    let text = |p: &Result<Page, serde_json::Error>| match p {
-                        Ok(p) => p.error.clone().or_else(|| p.message.clone()).unwrap_or_else(|| p.status.clone()),
-                        Err(_) => String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned(),
-                    };
-                    match classify_http(resp.status, resp.header("retry-after"), SystemTime::now()) {
-                        None => {
-                            return parsed.map_err(|e| HistoryError::Malformed(format!("page: {e}")));
-                        }
-                        Some(_) if resp.status == 401 => return Err(HistoryError::Unauthorized(text(&parsed))),
-                        Some(_) if resp.status == 403 => return Err(HistoryError::NoHistory(text(&parsed))),
-                        Some(ErrorClass::RateLimited { after } | ErrorClass::Retryable { after }) => {
-                            let wait = after.unwrap_or_else(|| backoff.next_delay());
-                            if resp.status == 429 {
-                                // Every request of this account waits, not only this page's.
-                                self.limiter.pause(wait);
-                            }
-                            (wait, format!("HTTP {}: {}", resp.status, text(&parsed)))
-                        }
-                        Some(_) => {
-                            return Err(HistoryError::Malformed(format!("HTTP {}: {}", resp.status, text(&parsed))));
-                        }
-                    }
-                }
-            };
-            let (wait, why) = wait;
-            if Instant::now() + wait > deadline {
-                let rate_limited = why.starts_with("HTTP 429");
-                return Err(HistoryError::Deadline { why, rate_limited });
-            }
-            tokio::time::sleep(wait).await;
-        }
+        let message =
+            |body: &[u8]| serde_json::from_slice::<Page>(body).ok().map(|p| p.error.or(p.message).unwrap_or(p.status));
+        let refusal = |status: u16, text: String| match status {
+            401 => HistoryError::Unauthorized(text),
+            403 => HistoryError::NoHistory(text),
+            _ => HistoryError::Malformed(format!("HTTP {status}: {text}")),
+        };
+        let body =
+            self.pages.get(|http| http.get(url).bearer_auth(self.key.expose()), deadline, message, refusal).await?;
+        serde_json::from_slice(&body).map_err(|e| HistoryError::Malformed(format!("page: {e}")))
     }
 }
 
@@ -278,6 +183,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test, with its location")]
 
     use std::sync::Once;
+    use std::time::Duration;
 
     use provider_sim::Sim;
     use provider_sim::polygon::{PolygonConfig, PolygonHandle};

@@ -92,19 +92,14 @@ impl Provider for Polygon {
 /// Massive hosts (`socket.massive.com`, `delayed.massive.com`) → `https://api.massive.com`; any
 /// other host (a relay, a simulator) serves both on one origin: `wss://h:p` → `https://h:p`.
 fn rest_url_for(ws_url: &str) -> String {
-    let Ok(u) = url::Url::parse(ws_url) else { return "https://api.massive.com".into() };
-    let host = u.host_str().unwrap_or_default();
+    let Some((host, origin)) = crate::history::socket_origin(ws_url) else { return "https://api.massive.com".into() };
     if host == "polygon.io" || host.ends_with(".polygon.io") {
         return "https://api.polygon.io".into();
     }
     if host == "massive.com" || host.ends_with(".massive.com") {
         return "https://api.massive.com".into();
     }
-    let scheme = if u.scheme() == "ws" { "http" } else { "https" };
-    match u.port() {
-        Some(port) => format!("{scheme}://{host}:{port}"),
-        None => format!("{scheme}://{host}"),
-    }
+    origin
 }
 
 /// The subscription parameters: `T.AAPL,Q.AAPL,…` (crypto cluster: `XT.BTC-USD,…`).

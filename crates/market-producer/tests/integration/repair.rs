@@ -10,6 +10,7 @@ use std::time::Duration;
 use ingest_core::record::{EventKind, IngestEvent};
 use ingest_core::testkit::{self, ProducerProcess};
 use provider_sim::Sim;
+use provider_sim::alpaca::{AlpacaConfig, AlpacaHandle};
 use provider_sim::polygon::{PolygonConfig, PolygonHandle};
 use provider_sim::tape::Tape;
 use serde_json::Value;
@@ -472,4 +473,92 @@ async fn chaos_disconnects_a_stall_and_a_sigkill_under_a_firehose_leave_every_tr
     }
     assert!(repaired > 0);
     assert_eq!(repaired, published, "the topic holds what the events say was published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpaca_gaps_are_repaired_from_its_historical_trades_exactly_once() {
+    const SECRET: &str = "alpaca-repair-secret-9d3b";
+    let (per_second, total) = (2000, 20_000);
+    let topics = Topics::create().await;
+    let tape = Tape::new(SYMBOLS.iter().map(|s| s.to_string()).collect(), now_ns(), per_second, total);
+    let alpaca = AlpacaHandle::new(AlpacaConfig { key: KEY.into(), secret: SECRET.into(), ..AlpacaConfig::default() });
+    alpaca.tape(tape.clone());
+    let (sim, ca) = sim_tls(alpaca.router()).await;
+    // The stream's URL as Alpaca documents it (the SIP feed); its history is asked with feed=sip.
+    let ws = sim.ws_url("/v2/sip");
+    let mut env: Vec<(&str, &str)> = vec![
+        ("MARKET_PROVIDER", "alpaca"),
+        ("MARKET_API_KEY", KEY),
+        ("MARKET_API_SECRET", SECRET),
+        ("MARKET_WS_URL", &ws),
+        ("TLS_EXTRA_CA_FILE", &ca),
+        ("FINSTREAM__MARKET__SESSION", "always"),
+        ("FINSTREAM__MARKET__SYMBOLS", "MSFT,AAPL"),
+        ("FINSTREAM__MARKET__CHANNELS", "trades"),
+        ("FINSTREAM__MARKET__RECONNECT_BASE_MS", "50"),
+        ("FINSTREAM__MARKET__RECONNECT_MAX_SECS", "1"),
+        ("FINSTREAM__MARKET__REPAIR__SETTLE_SECS", "1"),
+        ("FINSTREAM__MARKET__REPAIR__REQUESTS_PER_SECOND", "100"),
+        ("FINSTREAM__MARKET__REPAIR__PAGE_SIZE", "40"),
+    ];
+    env.extend(topics.env());
+    let producer = ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env);
+    let subscribed = |n: usize| {
+        let a = alpaca.clone();
+        async move {
+            testkit::wait_for(Duration::from_secs(30), "subscriptions", || async {
+                let subs = a.client_messages().iter().filter(|m| m.contains("\"subscribe\"")).count();
+                (subs >= n && a.subscribed_connections() == 1).then_some(())
+            })
+            .await;
+        }
+    };
+    subscribed(1).await;
+    testkit::consume(&topics.topic, 500, Duration::from_secs(30));
+    alpaca.drop_all();
+    subscribed(2).await;
+    events_until(&topics.events, EventKind::GapRepaired, 1).await;
+    alpaca.fail_rest(&[429, 429]);
+    alpaca.drop_all();
+    subscribed(3).await;
+    let evs = events_until(&topics.events, EventKind::GapRepaired, 2).await;
+
+    // Each tape trade by its Alpaca id; every one from each symbol's first received to the end,
+    // exactly once.
+    let n_of: BTreeMap<(String, i64), u64> = SYMBOLS
+        .iter()
+        .flat_map(|s| (1..=total).map(|n| ((s.to_string(), tape.trade(s, n).unwrap().id.parse().unwrap()), n)))
+        .collect();
+    let got = testkit::wait_for(Duration::from_secs(90), "the tape's last trades in the topic", || async {
+        let mut got: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+        for m in testkit::consume_committed(&topics.topic, Duration::from_secs(10)) {
+            let v: Value = value(&m);
+            let symbol = v["symbol"].as_str().unwrap().to_string();
+            // Codes are written as strings.
+            let id: i64 = v["trade_id"].as_str().and_then(|i| i.parse().ok()).or(v["trade_id"].as_i64()).unwrap();
+            let n = n_of[&(symbol.clone(), id)];
+            got.entry(symbol).or_default().push((n, v.get("backfill") == Some(&Value::Bool(true))));
+        }
+        SYMBOLS.iter().all(|s| got.get(*s).is_some_and(|t| t.iter().any(|(n, _)| *n == total))).then_some(got)
+    })
+    .await;
+    let repaired = assert_exactly_once(&got, &SYMBOLS, total);
+    let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
+    assert_eq!(gaps.len(), 2, "{evs:#?}");
+    let mut published = 0;
+    for gap in gaps {
+        let r = repair_of(&evs, gap);
+        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
+        let counts = r.repair.as_ref().unwrap();
+        assert_eq!(counts.fetched, counts.published + counts.duplicates, "{r:?}");
+        assert!(counts.duplicates > 0, "the edges' live trades were recognised: {r:?}");
+        published += counts.published;
+    }
+    assert!(repaired > 0, "some trades came from the history");
+    assert_eq!(repaired, published, "the topic holds what the events say was published");
+    let requests = sim.log.to_path("/v2/stocks/trades");
+    assert!(requests.iter().all(|r| r.query.as_deref().is_some_and(|q| q.contains("feed=sip"))), "the stream's feed");
+    assert!(requests.iter().any(|r| r.query.as_deref().is_some_and(|q| q.contains("page_token="))), "paged");
+    assert!(sim.log.carrying(SECRET).iter().all(|r| r.query.as_deref().is_none_or(|q| !q.contains(SECRET))));
+    assert!(!producer.log().contains(SECRET), "the secret is never logged");
 }

@@ -104,6 +104,8 @@ fn an_off_exchange_trade_keeps_its_trf_and_the_history_makes_the_same_tick() {
     let rest = r#"{"conditions":[12,37],"correction":1,"exchange":4,"id":"183276","participant_timestamp":1651181822461636600,"price":156.43,"sequence_number":7179341,"sip_timestamp":1651181822461979400,"size":10,"tape":3,"trf_id":3,"trf_timestamp":1651181557090806500}"#;
     let h: crate::polygon::history::HistoryTrade = serde_json::from_str(rest).unwrap();
     assert_eq!(TradeKey::of_tick(&live), Some(TradeKey::of(&h)), "one identity live and in the history");
+    // The process keeps the first TLS configuration built: the history tests need the test CA.
+    ingest_core::testkit::trust_test_ca();
     let http = ingest_core::http::client(&ingest_core::http::HttpConfig::default()).unwrap();
     let client =
         crate::polygon::history::History::new(http, "https://api.massive.com", Default::default(), 1.0, 10).unwrap();
