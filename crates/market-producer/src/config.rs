@@ -67,6 +67,9 @@ pub(crate) struct RepairConfig {
     pub(crate) concurrency: usize,
     /// Gaps waiting for repair at most; one more is reported unrepaired at once.
     pub(crate) queue: usize,
+    /// Also repair minute bars (when `market.channels` has `minute_bars` and the provider's
+    /// history has them: Polygon/Massive stocks).
+    pub(crate) bars: bool,
 }
 
 impl Default for RepairConfig {
@@ -81,6 +84,7 @@ impl Default for RepairConfig {
             deadline_secs: 600,
             concurrency: 4,
             queue: 64,
+            bars: true,
         }
     }
 }

@@ -50,6 +50,25 @@ impl HistoryTrade {
     }
 }
 
+/// One minute bar of a history, in Polygon's aggregate terms (`t` the minute's start in ms).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub(crate) struct HistoryBar {
+    /// The minute's start, ms.
+    pub(crate) t: i64,
+    pub(crate) o: f64,
+    pub(crate) h: f64,
+    pub(crate) l: f64,
+    pub(crate) c: f64,
+    /// Volume (a double in REST).
+    pub(crate) v: f64,
+    /// Volume-weighted average price.
+    #[serde(default)]
+    pub(crate) vw: Option<f64>,
+    /// Trades in the bar.
+    #[serde(default)]
+    pub(crate) n: Option<u64>,
+}
+
 /// The exchange of a key: a number as itself, a venue letter (Alpaca's `x`, up to 7 bytes)
 /// packed above every numeric id, so that both providers' keys are one integer.
 pub(crate) fn exchange_code(text: &str) -> Option<i64> {

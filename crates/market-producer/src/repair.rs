@@ -54,12 +54,67 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::RepairConfig;
-use crate::history::{HistoryError, HistoryTrade, exchange_code};
+use crate::history::{HistoryBar, HistoryError, HistoryTrade, exchange_code};
 use crate::repair_state::{Change, Counts, Store, StoreError, StoreNames, StoredGap};
 
 /// How far before a gap's start a symbol without a recent live trade is repaired from: trades
 /// in flight when the connection dropped (their SIP time before the last frame received).
 pub(crate) const EDGE_MARGIN_NS: i64 = 2_000_000_000;
+
+const MINUTE_MS: i64 = 60_000;
+
+/// The minute bars of each symbol received live or repaired: their starts (ms), the last
+/// `keep_ms` of them. Shared by the stream and the repair task; one lock per bar (a bar a minute
+/// per symbol).
+#[derive(Debug, Clone)]
+pub(crate) struct SeenBars {
+    seen: Arc<Mutex<HashMap<String, std::collections::BTreeSet<i64>>>>,
+    keep_ms: i64,
+}
+
+impl SeenBars {
+    /// Keeping bars for `keep_secs`.
+    pub(crate) fn new(keep_secs: u64) -> Self {
+        Self { seen: Arc::default(), keep_ms: i64::try_from(keep_secs).unwrap_or(i64::MAX / 1000) * 1000 }
+    }
+
+    /// A bar of `symbol` starting at `start_ms` was received or repaired.
+    pub(crate) fn insert(&self, symbol: &str, start_ms: i64) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let starts = match seen.get_mut(symbol) {
+            Some(s) => s,
+            None => seen.entry(symbol.to_string()).or_default(),
+        };
+        starts.insert(start_ms);
+        let oldest = starts.last().copied().unwrap_or(start_ms).saturating_sub(self.keep_ms);
+        while starts.first().is_some_and(|&f| f < oldest) {
+            starts.pop_first();
+        }
+    }
+
+    /// The starts seen of `symbol` in `[from_ms, to_ms]`.
+    fn between(&self, symbol: &str, from_ms: i64, to_ms: i64) -> HashSet<i64> {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.get(symbol).map(|s| s.range(from_ms..=to_ms).copied().collect()).unwrap_or_default()
+    }
+}
+
+/// Whether a bar tick is a minute bar (Polygon's `AM`/`XA`: its window is one minute).
+fn is_minute_bar(t: &MarketTick<'_>) -> bool {
+    t.event_type == TickType::Bar
+        && t.window_start.zip(t.window_end).is_some_and(|(s, e)| (e - s).num_milliseconds() == MINUTE_MS)
+}
+
+/// The minute bars of a window to publish: those of `history` not in `seen` (received live,
+/// repaired or in the topic), each start once; and how many were left out.
+fn missing_bars(mut history: Vec<HistoryBar>, seen: &HashSet<i64>) -> (Vec<HistoryBar>, u64) {
+    history.sort_by_key(|b| b.t);
+    let fetched = history.len();
+    history.dedup_by_key(|b| b.t);
+    history.retain(|b| !seen.contains(&b.t));
+    let left_out = (fetched - history.len()) as u64;
+    (history, left_out)
+}
 
 /// A provider's REST trade history, as the repair needs it.
 pub(crate) trait TradeHistory: Send + Sync + std::fmt::Debug {
@@ -80,6 +135,33 @@ pub(crate) trait TradeHistory: Send + Sync + std::fmt::Debug {
         conditions: Option<&'a RawValue>,
         received_at: DateTime<Utc>,
     ) -> Option<MarketTick<'a>>;
+
+    /// Whether minute bars can be repaired from this history (then [`Self::bars`] and
+    /// [`Self::bar_tick`] serve them).
+    fn has_bars(&self) -> bool {
+        false
+    }
+
+    /// Every minute bar of `symbol` starting in `[from_ms, to_ms]`, or why not (by `deadline`).
+    fn bars<'a>(
+        &'a self,
+        _symbol: &'a str,
+        _from_ms: i64,
+        _to_ms: i64,
+        _deadline: Instant,
+    ) -> BoxFuture<'a, Result<Vec<HistoryBar>, HistoryError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The tick of a history minute bar, as the stream would have made it, marked `backfill`.
+    fn bar_tick<'a>(
+        &self,
+        _symbol: &'a str,
+        _bar: &'a HistoryBar,
+        _received_at: DateTime<Utc>,
+    ) -> Option<MarketTick<'a>> {
+        None
+    }
 }
 
 /// A trade's identity within one symbol and day. The id is kept as its 64-bit FNV-1a hash (of
@@ -306,11 +388,28 @@ impl Job {
         if self.earlier { (to + EDGE_MARGIN_NS / 1_000_000).min(self.started_ms.max(to)) } else { to }
     }
 
+    /// The starts (ms, inclusive) of the minute bars the gap may have lost: every minute that
+    /// ended after the gap began (less the margin) and by its end. A bar is sent when its minute
+    /// ends; the bars that ended by the gap's end and still arrived live are received by the
+    /// time the repair runs (`settle_secs` after it), and are not repaired.
+    fn bar_range(&self) -> (i64, i64) {
+        let from_ms = (self.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS).div_euclid(1_000_000);
+        (from_ms - MINUTE_MS + 1, self.far_ms() - MINUTE_MS)
+    }
+
     /// Whether the window is deduplicated against the topic: after a restart (this process
     /// never saw the near edge) and for a gap an earlier process left.
     fn reads_back(&self) -> bool {
         self.earlier || !self.gap.why.is_empty()
     }
+}
+
+/// What a previous process delivered to the ticks topic in a window, per symbol.
+#[derive(Debug, Default)]
+struct Delivered {
+    trades: HashMap<String, HashSet<TradeKey>>,
+    /// Minute bar starts, ms.
+    bars: HashMap<String, HashSet<i64>>,
 }
 
 /// The gap whose far edges the stream is still filling.
@@ -408,17 +507,27 @@ pub(crate) struct Repairing<O> {
     jobs: Option<mpsc::Sender<Job>>,
     /// The edges, when followed (not when the provider has no history to repair from).
     edges: Option<LiveEdges>,
+    /// The minute bars received, when they are repaired.
+    bars: Option<SeenBars>,
     /// For a gap the queue cannot take.
     ctx: SourceCtx,
     counters: RepairCounters,
 }
 
 impl<O> Repairing<O> {
-    /// `inner` with repairs queued to `jobs` (`None`: repair off); `track`: follow the edges.
-    pub(crate) fn new(inner: O, jobs: Option<mpsc::Sender<Job>>, track: bool, ctx: &SourceCtx, provider: &str) -> Self {
+    /// `inner` with repairs queued to `jobs` (`None`: repair off); `track`: follow the trades'
+    /// edges; `bars`: note the minute bars received.
+    pub(crate) fn new(
+        inner: O,
+        jobs: Option<mpsc::Sender<Job>>,
+        (track, bars): (bool, Option<SeenBars>),
+        ctx: &SourceCtx,
+        provider: &str,
+    ) -> Self {
         Self {
             inner,
             edges: (track && jobs.is_some()).then(LiveEdges::default),
+            bars: bars.filter(|_| jobs.is_some()),
             jobs,
             ctx: ctx.clone(),
             counters: RepairCounters::new(&ctx.metrics, provider),
@@ -475,6 +584,12 @@ impl<O: TickOutput> TickOutput for Repairing<O> {
         {
             edges.trade(tick);
         }
+        if let Some(bars) = &self.bars
+            && is_minute_bar(tick)
+            && let Some(start) = tick.window_start
+        {
+            bars.insert(&tick.symbol, start.timestamp_millis());
+        }
     }
 
     fn dead_letter(&mut self, raw: &[u8], reason: &str, received_at: DateTime<Utc>) {
@@ -506,6 +621,10 @@ pub(crate) struct Repairer {
     /// Where each symbol's last window ended (ns, exclusive): the next one starts no earlier,
     /// so that windows never overlap (gaps in a row, the margin reaching into the last one).
     repaired_to: Mutex<HashMap<String, i64>>,
+    /// Trades are repaired (the trade channel is subscribed).
+    pub(crate) trades: bool,
+    /// Minute bars are repaired, and those received so far.
+    pub(crate) bars: Option<SeenBars>,
 }
 
 /// The repair task: the gaps an earlier process left waiting, then each job in turn until the
@@ -653,13 +772,25 @@ impl From<&HistoryError> for Unrepaired {
 }
 
 impl Repairer {
+    /// `trades`: the trade channel is subscribed; `bars`: minute bars are too, and the history
+    /// has them (`market.repair.bars`). Neither: every gap is answered `unsupported`.
     pub(crate) fn new(
         history: Result<Box<dyn TradeHistory>, (Unrepaired, String)>,
         cfg: RepairConfig,
         symbols: Vec<String>,
         provider: &'static str,
+        (trades, bars): (bool, bool),
     ) -> Self {
-        Self { history, cfg, symbols, provider, repaired_to: Mutex::default() }
+        let bars = (bars && cfg.bars && history.as_ref().is_ok_and(|h| h.has_bars()))
+            .then(|| SeenBars::new(cfg.max_window_secs + 600));
+        let history = match history {
+            Ok(_) if !trades && bars.is_none() => Err((
+                Unrepaired::Unsupported,
+                "gap repair fills trades, and minute bars where the history has them (Polygon/Massive, with market.repair.bars); market.channels subscribes neither of those".into(),
+            )),
+            other => other,
+        };
+        Self { history, cfg, symbols, provider, repaired_to: Mutex::default(), trades, bars }
     }
 
     /// Repairs one gap: `None` when every symbol was filled, else why not; and the counts.
@@ -688,17 +819,18 @@ impl Repairer {
         let deadline = job.resumed + Duration::from_secs(self.cfg.deadline_secs);
         // After a restart (the gap has its own reason) the near edge is whatever the previous
         // process delivered: read back from the topic once what it left in the spool is in.
-        let delivered = if job.reads_back() {
+        let Delivered { trades: delivered, bars: mut delivered_bars } = if job.reads_back() {
             match self.delivered(job, ctx, deadline).await {
                 Ok(d) => d,
                 Err(e) => return fail(Unrepaired::Failed, e, counts),
             }
         } else {
-            HashMap::new()
+            Delivered::default()
         };
         let done: &[String] = job.stored.as_ref().map_or(&[], |s| &s.done);
         let windows: Vec<(String, Window)> =
             self.windows(job, after, delivered).into_iter().filter(|(symbol, _)| !done.contains(symbol)).collect();
+        let bar_range = self.bars.as_ref().map(|_| job.bar_range());
         counts.symbols = (windows.len() + done.len()) as u64;
         if let Some(stored) = &job.stored {
             stored.add_to(&mut counts);
@@ -707,19 +839,32 @@ impl Repairer {
         let mut fetches = futures::stream::iter(windows)
             .map(|(symbol, window)| async move {
                 let (from, to) = window.range_ns();
-                let got = history.trades(&symbol, from, to, deadline).await;
+                let trades =
+                    if self.trades { history.trades(&symbol, from, to, deadline).await } else { Ok(Vec::new()) };
+                let got = match (trades, bar_range) {
+                    (Ok(t), Some((lo, hi))) => history.bars(&symbol, lo, hi, deadline).await.map(|b| (t, b)),
+                    (trades, _) => trades.map(|t| (t, Vec::new())),
+                };
                 (symbol, window, got)
             })
             .buffer_unordered(self.cfg.concurrency);
         let mut failures: Vec<(Unrepaired, String)> = Vec::new();
         while let Some((symbol, window, got)) = fetches.next().await {
-            let trades = match got {
-                Ok(t) => t,
+            let (trades, bars) = match got {
+                Ok(got) => got,
                 Err(e) => {
                     failures.push((Unrepaired::from(&e), format!("{symbol}: {e}")));
                     continue;
                 }
             };
+            // The bars received live, repaired by an earlier gap, or in the topic already.
+            let bars_fetched = bars.len() as u64;
+            let mut seen = match (&self.bars, bar_range) {
+                (Some(b), Some((lo, hi))) => b.between(&symbol, lo, hi),
+                _ => HashSet::new(),
+            };
+            seen.extend(delivered_bars.remove(&symbol).unwrap_or_default());
+            let (bars, _) = missing_bars(bars, &seen);
             let fetched = trades.len() as u64;
             let repair = window.missing(trades);
             let duplicates = repair.duplicates as u64;
@@ -732,14 +877,24 @@ impl Repairer {
                 .iter()
                 .zip(&conditions)
                 .map(|(t, c)| (history.tick(&symbol, t, c.as_deref(), now), serde_json::to_vec(t).unwrap_or_default()))
+                .chain(
+                    bars.iter().map(|b| (history.bar_tick(&symbol, b, now), serde_json::to_vec(b).unwrap_or_default())),
+                )
                 .collect();
-            let change =
-                Change::Done { id: &id, symbol: &symbol, counts: Counts { fetched, published: 0, duplicates } };
+            let done = Counts { fetched, duplicates, bars_fetched, ..Counts::default() };
+            let change = Change::Done { id: &id, symbol: &symbol, counts: done };
             match store.lock().await.commit_until(&ticks, change, deadline).await {
                 Ok(published) => {
                     counts.fetched += fetched;
                     counts.duplicates += duplicates;
-                    counts.published += published;
+                    counts.published += published.trades;
+                    counts.bars_fetched += bars_fetched;
+                    counts.bars_published += published.bars;
+                    if let Some(seen) = &self.bars {
+                        for b in &bars {
+                            seen.insert(&symbol, b.t);
+                        }
+                    }
                 }
                 Err(e) => failures
                     .push((Unrepaired::Failed, format!("{symbol}: the repaired trades could not be committed: {e}"))),
@@ -774,15 +929,10 @@ impl Repairer {
         std::mem::take(&mut after.edges)
     }
 
-    /// The trades of this provider already in the ticks topic from the gap's start (less the
-    /// margin) on, per symbol: read once the spool a previous process left is sent and
+    /// The trades (and minute bars) of this provider already in the ticks topic from the gap's
+    /// start (less the margin) on, per symbol: read once the spool a previous process left is sent and
     /// acknowledged, so nothing it held can arrive after the read.
-    async fn delivered(
-        &self,
-        job: &Job,
-        ctx: &SourceCtx,
-        deadline: Instant,
-    ) -> Result<HashMap<String, HashSet<TradeKey>>, String> {
+    async fn delivered(&self, job: &Job, ctx: &SourceCtx, deadline: Instant) -> Result<Delivered, String> {
         while !ctx.sink.spool_caught_up() {
             if Instant::now() >= deadline {
                 return Err("the previous process's spool was not sent before the repair's deadline".into());
@@ -792,22 +942,27 @@ impl Repairer {
         let start_ms = (job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS).div_euclid(1_000_000);
         let to_ms = job.far_ms();
         // Kafka timestamps are when a record was produced, after its trade: a minute's slack.
-        let since_ms = start_ms - 60_000;
+        let since_ms = start_ms - 2 * MINUTE_MS;
         let (kafka, topic, provider) = (ctx.kafka.clone(), ctx.kafka.topics.market_ticks.name.clone(), self.provider);
         let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
+        let bars = job.bar_range();
         let read = tokio::task::spawn_blocking(move || {
-            let mut out: HashMap<String, HashSet<TradeKey>> = HashMap::new();
+            let mut out = Delivered::default();
             ingest_core::kafka::read_committed_since(&kafka, &topic, since_ms, timeout, |value| {
                 let Ok(tick) = serde_json::from_slice::<MarketTick<'_>>(value) else {
                     return;
                 };
+                if tick.provider != provider {
+                    return;
+                }
                 let ms = tick.timestamp.timestamp_millis();
-                if tick.provider == provider
-                    && tick.event_type == TickType::Trade
+                if tick.event_type == TickType::Trade
                     && (start_ms..=to_ms).contains(&ms)
                     && let Some(key) = TradeKey::of_tick(&tick)
                 {
-                    out.entry(tick.symbol.into_owned()).or_default().insert(key);
+                    out.trades.entry(tick.symbol.into_owned()).or_default().insert(key);
+                } else if is_minute_bar(&tick) && (bars.0..=bars.1).contains(&ms) {
+                    out.bars.entry(tick.symbol.into_owned()).or_default().insert(ms);
                 }
             })
             .map(|()| out)
@@ -1034,6 +1189,7 @@ mod tests {
             RepairConfig::default(),
             vec!["AAPL".into(), "MSFT".into(), "IBM".into()],
             "polygon",
+            (true, false),
         );
         let from = DateTime::from_timestamp_millis(MS).unwrap();
         let to = from + chrono::Duration::seconds(3);
@@ -1077,6 +1233,54 @@ mod tests {
     }
 
     #[test]
+    fn the_bars_a_gap_may_lose_are_the_minutes_that_ended_in_it_not_seen_live() {
+        let m0 = MS.div_euclid(MINUTE_MS) * MINUTE_MS;
+        // A gap from 10:00:30 to 10:03:10 (m0: a minute's start): the bars of the minutes
+        // that ended after 10:00:28 (the margin) and by 10:03:10 are 10:00, 10:01 and 10:02.
+        let from = DateTime::from_timestamp_millis(m0 + 30_000).unwrap();
+        let to = DateTime::from_timestamp_millis(m0 + 190_000).unwrap();
+        let job = Job {
+            gap: Gap { from, to, why: String::new() },
+            epoch: 1,
+            before: HashMap::new(),
+            after: Arc::default(),
+            resumed: Instant::now(),
+            stored: None,
+            earlier: false,
+            started_ms: 0,
+        };
+        let (lo, hi) = job.bar_range();
+        let starts: Vec<i64> = (lo..=hi).filter(|t| t % MINUTE_MS == 0).collect();
+        assert_eq!(starts, vec![m0, m0 + 60_000, m0 + 120_000]);
+        // The 10:02 bar arrived live after the reconnect; the history repeats 10:01.
+        let bar = |t: i64| HistoryBar { t, o: 1.0, h: 1.0, l: 1.0, c: 1.0, v: 100.0, vw: None, n: None };
+        let history = vec![bar(m0 + 120_000), bar(m0 + 60_000), bar(m0), bar(m0 + 60_000)];
+        let (missing, left_out) = missing_bars(history, &HashSet::from([m0 + 120_000]));
+        assert_eq!(missing.iter().map(|b| b.t).collect::<Vec<_>>(), vec![m0, m0 + 60_000]);
+        assert_eq!(left_out, 2);
+    }
+
+    #[test]
+    fn seen_bars_keep_their_window_and_a_minute_bar_is_told_from_a_second_one() {
+        let seen = SeenBars::new(120);
+        for i in 0..5 {
+            seen.insert("AAPL", MS + i * MINUTE_MS);
+        }
+        assert_eq!(
+            seen.between("AAPL", 0, i64::MAX),
+            HashSet::from([MS + 2 * MINUTE_MS, MS + 3 * MINUTE_MS, MS + 4 * MINUTE_MS])
+        );
+        assert!(seen.between("MSFT", 0, i64::MAX).is_empty());
+        let mut t = live("AAPL", MS, "1");
+        t.event_type = TickType::Bar;
+        t.window_start = DateTime::from_timestamp_millis(MS);
+        t.window_end = DateTime::from_timestamp_millis(MS + MINUTE_MS);
+        assert!(is_minute_bar(&t));
+        t.window_end = DateTime::from_timestamp_millis(MS + 1000);
+        assert!(!is_minute_bar(&t), "a second bar");
+    }
+
+    #[test]
     fn a_gap_an_earlier_process_left_ends_at_its_margin_but_never_past_this_process_start() {
         let repairer = || {
             Repairer::new(
@@ -1084,6 +1288,7 @@ mod tests {
                 RepairConfig::default(),
                 vec!["AAPL".into()],
                 "polygon",
+                (true, false),
             )
         };
         let from = DateTime::from_timestamp_millis(MS).unwrap();

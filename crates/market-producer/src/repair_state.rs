@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ingest_core::kafka::{Outcome, RestoreError, Route, SendError, TxError, TxSink, restore_state, until_done};
-use ingest_core::record::{MarketTick, RepairCounts, SourceState};
+use ingest_core::record::{MarketTick, RepairCounts, SourceState, TickType};
 use ingest_core::resilience::{Backoff, BackoffConfig};
 use ingest_core::source::SourceCtx;
 use ingest_core::ws::gap::Gap;
@@ -64,6 +64,10 @@ pub(crate) struct Counts {
     pub(crate) fetched: u64,
     pub(crate) published: u64,
     pub(crate) duplicates: u64,
+    #[serde(default)]
+    pub(crate) bars_fetched: u64,
+    #[serde(default)]
+    pub(crate) bars_published: u64,
 }
 
 impl StoredGap {
@@ -87,7 +91,18 @@ impl StoredGap {
         counts.fetched += self.counts.fetched;
         counts.published += self.counts.published;
         counts.duplicates += self.counts.duplicates;
+        counts.bars_fetched += self.counts.bars_fetched;
+        counts.bars_published += self.counts.bars_published;
     }
+}
+
+/// What one commit published to the ticks topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Published {
+    /// Trades.
+    pub(crate) trades: u64,
+    /// Minute bars.
+    pub(crate) bars: u64,
 }
 
 /// A change of the state, committed with the records sent before it.
@@ -219,7 +234,7 @@ impl Store {
         &mut self,
         ticks: &[(Option<MarketTick<'_>>, Vec<u8>)],
         change: Change<'_>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Published, StoreError> {
         let txid = self.transactional_id.clone();
         let classify = |e: TxError| {
             if e.fatal {
@@ -231,8 +246,8 @@ impl Store {
             }
         };
         self.sink.begin_transaction().map_err(classify)?;
-        let sent: Result<(u64, BTreeMap<String, StoredGap>), StoreError> = async {
-            let mut published = 0;
+        let sent: Result<(Published, BTreeMap<String, StoredGap>), StoreError> = async {
+            let mut published = Published::default();
             for (tick, raw) in ticks {
                 let sent = match tick {
                     Some(t) => self.sink.send(&self.ticks_route, t, raw, &self.shutdown).await,
@@ -245,7 +260,10 @@ impl Store {
                     }
                 };
                 match sent {
-                    Ok(Outcome::Enqueued) => published += 1,
+                    Ok(Outcome::Enqueued) if tick.as_ref().is_some_and(|t| t.event_type == TickType::Bar) => {
+                        published.bars += 1;
+                    }
+                    Ok(Outcome::Enqueued) => published.trades += 1,
                     // Dead-lettered with the reason and counted by the sink.
                     Ok(Outcome::DeadLettered(_)) => {}
                     Err(SendError::ShutDown) => return Err(StoreError::ShutDown),
@@ -290,8 +308,8 @@ impl Store {
         }
     }
 
-    /// The waiting gaps after `change`, `published` trades sent with it.
-    fn next(&self, change: &Change<'_>, published: u64) -> BTreeMap<String, StoredGap> {
+    /// The waiting gaps after `change`, `published` sent with it.
+    fn next(&self, change: &Change<'_>, published: Published) -> BTreeMap<String, StoredGap> {
         let mut next = self.pending.clone();
         match change {
             Change::Add(g) => {
@@ -301,8 +319,10 @@ impl Store {
                 if let Some(g) = next.get_mut(*id) {
                     g.done.push((*symbol).to_string());
                     g.counts.fetched += counts.fetched;
-                    g.counts.published += published;
+                    g.counts.published += published.trades;
                     g.counts.duplicates += counts.duplicates;
+                    g.counts.bars_fetched += counts.bars_fetched;
+                    g.counts.bars_published += published.bars;
                 }
             }
             Change::Remove(id) => {
@@ -318,7 +338,7 @@ impl Store {
         ticks: &[(Option<MarketTick<'_>>, Vec<u8>)],
         change: Change<'_>,
         deadline: tokio::time::Instant,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Published, StoreError> {
         let mut backoff = Backoff::new(BackoffConfig::default());
         loop {
             match self.commit(ticks, change).await {
@@ -349,7 +369,7 @@ mod tests {
         let gap = Gap { from, to: from + chrono::Duration::milliseconds(2500), why: String::new() };
         let mut g = StoredGap::new(&gap, 3);
         g.done.push("AAPL".into());
-        g.counts = Counts { fetched: 10, published: 7, duplicates: 3 };
+        g.counts = Counts { fetched: 10, published: 7, duplicates: 3, bars_fetched: 2, bars_published: 1 };
         let json = serde_json::to_value(&g).unwrap();
         assert!(json.get("why").is_none(), "a reconnect's gap has no reason of its own");
         assert_eq!(serde_json::from_value::<StoredGap>(json).unwrap(), g);
@@ -357,6 +377,9 @@ mod tests {
         assert_eq!(g.gap(), gap);
         let mut c = RepairCounts::default();
         g.add_to(&mut c);
-        assert_eq!((c.fetched, c.published, c.duplicates), (10, 7, 3));
+        assert_eq!((c.fetched, c.published, c.duplicates, c.bars_fetched, c.bars_published), (10, 7, 3, 2, 1));
+        // A state written before bars were repaired reads back with none.
+        let old = serde_json::json!({"from": from, "to": gap.to, "epoch": 3, "done": [], "counts": {"fetched": 1, "published": 1, "duplicates": 0}});
+        assert_eq!(serde_json::from_value::<StoredGap>(old).unwrap().counts.bars_fetched, 0);
     }
 }

@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use ingest_core::source::{FatalError, Source, SourceCtx};
 
 use crate::book::QuoteBook;
-use crate::config::MarketConfig;
+use crate::config::{Channel, MarketConfig};
 use crate::provider::{MarketProvider, ProtocolSession};
 use crate::repair::{self, Repairer, Repairing};
 use crate::repair_state::StoreNames;
@@ -57,14 +57,16 @@ impl Source for MarketSource {
             // Gap repair on its own task, fed through a bounded queue the stream never waits on.
             let (mut output, task) = if self.cfg.repair.enabled {
                 let history = provider.history(&self.cfg);
-                let track = history.is_ok();
                 let symbols = self.cfg.shard().into_iter().filter(|s| !s.contains('*')).collect();
-                let repairer = Repairer::new(history, self.cfg.repair.clone(), symbols, provider.label());
+                let channels = &self.cfg.channels;
+                let kinds = (channels.contains(&Channel::Trades), channels.contains(&Channel::MinuteBars));
+                let repairer = Repairer::new(history, self.cfg.repair.clone(), symbols, provider.label(), kinds);
+                let follow = (repairer.trades && repairer.history.is_ok(), repairer.bars.clone());
                 let (tx, rx) = tokio::sync::mpsc::channel(self.cfg.repair.queue);
                 let task = tokio::spawn(repair::run(rx, ctx.clone(), repairer, self.repair.clone()));
-                (Repairing::new(emitter, Some(tx), track, &ctx, provider.label()), Some(task))
+                (Repairing::new(emitter, Some(tx), follow, &ctx, provider.label()), Some(task))
             } else {
-                (Repairing::new(emitter, None, false, &ctx, provider.label()), None)
+                (Repairing::new(emitter, None, (false, None), &ctx, provider.label()), None)
             };
             let result = ingest_core::ws::run(session.as_mut(), &mut output, &settings, &ctx).await;
             // Closes the queue: the task finishes the repair in progress (or stops at shutdown).

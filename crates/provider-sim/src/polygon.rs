@@ -139,12 +139,13 @@ impl PolygonHandle {
     }
 
     /// The routes: `GET /stocks` and `GET /crypto` (WebSocket upgrade), `GET /v3/trades/{ticker}`
-    /// (REST history of the tape).
+    /// and `GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}` (REST history of the tape).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/stocks", get(upgrade))
             .route("/crypto", get(upgrade))
             .route("/v3/trades/{ticker}", get(trades))
+            .route("/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}", get(aggregates))
             .with_state(self.clone())
     }
 
@@ -246,6 +247,8 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
     let mut hose_due: Option<tokio::time::Instant> = None;
     // The tape: the next n to send per subscribed symbol.
     let mut tape_next: HashMap<String, u64> = HashMap::new();
+    // The tape's minute bars (`AM.<sym>`): the start of the next minute to send per symbol.
+    let mut bars_next: HashMap<String, i64> = HashMap::new();
     let mut tape_tick = tokio::time::interval(Duration::from_millis(5));
     loop {
         let tape = if authed { h.lock().tape.clone() } else { None };
@@ -276,7 +279,10 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
                     Some("subscribe") if authed => {
                         for p in params.split(',').filter(|p| !p.is_empty()) {
                             if let Some(c) = h.lock().conns.get_mut(&id) { c.subscribed.push(p.to_string()); }
-                            if let Some(t) = &tape { subscribe_tape(t, p, &mut tape_next); }
+                            if let Some(t) = &tape {
+                                subscribe_tape(t, p, &mut tape_next);
+                                subscribe_bars(t, p, &mut bars_next);
+                            }
                             if out.send(status("success", &format!("subscribed to: {p}"))).await.is_err() { break }
                         }
                     }
@@ -296,14 +302,21 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
                 let _ = out.close().await;
                 break;
             }
-            _ = tape_tick.tick(), if tape.is_some() && !tape_next.is_empty() => {
+            _ = tape_tick.tick(), if tape.is_some() && (!tape_next.is_empty() || !bars_next.is_empty()) => {
                 let Some(t) = &tape else { continue };
+                let bars = bars_frame(t, &mut bars_next);
                 if h.lock().stalled_until.is_some_and(|u| tokio::time::Instant::now() < u) {
-                    // Stalled: the trades happening now are lost to this connection.
+                    // Stalled: the trades happening now (and the bars due) are lost to this
+                    // connection.
                     subscribe_all_again(t, &mut tape_next);
                     continue;
                 }
                 if let Some(frame) = tape_frame(t, &mut tape_next)
+                    && out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err()
+                {
+                    break;
+                }
+                if let Some(frame) = bars
                     && out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err()
                 {
                     break;
@@ -389,6 +402,37 @@ fn subscribe_tape(t: &Tape, param: &str, next: &mut HashMap<String, u64>) {
     }
 }
 
+/// An `AM.<sym>` or `AM.*` subscription on the tape: its minute bars from the minute under way
+/// (each is sent when its minute has ended).
+fn subscribe_bars(t: &Tape, param: &str, next: &mut HashMap<String, i64>) {
+    let Some(sym) = param.strip_prefix("AM.") else { return };
+    let minute = (now_ns() / 1_000_000).div_euclid(60_000) * 60_000;
+    for s in t.symbols().iter().filter(|s| sym == "*" || sym == s.as_str()) {
+        next.insert(s.clone(), minute);
+    }
+}
+
+/// The minute bars that are due (their minute ended [`BAR_DELAY_MS`] ago), as one frame of
+/// `AM` events; every symbol's next minute moves on whether or not the frame is sent.
+fn bars_frame(t: &Tape, next: &mut HashMap<String, i64>) -> Option<String> {
+    let now = now_ns();
+    let mut events = Vec::new();
+    for (s, start) in next.iter_mut() {
+        while (*start + 60_000 + BAR_DELAY_MS) * 1_000_000 <= now {
+            if let Some(b) = t.minute_bar(s, *start, now) {
+                events.push(json!({"ev": "AM", "sym": s, "v": b.volume, "av": b.volume, "op": price(b.open),
+                    "vw": b.vwap, "o": price(b.open), "c": price(b.close), "h": price(b.high), "l": price(b.low),
+                    "a": b.vwap, "z": b.volume / b.trades.max(1), "s": b.start_ms, "e": b.start_ms + 60_000}));
+            }
+            *start += 60_000;
+        }
+    }
+    (!events.is_empty()).then(|| serde_json::Value::Array(events).to_string())
+}
+
+/// How long after its minute ends a bar is sent.
+const BAR_DELAY_MS: i64 = 100;
+
 fn subscribe_all_again(t: &Tape, next: &mut HashMap<String, u64>) {
     let now = now_ns();
     for (s, n) in next.iter_mut() {
@@ -450,18 +494,17 @@ fn parse_ns(v: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(v).ok()?.timestamp_nanos_opt()
 }
 
-/// `GET /v3/trades/{ticker}`: the tape's history with Polygon's parameters and paging.
-async fn trades(
-    State(h): State<PolygonHandle>,
-    Path(ticker): Path<String>,
-    Query(mut q): Query<HashMap<String, String>>,
-    scheme: Option<Extension<Scheme>>,
-    headers: HeaderMap,
-) -> Response {
+/// What every REST history request goes through: the key (`apiKey` or `Authorization:
+/// Bearer`), injected failures, the rate limit, the plan. The tape and the request's parameters
+/// (a cursor's, when it has one: a cursor carries the original filters and where the next page
+/// starts, and nothing else is read with it), or the refusal.
+fn gate(h: &PolygonHandle, q: HashMap<String, String>, headers: &HeaderMap) -> Result<Passed, Box<Response>> {
     let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match q.get("apiKey").map(String::as_str).or(bearer) {
-        None => return rest_error(StatusCode::UNAUTHORIZED, "ERROR", "API Key was not provided"),
-        Some(k) if k != h.cfg.api_key => return rest_error(StatusCode::UNAUTHORIZED, "ERROR", "Unknown API Key"),
+        None => return Err(Box::new(rest_error(StatusCode::UNAUTHORIZED, "ERROR", "API Key was not provided"))),
+        Some(k) if k != h.cfg.api_key => {
+            return Err(Box::new(rest_error(StatusCode::UNAUTHORIZED, "ERROR", "Unknown API Key")));
+        }
         Some(_) => {}
     }
     let (tape, injected) = {
@@ -478,30 +521,53 @@ async fn trades(
     if let Some(code) = injected {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if code == StatusCode::TOO_MANY_REQUESTS {
-            return rest_error(
+            return Err(Box::new(rest_error(
                 code,
                 "ERROR",
                 "You've exceeded the maximum requests per minute, please wait or upgrade your subscription to continue. https://polygon.io/pricing",
-            );
+            )));
         }
-        return rest_error(code, "ERROR", "Unexpected error");
+        return Err(Box::new(rest_error(code, "ERROR", "Unexpected error")));
     }
     if !h.cfg.history {
-        return rest_error(
+        return Err(Box::new(rest_error(
             StatusCode::FORBIDDEN,
             "NOT_AUTHORIZED",
             "You are not entitled to this data. Please upgrade your plan at https://massive.com/pricing",
-        );
+        )));
     }
-    // A cursor carries the original filters and where the next page starts; nothing else is
-    // read with it.
-    if let Some(cursor) = q.get("cursor").cloned() {
-        let Some(decoded) = URL_SAFE_NO_PAD.decode(cursor.as_bytes()).ok().and_then(|b| String::from_utf8(b).ok())
-        else {
-            return rest_error(StatusCode::BAD_REQUEST, "ERROR", "Invalid cursor");
-        };
-        q = url_params(&decoded);
+    let Some(cursor) = q.get("cursor") else { return Ok((tape, q)) };
+    let decoded = URL_SAFE_NO_PAD.decode(cursor.as_bytes()).ok().and_then(|b| String::from_utf8(b).ok());
+    match decoded {
+        Some(d) => Ok((tape, url_params(&d))),
+        None => Err(Box::new(rest_error(StatusCode::BAD_REQUEST, "ERROR", "Invalid cursor"))),
     }
+}
+
+/// The tape and the parameters of a request that passed [`gate`].
+type Passed = (Option<Arc<Tape>>, HashMap<String, String>);
+
+/// A next page's URL: `path` on the host the request came to, with `params` in its cursor.
+fn next_url(headers: &HeaderMap, scheme: Option<Extension<Scheme>>, path: &str, mut params: Vec<String>) -> String {
+    params.sort();
+    let cursor = URL_SAFE_NO_PAD.encode(params.join("&"));
+    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let scheme = scheme.map_or("http", |Extension(Scheme(s))| s);
+    format!("{scheme}://{host}{path}?cursor={cursor}")
+}
+
+/// `GET /v3/trades/{ticker}`: the tape's history with Polygon's parameters and paging.
+async fn trades(
+    State(h): State<PolygonHandle>,
+    Path(ticker): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    scheme: Option<Extension<Scheme>>,
+    headers: HeaderMap,
+) -> Response {
+    let (tape, q) = match gate(&h, q, &headers) {
+        Ok(passed) => passed,
+        Err(refused) => return *refused,
+    };
     let order_desc = match q.get("order").map(String::as_str) {
         None | Some("desc") => true,
         Some("asc") => false,
@@ -566,12 +632,74 @@ async fn trades(
         let next = if order_desc { end - 1 } else { end + 1 };
         let mut params: Vec<String> =
             q.iter().filter(|(k, _)| *k != "ap" && *k != "apiKey").map(|(k, v)| format!("{k}={v}")).collect();
-        params.sort();
         params.push(format!("ap={next}"));
-        let cursor = URL_SAFE_NO_PAD.encode(params.join("&"));
-        let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-        let scheme = scheme.map_or("http", |Extension(Scheme(s))| s);
-        body["next_url"] = json!(format!("{scheme}://{host}/v3/trades/{ticker}?cursor={cursor}"));
+        body["next_url"] = json!(next_url(&headers, scheme, &format!("/v3/trades/{ticker}"), params));
+    }
+    axum::Json(body).into_response()
+}
+
+/// `GET /v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}`: the tape's minute
+/// bars (the simulator serves `1/minute` only) whose start is in `[from, to]` (ms or
+/// `YYYY-MM-DD`) and whose minute has ended, `sort` asc (default) or desc, `limit` bars a page;
+/// a next page is `next_url` with `from` moved on and a cursor for the rest (as Polygon pages
+/// aggregates).
+async fn aggregates(
+    State(h): State<PolygonHandle>,
+    Path((ticker, multiplier, timespan, from, to)): Path<(String, String, String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    scheme: Option<Extension<Scheme>>,
+    headers: HeaderMap,
+) -> Response {
+    let (tape, q) = match gate(&h, q, &headers) {
+        Ok(passed) => passed,
+        Err(refused) => return *refused,
+    };
+    if (multiplier.as_str(), timespan.as_str()) != ("1", "minute") {
+        return rest_error(StatusCode::BAD_REQUEST, "ERROR", "the simulator serves 1/minute aggregates only");
+    }
+    let ms = |v: &str| parse_ns(v).map(|ns| if v.len() == 10 { ns / 1_000_000 } else { ns });
+    let (Some(from), Some(to)) = (ms(&from), ms(&to).map(|t| if to.len() == 10 { t + 86_399_999 } else { t })) else {
+        return rest_error(StatusCode::BAD_REQUEST, "ERROR", "from and to must be ms timestamps or YYYY-MM-DD");
+    };
+    let desc = match q.get("sort").map(String::as_str) {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return rest_error(StatusCode::BAD_REQUEST, "ERROR", "sort must be asc or desc"),
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 5000,
+        Some(Ok(l)) if (1..=50_000).contains(&l) => l,
+        Some(_) => return rest_error(StatusCode::BAD_REQUEST, "ERROR", "limit must be between 1 and 50000"),
+    };
+    let now = now_ns();
+    let first_minute = from.div_euclid(60_000) * 60_000 + if from.rem_euclid(60_000) == 0 { 0 } else { 60_000 };
+    let mut starts: Vec<i64> =
+        (0..).map(|i| first_minute + i * 60_000).take_while(|s| *s <= to && (*s + 60_000) * 1_000_000 <= now).collect();
+    if desc {
+        starts.reverse();
+    }
+    let mut bars = Vec::new();
+    let mut next_from = None;
+    for start in starts {
+        if bars.len() == limit {
+            next_from = Some(start);
+            break;
+        }
+        if let Some(b) = tape.as_ref().and_then(|t| t.minute_bar(&ticker, start, now)) {
+            bars.push(json!({"v": b.volume, "vw": b.vwap, "o": price(b.open), "c": price(b.close), "h": price(b.high),
+                             "l": price(b.low), "t": b.start_ms, "n": b.trades}));
+        }
+    }
+    let mut body = json!({"ticker": ticker, "adjusted": q.get("adjusted").is_none_or(|a| a != "false"),
+        "queryCount": bars.len(), "resultsCount": bars.len(), "status": "OK", "request_id": request_id()});
+    if !bars.is_empty() {
+        body["results"] = serde_json::Value::Array(bars);
+    }
+    if let Some(next) = next_from {
+        let (lo, hi) = if desc { (from, next) } else { (next, to) };
+        let params: Vec<String> = q.iter().filter(|(k, _)| *k != "apiKey").map(|(k, v)| format!("{k}={v}")).collect();
+        let path = format!("/v2/aggs/ticker/{ticker}/range/1/minute/{lo}/{hi}");
+        body["next_url"] = json!(next_url(&headers, scheme, &path, params));
     }
     axum::Json(body).into_response()
 }

@@ -32,6 +32,25 @@ pub struct TapeTrade {
     pub size: u64,
 }
 
+/// One minute bar of the tape: the trades of one symbol whose SIP time is in its minute
+/// (`[start, start + 60 s)`), as Polygon aggregates them (a minute without trades has no bar).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapeBar {
+    /// The minute's start, ms.
+    pub start_ms: i64,
+    /// Open, high, low, close in cents.
+    pub open: u64,
+    pub high: u64,
+    pub low: u64,
+    pub close: u64,
+    /// Shares.
+    pub volume: u64,
+    /// Volume-weighted average price (dollars, 4 decimals).
+    pub vwap: f64,
+    /// Trades in it.
+    pub trades: u64,
+}
+
 /// The tape of a set of symbols.
 #[derive(Debug, Clone)]
 pub struct Tape {
@@ -132,6 +151,31 @@ impl Tape {
     }
 }
 
+impl Tape {
+    /// The minute bar of `sym` starting at `start_ms`, once that minute has ended by `now_ns`;
+    /// `None` before, or for a minute without trades.
+    pub fn minute_bar(&self, sym: &str, start_ms: i64, now_ns: i64) -> Option<TapeBar> {
+        let (lo, hi) = (start_ms * 1_000_000, (start_ms + 60_000) * 1_000_000);
+        if now_ns < hi {
+            return None;
+        }
+        let (first, last) = self.range(sym, Bound::Included(lo), Bound::Excluded(hi), now_ns)?;
+        let open = self.trade(sym, first)?.cents;
+        let mut bar = TapeBar { start_ms, open, high: open, low: open, close: open, volume: 0, vwap: 0.0, trades: 0 };
+        let mut notional: u128 = 0;
+        for n in first..=last {
+            let t = self.trade(sym, n)?;
+            (bar.high, bar.low, bar.close) = (bar.high.max(t.cents), bar.low.min(t.cents), t.cents);
+            bar.volume += t.size;
+            bar.trades += 1;
+            notional += u128::from(t.cents) * u128::from(t.size);
+        }
+        let vwap_cents = notional as f64 / bar.volume.max(1) as f64;
+        bar.vwap = (vwap_cents * 100.0).round() / 10_000.0;
+        Some(bar)
+    }
+}
+
 fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
@@ -183,6 +227,31 @@ mod tests {
         assert_eq!(t.range("AAPL", Bound::Unbounded, Bound::Included(at(3)), now), Some((1, 3)));
         assert_eq!(t.range("MSFT", Bound::Included(at(10)), Bound::Included(at(10)), now), None, "MSFT is 1 ns later");
         assert_eq!(t.range("NOPE", Bound::Unbounded, Bound::Unbounded, now), None);
+        let finite = Tape::new(vec!["AAPL".into()], S, 1000, 50);
+        assert_eq!(finite.range("AAPL", Bound::Unbounded, Bound::Unbounded, now), Some((1, 50)));
+    }
+
+    #[test]
+    fn a_minute_bar_aggregates_the_minutes_trades_once_it_has_ended() {
+        let start_ms = 1_765_000_020_000; // a minute's start
+        let t = Tape::new(vec!["AAPL".into()], start_ms * 1_000_000 - 500_000_000, 10, 0);
+        let end_ns = (start_ms + 60_000) * 1_000_000;
+        assert_eq!(t.minute_bar("AAPL", start_ms, end_ns - 1), None, "not before the minute ends");
+        let bar = t.minute_bar("AAPL", start_ms, end_ns).unwrap();
+        let (first, last) =
+            t.range("AAPL", Bound::Included(start_ms * 1_000_000), Bound::Excluded(end_ns), end_ns).unwrap();
+        let trades: Vec<TapeTrade> = (first..=last).map(|n| t.trade("AAPL", n).unwrap()).collect();
+        assert_eq!(bar.trades, 600);
+        assert_eq!(bar.open, trades[0].cents);
+        assert_eq!(bar.close, trades.last().unwrap().cents);
+        assert_eq!(bar.high, trades.iter().map(|t| t.cents).max().unwrap());
+        assert_eq!(bar.volume, trades.iter().map(|t| t.size).sum::<u64>());
+        assert_eq!(t.minute_bar("AAPL", start_ms - 120_000, end_ns), None, "no trades: no bar");
+    }
+
+    #[test]
+    fn a_finite_tape_still_ranges() {
+        let now = S + 100_000_000;
         let finite = Tape::new(vec!["AAPL".into()], S, 1000, 50);
         assert_eq!(finite.range("AAPL", Bound::Unbounded, Bound::Unbounded, now), Some((1, 50)));
     }

@@ -69,6 +69,17 @@ pub struct RepairCounts {
     pub published: u64,
     /// History trades that had arrived live at an edge of the window, or repeated in the history.
     pub duplicates: u64,
+    /// History minute bars fetched for the window (with `market.repair.bars` and the minute-bar
+    /// channel subscribed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bars_fetched: u64,
+    /// Minute bars published with `backfill: true` (the others had arrived live).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bars_published: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A lifecycle event, keyed by producer.

@@ -123,15 +123,25 @@ impl InternalEvent for GapRepairEnded<'_> {
             None => (
                 EventKind::GapRepaired,
                 "repaired",
-                format!(
-                    "gap repaired from the provider's history: {} trades published, {} already received live",
-                    self.counts.published, self.counts.duplicates
-                ),
+                match self.counts.bars_fetched {
+                    0 => format!(
+                        "gap repaired from the provider's history: {} trades published, {} already received live",
+                        self.counts.published, self.counts.duplicates
+                    ),
+                    _ => format!(
+                        "gap repaired from the provider's history: {} trades published, {} already received live; {} minute bars published of {} fetched",
+                        self.counts.published,
+                        self.counts.duplicates,
+                        self.counts.bars_published,
+                        self.counts.bars_fetched
+                    ),
+                },
             ),
             Some((why, detail)) => (EventKind::GapUnrepaired, why.label(), format!("gap not repaired: {detail}")),
         };
         self.counters.ended(outcome);
-        self.counters.ticks.inc_by(self.counts.published);
+        // Every record repaired into the ticks topic: trades and minute bars.
+        self.counters.ticks.inc_by(self.counts.published + self.counts.bars_published);
         self.counters.duplicates.inc_by(self.counts.duplicates);
         self.counters.lag.observe(self.lag.as_secs_f64());
         let c = &self.counts;
@@ -143,6 +153,7 @@ impl InternalEvent for GapRepairEnded<'_> {
                 fetched = c.fetched,
                 published = c.published,
                 duplicates = c.duplicates,
+                bars_published = c.bars_published,
                 lag_secs = self.lag.as_secs_f64(),
                 "{message}"
             );

@@ -21,21 +21,23 @@ use ingest_core::config::Secret;
 use ingest_core::http::Origin;
 use ingest_core::record::{Code, MarketTick, TickType};
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::exchanges;
 use crate::history::Pages;
-pub(crate) use crate::history::{HistoryError, HistoryTrade};
+pub(crate) use crate::history::{HistoryBar, HistoryError, HistoryTrade};
 use crate::repair::TradeHistory;
 
 #[derive(Debug, Deserialize)]
-struct Page {
+#[serde(bound = "T: DeserializeOwned")]
+struct Page<T> {
     #[serde(default)]
     status: String,
     /// Absent (not empty) when nothing matches.
-    #[serde(default)]
-    results: Vec<HistoryTrade>,
+    #[serde(default = "Vec::new")]
+    results: Vec<T>,
     #[serde(default)]
     next_url: Option<String>,
     /// Error text: `error` for status ERROR, `message` for NOT_AUTHORIZED.
@@ -80,16 +82,44 @@ impl History {
         to_ns: i64,
         deadline: Instant,
     ) -> Result<Vec<HistoryTrade>, HistoryError> {
-        let mut url = format!(
+        let url = format!(
             "{}/v3/trades/{}?timestamp.gte={from_ns}&timestamp.lt={to_ns}&order=asc&limit={}",
             self.base,
             urlencode(ticker),
             self.page
         );
+        self.follow(url, deadline).await
+    }
+
+    /// Every minute bar of `ticker` starting in `[from_ms, to_ms]` (`/v2/aggs`, unadjusted as
+    /// the stream's are), oldest first, or why not.
+    pub(crate) async fn minute_bars(
+        &self,
+        ticker: &str,
+        from_ms: i64,
+        to_ms: i64,
+        deadline: Instant,
+    ) -> Result<Vec<HistoryBar>, HistoryError> {
+        if to_ms < from_ms {
+            return Ok(Vec::new());
+        }
+        let url = format!(
+            "{}/v2/aggs/ticker/{}/range/1/minute/{from_ms}/{to_ms}?adjusted=false&sort=asc&limit={}",
+            self.base,
+            urlencode(ticker),
+            self.page
+        );
+        let mut bars: Vec<HistoryBar> = self.follow(url, deadline).await?;
+        bars.retain(|b| (from_ms..=to_ms).contains(&b.t));
+        Ok(bars)
+    }
+
+    /// The results of `url` and of every `next_url` after it, on this origin only.
+    async fn follow<T: DeserializeOwned>(&self, mut url: String, deadline: Instant) -> Result<Vec<T>, HistoryError> {
         let mut out = Vec::new();
         let mut cursors = HashSet::new();
         loop {
-            let page = self.page(&url, deadline).await?;
+            let page: Page<T> = self.page(&url, deadline).await?;
             out.extend(page.results);
             let Some(next) = page.next_url else { return Ok(out) };
             let parsed = url::Url::parse(&next).map_err(|e| HistoryError::Malformed(format!("next_url: {e}")))?;
@@ -108,10 +138,11 @@ impl History {
     }
 
     /// One page, retried through 429s and 5xx until `deadline`: 401 is a refused key, 403 a
-    /// plan without trades.
-    async fn page(&self, url: &str, deadline: Instant) -> Result<Page, HistoryError> {
-        let message =
-            |body: &[u8]| serde_json::from_slice::<Page>(body).ok().map(|p| p.error.or(p.message).unwrap_or(p.status));
+    /// plan without the data.
+    async fn page<T: DeserializeOwned>(&self, url: &str, deadline: Instant) -> Result<Page<T>, HistoryError> {
+        let message = |body: &[u8]| {
+            serde_json::from_slice::<Page<IgnoredAny>>(body).ok().map(|p| p.error.or(p.message).unwrap_or(p.status))
+        };
         let refusal = |status: u16, text: String| match status {
             401 => HistoryError::Unauthorized(text),
             403 => HistoryError::NoHistory(text),
@@ -162,6 +193,40 @@ impl TradeHistory for History {
         tick.conditions = conditions;
         tick.trade_id = Some(Code::Str(Cow::Borrowed(&t.id)));
         tick.trf_id = t.trf_id.filter(|&f| f != 0);
+        tick.backfill = true;
+        Some(tick)
+    }
+
+    fn has_bars(&self) -> bool {
+        true
+    }
+
+    fn bars<'a>(
+        &'a self,
+        symbol: &'a str,
+        from_ms: i64,
+        to_ms: i64,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Vec<HistoryBar>, HistoryError>> {
+        Box::pin(self.minute_bars(symbol, from_ms, to_ms, deadline))
+    }
+
+    /// The tick the stream would have made of the bar's `AM` event (the start as its time, the
+    /// close as its price, the minute as its window), marked `backfill`.
+    fn bar_tick<'a>(&self, symbol: &'a str, b: &'a HistoryBar, received_at: DateTime<Utc>) -> Option<MarketTick<'a>> {
+        let start = DateTime::from_timestamp_millis(b.t)?;
+        let mut tick = MarketTick::new(
+            Cow::Borrowed(symbol),
+            TickType::Bar,
+            start,
+            Cow::Borrowed(super::normalize::PROVIDER),
+            received_at,
+        );
+        tick.price = b.c;
+        tick.volume = b.v;
+        (tick.open, tick.high, tick.low, tick.vwap) = (Some(b.o), Some(b.h), Some(b.l), b.vw);
+        tick.window_start = Some(start);
+        tick.window_end = Some(start + chrono::Duration::minutes(1));
         tick.backfill = true;
         Some(tick)
     }
@@ -243,6 +308,43 @@ mod tests {
         // An unknown ticker and an empty window: nothing, not an error.
         assert_eq!(client(&sim, 64).trades("NOPE", at(1), at(9), soon()).await.unwrap(), vec![]);
         assert_eq!(client(&sim, 64).trades("AAPL", at(5) + 1, at(6), soon()).await.unwrap(), vec![]);
+        sim.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn minute_bars_are_fetched_whole_through_their_pages_as_the_stream_would_send_them() {
+        trust();
+        // A tape that started 5 minutes ago: 4 or 5 complete minutes.
+        let now_ms = now_ns() / 1_000_000;
+        let tape = Tape::new(vec!["AAPL".into()], (now_ms - 300_000) * 1_000_000, 10, 0);
+        let polygon = PolygonHandle::new(PolygonConfig { api_key: KEY.into(), ..PolygonConfig::default() });
+        polygon.tape(tape.clone());
+        let ca = provider_sim::tls::TestCa::get().unwrap();
+        let sim =
+            Sim::start_tls("127.0.0.1:0".parse().unwrap(), polygon.router(), &ca.identity().unwrap()).await.unwrap();
+        let minute = now_ms.div_euclid(60_000) * 60_000;
+        let (from, to) = (minute - 240_000, minute - 60_000);
+        let got = client(&sim, 2).minute_bars("AAPL", from, to, soon()).await.unwrap();
+        let starts: Vec<i64> = got.iter().map(|b| b.t).collect();
+        assert_eq!(starts, vec![from, from + 60_000, from + 120_000, to], "every minute of the range, once, in order");
+        let requests: Vec<_> =
+            sim.log.all().into_iter().filter(|r| r.path.starts_with("/v2/aggs/ticker/AAPL/range/1/minute/")).collect();
+        assert_eq!(requests.len(), 2, "4 bars in pages of 2: {requests:?}");
+        assert!(
+            requests.iter().all(|r| !r.query.as_deref().unwrap_or("").contains(KEY)),
+            "the key is never in the URL"
+        );
+        let want = tape.minute_bar("AAPL", from, now_ns()).unwrap();
+        let (b, ms) = (&got[0], |cents: u64| cents as f64 / 100.0);
+        assert_eq!(
+            (b.o, b.h, b.l, b.c, b.v),
+            (ms(want.open), ms(want.high), ms(want.low), ms(want.close), want.volume as f64)
+        );
+        let h = client(&sim, 2);
+        let tick = TradeHistory::bar_tick(&h, "AAPL", b, Utc::now()).unwrap();
+        assert_eq!((tick.event_type, tick.price, tick.backfill), (TickType::Bar, b.c, true));
+        assert_eq!(tick.window_end.unwrap() - tick.window_start.unwrap(), chrono::Duration::minutes(1));
+        assert_eq!(h.minute_bars("AAPL", to, from, soon()).await.unwrap(), vec![], "an empty range asks nothing");
         sim.stop().await.unwrap();
     }
 

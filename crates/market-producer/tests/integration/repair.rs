@@ -23,6 +23,7 @@ const SYMBOLS: [&str; 2] = ["MSFT", "AAPL"];
 struct Setup {
     sim: Sim,
     polygon: PolygonHandle,
+    tape: Tape,
     topics: Topics,
     producer: ProducerProcess,
     /// The producer's environment (to start it again).
@@ -56,7 +57,8 @@ async fn start_with(
 ) -> Setup {
     let topics = Topics::create().await;
     let polygon = PolygonHandle::new(PolygonConfig { api_key: KEY.into(), ..cfg });
-    polygon.tape(Tape::new(symbols.iter().map(|s| s.to_string()).collect(), now_ns(), per_second, total));
+    let tape = Tape::new(symbols.iter().map(|s| s.to_string()).collect(), now_ns(), per_second, total);
+    polygon.tape(tape.clone());
     let symbol_list = symbols.join(",");
     let (sim, ca) = sim_tls(polygon.router()).await;
     // The socket's URL as a user writes it; the REST history is found on its origin.
@@ -77,7 +79,7 @@ async fn start_with(
     env.extend(topics.env());
     let producer = ProducerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_market-producer")), &env);
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    Setup { sim, polygon, topics, producer, env }
+    Setup { sim, polygon, tape, topics, producer, env }
 }
 
 async fn subscriptions(p: &PolygonHandle, n: usize) {
@@ -112,6 +114,9 @@ fn trades(topic: &str) -> BTreeMap<String, Vec<(u64, bool)>> {
     for m in testkit::consume_committed(topic, Duration::from_secs(10)) {
         let v: Value = value(&m);
         assert_eq!(rdkafka::Message::key(&m), v["symbol"].as_str().map(str::as_bytes), "keyed by symbol");
+        if v["event_type"] != "trade" {
+            continue;
+        }
         let backfill = v.get("backfill").is_some_and(|b| b == &Value::Bool(true));
         out.entry(v["symbol"].as_str().unwrap().to_string())
             .or_default()
@@ -303,6 +308,103 @@ async fn a_stalled_feed_is_reconnected_and_what_the_stall_lost_is_repaired() {
     for gap in evs.iter().filter(|e| e.kind == EventKind::Gap) {
         assert_eq!(repair_of(&evs, gap).kind, EventKind::GapRepaired, "{gap:?}");
     }
+}
+
+/// Per symbol, every minute bar in the topic: its start (ms), whether it was repaired, the record.
+fn minute_bars(topic: &str) -> BTreeMap<String, Vec<(i64, bool, Value)>> {
+    let mut out: BTreeMap<String, Vec<(i64, bool, Value)>> = BTreeMap::new();
+    for m in testkit::consume_committed(topic, Duration::from_secs(10)) {
+        let v: Value = value(&m);
+        if v["event_type"] != "bar" {
+            continue;
+        }
+        let start =
+            chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().unwrap()).unwrap().timestamp_millis();
+        let backfill = v.get("backfill") == Some(&Value::Bool(true));
+        out.entry(v["symbol"].as_str().unwrap().to_string()).or_default().push((start, backfill, v));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_bar_lost_in_a_stall_is_repaired_once_and_the_live_bars_are_not_repeated() {
+    // Trades and minute bars; the feed stalls across a minute's end, so that minute's bar (sent
+    // when it ends) never reaches the producer. It is repaired from the aggregates, once; the
+    // bars received live before and after are not published again.
+    let extra = [("FINSTREAM__MARKET__CHANNELS", "trades,minute_bars"), ("FINSTREAM__MARKET__STALE_AFTER_SECS", "1")];
+    let s = start(PolygonConfig::default(), 50, 0, &extra).await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 100, Duration::from_secs(30));
+    // The next minute's end at least 3 s away; the stall runs from 1.5 s before it to 1.5 s after.
+    let now_ms = now_ns() / 1_000_000;
+    let mut boundary = (now_ms / 60_000 + 1) * 60_000;
+    if boundary - now_ms < 3_000 {
+        boundary += 60_000;
+    }
+    tokio::time::sleep(Duration::from_millis((boundary - 1_500 - now_ms) as u64)).await;
+    s.polygon.stall(Duration::from_millis(3_000));
+    let lost = boundary - 60_000;
+    // The next minute's bar arrives live (its minute ends a minute after the stall).
+    let bars = testkit::wait_for(Duration::from_secs(120), "the lost bar repaired and the next one live", || async {
+        let bars = minute_bars(&s.topics.topic);
+        SYMBOLS
+            .iter()
+            .all(|sym| {
+                bars.get(*sym).is_some_and(|b| {
+                    b.iter().any(|(t, bf, _)| *t == lost && *bf) && b.iter().any(|(t, _, _)| *t == boundary)
+                })
+            })
+            .then_some(bars)
+    })
+    .await;
+    for sym in SYMBOLS {
+        let mut starts: Vec<i64> = bars[sym].iter().map(|(t, _, _)| *t).collect();
+        starts.sort_unstable();
+        let n = starts.len();
+        starts.dedup();
+        assert_eq!(
+            starts.len(),
+            n,
+            "{sym}: a bar published twice: {:?}",
+            bars[sym].iter().map(|b| (b.0, b.1)).collect::<Vec<_>>()
+        );
+        assert!(starts.windows(2).all(|w| w[1] - w[0] == 60_000), "{sym}: every minute, none missing: {starts:?}");
+        let repaired: Vec<&(i64, bool, Value)> = bars[sym].iter().filter(|(_, bf, _)| *bf).collect();
+        assert_eq!(repaired.len(), 1, "{sym}: only the lost minute is repaired");
+        let (want, v) = (s.tape.minute_bar(sym, lost, now_ns()).unwrap(), &repaired[0].2);
+        let dollars = |cents: u64| cents as f64 / 100.0;
+        assert_eq!(
+            (v["open"].as_f64(), v["high"].as_f64(), v["low"].as_f64(), v["price"].as_f64(), v["volume"].as_f64()),
+            (
+                Some(dollars(want.open)),
+                Some(dollars(want.high)),
+                Some(dollars(want.low)),
+                Some(dollars(want.close)),
+                Some(want.volume as f64)
+            ),
+            "{sym}: the tape's bar"
+        );
+    }
+    let evs = testkit::wait_for(Duration::from_secs(60), "an answer to every gap", || async {
+        let evs = all_events(&s.topics.events);
+        let gaps = evs.iter().filter(|e| e.kind == EventKind::Gap).count();
+        let answers =
+            evs.iter().filter(|e| matches!(e.kind, EventKind::GapRepaired | EventKind::GapUnrepaired)).count();
+        (gaps > 0 && answers >= gaps).then_some(evs)
+    })
+    .await;
+    let mut bars_published = 0;
+    for gap in evs.iter().filter(|e| e.kind == EventKind::Gap) {
+        let r = repair_of(&evs, gap);
+        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
+        bars_published += r.repair.as_ref().unwrap().bars_published;
+    }
+    assert_eq!(bars_published, 2, "the events count the repaired bars: {evs:#?}");
+    let requests: Vec<_> = s.sim.log.all().into_iter().filter(|r| r.path.starts_with("/v2/aggs/ticker/")).collect();
+    assert!(
+        !requests.is_empty()
+            && requests.iter().all(|r| r.query.as_deref().is_some_and(|q| q.contains("adjusted=false")))
+    );
 }
 
 /// The gaps waiting for repair in the producer's state (`ingest.state`), as last committed.
