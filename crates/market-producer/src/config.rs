@@ -70,6 +70,9 @@ pub(crate) struct RepairConfig {
     /// Also repair minute bars (when `market.channels` has `minute_bars` and the provider's
     /// history has them: Polygon/Massive stocks).
     pub(crate) bars: bool,
+    /// Also repair quotes (when `market.channels` has `quotes` and the provider's history has
+    /// them: Polygon/Massive stocks). Off by default: quotes outnumber trades many times over.
+    pub(crate) quotes: bool,
 }
 
 impl Default for RepairConfig {
@@ -85,6 +88,7 @@ impl Default for RepairConfig {
             concurrency: 4,
             queue: 64,
             bars: true,
+            quotes: false,
         }
     }
 }

@@ -50,6 +50,32 @@ impl HistoryTrade {
     }
 }
 
+/// One NBBO quote of a history, in Polygon's REST terms (sizes in round lots).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub(crate) struct HistoryQuote {
+    /// Per-ticker sequence number (`q` on the WebSocket): a quote's identity within its day.
+    pub(crate) sequence_number: u64,
+    /// SIP time, ns (the stream's `t` is it in ms).
+    pub(crate) sip_timestamp: i64,
+    #[serde(default)]
+    pub(crate) participant_timestamp: Option<i64>,
+    /// Absent on a one-sided quote (the stream's `Q` would be dead-lettered without it too).
+    #[serde(default)]
+    pub(crate) bid_price: Option<f64>,
+    #[serde(default)]
+    pub(crate) bid_size: f64,
+    #[serde(default)]
+    pub(crate) bid_exchange: Option<i64>,
+    #[serde(default)]
+    pub(crate) ask_price: Option<f64>,
+    #[serde(default)]
+    pub(crate) ask_size: f64,
+    #[serde(default)]
+    pub(crate) ask_exchange: Option<i64>,
+    #[serde(default)]
+    pub(crate) tape: Option<i64>,
+}
+
 /// One minute bar of a history, in Polygon's aggregate terms (`t` the minute's start in ms).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub(crate) struct HistoryBar {

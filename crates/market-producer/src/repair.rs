@@ -54,7 +54,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::RepairConfig;
-use crate::history::{HistoryBar, HistoryError, HistoryTrade, exchange_code};
+use crate::history::{HistoryBar, HistoryError, HistoryQuote, HistoryTrade, exchange_code};
 use crate::repair_state::{Change, Counts, Store, StoreError, StoreNames, StoredGap};
 
 /// How far before a gap's start a symbol without a recent live trade is repaired from: trades
@@ -136,6 +136,33 @@ pub(crate) trait TradeHistory: Send + Sync + std::fmt::Debug {
         received_at: DateTime<Utc>,
     ) -> Option<MarketTick<'a>>;
 
+    /// Whether quotes can be repaired from this history (then [`Self::quotes`] and
+    /// [`Self::quote_tick`] serve them).
+    fn has_quotes(&self) -> bool {
+        false
+    }
+
+    /// Every quote of `symbol` with SIP time in `[from_ns, to_ns)`, or why not (by `deadline`).
+    fn quotes<'a>(
+        &'a self,
+        _symbol: &'a str,
+        _from_ns: i64,
+        _to_ns: i64,
+        _deadline: Instant,
+    ) -> BoxFuture<'a, Result<Vec<HistoryQuote>, HistoryError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The tick of a history quote, as the stream would have made it, marked `backfill`.
+    fn quote_tick<'a>(
+        &self,
+        _symbol: &'a str,
+        _quote: &'a HistoryQuote,
+        _received_at: DateTime<Utc>,
+    ) -> Option<MarketTick<'a>> {
+        None
+    }
+
     /// Whether minute bars can be repaired from this history (then [`Self::bars`] and
     /// [`Self::bar_tick`] serve them).
     fn has_bars(&self) -> bool {
@@ -164,12 +191,14 @@ pub(crate) trait TradeHistory: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// A trade's identity within one symbol and day. The id is kept as its 64-bit FNV-1a hash (of
-/// its decimal text when it is a number), so that following the live edges allocates nothing
-/// per trade; two trades of one symbol, exchange and TRF would have to collide in 64 bits
-/// within one window to be confused (about 1 in 10^7 for a window of 10^6 trades).
+/// A trade's (or a quote's) identity within one symbol and day. A trade's id is kept as its
+/// 64-bit FNV-1a hash (of its decimal text when it is a number), so that following the live
+/// edges allocates nothing per trade; two trades of one symbol, exchange and TRF would have to
+/// collide in 64 bits within one window to be confused (about 1 in 10^7 for a window of 10^6
+/// trades). A quote's is its sequence number (exchange and TRF 0); trade and quote keys are
+/// never compared with each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct TradeKey {
+pub(crate) struct TickKey {
     /// Exchange id (`x`).
     pub(crate) exchange: i64,
     /// Trade reporting facility (`trfi`), 0 for none.
@@ -203,7 +232,7 @@ fn int_id(i: i64) -> u64 {
     fnv1a(&buf[at..])
 }
 
-impl TradeKey {
+impl TickKey {
     /// The key of a history trade.
     pub(crate) fn of(t: &HistoryTrade) -> Self {
         Self { exchange: t.exchange, trf: t.trf_id.unwrap_or(0), id: fnv1a(t.id.as_bytes()) }
@@ -224,6 +253,47 @@ impl TradeKey {
         };
         Some(Self { exchange, trf: t.trf_id.unwrap_or(0), id })
     }
+
+    /// The key of a quote: its sequence number.
+    pub(crate) fn of_quote(sequence_number: u64) -> Self {
+        Self { exchange: 0, trf: 0, id: sequence_number }
+    }
+
+    /// The key of a quote tick, live or read back; `None` without a sequence number.
+    pub(crate) fn of_quote_tick(t: &MarketTick<'_>) -> Option<Self> {
+        t.sequence.map(Self::of_quote)
+    }
+}
+
+/// A tick of a history, as a window sees it: its SIP time, an order within one time, its key.
+pub(crate) trait HistoryTick {
+    fn sip_ns(&self) -> i64;
+    fn order(&self) -> u64;
+    fn key(&self) -> TickKey;
+}
+
+impl HistoryTick for HistoryTrade {
+    fn sip_ns(&self) -> i64 {
+        self.sip_timestamp
+    }
+    fn order(&self) -> u64 {
+        self.sequence_number
+    }
+    fn key(&self) -> TickKey {
+        TickKey::of(self)
+    }
+}
+
+impl HistoryTick for HistoryQuote {
+    fn sip_ns(&self) -> i64 {
+        self.sip_timestamp
+    }
+    fn order(&self) -> u64 {
+        self.sequence_number
+    }
+    fn key(&self) -> TickKey {
+        TickKey::of_quote(self.sequence_number)
+    }
 }
 
 /// The live trades of one symbol in one millisecond of SIP time.
@@ -232,7 +302,7 @@ pub(crate) struct EdgeMs {
     /// The millisecond (`t`).
     pub(crate) ms: i64,
     /// The trades received in it.
-    pub(crate) keys: HashSet<TradeKey>,
+    pub(crate) keys: HashSet<TickKey>,
 }
 
 /// Follows one symbol's live trades, keeping the millisecond being received (its set is
@@ -246,7 +316,7 @@ impl EdgeTracker {
     /// A live trade at millisecond `ms`. A trade older than the current millisecond (the feed
     /// is not strictly ordered) joins it only if it is the same millisecond; older ones cannot
     /// be at an edge that is still open and are not kept.
-    pub(crate) fn trade(&mut self, ms: i64, key: TradeKey) {
+    pub(crate) fn trade(&mut self, ms: i64, key: TickKey) {
         match &mut self.current {
             Some(cur) if cur.ms == ms => {
                 cur.keys.insert(key);
@@ -285,14 +355,14 @@ pub(crate) struct Window {
     pub(crate) after: EdgeMs,
     /// Trades of the window already in the topic, at any millisecond (after a restart, whose
     /// near edge this process never saw: read back from Kafka).
-    pub(crate) delivered: HashSet<TradeKey>,
+    pub(crate) delivered: HashSet<TickKey>,
 }
 
 /// What a window's history comes to.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Repair {
-    /// The trades never received live, oldest first.
-    pub(crate) missing: Vec<HistoryTrade>,
+pub(crate) struct Repair<T> {
+    /// The ticks never received live, oldest first.
+    pub(crate) missing: Vec<T>,
     /// History trades that had arrived live (at an edge) or were repeated in the history.
     pub(crate) duplicates: usize,
 }
@@ -304,19 +374,19 @@ impl Window {
         (from, (self.after.ms + 1) * 1_000_000)
     }
 
-    /// The missing trades of `history` (the window's trades, in any order).
-    pub(crate) fn missing(&self, mut history: Vec<HistoryTrade>) -> Repair {
-        history.sort_by_key(|t| (t.sip_timestamp, t.sequence_number));
+    /// The missing ticks of `history` (the window's trades or quotes, in any order).
+    pub(crate) fn missing<T: HistoryTick>(&self, mut history: Vec<T>) -> Repair<T> {
+        history.sort_by_key(|t| (t.sip_ns(), t.order()));
         let (from, to) = self.range_ns();
-        let mut seen: HashSet<TradeKey> = HashSet::new();
+        let mut seen: HashSet<TickKey> = HashSet::new();
         let mut duplicates = 0;
         let mut missing = Vec::with_capacity(history.len());
         for t in history {
-            if t.sip_timestamp < from || t.sip_timestamp >= to {
+            if t.sip_ns() < from || t.sip_ns() >= to {
                 continue;
             }
-            let ms = t.sip_timestamp.div_euclid(1_000_000);
-            let key = TradeKey::of(&t);
+            let ms = t.sip_ns().div_euclid(1_000_000);
+            let key = t.key();
             let live = |edge: Option<&EdgeMs>| edge.is_some_and(|e| e.ms == ms && e.keys.contains(&key));
             if live(self.before.as_ref())
                 || live(Some(&self.after))
@@ -351,6 +421,9 @@ pub(crate) struct Job {
     /// Each symbol's last millisecond received before the gap.
     before: HashMap<String, EdgeMs>,
     after: Arc<Mutex<AfterEdges>>,
+    /// The same of the quotes, when they are repaired.
+    quote_before: HashMap<String, EdgeMs>,
+    quote_after: Arc<Mutex<AfterEdges>>,
     /// When the stream was live again (the gap's end); for a gap an earlier process left
     /// waiting, when this one took it up.
     resumed: Instant,
@@ -372,6 +445,8 @@ impl Job {
             epoch: stored.epoch,
             before: HashMap::new(),
             after: Arc::default(),
+            quote_before: HashMap::new(),
+            quote_after: Arc::default(),
             resumed: Instant::now(),
             stored: Some(stored),
             earlier: true,
@@ -407,9 +482,22 @@ impl Job {
 /// What a previous process delivered to the ticks topic in a window, per symbol.
 #[derive(Debug, Default)]
 struct Delivered {
-    trades: HashMap<String, HashSet<TradeKey>>,
+    trades: HashMap<String, HashSet<TickKey>>,
+    quotes: HashMap<String, HashSet<TickKey>>,
     /// Minute bar starts, ms.
     bars: HashMap<String, HashSet<i64>>,
+}
+
+/// One kind of tick's edges of a gap (trades or quotes): the near edges, the far edges, and
+/// what the topic already holds.
+type KindEdges<'a> = (&'a HashMap<String, EdgeMs>, HashMap<String, EdgeMs>, HashMap<String, HashSet<TickKey>>);
+
+/// One symbol's fetched history.
+#[derive(Debug, Default)]
+struct Fetched {
+    trades: Vec<HistoryTrade>,
+    quotes: Vec<HistoryQuote>,
+    bars: Vec<HistoryBar>,
 }
 
 /// The gap whose far edges the stream is still filling.
@@ -422,7 +510,7 @@ struct Pending {
 
 impl Pending {
     /// A live trade after the gap; false once the task has taken the edges.
-    fn observe(&mut self, symbol: &str, ms: i64, key: &TradeKey) -> bool {
+    fn observe(&mut self, symbol: &str, ms: i64, key: &TickKey) -> bool {
         let mut after = self.after.lock().unwrap_or_else(PoisonError::into_inner);
         if after.closed {
             return false;
@@ -457,9 +545,16 @@ pub(crate) struct LiveEdges {
 }
 
 impl LiveEdges {
-    /// A live trade tick (others are ignored).
+    /// A live trade tick.
+    #[cfg(test)]
     pub(crate) fn trade(&mut self, t: &MarketTick<'_>) {
-        let Some(key) = TradeKey::of_tick(t) else { return };
+        if let Some(key) = TickKey::of_tick(t) {
+            self.tick(t, key);
+        }
+    }
+
+    /// A live trade (or quote) with its key.
+    pub(crate) fn tick(&mut self, t: &MarketTick<'_>, key: TickKey) {
         let ms = t.timestamp.timestamp_millis();
         let symbol: &str = &t.symbol;
         if let Some(p) = &mut self.pending
@@ -498,6 +593,25 @@ impl LiveEdges {
     }
 }
 
+/// The kinds of ticks a feed subscribes that gap repair can fill.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Kinds {
+    pub(crate) trades: bool,
+    pub(crate) quotes: bool,
+    pub(crate) bars: bool,
+}
+
+/// What a stream's repair follows live.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Follow {
+    /// The trades' edges.
+    pub(crate) trades: bool,
+    /// The quotes' edges.
+    pub(crate) quotes: bool,
+    /// The minute bars received.
+    pub(crate) bars: Option<SeenBars>,
+}
+
 /// The stream's output with gap repair: follows the live trades' edges and hands each published
 /// gap to the repair task (see the module's documentation).
 #[derive(Debug)]
@@ -507,6 +621,8 @@ pub(crate) struct Repairing<O> {
     jobs: Option<mpsc::Sender<Job>>,
     /// The edges, when followed (not when the provider has no history to repair from).
     edges: Option<LiveEdges>,
+    /// The quotes' edges, when quotes are repaired.
+    quote_edges: Option<LiveEdges>,
     /// The minute bars received, when they are repaired.
     bars: Option<SeenBars>,
     /// For a gap the queue cannot take.
@@ -515,18 +631,20 @@ pub(crate) struct Repairing<O> {
 }
 
 impl<O> Repairing<O> {
-    /// `inner` with repairs queued to `jobs` (`None`: repair off); `track`: follow the trades'
-    /// edges; `bars`: note the minute bars received.
+    /// `inner` with repairs queued to `jobs` (`None`: repair off); `follow`: what is repaired
+    /// (the edges of trades and quotes to follow, the minute bars to note).
     pub(crate) fn new(
         inner: O,
         jobs: Option<mpsc::Sender<Job>>,
-        (track, bars): (bool, Option<SeenBars>),
+        follow: Follow,
         ctx: &SourceCtx,
         provider: &str,
     ) -> Self {
+        let Follow { trades, quotes, bars } = follow;
         Self {
             inner,
-            edges: (track && jobs.is_some()).then(LiveEdges::default),
+            edges: (trades && jobs.is_some()).then(LiveEdges::default),
+            quote_edges: (quotes && jobs.is_some()).then(LiveEdges::default),
             bars: bars.filter(|_| jobs.is_some()),
             jobs,
             ctx: ctx.clone(),
@@ -537,7 +655,7 @@ impl<O> Repairing<O> {
 
 impl<O: WsOutput> WsOutput for Repairing<O> {
     fn connected(&mut self, epoch: u64) {
-        if let Some(edges) = &mut self.edges {
+        for edges in [&mut self.edges, &mut self.quote_edges].into_iter().flatten() {
             edges.connected();
         }
         self.inner.connected(epoch);
@@ -550,15 +668,15 @@ impl<O: WsOutput> WsOutput for Repairing<O> {
     fn gap(&mut self, gap: &Gap, epoch: u64) {
         self.inner.gap(gap, epoch);
         let Some(jobs) = &self.jobs else { return };
-        let (before, after) = match &mut self.edges {
-            Some(edges) => edges.gap(),
-            None => (HashMap::new(), Arc::default()),
-        };
+        let (before, after) = self.edges.as_mut().map(LiveEdges::gap).unwrap_or_default();
+        let (quote_before, quote_after) = self.quote_edges.as_mut().map(LiveEdges::gap).unwrap_or_default();
         let job = Job {
             gap: gap.clone(),
             epoch,
             before,
             after,
+            quote_before,
+            quote_after,
             resumed: Instant::now(),
             stored: None,
             earlier: false,
@@ -581,8 +699,15 @@ impl<O: TickOutput> TickOutput for Repairing<O> {
         self.inner.tick(tick, raw);
         if let Some(edges) = &mut self.edges
             && tick.event_type == TickType::Trade
+            && let Some(key) = TickKey::of_tick(tick)
         {
-            edges.trade(tick);
+            edges.tick(tick, key);
+        }
+        if let Some(edges) = &mut self.quote_edges
+            && tick.event_type == TickType::Quote
+            && let Some(key) = TickKey::of_quote_tick(tick)
+        {
+            edges.tick(tick, key);
         }
         if let Some(bars) = &self.bars
             && is_minute_bar(tick)
@@ -621,8 +746,12 @@ pub(crate) struct Repairer {
     /// Where each symbol's last window ended (ns, exclusive): the next one starts no earlier,
     /// so that windows never overlap (gaps in a row, the margin reaching into the last one).
     repaired_to: Mutex<HashMap<String, i64>>,
+    /// The same of the quotes.
+    quotes_repaired_to: Mutex<HashMap<String, i64>>,
     /// Trades are repaired (the trade channel is subscribed).
     pub(crate) trades: bool,
+    /// Quotes are repaired (subscribed, `market.repair.quotes`, and the history has them).
+    pub(crate) quotes: bool,
     /// Minute bars are repaired, and those received so far.
     pub(crate) bars: Option<SeenBars>,
 }
@@ -772,25 +901,44 @@ impl From<&HistoryError> for Unrepaired {
 }
 
 impl Repairer {
-    /// `trades`: the trade channel is subscribed; `bars`: minute bars are too, and the history
-    /// has them (`market.repair.bars`). Neither: every gap is answered `unsupported`.
+    /// `subscribed`: what `market.channels` subscribes of what can be repaired; quotes and bars
+    /// are repaired when also configured (`market.repair.quotes`, `market.repair.bars`) and the
+    /// history has them. Nothing to repair: every gap is answered `unsupported`.
     pub(crate) fn new(
         history: Result<Box<dyn TradeHistory>, (Unrepaired, String)>,
         cfg: RepairConfig,
         symbols: Vec<String>,
         provider: &'static str,
-        (trades, bars): (bool, bool),
+        subscribed: Kinds,
     ) -> Self {
-        let bars = (bars && cfg.bars && history.as_ref().is_ok_and(|h| h.has_bars()))
-            .then(|| SeenBars::new(cfg.max_window_secs + 600));
+        let has = |f: fn(&dyn TradeHistory) -> bool| history.as_ref().is_ok_and(|h| f(h.as_ref()));
+        let quotes = subscribed.quotes && cfg.quotes && has(|h| h.has_quotes());
+        let bars =
+            (subscribed.bars && cfg.bars && has(|h| h.has_bars())).then(|| SeenBars::new(cfg.max_window_secs + 600));
         let history = match history {
-            Ok(_) if !trades && bars.is_none() => Err((
+            Ok(_) if !subscribed.trades && !quotes && bars.is_none() => Err((
                 Unrepaired::Unsupported,
-                "gap repair fills trades, and minute bars where the history has them (Polygon/Massive, with market.repair.bars); market.channels subscribes neither of those".into(),
+                "gap repair fills trades, and quotes and minute bars where the history has them (Polygon/Massive, with market.repair.quotes and market.repair.bars); market.channels subscribes none of those".into(),
             )),
             other => other,
         };
-        Self { history, cfg, symbols, provider, repaired_to: Mutex::default(), trades, bars }
+        Self {
+            history,
+            cfg,
+            symbols,
+            provider,
+            repaired_to: Mutex::default(),
+            quotes_repaired_to: Mutex::default(),
+            trades: subscribed.trades,
+            quotes,
+            bars,
+        }
+    }
+
+    /// What the stream follows live for this repairer.
+    pub(crate) fn follow(&self) -> Follow {
+        let on = self.history.is_ok();
+        Follow { trades: on && self.trades, quotes: on && self.quotes, bars: self.bars.clone() }
     }
 
     /// Repairs one gap: `None` when every symbol was filled, else why not; and the counts.
@@ -815,11 +963,11 @@ impl Repairer {
             );
             return fail(Unrepaired::TooLong, detail, counts);
         }
-        let after = if job.earlier { HashMap::new() } else { self.settle(job, ctx).await };
+        let (after, quote_after) = if job.earlier { Default::default() } else { self.settle(job, ctx).await };
         let deadline = job.resumed + Duration::from_secs(self.cfg.deadline_secs);
         // After a restart (the gap has its own reason) the near edge is whatever the previous
         // process delivered: read back from the topic once what it left in the spool is in.
-        let Delivered { trades: delivered, bars: mut delivered_bars } = if job.reads_back() {
+        let Delivered { trades: delivered, quotes: delivered_quotes, bars: mut delivered_bars } = if job.reads_back() {
             match self.delivered(job, ctx, deadline).await {
                 Ok(d) => d,
                 Err(e) => return fail(Unrepaired::Failed, e, counts),
@@ -830,6 +978,19 @@ impl Repairer {
         let done: &[String] = job.stored.as_ref().map_or(&[], |s| &s.done);
         let windows: Vec<(String, Window)> =
             self.windows(job, after, delivered).into_iter().filter(|(symbol, _)| !done.contains(symbol)).collect();
+        let mut quote_windows: HashMap<String, Window> = if self.quotes {
+            let edges = (&job.quote_before, quote_after, delivered_quotes);
+            self.windows_of(job, edges, &self.quotes_repaired_to).into_iter().collect()
+        } else {
+            HashMap::new()
+        };
+        let windows: Vec<(String, Window, Option<Window>)> = windows
+            .into_iter()
+            .map(|(symbol, w)| {
+                let q = quote_windows.remove(&symbol);
+                (symbol, w, q)
+            })
+            .collect();
         let bar_range = self.bars.as_ref().map(|_| job.bar_range());
         counts.symbols = (windows.len() + done.len()) as u64;
         if let Some(stored) = &job.stored {
@@ -837,26 +998,23 @@ impl Repairer {
         }
         let id = job.stored.as_ref().map(StoredGap::id).unwrap_or_default();
         let mut fetches = futures::stream::iter(windows)
-            .map(|(symbol, window)| async move {
-                let (from, to) = window.range_ns();
-                let trades =
-                    if self.trades { history.trades(&symbol, from, to, deadline).await } else { Ok(Vec::new()) };
-                let got = match (trades, bar_range) {
-                    (Ok(t), Some((lo, hi))) => history.bars(&symbol, lo, hi, deadline).await.map(|b| (t, b)),
-                    (trades, _) => trades.map(|t| (t, Vec::new())),
-                };
-                (symbol, window, got)
+            .map(|(symbol, window, quote_window)| async move {
+                let got =
+                    self.fetch(history.as_ref(), &symbol, (&window, quote_window.as_ref()), bar_range, deadline).await;
+                (symbol, window, quote_window, got)
             })
             .buffer_unordered(self.cfg.concurrency);
         let mut failures: Vec<(Unrepaired, String)> = Vec::new();
-        while let Some((symbol, window, got)) = fetches.next().await {
-            let (trades, bars) = match got {
+        while let Some((symbol, window, quote_window, got)) = fetches.next().await {
+            let Fetched { trades, quotes, bars } = match got {
                 Ok(got) => got,
                 Err(e) => {
                     failures.push((Unrepaired::from(&e), format!("{symbol}: {e}")));
                     continue;
                 }
             };
+            let quotes_fetched = quotes.len() as u64;
+            let quotes = quote_window.map(|w| w.missing(quotes).missing).unwrap_or_default();
             // The bars received live, repaired by an earlier gap, or in the topic already.
             let bars_fetched = bars.len() as u64;
             let mut seen = match (&self.bars, bar_range) {
@@ -878,16 +1036,23 @@ impl Repairer {
                 .zip(&conditions)
                 .map(|(t, c)| (history.tick(&symbol, t, c.as_deref(), now), serde_json::to_vec(t).unwrap_or_default()))
                 .chain(
+                    quotes
+                        .iter()
+                        .map(|q| (history.quote_tick(&symbol, q, now), serde_json::to_vec(q).unwrap_or_default())),
+                )
+                .chain(
                     bars.iter().map(|b| (history.bar_tick(&symbol, b, now), serde_json::to_vec(b).unwrap_or_default())),
                 )
                 .collect();
-            let done = Counts { fetched, duplicates, bars_fetched, ..Counts::default() };
+            let done = Counts { fetched, duplicates, quotes_fetched, bars_fetched, ..Counts::default() };
             let change = Change::Done { id: &id, symbol: &symbol, counts: done };
             match store.lock().await.commit_until(&ticks, change, deadline).await {
                 Ok(published) => {
                     counts.fetched += fetched;
                     counts.duplicates += duplicates;
                     counts.published += published.trades;
+                    counts.quotes_fetched += quotes_fetched;
+                    counts.quotes_published += published.quotes;
                     counts.bars_fetched += bars_fetched;
                     counts.bars_published += published.bars;
                     if let Some(seen) = &self.bars {
@@ -909,14 +1074,41 @@ impl Repairer {
         fail(why, format!("{first}{more}"), counts)
     }
 
-    /// Waits `settle_secs` after the gap (less when every subscribed symbol's first
-    /// millisecond is complete), then takes the far edges.
-    async fn settle(&self, job: &Job, ctx: &SourceCtx) -> HashMap<String, EdgeMs> {
+    /// One symbol's trades, quotes and minute bars of its windows (each only when repaired).
+    async fn fetch(
+        &self,
+        history: &dyn TradeHistory,
+        symbol: &str,
+        (window, quote_window): (&Window, Option<&Window>),
+        bar_range: Option<(i64, i64)>,
+        deadline: Instant,
+    ) -> Result<Fetched, HistoryError> {
+        let mut got = Fetched::default();
+        if self.trades {
+            let (from, to) = window.range_ns();
+            got.trades = history.trades(symbol, from, to, deadline).await?;
+        }
+        if let Some(w) = quote_window {
+            let (from, to) = w.range_ns();
+            got.quotes = history.quotes(symbol, from, to, deadline).await?;
+        }
+        if let Some((lo, hi)) = bar_range {
+            got.bars = history.bars(symbol, lo, hi, deadline).await?;
+        }
+        Ok(got)
+    }
+
+    /// Waits `settle_secs` after the gap (less when every subscribed symbol's first trade and
+    /// quote millisecond is complete), then takes the far edges of the trades and the quotes.
+    async fn settle(&self, job: &Job, ctx: &SourceCtx) -> (HashMap<String, EdgeMs>, HashMap<String, EdgeMs>) {
         let until = job.resumed + Duration::from_secs(self.cfg.settle_secs);
+        let complete = |after: &Mutex<AfterEdges>, followed: bool| {
+            !followed || after.lock().unwrap_or_else(PoisonError::into_inner).complete >= self.symbols.len()
+        };
         loop {
-            let complete = job.after.lock().unwrap_or_else(PoisonError::into_inner).complete;
             let now = Instant::now();
-            if now >= until || (!self.symbols.is_empty() && complete >= self.symbols.len()) {
+            let all = complete(&job.after, self.trades) && complete(&job.quote_after, self.quotes);
+            if now >= until || (!self.symbols.is_empty() && all) {
                 break;
             }
             tokio::select! {
@@ -924,9 +1116,12 @@ impl Repairer {
                 () = ctx.shutdown.cancelled() => break,
             }
         }
-        let mut after = job.after.lock().unwrap_or_else(PoisonError::into_inner);
-        after.closed = true;
-        std::mem::take(&mut after.edges)
+        let take = |after: &Mutex<AfterEdges>| {
+            let mut after = after.lock().unwrap_or_else(PoisonError::into_inner);
+            after.closed = true;
+            std::mem::take(&mut after.edges)
+        };
+        (take(&job.after), take(&job.quote_after))
     }
 
     /// The trades (and minute bars) of this provider already in the ticks topic from the gap's
@@ -958,9 +1153,14 @@ impl Repairer {
                 let ms = tick.timestamp.timestamp_millis();
                 if tick.event_type == TickType::Trade
                     && (start_ms..=to_ms).contains(&ms)
-                    && let Some(key) = TradeKey::of_tick(&tick)
+                    && let Some(key) = TickKey::of_tick(&tick)
                 {
                     out.trades.entry(tick.symbol.into_owned()).or_default().insert(key);
+                } else if tick.event_type == TickType::Quote
+                    && (start_ms..=to_ms).contains(&ms)
+                    && let Some(key) = TickKey::of_quote_tick(&tick)
+                {
+                    out.quotes.entry(tick.symbol.into_owned()).or_default().insert(key);
                 } else if is_minute_bar(&tick) && (bars.0..=bars.1).contains(&ms) {
                     out.bars.entry(tick.symbol.into_owned()).or_default().insert(ms);
                 }
@@ -978,16 +1178,26 @@ impl Repairer {
     fn windows(
         &self,
         job: &Job,
-        mut after: HashMap<String, EdgeMs>,
-        mut delivered: HashMap<String, HashSet<TradeKey>>,
+        after: HashMap<String, EdgeMs>,
+        delivered: HashMap<String, HashSet<TickKey>>,
+    ) -> Vec<(String, Window)> {
+        self.windows_of(job, (&job.before, after, delivered), &self.repaired_to)
+    }
+
+    /// Each symbol's window of one kind of tick (trades or quotes): its near and far edges,
+    /// what the topic holds, and where its last window ended.
+    fn windows_of(
+        &self,
+        job: &Job,
+        (before, mut after, mut delivered): KindEdges<'_>,
+        repaired_to: &Mutex<HashMap<String, i64>>,
     ) -> Vec<(String, Window)> {
         let gap_start_ns = job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS;
         let resumed_ms = job.far_ms();
-        let mut repaired_to = self.repaired_to.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut repaired_to = repaired_to.lock().unwrap_or_else(PoisonError::into_inner);
         let mut symbols = self.symbols.clone();
         if symbols.is_empty() {
-            symbols = job
-                .before
+            symbols = before
                 .keys()
                 .chain(after.keys())
                 .chain(delivered.keys())
@@ -1001,7 +1211,7 @@ impl Repairer {
             .into_iter()
             .map(|symbol| {
                 let start_ns = gap_start_ns.max(repaired_to.get(&symbol).copied().unwrap_or(i64::MIN));
-                let before = job.before.get(&symbol).filter(|b| b.ms.saturating_mul(1_000_000) >= start_ns).cloned();
+                let before = before.get(&symbol).filter(|b| b.ms.saturating_mul(1_000_000) >= start_ns).cloned();
                 let after = after.remove(&symbol).unwrap_or(EdgeMs { ms: resumed_ms, keys: HashSet::new() });
                 let delivered = delivered.remove(&symbol).unwrap_or_default();
                 let window = Window { before, start_ns, after, delivered };
@@ -1033,8 +1243,8 @@ mod tests {
         }
     }
 
-    fn key(id: &str, exchange: i64) -> TradeKey {
-        TradeKey { exchange, trf: 0, id: fnv1a(id.as_bytes()) }
+    fn key(id: &str, exchange: i64) -> TickKey {
+        TickKey { exchange, trf: 0, id: fnv1a(id.as_bytes()) }
     }
 
     const MS: i64 = 1_765_000_000_000;
@@ -1133,8 +1343,8 @@ mod tests {
         let t = live("AAPL", 5, "a");
         let json = serde_json::to_vec(&t).unwrap();
         let back: MarketTick<'_> = serde_json::from_slice(&json).unwrap();
-        assert_eq!(TradeKey::of_tick(&back), TradeKey::of_tick(&t));
-        assert!(TradeKey::of_tick(&t).is_some());
+        assert_eq!(TickKey::of_tick(&back), TickKey::of_tick(&t));
+        assert!(TickKey::of_tick(&t).is_some());
     }
 
     #[test]
@@ -1189,7 +1399,7 @@ mod tests {
             RepairConfig::default(),
             vec!["AAPL".into(), "MSFT".into(), "IBM".into()],
             "polygon",
-            (true, false),
+            Kinds { trades: true, ..Kinds::default() },
         );
         let from = DateTime::from_timestamp_millis(MS).unwrap();
         let to = from + chrono::Duration::seconds(3);
@@ -1200,6 +1410,8 @@ mod tests {
             // AAPL traded 1 s before the gap's start; MSFT an hour before it.
             before: HashMap::from([("AAPL".to_string(), edge(MS - 1000)), ("MSFT".to_string(), edge(MS - 3_600_000))]),
             after: Arc::default(),
+            quote_before: HashMap::new(),
+            quote_after: Arc::default(),
             resumed: Instant::now(),
             stored: None,
             earlier: false,
@@ -1221,6 +1433,8 @@ mod tests {
             epoch: 3,
             before: HashMap::from([("AAPL".to_string(), edge(MS + 3005))]),
             after: Arc::default(),
+            quote_before: HashMap::new(),
+            quote_after: Arc::default(),
             resumed: Instant::now(),
             stored: None,
             earlier: false,
@@ -1244,6 +1458,8 @@ mod tests {
             epoch: 1,
             before: HashMap::new(),
             after: Arc::default(),
+            quote_before: HashMap::new(),
+            quote_after: Arc::default(),
             resumed: Instant::now(),
             stored: None,
             earlier: false,
@@ -1288,7 +1504,7 @@ mod tests {
                 RepairConfig::default(),
                 vec!["AAPL".into()],
                 "polygon",
-                (true, false),
+                Kinds { trades: true, ..Kinds::default() },
             )
         };
         let from = DateTime::from_timestamp_millis(MS).unwrap();

@@ -65,6 +65,10 @@ pub(crate) struct Counts {
     pub(crate) published: u64,
     pub(crate) duplicates: u64,
     #[serde(default)]
+    pub(crate) quotes_fetched: u64,
+    #[serde(default)]
+    pub(crate) quotes_published: u64,
+    #[serde(default)]
     pub(crate) bars_fetched: u64,
     #[serde(default)]
     pub(crate) bars_published: u64,
@@ -91,6 +95,8 @@ impl StoredGap {
         counts.fetched += self.counts.fetched;
         counts.published += self.counts.published;
         counts.duplicates += self.counts.duplicates;
+        counts.quotes_fetched += self.counts.quotes_fetched;
+        counts.quotes_published += self.counts.quotes_published;
         counts.bars_fetched += self.counts.bars_fetched;
         counts.bars_published += self.counts.bars_published;
     }
@@ -101,6 +107,8 @@ impl StoredGap {
 pub(crate) struct Published {
     /// Trades.
     pub(crate) trades: u64,
+    /// Quotes.
+    pub(crate) quotes: u64,
     /// Minute bars.
     pub(crate) bars: u64,
 }
@@ -252,7 +260,7 @@ impl Store {
                 let sent = match tick {
                     Some(t) => self.sink.send(&self.ticks_route, t, raw, &self.shutdown).await,
                     None => {
-                        let why = "history trade with a time out of range";
+                        let why = "a history record the stream would not have published (a time out of range, a one-sided quote)";
                         match self.sink.dead_letter(&self.ticks_route, raw, why, Utc::now(), &self.shutdown).await {
                             Ok(()) => continue,
                             Err(e) => Err(e),
@@ -262,6 +270,9 @@ impl Store {
                 match sent {
                     Ok(Outcome::Enqueued) if tick.as_ref().is_some_and(|t| t.event_type == TickType::Bar) => {
                         published.bars += 1;
+                    }
+                    Ok(Outcome::Enqueued) if tick.as_ref().is_some_and(|t| t.event_type == TickType::Quote) => {
+                        published.quotes += 1;
                     }
                     Ok(Outcome::Enqueued) => published.trades += 1,
                     // Dead-lettered with the reason and counted by the sink.
@@ -321,6 +332,8 @@ impl Store {
                     g.counts.fetched += counts.fetched;
                     g.counts.published += published.trades;
                     g.counts.duplicates += counts.duplicates;
+                    g.counts.quotes_fetched += counts.quotes_fetched;
+                    g.counts.quotes_published += published.quotes;
                     g.counts.bars_fetched += counts.bars_fetched;
                     g.counts.bars_published += published.bars;
                 }
@@ -369,7 +382,14 @@ mod tests {
         let gap = Gap { from, to: from + chrono::Duration::milliseconds(2500), why: String::new() };
         let mut g = StoredGap::new(&gap, 3);
         g.done.push("AAPL".into());
-        g.counts = Counts { fetched: 10, published: 7, duplicates: 3, bars_fetched: 2, bars_published: 1 };
+        g.counts = Counts {
+            fetched: 10,
+            published: 7,
+            duplicates: 3,
+            bars_fetched: 2,
+            bars_published: 1,
+            ..Counts::default()
+        };
         let json = serde_json::to_value(&g).unwrap();
         assert!(json.get("why").is_none(), "a reconnect's gap has no reason of its own");
         assert_eq!(serde_json::from_value::<StoredGap>(json).unwrap(), g);

@@ -8,7 +8,7 @@ use ingest_core::source::{FatalError, Source, SourceCtx};
 use crate::book::QuoteBook;
 use crate::config::{Channel, MarketConfig};
 use crate::provider::{MarketProvider, ProtocolSession};
-use crate::repair::{self, Repairer, Repairing};
+use crate::repair::{self, Follow, Kinds, Repairer, Repairing};
 use crate::repair_state::StoreNames;
 use ingest_core::config::RuntimeConfig;
 use ingest_core::ws::emit::Emitter;
@@ -59,14 +59,18 @@ impl Source for MarketSource {
                 let history = provider.history(&self.cfg);
                 let symbols = self.cfg.shard().into_iter().filter(|s| !s.contains('*')).collect();
                 let channels = &self.cfg.channels;
-                let kinds = (channels.contains(&Channel::Trades), channels.contains(&Channel::MinuteBars));
+                let kinds = Kinds {
+                    trades: channels.contains(&Channel::Trades),
+                    quotes: channels.contains(&Channel::Quotes),
+                    bars: channels.contains(&Channel::MinuteBars),
+                };
                 let repairer = Repairer::new(history, self.cfg.repair.clone(), symbols, provider.label(), kinds);
-                let follow = (repairer.trades && repairer.history.is_ok(), repairer.bars.clone());
+                let follow = repairer.follow();
                 let (tx, rx) = tokio::sync::mpsc::channel(self.cfg.repair.queue);
                 let task = tokio::spawn(repair::run(rx, ctx.clone(), repairer, self.repair.clone()));
                 (Repairing::new(emitter, Some(tx), follow, &ctx, provider.label()), Some(task))
             } else {
-                (Repairing::new(emitter, None, (false, None), &ctx, provider.label()), None)
+                (Repairing::new(emitter, None, Follow::default(), &ctx, provider.label()), None)
             };
             let result = ingest_core::ws::run(session.as_mut(), &mut output, &settings, &ctx).await;
             // Closes the queue: the task finishes the repair in progress (or stops at shutdown).

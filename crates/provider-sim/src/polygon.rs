@@ -16,7 +16,9 @@
 //! the moment it subscribed, and the REST history `GET /v3/trades/{ticker}` serves the same
 //! trades (ids, sequence numbers, nanosecond SIP times) with Polygon's parameters, `next_url`
 //! paging, its 401/403/429 bodies, a plan without history and injected failures. What a client
-//! missed while away is then exactly what the history holds.
+//! missed while away is then exactly what the history holds. The same holds for the tape's
+//! NBBO quotes (`Q.<sym>`, `GET /v3/quotes/{ticker}`) and its minute bars (`AM.<sym>`, sent
+//! when each minute ends; `GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}`).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
@@ -34,7 +36,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::Scheme;
-use crate::tape::{Tape, TapeTrade};
+use crate::tape::{Tape, TapeQuote, TapeTrade};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -139,12 +141,13 @@ impl PolygonHandle {
     }
 
     /// The routes: `GET /stocks` and `GET /crypto` (WebSocket upgrade), `GET /v3/trades/{ticker}`
-    /// and `GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}` (REST history of the tape).
+    /// `GET /v3/quotes/{ticker}` and `GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}`
+    /// (REST history of the tape).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/stocks", get(upgrade))
             .route("/crypto", get(upgrade))
-            .route("/v3/trades/{ticker}", get(trades))
+            .route("/v3/{kind}/{ticker}", get(history))
             .route("/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}", get(aggregates))
             .with_state(self.clone())
     }
@@ -247,6 +250,8 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
     let mut hose_due: Option<tokio::time::Instant> = None;
     // The tape: the next n to send per subscribed symbol.
     let mut tape_next: HashMap<String, u64> = HashMap::new();
+    // The tape's quotes (`Q.<sym>`): the next n to send per subscribed symbol.
+    let mut quotes_next: HashMap<String, u64> = HashMap::new();
     // The tape's minute bars (`AM.<sym>`): the start of the next minute to send per symbol.
     let mut bars_next: HashMap<String, i64> = HashMap::new();
     let mut tape_tick = tokio::time::interval(Duration::from_millis(5));
@@ -281,6 +286,7 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
                             if let Some(c) = h.lock().conns.get_mut(&id) { c.subscribed.push(p.to_string()); }
                             if let Some(t) = &tape {
                                 subscribe_tape(t, p, &mut tape_next);
+                                subscribe_quotes(t, p, &mut quotes_next);
                                 subscribe_bars(t, p, &mut bars_next);
                             }
                             if out.send(status("success", &format!("subscribed to: {p}"))).await.is_err() { break }
@@ -302,16 +308,24 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
                 let _ = out.close().await;
                 break;
             }
-            _ = tape_tick.tick(), if tape.is_some() && (!tape_next.is_empty() || !bars_next.is_empty()) => {
+            _ = tape_tick.tick(), if tape.is_some() && (!tape_next.is_empty() || !quotes_next.is_empty() || !bars_next.is_empty()) => {
                 let Some(t) = &tape else { continue };
                 let bars = bars_frame(t, &mut bars_next);
                 if h.lock().stalled_until.is_some_and(|u| tokio::time::Instant::now() < u) {
                     // Stalled: the trades happening now (and the bars due) are lost to this
                     // connection.
                     subscribe_all_again(t, &mut tape_next);
+                    for (s, n) in quotes_next.iter_mut() {
+                        *n = t.quotes_at(s, now_ns()) + 1;
+                    }
                     continue;
                 }
                 if let Some(frame) = tape_frame(t, &mut tape_next)
+                    && out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err()
+                {
+                    break;
+                }
+                if let Some(frame) = quotes_frame(t, &mut quotes_next)
                     && out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err()
                 {
                     break;
@@ -400,6 +414,43 @@ fn subscribe_tape(t: &Tape, param: &str, next: &mut HashMap<String, u64>) {
     for s in t.symbols().iter().filter(|s| sym == "*" || sym == s.as_str()) {
         next.insert(s.clone(), t.count_at(s, now) + 1);
     }
+}
+
+/// A `Q.<sym>` or `Q.*` subscription on the tape: its quotes from the one happening next.
+fn subscribe_quotes(t: &Tape, param: &str, next: &mut HashMap<String, u64>) {
+    let Some(sym) = param.strip_prefix("Q.") else { return };
+    let now = now_ns();
+    for s in t.symbols().iter().filter(|s| sym == "*" || sym == s.as_str()) {
+        next.insert(s.clone(), t.quotes_at(s, now) + 1);
+    }
+}
+
+/// The quotes of the subscribed symbols that happened since the last frame, in time order, as
+/// one frame of `Q` events (`None` when there are none).
+fn quotes_frame(t: &Tape, next: &mut HashMap<String, u64>) -> Option<String> {
+    const MAX_EVENTS: u64 = 5000;
+    let now = now_ns();
+    let mut quotes: Vec<(String, TapeQuote)> = Vec::new();
+    for (s, n) in next.iter_mut() {
+        let upto = t.quotes_at(s, now).min(*n + MAX_EVENTS - 1);
+        while *n <= upto {
+            quotes.extend(t.quote(s, *n).map(|q| (s.clone(), q)));
+            *n += 1;
+        }
+    }
+    if quotes.is_empty() {
+        return None;
+    }
+    quotes.sort_by_key(|(_, q)| q.sip_ns);
+    let events: Vec<serde_json::Value> = quotes
+        .iter()
+        .map(|(s, q)| {
+            json!({"ev": "Q", "sym": s, "bx": q.bid_exchange, "bp": price(q.bid_cents), "bs": q.bid_size,
+                   "ax": q.ask_exchange, "ap": price(q.ask_cents), "as": q.ask_size, "c": 1, "i": [],
+                   "t": q.sip_ns / 1_000_000, "q": q.sequence_number, "z": 3})
+        })
+        .collect();
+    Some(serde_json::Value::Array(events).to_string())
 }
 
 /// An `AM.<sym>` or `AM.*` subscription on the tape: its minute bars from the minute under way
@@ -556,15 +607,40 @@ fn next_url(headers: &HeaderMap, scheme: Option<Extension<Scheme>>, path: &str, 
     format!("{scheme}://{host}{path}?cursor={cursor}")
 }
 
-/// `GET /v3/trades/{ticker}`: the tape's history with Polygon's parameters and paging.
-async fn trades(
+/// `GET /v3/trades/{ticker}` and `GET /v3/quotes/{ticker}`: the tape's trades or NBBO quotes
+/// with Polygon's parameters and paging.
+async fn history(
     State(h): State<PolygonHandle>,
-    Path(ticker): Path<String>,
+    Path((kind, ticker)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     scheme: Option<Extension<Scheme>>,
     headers: HeaderMap,
 ) -> Response {
-    let (tape, q) = match gate(&h, q, &headers) {
+    let kind = match kind.as_str() {
+        "trades" => Ticks::Trades,
+        "quotes" => Ticks::Quotes,
+        _ => return rest_error(StatusCode::NOT_FOUND, "ERROR", "not found"),
+    };
+    ticks(kind, &h, &ticker, q, scheme, &headers)
+}
+
+/// Which of the tape's tick histories.
+#[derive(Debug, Clone, Copy)]
+enum Ticks {
+    Trades,
+    Quotes,
+}
+
+/// A page of trades or quotes.
+fn ticks(
+    kind: Ticks,
+    h: &PolygonHandle,
+    ticker: &str,
+    q: HashMap<String, String>,
+    scheme: Option<Extension<Scheme>>,
+    headers: &HeaderMap,
+) -> Response {
+    let (tape, q) = match gate(h, q, headers) {
         Ok(passed) => passed,
         Err(refused) => return *refused,
     };
@@ -603,7 +679,10 @@ async fn trades(
     }
     // Paging position: the n the next page starts from (inclusive), in the page's order.
     let from: Option<u64> = q.get("ap").and_then(|a| a.parse().ok());
-    let range = tape.as_ref().and_then(|t| t.range(&ticker, lo, hi, now_ns()));
+    let range = tape.as_ref().and_then(|t| match kind {
+        Ticks::Trades => t.range(ticker, lo, hi, now_ns()),
+        Ticks::Quotes => t.quote_range(ticker, lo, hi, now_ns()),
+    });
     let mut body = json!({"status": "OK", "request_id": request_id()});
     let Some((first, last)) = range else { return axum::Json(body).into_response() };
     let (start, end) = if order_desc {
@@ -617,11 +696,18 @@ async fn trades(
     let tape = tape.unwrap_or_else(|| Arc::new(Tape::new(Vec::new(), 0, 1, 0)));
     let results: Vec<serde_json::Value> = ns
         .iter()
-        .filter_map(|n| tape.trade(&ticker, *n))
-        .map(|tr| {
-            json!({"conditions": [12], "exchange": tr.exchange, "id": tr.id, "participant_timestamp": tr.participant_ns,
-                   "price": price(tr.cents), "sequence_number": tr.sequence_number, "sip_timestamp": tr.sip_ns,
-                   "size": tr.size, "tape": 3})
+        .filter_map(|n| match kind {
+            Ticks::Trades => tape.trade(ticker, *n).map(|tr| {
+                json!({"conditions": [12], "exchange": tr.exchange, "id": tr.id, "participant_timestamp": tr.participant_ns,
+                       "price": price(tr.cents), "sequence_number": tr.sequence_number, "sip_timestamp": tr.sip_ns,
+                       "size": tr.size, "tape": 3})
+            }),
+            Ticks::Quotes => tape.quote(ticker, *n).map(|q| {
+                json!({"ask_exchange": q.ask_exchange, "ask_price": price(q.ask_cents), "ask_size": q.ask_size,
+                       "bid_exchange": q.bid_exchange, "bid_price": price(q.bid_cents), "bid_size": q.bid_size,
+                       "participant_timestamp": q.participant_ns, "sequence_number": q.sequence_number,
+                       "sip_timestamp": q.sip_ns, "tape": 3})
+            }),
         })
         .collect();
     if !results.is_empty() {
@@ -633,7 +719,11 @@ async fn trades(
         let mut params: Vec<String> =
             q.iter().filter(|(k, _)| *k != "ap" && *k != "apiKey").map(|(k, v)| format!("{k}={v}")).collect();
         params.push(format!("ap={next}"));
-        body["next_url"] = json!(next_url(&headers, scheme, &format!("/v3/trades/{ticker}"), params));
+        let path = match kind {
+            Ticks::Trades => format!("/v3/trades/{ticker}"),
+            Ticks::Quotes => format!("/v3/quotes/{ticker}"),
+        };
+        body["next_url"] = json!(next_url(headers, scheme, &path, params));
     }
     axum::Json(body).into_response()
 }

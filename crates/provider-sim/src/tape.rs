@@ -8,6 +8,9 @@
 //! unique per symbol but unrelated to the sequence number, an exchange, a per-symbol increasing
 //! `sequence_number`, SIP and participant timestamps in nanoseconds (the WebSocket's `t` is the
 //! SIP time in milliseconds, so many trades share one `t` at high rates), price and size.
+//!
+//! Quote `n` comes half a period after trade `n`, with its own sequence number; a minute bar
+//! aggregates the trades of its minute (a minute without trades has none).
 
 use std::ops::Bound;
 
@@ -30,6 +33,29 @@ pub struct TapeTrade {
     pub cents: u64,
     /// Shares.
     pub size: u64,
+}
+
+/// One NBBO quote of the tape: quote `n` of a symbol comes half a period after its trade `n`,
+/// with its own per-symbol sequence number; sizes are in round lots (as Polygon's quotes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapeQuote {
+    /// Its place in the symbol's quotes, from 1.
+    pub n: u64,
+    /// Per-symbol quote sequence number (`q` on the WebSocket).
+    pub sequence_number: u64,
+    /// SIP time, ns.
+    pub sip_ns: i64,
+    /// Exchange time, ns.
+    pub participant_ns: i64,
+    /// Bid and ask in cents.
+    pub bid_cents: u64,
+    pub ask_cents: u64,
+    /// Bid and ask sizes in round lots.
+    pub bid_size: u64,
+    pub ask_size: u64,
+    /// Bid and ask exchanges.
+    pub bid_exchange: u32,
+    pub ask_exchange: u32,
 }
 
 /// One minute bar of the tape: the trades of one symbol whose SIP time is in its minute
@@ -152,6 +178,43 @@ impl Tape {
 }
 
 impl Tape {
+    /// Quote `n` of `sym` (half a period after trade `n`); `None` as for [`Tape::trade`].
+    pub fn quote(&self, sym: &str, n: u64) -> Option<TapeQuote> {
+        let trade = self.trade(sym, n)?;
+        let seed = hash(sym) ^ n.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        let spread = 1 + mix(seed) % 4;
+        let sip_ns = trade.sip_ns + self.period_ns / 2;
+        Some(TapeQuote {
+            n,
+            sequence_number: 1_000_000 + n,
+            sip_ns,
+            participant_ns: sip_ns - 120_000,
+            bid_cents: trade.cents - spread / 2,
+            ask_cents: trade.cents - spread / 2 + spread,
+            bid_size: 1 + mix(seed ^ 3) % 9,
+            ask_size: 1 + mix(seed ^ 5) % 9,
+            bid_exchange: 11 + u32::try_from(mix(seed ^ 7) % 4).unwrap_or(0),
+            ask_exchange: 11 + u32::try_from(mix(seed ^ 9) % 4).unwrap_or(0),
+        })
+    }
+
+    /// How many quotes of `sym` have happened by `now_ns`.
+    pub fn quotes_at(&self, sym: &str, now_ns: i64) -> u64 {
+        self.count_at(sym, now_ns - self.period_ns / 2)
+    }
+
+    /// The quotes of `sym` whose SIP time is within (`lo`, `hi`), that have happened by
+    /// `now_ns`: the first and last `n`.
+    pub fn quote_range(&self, sym: &str, lo: Bound<i64>, hi: Bound<i64>, now_ns: i64) -> Option<(u64, u64)> {
+        let half = self.period_ns / 2;
+        let shift = |b: Bound<i64>| match b {
+            Bound::Included(t) => Bound::Included(t - half),
+            Bound::Excluded(t) => Bound::Excluded(t - half),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.range(sym, shift(lo), shift(hi), now_ns - half)
+    }
+
     /// The minute bar of `sym` starting at `start_ms`, once that minute has ended by `now_ns`;
     /// `None` before, or for a minute without trades.
     pub fn minute_bar(&self, sym: &str, start_ms: i64, now_ns: i64) -> Option<TapeBar> {
@@ -247,6 +310,26 @@ mod tests {
         assert_eq!(bar.high, trades.iter().map(|t| t.cents).max().unwrap());
         assert_eq!(bar.volume, trades.iter().map(|t| t.size).sum::<u64>());
         assert_eq!(t.minute_bar("AAPL", start_ms - 120_000, end_ns), None, "no trades: no bar");
+    }
+
+    #[test]
+    fn quotes_come_between_trades_with_their_own_sequence() {
+        let t = tape();
+        let q = t.quote("AAPL", 5).unwrap();
+        assert_eq!(q.sip_ns, S + 5_500_000);
+        assert!(q.bid_cents < q.ask_cents);
+        assert_eq!(t.quotes_at("AAPL", S + 5_499_999), 4);
+        assert_eq!(t.quotes_at("AAPL", S + 5_500_000), 5);
+        let now = S + 100_000_000;
+        assert_eq!(
+            t.quote_range("AAPL", Bound::Included(S + 10_500_000), Bound::Excluded(S + 20_500_000), now),
+            Some((10, 19))
+        );
+        assert_eq!(
+            t.quote_range("AAPL", Bound::Included(S + 99_000_000), Bound::Unbounded, now),
+            Some((99, 99)),
+            "not the future"
+        );
     }
 
     #[test]

@@ -69,6 +69,13 @@ pub struct RepairCounts {
     pub published: u64,
     /// History trades that had arrived live at an edge of the window, or repeated in the history.
     pub duplicates: u64,
+    /// History quotes fetched for the window (with `market.repair.quotes` and the quote channel
+    /// subscribed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub quotes_fetched: u64,
+    /// Quotes published with `backfill: true` (the others had arrived live at an edge).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub quotes_published: u64,
     /// History minute bars fetched for the window (with `market.repair.bars` and the minute-bar
     /// channel subscribed).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -120,28 +120,25 @@ impl InternalEvent for GapRepairEnded<'_> {
     fn emit(self, to: &dyn EventSink) {
         let provider = self.counters.provider();
         let (kind, outcome, message) = match &self.unrepaired {
-            None => (
-                EventKind::GapRepaired,
-                "repaired",
-                match self.counts.bars_fetched {
-                    0 => format!(
-                        "gap repaired from the provider's history: {} trades published, {} already received live",
-                        self.counts.published, self.counts.duplicates
-                    ),
-                    _ => format!(
-                        "gap repaired from the provider's history: {} trades published, {} already received live; {} minute bars published of {} fetched",
-                        self.counts.published,
-                        self.counts.duplicates,
-                        self.counts.bars_published,
-                        self.counts.bars_fetched
-                    ),
-                },
-            ),
+            None => (EventKind::GapRepaired, "repaired", {
+                let c = &self.counts;
+                let mut m = format!(
+                    "gap repaired from the provider's history: {} trades published, {} already received live",
+                    c.published, c.duplicates
+                );
+                if c.quotes_fetched > 0 {
+                    m.push_str(&format!("; {} quotes published of {} fetched", c.quotes_published, c.quotes_fetched));
+                }
+                if c.bars_fetched > 0 {
+                    m.push_str(&format!("; {} minute bars published of {} fetched", c.bars_published, c.bars_fetched));
+                }
+                m
+            }),
             Some((why, detail)) => (EventKind::GapUnrepaired, why.label(), format!("gap not repaired: {detail}")),
         };
         self.counters.ended(outcome);
-        // Every record repaired into the ticks topic: trades and minute bars.
-        self.counters.ticks.inc_by(self.counts.published + self.counts.bars_published);
+        // Every record repaired into the ticks topic: trades, quotes and minute bars.
+        self.counters.ticks.inc_by(self.counts.published + self.counts.quotes_published + self.counts.bars_published);
         self.counters.duplicates.inc_by(self.counts.duplicates);
         self.counters.lag.observe(self.lag.as_secs_f64());
         let c = &self.counts;

@@ -263,7 +263,7 @@ mod tests {
     use super::*;
     use crate::alpaca::wire::Msg;
     use crate::book::QuoteBook;
-    use crate::repair::TradeKey;
+    use crate::repair::TickKey;
 
     const KEY: &str = "alpaca-history-key-77a1";
     const SECRET: &str = "alpaca-history-secret-0c9e";
@@ -356,7 +356,7 @@ mod tests {
         let tick = crate::alpaca::normalize::normalize(&m, received, &mut QuoteBook::new(10)).unwrap();
         let rest = r#"{"t":"2021-10-13T08:00:00.08960768Z","x":"V","p":140.2,"s":595,"c":["@","T"],"i":52983525029461,"z":"C"}"#;
         let h = convert(serde_json::from_str(rest).unwrap()).unwrap();
-        assert_eq!(TradeKey::of_tick(&tick), Some(TradeKey::of(&h)), "one identity live and in the history");
+        assert_eq!(TickKey::of_tick(&tick), Some(TickKey::of(&h)), "one identity live and in the history");
         trust(); // before any HTTPS client of this process is built
         let http = ingest_core::http::client(&ingest_core::http::HttpConfig::default()).unwrap();
         let market = Market::Stocks { feed: "sip".into() };

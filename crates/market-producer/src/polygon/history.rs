@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::exchanges;
 use crate::history::Pages;
-pub(crate) use crate::history::{HistoryBar, HistoryError, HistoryTrade};
+pub(crate) use crate::history::{HistoryBar, HistoryError, HistoryQuote, HistoryTrade};
 use crate::repair::TradeHistory;
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +84,24 @@ impl History {
     ) -> Result<Vec<HistoryTrade>, HistoryError> {
         let url = format!(
             "{}/v3/trades/{}?timestamp.gte={from_ns}&timestamp.lt={to_ns}&order=asc&limit={}",
+            self.base,
+            urlencode(ticker),
+            self.page
+        );
+        self.follow(url, deadline).await
+    }
+
+    /// Every NBBO quote of `ticker` with SIP time in `[from_ns, to_ns)` (`/v3/quotes`), oldest
+    /// first, or why not.
+    pub(crate) async fn nbbo(
+        &self,
+        ticker: &str,
+        from_ns: i64,
+        to_ns: i64,
+        deadline: Instant,
+    ) -> Result<Vec<HistoryQuote>, HistoryError> {
+        let url = format!(
+            "{}/v3/quotes/{}?timestamp.gte={from_ns}&timestamp.lt={to_ns}&order=asc&limit={}",
             self.base,
             urlencode(ticker),
             self.page
@@ -193,6 +211,46 @@ impl TradeHistory for History {
         tick.conditions = conditions;
         tick.trade_id = Some(Code::Str(Cow::Borrowed(&t.id)));
         tick.trf_id = t.trf_id.filter(|&f| f != 0);
+        tick.backfill = true;
+        Some(tick)
+    }
+
+    fn has_quotes(&self) -> bool {
+        true
+    }
+
+    fn quotes<'a>(
+        &'a self,
+        symbol: &'a str,
+        from_ns: i64,
+        to_ns: i64,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Vec<HistoryQuote>, HistoryError>> {
+        Box::pin(self.nbbo(symbol, from_ns, to_ns, deadline))
+    }
+
+    /// The tick the stream would have made of the quote's `Q` event (`t` the SIP time in ms,
+    /// the mid as its price, sizes from round lots to shares), marked `backfill`.
+    fn quote_tick<'a>(
+        &self,
+        symbol: &'a str,
+        q: &'a HistoryQuote,
+        received_at: DateTime<Utc>,
+    ) -> Option<MarketTick<'a>> {
+        let at = DateTime::from_timestamp_millis(q.sip_timestamp.div_euclid(1_000_000))?;
+        let (bid, ask) = (q.bid_price?, q.ask_price?);
+        let mut tick = MarketTick::new(
+            Cow::Borrowed(symbol),
+            TickType::Quote,
+            at,
+            Cow::Borrowed(super::normalize::PROVIDER),
+            received_at,
+        );
+        tick.price = (bid + ask) / 2.0;
+        (tick.bid_price, tick.ask_price) = (Some(bid), Some(ask));
+        (tick.bid_size, tick.ask_size) =
+            (Some(q.bid_size * super::normalize::ROUND_LOT), Some(q.ask_size * super::normalize::ROUND_LOT));
+        tick.sequence = Some(q.sequence_number);
         tick.backfill = true;
         Some(tick)
     }
@@ -308,6 +366,27 @@ mod tests {
         // An unknown ticker and an empty window: nothing, not an error.
         assert_eq!(client(&sim, 64).trades("NOPE", at(1), at(9), soon()).await.unwrap(), vec![]);
         assert_eq!(client(&sim, 64).trades("AAPL", at(5) + 1, at(6), soon()).await.unwrap(), vec![]);
+        sim.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn quotes_are_fetched_whole_through_their_pages_as_the_stream_would_send_them() {
+        let (_p, sim, start) = sim(PolygonConfig::default()).await;
+        // Quote n is half a millisecond after trade n (1000 a second).
+        let at = |n: i64| start + n * 1_000_000 + 500_000;
+        let h = client(&sim, 64);
+        let got = h.nbbo("AAPL", at(1000), at(1200), soon()).await.unwrap();
+        let seqs: Vec<u64> = got.iter().map(|q| q.sequence_number).collect();
+        assert_eq!(seqs, (1_001_000..1_001_200).collect::<Vec<u64>>(), "the window, whole, oldest first, once");
+        assert_eq!(sim.log.to_path("/v3/quotes/AAPL").len(), 4, "200 quotes in pages of 64");
+        let q = &got[0];
+        let tick = TradeHistory::quote_tick(&h, "AAPL", q, Utc::now()).unwrap();
+        assert_eq!((tick.event_type, tick.sequence, tick.backfill), (TickType::Quote, Some(q.sequence_number), true));
+        assert_eq!(tick.price, (q.bid_price.unwrap() + q.ask_price.unwrap()) / 2.0);
+        let one_sided = HistoryQuote { bid_price: None, ..q.clone() };
+        assert!(TradeHistory::quote_tick(&h, "AAPL", &one_sided, Utc::now()).is_none(), "dead-lettered, as live");
+        assert_eq!(tick.bid_size, Some(q.bid_size * 100.0), "round lots to shares, as the stream's");
+        assert_eq!(tick.timestamp.timestamp_millis(), q.sip_timestamp / 1_000_000);
         sim.stop().await.unwrap();
     }
 

@@ -24,7 +24,7 @@ use crate::tick::{req, tick};
 pub(crate) const PROVIDER: &str = "polygon";
 
 /// Shares per round lot (Polygon stock quote sizes are in round lots).
-const ROUND_LOT: f64 = 100.0;
+pub(crate) const ROUND_LOT: f64 = 100.0;
 
 /// Why an event could not be turned into a tick (it is dead-lettered with this reason).
 pub(crate) type Reason = Cow<'static, str>;

@@ -110,11 +110,17 @@ fn stream_goes_on(topic: &str) {
 
 /// Per symbol, every trade's sequence number in the topic and whether it was repaired.
 fn trades(topic: &str) -> BTreeMap<String, Vec<(u64, bool)>> {
+    ticks_of(topic, "trade")
+}
+
+/// Per symbol, every tick's sequence number of one `event_type` in the topic and whether it was
+/// repaired.
+fn ticks_of(topic: &str, event_type: &str) -> BTreeMap<String, Vec<(u64, bool)>> {
     let mut out: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
     for m in testkit::consume_committed(topic, Duration::from_secs(10)) {
         let v: Value = value(&m);
         assert_eq!(rdkafka::Message::key(&m), v["symbol"].as_str().map(str::as_bytes), "keyed by symbol");
-        if v["event_type"] != "trade" {
+        if v["event_type"] != event_type {
             continue;
         }
         let backfill = v.get("backfill").is_some_and(|b| b == &Value::Bool(true));
@@ -213,6 +219,54 @@ async fn dropped_connections_are_repaired_with_exactly_the_missing_trades() {
         published as f64
     );
     assert!(!s.producer.log().contains(KEY), "the API key is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotes_are_repaired_with_trades_exactly_once_when_configured() {
+    // Two trades and two quotes of each symbol per millisecond; quote repair on. Both kinds of
+    // every window's edges share milliseconds with ticks that did arrive live.
+    let (per_second, total) = (2000, 16_000);
+    let extra = [
+        ("FINSTREAM__MARKET__CHANNELS", "trades,quotes"),
+        ("FINSTREAM__MARKET__REPAIR__QUOTES", "true"),
+        ("FINSTREAM__MARKET__REPAIR__PAGE_SIZE", "40"),
+    ];
+    let s = start(PolygonConfig::default(), per_second, total, &extra).await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 500, Duration::from_secs(30));
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 2).await;
+    events_until(&s.topics.events, EventKind::GapRepaired, 1).await;
+    s.polygon.fail_rest(&[429]);
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 3).await;
+    let evs = events_until(&s.topics.events, EventKind::GapRepaired, 2).await;
+
+    let got = tape_done(&s.topics.topic, &SYMBOLS, total).await;
+    assert_exactly_once(&got, &SYMBOLS, total);
+    // Quote n has sequence number 1,000,000 + n.
+    let quotes = testkit::wait_for(Duration::from_secs(60), "the tape's last quotes in the topic", || async {
+        let q: BTreeMap<String, Vec<(u64, bool)>> = ticks_of(&s.topics.topic, "quote")
+            .into_iter()
+            .map(|(sym, v)| (sym, v.into_iter().map(|(seq, b)| (seq - 1_000_000, b)).collect()))
+            .collect();
+        SYMBOLS.iter().all(|sym| q.get(*sym).is_some_and(|t| t.iter().any(|(n, _)| *n == total))).then_some(q)
+    })
+    .await;
+    let repaired = assert_exactly_once(&quotes, &SYMBOLS, total);
+    let (mut published, mut fetched) = (0, 0);
+    for gap in evs.iter().filter(|e| e.kind == EventKind::Gap) {
+        let r = repair_of(&evs, gap);
+        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
+        let c = r.repair.as_ref().unwrap();
+        assert!(c.quotes_fetched > c.quotes_published, "the edges' live quotes were recognised: {r:?}");
+        (published, fetched) = (published + c.quotes_published, fetched + c.quotes_fetched);
+    }
+    assert!(repaired > 0, "some quotes came from the history");
+    assert_eq!(repaired, published, "the topic holds the quotes the events say were published ({fetched} fetched)");
+    let requests = s.sim.log.to_path("/v3/quotes/MSFT");
+    assert!(requests.iter().any(|r| r.query.as_deref().is_some_and(|q| q.starts_with("cursor="))), "paged");
+    assert!(requests.iter().all(|r| !r.query.as_deref().unwrap_or("").contains(KEY)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

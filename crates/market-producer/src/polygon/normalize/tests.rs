@@ -95,7 +95,7 @@ fn stock_quote_sizes_are_round_lots_and_trades_pick_up_the_latest_quote() {
 
 #[test]
 fn an_off_exchange_trade_keeps_its_trf_and_the_history_makes_the_same_tick() {
-    use crate::repair::{TradeHistory, TradeKey};
+    use crate::repair::{TickKey, TradeHistory};
     let raw = r#"{"ev":"T","sym":"AAPL","x":4,"i":"183276","z":3,"p":156.43,"s":10,"c":[12,37],"t":1651181822461,"q":7179341,"trfi":3,"trft":1651181557090}"#;
     let m: Msg<'_> = serde_json::from_str(raw).unwrap();
     let live = normalize(&m, received_at(), &mut QuoteBook::new(10)).unwrap();
@@ -103,7 +103,7 @@ fn an_off_exchange_trade_keeps_its_trf_and_the_history_makes_the_same_tick() {
     // The same print from /v3/trades (providers' REST history documentation).
     let rest = r#"{"conditions":[12,37],"correction":1,"exchange":4,"id":"183276","participant_timestamp":1651181822461636600,"price":156.43,"sequence_number":7179341,"sip_timestamp":1651181822461979400,"size":10,"tape":3,"trf_id":3,"trf_timestamp":1651181557090806500}"#;
     let h: crate::polygon::history::HistoryTrade = serde_json::from_str(rest).unwrap();
-    assert_eq!(TradeKey::of_tick(&live), Some(TradeKey::of(&h)), "one identity live and in the history");
+    assert_eq!(TickKey::of_tick(&live), Some(TickKey::of(&h)), "one identity live and in the history");
     // The process keeps the first TLS configuration built: the history tests need the test CA.
     ingest_core::testkit::trust_test_ca();
     let http = ingest_core::http::client(&ingest_core::http::HttpConfig::default()).unwrap();
