@@ -126,6 +126,8 @@ mod tests {
         assert_eq!(history("wss://stream.data.alpaca.markets/v2/test").unwrap_err().0, Unrepaired::NoHistory);
         assert_eq!(history("wss://stream.data.alpaca.markets/v1beta1/news").unwrap_err().0, Unrepaired::Unsupported);
         let crypto = crate::config::MarketConfig::sample("polygon", "wss://socket.massive.com/crypto", &["BTC-USD"]);
-        assert_eq!(MarketProvider::Polygon.get().history(&crypto).unwrap_err().0, Unrepaired::Unsupported);
+        let crypto = MarketProvider::Polygon.get().history(&crypto).unwrap();
+        assert!(crypto.lateness_ms().is_some(), "the crypto cluster's trades are timed by their exchanges");
+        assert!(!crypto.has_quotes() && !crypto.has_bars());
     }
 }

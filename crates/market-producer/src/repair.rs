@@ -136,6 +136,13 @@ pub(crate) trait TradeHistory: Send + Sync + std::fmt::Debug {
         received_at: DateTime<Utc>,
     ) -> Option<MarketTick<'a>>;
 
+    /// How late a trade may arrive after a later one (in the stream's time), when the stream's
+    /// time is the exchanges' and not one feed's (Polygon's crypto cluster); `None`: the
+    /// stream's time is in arrival order, so each window's edges are milliseconds.
+    fn lateness_ms(&self) -> Option<i64> {
+        None
+    }
+
     /// Whether quotes can be repaired from this history (then [`Self::quotes`] and
     /// [`Self::quote_tick`] serve them).
     fn has_quotes(&self) -> bool {
@@ -593,6 +600,76 @@ impl LiveEdges {
     }
 }
 
+/// The live trades of a feed timed by its exchanges (Polygon's crypto cluster), where a trade
+/// may arrive after later ones, so a window's edges cannot be milliseconds: each symbol's trades
+/// of the last `keep_ms` of its time, all of which a gap's window is deduplicated against, and
+/// every trade received after the gap until the repair takes them.
+#[derive(Debug)]
+pub(crate) struct LateTrades {
+    keep_ms: i64,
+    recent: HashMap<String, Recent>,
+    /// The latest gap's far side, until the repair task takes it.
+    pending: Option<Arc<Mutex<AfterEdges>>>,
+}
+
+/// One symbol's recent live trades, in arrival order.
+#[derive(Debug, Default)]
+struct Recent {
+    max_ms: i64,
+    keys: std::collections::VecDeque<(i64, TickKey)>,
+}
+
+impl LateTrades {
+    /// Trades may arrive `late_ms` late.
+    pub(crate) fn new(late_ms: i64) -> Self {
+        Self { keep_ms: 2 * late_ms + EDGE_MARGIN_NS / 1_000_000, recent: HashMap::new(), pending: None }
+    }
+
+    /// A live trade with its key.
+    pub(crate) fn tick(&mut self, t: &MarketTick<'_>, key: TickKey) {
+        let ms = t.timestamp.timestamp_millis();
+        let symbol: &str = &t.symbol;
+        if let Some(after) = &self.pending {
+            let mut after = after.lock().unwrap_or_else(PoisonError::into_inner);
+            if after.closed {
+                drop(after);
+                self.pending = None;
+            } else {
+                match after.edges.get_mut(symbol) {
+                    Some(e) => {
+                        e.keys.insert(key);
+                    }
+                    None => {
+                        after.edges.insert(symbol.to_string(), EdgeMs { ms, keys: HashSet::from([key]) });
+                    }
+                }
+            }
+        }
+        let recent = match self.recent.get_mut(symbol) {
+            Some(r) => r,
+            None => self.recent.entry(symbol.to_string()).or_default(),
+        };
+        recent.max_ms = recent.max_ms.max(ms);
+        recent.keys.push_back((ms, key));
+        while recent.keys.front().is_some_and(|(t, _)| *t < recent.max_ms - self.keep_ms) {
+            recent.keys.pop_front();
+        }
+    }
+
+    /// A gap was published: every symbol's recent trades (as one "edge" at its latest time), and
+    /// the far side the stream fills from now on.
+    pub(crate) fn gap(&mut self) -> (HashMap<String, EdgeMs>, Arc<Mutex<AfterEdges>>) {
+        let after = Arc::new(Mutex::new(AfterEdges::default()));
+        self.pending = Some(after.clone());
+        let before = self
+            .recent
+            .iter()
+            .map(|(s, r)| (s.clone(), EdgeMs { ms: r.max_ms, keys: r.keys.iter().map(|(_, k)| *k).collect() }))
+            .collect();
+        (before, after)
+    }
+}
+
 /// The kinds of ticks a feed subscribes that gap repair can fill.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Kinds {
@@ -606,6 +683,8 @@ pub(crate) struct Kinds {
 pub(crate) struct Follow {
     /// The trades' edges.
     pub(crate) trades: bool,
+    /// Trades may arrive this late (ms): follow them as [`LateTrades`].
+    pub(crate) late_ms: Option<i64>,
     /// The quotes' edges.
     pub(crate) quotes: bool,
     /// The minute bars received.
@@ -621,6 +700,8 @@ pub(crate) struct Repairing<O> {
     jobs: Option<mpsc::Sender<Job>>,
     /// The edges, when followed (not when the provider has no history to repair from).
     edges: Option<LiveEdges>,
+    /// The trades, when they may arrive late (instead of `edges`).
+    late: Option<LateTrades>,
     /// The quotes' edges, when quotes are repaired.
     quote_edges: Option<LiveEdges>,
     /// The minute bars received, when they are repaired.
@@ -640,10 +721,12 @@ impl<O> Repairing<O> {
         ctx: &SourceCtx,
         provider: &str,
     ) -> Self {
-        let Follow { trades, quotes, bars } = follow;
+        let Follow { trades, late_ms, quotes, bars } = follow;
+        let trades = trades && jobs.is_some();
         Self {
             inner,
-            edges: (trades && jobs.is_some()).then(LiveEdges::default),
+            edges: (trades && late_ms.is_none()).then(LiveEdges::default),
+            late: late_ms.filter(|_| trades).map(LateTrades::new),
             quote_edges: (quotes && jobs.is_some()).then(LiveEdges::default),
             bars: bars.filter(|_| jobs.is_some()),
             jobs,
@@ -668,7 +751,11 @@ impl<O: WsOutput> WsOutput for Repairing<O> {
     fn gap(&mut self, gap: &Gap, epoch: u64) {
         self.inner.gap(gap, epoch);
         let Some(jobs) = &self.jobs else { return };
-        let (before, after) = self.edges.as_mut().map(LiveEdges::gap).unwrap_or_default();
+        let (before, after) = match (&mut self.edges, &mut self.late) {
+            (Some(edges), _) => edges.gap(),
+            (None, Some(late)) => late.gap(),
+            (None, None) => Default::default(),
+        };
         let (quote_before, quote_after) = self.quote_edges.as_mut().map(LiveEdges::gap).unwrap_or_default();
         let job = Job {
             gap: gap.clone(),
@@ -697,11 +784,15 @@ impl<O: WsOutput> WsOutput for Repairing<O> {
 impl<O: TickOutput> TickOutput for Repairing<O> {
     fn tick(&mut self, tick: &MarketTick<'_>, raw: &[u8]) {
         self.inner.tick(tick, raw);
-        if let Some(edges) = &mut self.edges
-            && tick.event_type == TickType::Trade
+        if tick.event_type == TickType::Trade
+            && (self.edges.is_some() || self.late.is_some())
             && let Some(key) = TickKey::of_tick(tick)
         {
-            edges.tick(tick, key);
+            match (&mut self.edges, &mut self.late) {
+                (Some(edges), _) => edges.tick(tick, key),
+                (None, Some(late)) => late.tick(tick, key),
+                (None, None) => {}
+            }
         }
         if let Some(edges) = &mut self.quote_edges
             && tick.event_type == TickType::Quote
@@ -750,6 +841,8 @@ pub(crate) struct Repairer {
     quotes_repaired_to: Mutex<HashMap<String, i64>>,
     /// Trades are repaired (the trade channel is subscribed).
     pub(crate) trades: bool,
+    /// How late a trade may arrive (the history's [`TradeHistory::lateness_ms`]).
+    late_ms: Option<i64>,
     /// Quotes are repaired (subscribed, `market.repair.quotes`, and the history has them).
     pub(crate) quotes: bool,
     /// Minute bars are repaired, and those received so far.
@@ -922,8 +1015,10 @@ impl Repairer {
             )),
             other => other,
         };
+        let late_ms = history.as_ref().ok().and_then(|h| h.lateness_ms());
         Self {
             history,
+            late_ms,
             cfg,
             symbols,
             provider,
@@ -938,7 +1033,7 @@ impl Repairer {
     /// What the stream follows live for this repairer.
     pub(crate) fn follow(&self) -> Follow {
         let on = self.history.is_ok();
-        Follow { trades: on && self.trades, quotes: on && self.quotes, bars: self.bars.clone() }
+        Follow { trades: on && self.trades, late_ms: self.late_ms, quotes: on && self.quotes, bars: self.bars.clone() }
     }
 
     /// Repairs one gap: `None` when every symbol was filled, else why not; and the counts.
@@ -1101,7 +1196,9 @@ impl Repairer {
     /// Waits `settle_secs` after the gap (less when every subscribed symbol's first trade and
     /// quote millisecond is complete), then takes the far edges of the trades and the quotes.
     async fn settle(&self, job: &Job, ctx: &SourceCtx) -> (HashMap<String, EdgeMs>, HashMap<String, EdgeMs>) {
-        let until = job.resumed + Duration::from_secs(self.cfg.settle_secs);
+        // Trades that may arrive late are waited for as long as they may be late.
+        let late = Duration::from_millis(self.late_ms.unwrap_or(0).try_into().unwrap_or(0));
+        let until = job.resumed + Duration::from_secs(self.cfg.settle_secs).max(late);
         let complete = |after: &Mutex<AfterEdges>, followed: bool| {
             !followed || after.lock().unwrap_or_else(PoisonError::into_inner).complete >= self.symbols.len()
         };
@@ -1134,7 +1231,8 @@ impl Repairer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let start_ms = (job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS).div_euclid(1_000_000);
+        let start_ms = (job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS).div_euclid(1_000_000)
+            - self.late_ms.unwrap_or(0);
         let to_ms = job.far_ms();
         // Kafka timestamps are when a record was produced, after its trade: a minute's slack.
         let since_ms = start_ms - 2 * MINUTE_MS;
@@ -1194,6 +1292,7 @@ impl Repairer {
     ) -> Vec<(String, Window)> {
         let gap_start_ns = job.gap.from.timestamp_nanos_opt().unwrap_or(0) - EDGE_MARGIN_NS;
         let resumed_ms = job.far_ms();
+        let late_ns = self.late_ms.map(|ms| ms * 1_000_000);
         let mut repaired_to = repaired_to.lock().unwrap_or_else(PoisonError::into_inner);
         let mut symbols = self.symbols.clone();
         if symbols.is_empty() {
@@ -1210,11 +1309,28 @@ impl Repairer {
         symbols
             .into_iter()
             .map(|symbol| {
-                let start_ns = gap_start_ns.max(repaired_to.get(&symbol).copied().unwrap_or(i64::MIN));
-                let before = before.get(&symbol).filter(|b| b.ms.saturating_mul(1_000_000) >= start_ns).cloned();
-                let after = after.remove(&symbol).unwrap_or(EdgeMs { ms: resumed_ms, keys: HashSet::new() });
-                let delivered = delivered.remove(&symbol).unwrap_or_default();
-                let window = Window { before, start_ns, after, delivered };
+                let last = repaired_to.get(&symbol).copied().unwrap_or(i64::MIN);
+                let after = after.remove(&symbol);
+                let mut delivered = delivered.remove(&symbol).unwrap_or_default();
+                let window = match late_ns {
+                    None => {
+                        let start_ns = gap_start_ns.max(last);
+                        let before =
+                            before.get(&symbol).filter(|b| b.ms.saturating_mul(1_000_000) >= start_ns).cloned();
+                        let after = after.unwrap_or(EdgeMs { ms: resumed_ms, keys: HashSet::new() });
+                        Window { before, start_ns, after, delivered }
+                    }
+                    // Trades timed by their exchanges: the window reaches back as far as one may
+                    // be late and ends at the resumption, and every trade received around it
+                    // (before the gap, and after it until now) is recognised wherever it falls.
+                    Some(late_ns) => {
+                        let start_ns = (gap_start_ns - late_ns).max(last);
+                        delivered.extend(before.get(&symbol).into_iter().flat_map(|b| b.keys.iter().copied()));
+                        delivered.extend(after.into_iter().flat_map(|a| a.keys));
+                        let after = EdgeMs { ms: resumed_ms, keys: HashSet::new() };
+                        Window { before: None, start_ns, after, delivered }
+                    }
+                };
                 let end = window.range_ns().1;
                 let to = repaired_to.entry(symbol.clone()).or_insert(end);
                 *to = (*to).max(end);
@@ -1444,6 +1560,66 @@ mod tests {
         assert_eq!(w2["AAPL"].range_ns().0, ns(MS + 3006), "starts where the last window ended");
         assert!(w2["AAPL"].before.is_none(), "its edge millisecond was repaired with the last window");
         assert_eq!(w2["IBM"].range_ns().0, ns(MS + 3001));
+    }
+
+    #[test]
+    fn trades_that_may_arrive_late_are_recognised_anywhere_in_a_window_reaching_back_as_far() {
+        // Trades timed by their exchanges, up to 1 s late: received in the order 100, 900, 500.
+        let mut late = LateTrades::new(1000);
+        for (ms, id) in [(MS - 100, "a"), (MS - 900, "b"), (MS - 500, "c")] {
+            late.tick(&live("BTC-USD", ms, id), key(id, 11));
+        }
+        let (before, after) = late.gap();
+        assert_eq!(before["BTC-USD"].ms, MS - 100, "the latest time received");
+        assert_eq!(before["BTC-USD"].keys.len(), 3, "every recent trade, whatever its time");
+        // After the gap: a trade from before it arrives late, then one from after it.
+        late.tick(&live("BTC-USD", MS + 200, "d"), key("d", 11));
+        late.tick(&live("BTC-USD", MS + 3100, "e"), key("e", 11));
+        assert_eq!(after.lock().unwrap().edges["BTC-USD"].keys.len(), 2);
+        after.lock().unwrap().closed = true;
+        late.tick(&live("BTC-USD", MS + 3200, "f"), key("f", 11));
+        assert_eq!(after.lock().unwrap().edges["BTC-USD"].keys.len(), 2, "none once the repair took them");
+
+        let mut r = Repairer::new(
+            Err((Unrepaired::NoHistory, String::new())),
+            RepairConfig::default(),
+            vec!["BTC-USD".into()],
+            "polygon",
+            Kinds { trades: true, ..Kinds::default() },
+        );
+        r.late_ms = Some(1000);
+        let from = DateTime::from_timestamp_millis(MS).unwrap();
+        let job = Job {
+            gap: Gap { from, to: from + chrono::Duration::seconds(3), why: String::new() },
+            epoch: 2,
+            before,
+            after: Arc::default(),
+            quote_before: HashMap::new(),
+            quote_after: Arc::default(),
+            resumed: Instant::now(),
+            stored: None,
+            earlier: false,
+            started_ms: 0,
+        };
+        let taken = std::mem::take(&mut after.lock().unwrap().edges);
+        let w = r.windows(&job, taken, HashMap::new()).remove(0).1;
+        let ns = |ms: i64| ms * 1_000_000;
+        assert_eq!(
+            w.range_ns(),
+            (ns(MS - 1000) - EDGE_MARGIN_NS, ns(MS + 3001)),
+            "back by the lateness and the margin"
+        );
+        // The history of the window: a, b, c and d arrived live; g (at MS + 100) never did.
+        let history = vec![
+            trade("b", 11, ns(MS - 900), 0),
+            trade("g", 11, ns(MS + 100), 0),
+            trade("c", 11, ns(MS - 500), 0),
+            trade("a", 11, ns(MS - 100), 0),
+            trade("d", 11, ns(MS + 200), 0),
+        ];
+        let repair = w.missing(history);
+        assert_eq!(repair.missing.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), vec!["g"]);
+        assert_eq!(repair.duplicates, 4);
     }
 
     #[test]

@@ -18,7 +18,10 @@
 //! paging, its 401/403/429 bodies, a plan without history and injected failures. What a client
 //! missed while away is then exactly what the history holds. The same holds for the tape's
 //! NBBO quotes (`Q.<sym>`, `GET /v3/quotes/{ticker}`) and its minute bars (`AM.<sym>`, sent
-//! when each minute ends; `GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}`).
+//! when each minute ends; `GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}`). On the
+//! crypto cluster (`/crypto`, `XT.<pair>`) the tape's trades are `XT` events whose `t` is their
+//! exchange's time, which lags the feed by up to 1.35 s by venue, so they arrive out of `t`
+//! order; `GET /v3/trades/X:{pair}` serves them as Polygon's crypto trades, by that time.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
@@ -36,7 +39,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::Scheme;
-use crate::tape::{Tape, TapeQuote, TapeTrade};
+use crate::tape::{self, Tape, TapeQuote, TapeTrade};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -146,7 +149,7 @@ impl PolygonHandle {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/stocks", get(upgrade))
-            .route("/crypto", get(upgrade))
+            .route("/crypto", get(upgrade_crypto))
             .route("/v3/{kind}/{ticker}", get(history))
             .route("/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}", get(aggregates))
             .with_state(self.clone())
@@ -228,10 +231,15 @@ impl PolygonHandle {
 }
 
 async fn upgrade(State(h): State<PolygonHandle>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| serve(socket, h))
+    ws.on_upgrade(move |socket| serve(socket, h, false))
 }
 
-async fn serve(socket: WebSocket, h: PolygonHandle) {
+/// The crypto cluster: its tape trades are `XT` events timed by their exchanges.
+async fn upgrade_crypto(State(h): State<PolygonHandle>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| serve(socket, h, true))
+}
+
+async fn serve(socket: WebSocket, h: PolygonHandle, crypto: bool) {
     let id = h.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, mut cmds) = mpsc::unbounded_channel();
     let (mut out, mut inp) = socket.split();
@@ -320,7 +328,7 @@ async fn serve(socket: WebSocket, h: PolygonHandle) {
                     }
                     continue;
                 }
-                if let Some(frame) = tape_frame(t, &mut tape_next)
+                if let Some(frame) = tape_frame(t, &mut tape_next, crypto)
                     && out.send(Message::Text(Utf8Bytes::from(frame))).await.is_err()
                 {
                     break;
@@ -407,9 +415,10 @@ fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
-/// A `T.<sym>` or `T.*` subscription on the tape: its trades from the one happening next.
+/// A `T.<sym>` or `T.*` subscription on the tape (the crypto cluster's `XT.<pair>`): its trades
+/// from the one happening next.
 fn subscribe_tape(t: &Tape, param: &str, next: &mut HashMap<String, u64>) {
-    let Some(sym) = param.strip_prefix("T.") else { return };
+    let Some(sym) = param.strip_prefix("T.").or_else(|| param.strip_prefix("XT.")) else { return };
     let now = now_ns();
     for s in t.symbols().iter().filter(|s| sym == "*" || sym == s.as_str()) {
         next.insert(s.clone(), t.count_at(s, now) + 1);
@@ -493,7 +502,7 @@ fn subscribe_all_again(t: &Tape, next: &mut HashMap<String, u64>) {
 
 /// The trades of the subscribed symbols that happened since the last frame, in time order, as
 /// one frame of `T` events (`None` when there are none).
-fn tape_frame(t: &Tape, next: &mut HashMap<String, u64>) -> Option<String> {
+fn tape_frame(t: &Tape, next: &mut HashMap<String, u64>, crypto: bool) -> Option<String> {
     const MAX_EVENTS: u64 = 5000;
     let now = now_ns();
     let mut trades: Vec<(String, TapeTrade)> = Vec::new();
@@ -513,8 +522,16 @@ fn tape_frame(t: &Tape, next: &mut HashMap<String, u64>) -> Option<String> {
     let events: Vec<serde_json::Value> = trades
         .iter()
         .map(|(s, tr)| {
-            json!({"ev": "T", "sym": s, "x": tr.exchange, "i": tr.id, "z": 3, "p": price(tr.cents), "s": tr.size,
-                   "c": [12], "t": tr.sip_ns / 1_000_000, "q": tr.sequence_number})
+            if crypto {
+                // The crypto cluster's trade: `t` the exchange's time, `r` when Polygon got it,
+                // an integer id, no sequence number.
+                let id: u64 = tr.id.parse().unwrap_or_default();
+                json!({"ev": "XT", "pair": s, "p": price(tr.cents), "t": Tape::crypto_ns(tr) / 1_000_000,
+                       "s": tr.size, "c": [1 + tr.n % 2], "i": id, "x": tr.exchange, "r": tr.sip_ns / 1_000_000})
+            } else {
+                json!({"ev": "T", "sym": s, "x": tr.exchange, "i": tr.id, "z": 3, "p": price(tr.cents), "s": tr.size,
+                       "c": [12], "t": tr.sip_ns / 1_000_000, "q": tr.sequence_number})
+            }
         })
         .collect();
     Some(serde_json::Value::Array(events).to_string())
@@ -617,6 +634,7 @@ async fn history(
     headers: HeaderMap,
 ) -> Response {
     let kind = match kind.as_str() {
+        "trades" if ticker.starts_with("X:") => Ticks::Crypto,
         "trades" => Ticks::Trades,
         "quotes" => Ticks::Quotes,
         _ => return rest_error(StatusCode::NOT_FOUND, "ERROR", "not found"),
@@ -629,6 +647,9 @@ async fn history(
 enum Ticks {
     Trades,
     Quotes,
+    /// The crypto cluster's trades (`X:<pair>`): timed, filtered and ordered by their exchanges'
+    /// time, without SIP time or sequence number.
+    Crypto,
 }
 
 /// A page of trades or quotes.
@@ -682,7 +703,12 @@ fn ticks(
     let range = tape.as_ref().and_then(|t| match kind {
         Ticks::Trades => t.range(ticker, lo, hi, now_ns()),
         Ticks::Quotes => t.quote_range(ticker, lo, hi, now_ns()),
+        Ticks::Crypto => None,
     });
+    if let (Ticks::Crypto, Some(tape)) = (kind, &tape) {
+        let page = CryptoPage { pair: ticker.trim_start_matches("X:"), lo, hi, desc: order_desc, limit, from };
+        return crypto_trades(tape, &page, ticker, &q, scheme, headers);
+    }
     let mut body = json!({"status": "OK", "request_id": request_id()});
     let Some((first, last)) = range else { return axum::Json(body).into_response() };
     let (start, end) = if order_desc {
@@ -702,6 +728,7 @@ fn ticks(
                        "price": price(tr.cents), "sequence_number": tr.sequence_number, "sip_timestamp": tr.sip_ns,
                        "size": tr.size, "tape": 3})
             }),
+            Ticks::Crypto => None,
             Ticks::Quotes => tape.quote(ticker, *n).map(|q| {
                 json!({"ask_exchange": q.ask_exchange, "ask_price": price(q.ask_cents), "ask_size": q.ask_size,
                        "bid_exchange": q.bid_exchange, "bid_price": price(q.bid_cents), "bid_size": q.bid_size,
@@ -720,10 +747,71 @@ fn ticks(
             q.iter().filter(|(k, _)| *k != "ap" && *k != "apiKey").map(|(k, v)| format!("{k}={v}")).collect();
         params.push(format!("ap={next}"));
         let path = match kind {
-            Ticks::Trades => format!("/v3/trades/{ticker}"),
+            Ticks::Trades | Ticks::Crypto => format!("/v3/trades/{ticker}"),
             Ticks::Quotes => format!("/v3/quotes/{ticker}"),
         };
         body["next_url"] = json!(next_url(headers, scheme, &path, params));
+    }
+    axum::Json(body).into_response()
+}
+
+/// One page's request of a crypto pair's trades.
+struct CryptoPage<'a> {
+    pair: &'a str,
+    lo: Bound<i64>,
+    hi: Bound<i64>,
+    desc: bool,
+    limit: u64,
+    /// How many of the matching trades earlier pages held.
+    from: Option<u64>,
+}
+
+/// A page of a crypto pair's trades, whose times are their exchanges': every trade of the tape
+/// in the range by that time, ordered by it, `limit` from the offset the cursor carries.
+fn crypto_trades(
+    tape: &Tape,
+    page: &CryptoPage<'_>,
+    ticker: &str,
+    q: &HashMap<String, String>,
+    scheme: Option<Extension<Scheme>>,
+    headers: &HeaderMap,
+) -> Response {
+    let lag = tape::CRYPTO_LAG_MS.iter().max().copied().unwrap_or(0) * 1_000_000;
+    // A trade's feed time is its exchange time plus at most the largest lag.
+    let feed_hi = match page.hi {
+        Bound::Included(t) | Bound::Excluded(t) => Bound::Included(t + lag),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let mut trades: Vec<TapeTrade> = tape
+        .range(page.pair, page.lo, feed_hi, now_ns())
+        .map(|(first, last)| (first..=last).filter_map(|n| tape.trade(page.pair, n)).collect())
+        .unwrap_or_default();
+    trades.retain(|t| std::ops::RangeBounds::contains(&(page.lo, page.hi), &Tape::crypto_ns(t)));
+    trades.sort_by_key(|t| (Tape::crypto_ns(t), t.n));
+    if page.desc {
+        trades.reverse();
+    }
+    let skip = usize::try_from(page.from.unwrap_or(0)).unwrap_or(usize::MAX);
+    let take = usize::try_from(page.limit).unwrap_or(usize::MAX);
+    let results: Vec<serde_json::Value> = trades
+        .iter()
+        .skip(skip)
+        .take(take)
+        .map(|t| {
+            json!({"conditions": [1 + t.n % 2], "exchange": t.exchange, "id": t.id,
+                   "participant_timestamp": Tape::crypto_ns(t), "price": price(t.cents), "size": t.size})
+        })
+        .collect();
+    let mut body = json!({"status": "OK", "request_id": request_id()});
+    let next = skip.saturating_add(results.len());
+    if !results.is_empty() {
+        body["results"] = serde_json::Value::Array(results);
+    }
+    if next < trades.len() {
+        let mut params: Vec<String> =
+            q.iter().filter(|(k, _)| *k != "ap" && *k != "apiKey").map(|(k, v)| format!("{k}={v}")).collect();
+        params.push(format!("ap={next}"));
+        body["next_url"] = json!(next_url(headers, scheme, &format!("/v3/trades/{ticker}"), params));
     }
     axum::Json(body).into_response()
 }

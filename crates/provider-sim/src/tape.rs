@@ -177,7 +177,18 @@ impl Tape {
     }
 }
 
+/// How much later than its exchange a crypto trade reaches the feed, by exchange (10–13): the
+/// crypto cluster's `t` is the exchange's time, so the feed's trades are not in `t` order.
+pub const CRYPTO_LAG_MS: [i64; 4] = [0, 450, 900, 1350];
+
 impl Tape {
+    /// A trade's time as its crypto exchange has it: its feed (SIP) time less the exchange's lag
+    /// ([`CRYPTO_LAG_MS`]).
+    pub fn crypto_ns(trade: &TapeTrade) -> i64 {
+        let lag = CRYPTO_LAG_MS[usize::try_from(trade.exchange.saturating_sub(10)).unwrap_or(0) % CRYPTO_LAG_MS.len()];
+        trade.sip_ns - lag * 1_000_000
+    }
+
     /// Quote `n` of `sym` (half a period after trade `n`); `None` as for [`Tape::trade`].
     pub fn quote(&self, sym: &str, n: u64) -> Option<TapeQuote> {
         let trade = self.trade(sym, n)?;
@@ -330,6 +341,16 @@ mod tests {
             Some((99, 99)),
             "not the future"
         );
+    }
+
+    #[test]
+    fn crypto_times_lag_the_feed_by_exchange_so_they_arrive_out_of_order() {
+        let t = tape();
+        let times: Vec<i64> = (1..=8).map(|n| Tape::crypto_ns(&t.trade("AAPL", n).unwrap())).collect();
+        assert!(times.windows(2).any(|w| w[1] < w[0]), "not in feed order: {times:?}");
+        let tr = t.trade("AAPL", 5).unwrap();
+        let lag = CRYPTO_LAG_MS[(tr.exchange - 10) as usize] * 1_000_000;
+        assert_eq!(Tape::crypto_ns(&tr), tr.sip_ns - lag);
     }
 
     #[test]

@@ -57,6 +57,38 @@ pub(crate) struct History {
     key: Secret,
     /// Trades per page (Polygon allows up to 50,000).
     page: u32,
+    /// The crypto cluster's history: tickers `X:<pair>`, trades timed by the exchange.
+    crypto: bool,
+}
+
+/// A crypto trade as `/v3/trades/X:{pair}` writes it: no SIP time or sequence number; its time
+/// is the exchange's (the stream's `t`), its id a string unique per exchange.
+#[derive(Debug, Deserialize)]
+struct CryptoTrade {
+    #[serde(default)]
+    conditions: serde_json::Value,
+    exchange: i64,
+    id: String,
+    participant_timestamp: i64,
+    price: f64,
+    size: f64,
+}
+
+impl From<CryptoTrade> for HistoryTrade {
+    fn from(t: CryptoTrade) -> Self {
+        HistoryTrade {
+            id: t.id,
+            exchange: t.exchange,
+            trf_id: None,
+            sequence_number: 0,
+            sip_timestamp: t.participant_timestamp,
+            participant_timestamp: Some(t.participant_timestamp),
+            price: t.price,
+            size: t.size,
+            conditions: t.conditions,
+            tape: None,
+        }
+    }
 }
 
 impl History {
@@ -71,10 +103,16 @@ impl History {
     ) -> Result<Self, String> {
         let base = base.trim_end_matches('/').to_string();
         let origin = Origin::parse(&base)?;
-        Ok(Self { pages: Pages::new(http, per_second), base, origin, key, page: page.clamp(1, 50_000) })
+        Ok(Self { pages: Pages::new(http, per_second), base, origin, key, page: page.clamp(1, 50_000), crypto: false })
     }
 
-    /// Every trade of `ticker` with SIP time in `[from_ns, to_ns)`, oldest first, or why not.
+    /// The same client for the crypto cluster's history.
+    pub(crate) fn crypto(self) -> Self {
+        Self { crypto: true, ..self }
+    }
+
+    /// Every trade of `ticker` with SIP time (a crypto pair's: exchange time) in
+    /// `[from_ns, to_ns)`, oldest first, or why not.
     pub(crate) async fn trades(
         &self,
         ticker: &str,
@@ -82,12 +120,17 @@ impl History {
         to_ns: i64,
         deadline: Instant,
     ) -> Result<Vec<HistoryTrade>, HistoryError> {
+        let ticker = if self.crypto { format!("X:{ticker}") } else { ticker.to_string() };
         let url = format!(
             "{}/v3/trades/{}?timestamp.gte={from_ns}&timestamp.lt={to_ns}&order=asc&limit={}",
             self.base,
-            urlencode(ticker),
+            urlencode(&ticker),
             self.page
         );
+        if self.crypto {
+            let trades: Vec<CryptoTrade> = self.follow(url, deadline).await?;
+            return Ok(trades.into_iter().map(HistoryTrade::from).collect());
+        }
         self.follow(url, deadline).await
     }
 
@@ -185,7 +228,8 @@ impl TradeHistory for History {
 
     /// The tick the stream would have made of the trade's `T` event (`t` is the SIP time in
     /// ms, the venue from the same table), without a bid/ask (the quote of that moment is not
-    /// known), marked `backfill`.
+    /// known), marked `backfill`; of a crypto trade, its `XT` event (`t` the exchange's time,
+    /// no venue name or sequence number).
     fn tick<'a>(
         &self,
         symbol: &'a str,
@@ -204,10 +248,12 @@ impl TradeHistory for History {
         tick.price = t.price;
         tick.volume = t.size;
         tick.exchange_code = Some(Code::Int(t.exchange));
-        if let Some(v) = exchanges::by_polygon_id(t.exchange) {
+        if !self.crypto
+            && let Some(v) = exchanges::by_polygon_id(t.exchange)
+        {
             (tick.exchange, tick.mic) = (Some(Cow::Borrowed(v.name)), Some(Cow::Borrowed(v.mic)));
         }
-        tick.sequence = Some(t.sequence_number);
+        tick.sequence = (!self.crypto).then_some(t.sequence_number);
         tick.conditions = conditions;
         tick.trade_id = Some(Code::Str(Cow::Borrowed(&t.id)));
         tick.trf_id = t.trf_id.filter(|&f| f != 0);
@@ -215,8 +261,13 @@ impl TradeHistory for History {
         Some(tick)
     }
 
+    /// Crypto trades are timed by their exchanges and arrive out of that order.
+    fn lateness_ms(&self) -> Option<i64> {
+        self.crypto.then_some(CRYPTO_LATENESS_MS)
+    }
+
     fn has_quotes(&self) -> bool {
-        true
+        !self.crypto
     }
 
     fn quotes<'a>(
@@ -256,7 +307,7 @@ impl TradeHistory for History {
     }
 
     fn has_bars(&self) -> bool {
-        true
+        !self.crypto
     }
 
     fn bars<'a>(
@@ -289,6 +340,11 @@ impl TradeHistory for History {
         Some(tick)
     }
 }
+
+/// How late (in exchange time) a crypto trade may reach the stream after a later one: the
+/// aggregated venues' clocks and paths differ. Repair windows of the crypto cluster reach this
+/// far back, and every trade received live within it is recognised by (exchange, id).
+pub(crate) const CRYPTO_LATENESS_MS: i64 = 5_000;
 
 /// A ticker in a path segment (`X:BTC-USD` keeps its colon; anything unusual is escaped).
 fn urlencode(ticker: &str) -> String {

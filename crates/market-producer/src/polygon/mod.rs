@@ -68,17 +68,13 @@ impl Provider for Polygon {
         cfg: &MarketConfig,
     ) -> Result<Box<dyn crate::repair::TradeHistory>, (ingest_core::ws::gap::Unrepaired, String)> {
         use ingest_core::ws::gap::Unrepaired;
-        if cfg.ws_url.trim_end_matches('/').ends_with("/crypto") {
-            return Err((
-                Unrepaired::Unsupported,
-                "repair of the crypto cluster is not implemented yet (stocks are): the window stays a gap".into(),
-            ));
-        }
+        let crypto = cfg.ws_url.trim_end_matches('/').ends_with("/crypto");
         let base = if cfg.repair.rest_url.is_empty() { rest_url_for(&cfg.ws_url) } else { cfg.repair.rest_url.clone() };
         let http = ingest_core::http::client(&ingest_core::http::HttpConfig::default())
             .map_err(|e| (Unrepaired::Failed, format!("no HTTP client for the history: {e}")))?;
         let r = &cfg.repair;
         history::History::new(http, &base, cfg.api_key.clone(), r.requests_per_second, r.page_size)
+            .map(|h| if crypto { h.crypto() } else { h })
             .map(|h| Box::new(h) as Box<dyn crate::repair::TradeHistory>)
             .map_err(|e| (Unrepaired::Failed, format!("market.repair.rest_url {base}: {e}")))
     }
