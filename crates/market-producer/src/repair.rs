@@ -505,6 +505,8 @@ struct Fetched {
     trades: Vec<HistoryTrade>,
     quotes: Vec<HistoryQuote>,
     bars: Vec<HistoryBar>,
+    /// Quotes or bars that could not be fetched, and why.
+    lost: Vec<(Unrepaired, String)>,
 }
 
 /// The gap whose far edges the stream is still filling.
@@ -1099,12 +1101,15 @@ impl Repairer {
                 (symbol, window, quote_window, got)
             })
             .buffer_unordered(self.cfg.concurrency);
+        // Why each failed part failed, and the symbols with a part that failed.
+        let mut failed: HashSet<String> = HashSet::new();
         let mut failures: Vec<(Unrepaired, String)> = Vec::new();
         while let Some((symbol, window, quote_window, got)) = fetches.next().await {
-            let Fetched { trades, quotes, bars } = match got {
+            let Fetched { trades, quotes, bars, lost } = match got {
                 Ok(got) => got,
                 Err(e) => {
                     failures.push((Unrepaired::from(&e), format!("{symbol}: {e}")));
+                    failed.insert(symbol);
                     continue;
                 }
             };
@@ -1156,11 +1161,20 @@ impl Repairer {
                         }
                     }
                 }
-                Err(e) => failures
-                    .push((Unrepaired::Failed, format!("{symbol}: the repaired trades could not be committed: {e}"))),
+                Err(e) => {
+                    failures.push((
+                        Unrepaired::Failed,
+                        format!("{symbol}: the repaired ticks could not be committed: {e}"),
+                    ));
+                    failed.insert(symbol.clone());
+                }
+            }
+            if !lost.is_empty() {
+                failed.insert(symbol.clone());
+                failures.extend(lost);
             }
         }
-        counts.symbols_failed = failures.len() as u64;
+        counts.symbols_failed = failed.len() as u64;
         let Some((why, first)) = failures.first().cloned() else { return (None, counts) };
         let more = match failures.len() {
             1 => String::new(),
@@ -1169,7 +1183,9 @@ impl Repairer {
         fail(why, format!("{first}{more}"), counts)
     }
 
-    /// One symbol's trades, quotes and minute bars of its windows (each only when repaired).
+    /// One symbol's trades, quotes and minute bars of its windows (each only when repaired). The
+    /// trades failing fails the symbol; quotes or bars failing (a plan with trades but without
+    /// quotes, say) leaves the rest to be published, and the failure named in `lost`.
     async fn fetch(
         &self,
         history: &dyn TradeHistory,
@@ -1185,10 +1201,16 @@ impl Repairer {
         }
         if let Some(w) = quote_window {
             let (from, to) = w.range_ns();
-            got.quotes = history.quotes(symbol, from, to, deadline).await?;
+            match history.quotes(symbol, from, to, deadline).await {
+                Ok(q) => got.quotes = q,
+                Err(e) => got.lost.push((Unrepaired::from(&e), format!("{symbol} quotes: {e}"))),
+            }
         }
         if let Some((lo, hi)) = bar_range {
-            got.bars = history.bars(symbol, lo, hi, deadline).await?;
+            match history.bars(symbol, lo, hi, deadline).await {
+                Ok(b) => got.bars = b,
+                Err(e) => got.lost.push((Unrepaired::from(&e), format!("{symbol} minute bars: {e}"))),
+            }
         }
         Ok(got)
     }

@@ -55,6 +55,9 @@ pub struct PolygonConfig {
     pub max_connections: usize,
     /// The account's plan includes trade history (`/v3/trades`); without it, 403 NOT_AUTHORIZED.
     pub history: bool,
+    /// The plan includes NBBO quotes (`/v3/quotes`; Polygon's Developer plan has trades but not
+    /// quotes); without them, 403 NOT_AUTHORIZED there.
+    pub quotes: bool,
     /// REST requests allowed per minute (the free tier's 5); beyond, 429. 0 = no limit.
     pub rest_per_minute: usize,
 }
@@ -66,6 +69,7 @@ impl Default for PolygonConfig {
             auth_timeout: Duration::from_secs(10),
             max_connections: 1,
             history: true,
+            quotes: true,
             rest_per_minute: 0,
         }
     }
@@ -598,11 +602,7 @@ fn gate(h: &PolygonHandle, q: HashMap<String, String>, headers: &HeaderMap) -> R
         return Err(Box::new(rest_error(code, "ERROR", "Unexpected error")));
     }
     if !h.cfg.history {
-        return Err(Box::new(rest_error(
-            StatusCode::FORBIDDEN,
-            "NOT_AUTHORIZED",
-            "You are not entitled to this data. Please upgrade your plan at https://massive.com/pricing",
-        )));
+        return Err(Box::new(not_entitled()));
     }
     let Some(cursor) = q.get("cursor") else { return Ok((tape, q)) };
     let decoded = URL_SAFE_NO_PAD.decode(cursor.as_bytes()).ok().and_then(|b| String::from_utf8(b).ok());
@@ -610,6 +610,15 @@ fn gate(h: &PolygonHandle, q: HashMap<String, String>, headers: &HeaderMap) -> R
         Some(d) => Ok((tape, url_params(&d))),
         None => Err(Box::new(rest_error(StatusCode::BAD_REQUEST, "ERROR", "Invalid cursor"))),
     }
+}
+
+/// Polygon's answer to a request the plan does not cover.
+fn not_entitled() -> Response {
+    rest_error(
+        StatusCode::FORBIDDEN,
+        "NOT_AUTHORIZED",
+        "You are not entitled to this data. Please upgrade your plan at https://massive.com/pricing",
+    )
 }
 
 /// The tape and the parameters of a request that passed [`gate`].
@@ -665,6 +674,9 @@ fn ticks(
         Ok(passed) => passed,
         Err(refused) => return *refused,
     };
+    if matches!(kind, Ticks::Quotes) && !h.cfg.quotes {
+        return not_entitled();
+    }
     let order_desc = match q.get("order").map(String::as_str) {
         None | Some("desc") => true,
         Some("asc") => false,

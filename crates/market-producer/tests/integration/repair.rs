@@ -270,6 +270,28 @@ async fn quotes_are_repaired_with_trades_exactly_once_when_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_without_quotes_still_gets_its_trades_repaired_and_the_gap_says_what_is_missing() {
+    // Quote repair on, but the plan has trades and not quotes (Polygon's Developer plan).
+    let (per_second, total) = (1000, 8_000);
+    let extra = [("FINSTREAM__MARKET__CHANNELS", "trades,quotes"), ("FINSTREAM__MARKET__REPAIR__QUOTES", "true")];
+    let s = start(PolygonConfig { quotes: false, ..PolygonConfig::default() }, per_second, total, &extra).await;
+    subscriptions(&s.polygon, 1).await;
+    testkit::consume(&s.topics.topic, 500, Duration::from_secs(30));
+    s.polygon.drop_all();
+    subscriptions(&s.polygon, 2).await;
+    let evs = events_until(&s.topics.events, EventKind::GapUnrepaired, 1).await;
+    let got = tape_done(&s.topics.topic, &SYMBOLS, total).await;
+    let repaired = assert_exactly_once(&got, &SYMBOLS, total);
+    let gap = evs.iter().find(|e| e.kind == EventKind::Gap).unwrap();
+    let r = repair_of(&evs, gap);
+    let c = r.repair.as_ref().unwrap();
+    assert_eq!((r.kind, c.outcome.as_str()), (EventKind::GapUnrepaired, "no_history"), "{r:?}");
+    assert!(r.message.as_deref().is_some_and(|m| m.contains("quotes") && m.contains("not entitled")), "{r:?}");
+    assert!(c.published > 0 && c.published == repaired, "the trades were repaired all the same: {r:?}");
+    assert_eq!((c.quotes_published, c.symbols_failed), (0, 2), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crypto_gaps_are_repaired_exactly_once_though_trades_arrive_out_of_exchange_time() {
     // The crypto cluster's `t` is each exchange's time, and the venues' trades reach the feed
     // up to 1.35 s late relative to one another: a window cannot be cut at a millisecond. Every
