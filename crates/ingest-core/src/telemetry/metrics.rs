@@ -83,7 +83,7 @@ pub const CATCHUP_CUT: &str = "producer_catchup_cut_total";
 /// `rate_limited`, `too_long`, `refused`, `unsupported`, `failed`), each also a `gap_repaired`
 /// or `gap_unrepaired` event.
 pub const GAP_REPAIRS: &str = "producer_gap_repairs_total";
-/// `producer_gap_repaired_ticks_total`: trades and minute bars published from the history (`backfill: true`).
+/// `producer_gap_repaired_ticks_total`: trades, quotes and minute bars published from the history (`backfill: true`).
 pub const GAP_REPAIRED_TICKS: &str = "producer_gap_repaired_ticks_total";
 /// `producer_gap_repair_duplicates_total`: history trades not published because they had
 /// arrived live at a window's edge (or were repeated in the history).
