@@ -322,6 +322,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_crypto_window_is_asked_of_its_location_without_a_feed_and_has_one_venue() {
+        let (_a, sim, start) = start_sim(AlpacaConfig::default()).await;
+        let at = |n: i64| start + n * 1_000_000;
+        let http = ingest_core::http::client(&ingest_core::http::HttpConfig::default()).unwrap();
+        let market = Market::Crypto { loc: "us".into() };
+        let h =
+            History::new(http, &sim.http_url(), market, (Secret::new(KEY), Secret::new(SECRET)), 1000.0, 64).unwrap();
+        let got = h.trades("AAPL", at(100), at(300), soon()).await.unwrap();
+        assert_eq!(got.len(), 200, "the window, whole");
+        assert!(got.iter().all(|t| t.exchange == 0), "crypto trades name no venue: one");
+        let requests = sim.log.to_path("/v1beta3/crypto/us/trades");
+        assert_eq!(requests.len(), 4, "200 trades in pages of 64");
+        assert!(requests.iter().all(|r| !r.query.as_deref().unwrap_or("").contains("feed=")), "no feed for crypto");
+        sim.stop().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn rate_limits_wait_and_refusals_are_named() {
         let (alpaca, sim, start) = start_sim(AlpacaConfig::default()).await;
         let at = |n: i64| start + n * 1_000_000;
