@@ -3,9 +3,13 @@
 //! goes through (the rate limiter, 429 and 5xx waited out until the caller's deadline, body caps,
 //! the provider's refusals named).
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
+use chrono::{DateTime, Utc};
+
 use ingest_core::http::{FetchError, fetch};
+use ingest_core::record::{MarketTick, TickType};
 use ingest_core::resilience::{Backoff, BackoffConfig, ErrorClass, RateLimiter, classify_http};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -93,6 +97,20 @@ pub(crate) struct HistoryBar {
     /// Trades in the bar.
     #[serde(default)]
     pub(crate) n: Option<u64>,
+}
+
+/// A tick rebuilt from a provider's history: `kind` of `symbol` at `at`, marked `backfill`
+/// (the callers fill in what the stream would have carried).
+pub(crate) fn backfill_tick<'a>(
+    symbol: &'a str,
+    kind: TickType,
+    at: DateTime<Utc>,
+    provider: &'static str,
+    received_at: DateTime<Utc>,
+) -> MarketTick<'a> {
+    let mut tick = MarketTick::new(Cow::Borrowed(symbol), kind, at, Cow::Borrowed(provider), received_at);
+    tick.backfill = true;
+    tick
 }
 
 /// The exchange of a key: a number as itself, a venue letter (Alpaca's `x`, up to 7 bytes)

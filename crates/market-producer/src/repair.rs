@@ -106,14 +106,12 @@ fn is_minute_bar(t: &MarketTick<'_>) -> bool {
 }
 
 /// The minute bars of a window to publish: those of `history` not in `seen` (received live,
-/// repaired or in the topic), each start once; and how many were left out.
-fn missing_bars(mut history: Vec<HistoryBar>, seen: &HashSet<i64>) -> (Vec<HistoryBar>, u64) {
+/// repaired or in the topic), each start once, oldest first.
+fn missing_bars(mut history: Vec<HistoryBar>, seen: &HashSet<i64>) -> Vec<HistoryBar> {
     history.sort_by_key(|b| b.t);
-    let fetched = history.len();
     history.dedup_by_key(|b| b.t);
     history.retain(|b| !seen.contains(&b.t));
-    let left_out = (fetched - history.len()) as u64;
-    (history, left_out)
+    history
 }
 
 /// A provider's REST trade history, as the repair needs it.
@@ -672,6 +670,14 @@ impl LateTrades {
     }
 }
 
+/// How a stream's live trades are followed: by their edge milliseconds, or (timed by their
+/// exchanges) all of the recent ones.
+#[derive(Debug)]
+enum TradeEdges {
+    Exact(LiveEdges),
+    Late(LateTrades),
+}
+
 /// The kinds of ticks a feed subscribes that gap repair can fill.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Kinds {
@@ -700,10 +706,8 @@ pub(crate) struct Repairing<O> {
     inner: O,
     /// The repair task's queue; `None` with repair off.
     jobs: Option<mpsc::Sender<Job>>,
-    /// The edges, when followed (not when the provider has no history to repair from).
-    edges: Option<LiveEdges>,
-    /// The trades, when they may arrive late (instead of `edges`).
-    late: Option<LateTrades>,
+    /// The trades, when followed (not when the provider has no history to repair from).
+    trades: Option<TradeEdges>,
     /// The quotes' edges, when quotes are repaired.
     quote_edges: Option<LiveEdges>,
     /// The minute bars received, when they are repaired.
@@ -727,8 +731,10 @@ impl<O> Repairing<O> {
         let trades = trades && jobs.is_some();
         Self {
             inner,
-            edges: (trades && late_ms.is_none()).then(LiveEdges::default),
-            late: late_ms.filter(|_| trades).map(LateTrades::new),
+            trades: trades.then(|| match late_ms {
+                None => TradeEdges::Exact(LiveEdges::default()),
+                Some(ms) => TradeEdges::Late(LateTrades::new(ms)),
+            }),
             quote_edges: (quotes && jobs.is_some()).then(LiveEdges::default),
             bars: bars.filter(|_| jobs.is_some()),
             jobs,
@@ -740,7 +746,10 @@ impl<O> Repairing<O> {
 
 impl<O: WsOutput> WsOutput for Repairing<O> {
     fn connected(&mut self, epoch: u64) {
-        for edges in [&mut self.edges, &mut self.quote_edges].into_iter().flatten() {
+        if let Some(TradeEdges::Exact(edges)) = &mut self.trades {
+            edges.connected();
+        }
+        if let Some(edges) = &mut self.quote_edges {
             edges.connected();
         }
         self.inner.connected(epoch);
@@ -753,10 +762,10 @@ impl<O: WsOutput> WsOutput for Repairing<O> {
     fn gap(&mut self, gap: &Gap, epoch: u64) {
         self.inner.gap(gap, epoch);
         let Some(jobs) = &self.jobs else { return };
-        let (before, after) = match (&mut self.edges, &mut self.late) {
-            (Some(edges), _) => edges.gap(),
-            (None, Some(late)) => late.gap(),
-            (None, None) => Default::default(),
+        let (before, after) = match &mut self.trades {
+            Some(TradeEdges::Exact(edges)) => edges.gap(),
+            Some(TradeEdges::Late(late)) => late.gap(),
+            None => Default::default(),
         };
         let (quote_before, quote_after) = self.quote_edges.as_mut().map(LiveEdges::gap).unwrap_or_default();
         let job = Job {
@@ -786,14 +795,13 @@ impl<O: WsOutput> WsOutput for Repairing<O> {
 impl<O: TickOutput> TickOutput for Repairing<O> {
     fn tick(&mut self, tick: &MarketTick<'_>, raw: &[u8]) {
         self.inner.tick(tick, raw);
-        if tick.event_type == TickType::Trade
-            && (self.edges.is_some() || self.late.is_some())
+        if let Some(trades) = &mut self.trades
+            && tick.event_type == TickType::Trade
             && let Some(key) = TickKey::of_tick(tick)
         {
-            match (&mut self.edges, &mut self.late) {
-                (Some(edges), _) => edges.tick(tick, key),
-                (None, Some(late)) => late.tick(tick, key),
-                (None, None) => {}
+            match trades {
+                TradeEdges::Exact(edges) => edges.tick(tick, key),
+                TradeEdges::Late(late) => late.tick(tick, key),
             }
         }
         if let Some(edges) = &mut self.quote_edges
@@ -1122,7 +1130,7 @@ impl Repairer {
                 _ => HashSet::new(),
             };
             seen.extend(delivered_bars.remove(&symbol).unwrap_or_default());
-            let (bars, _) = missing_bars(bars, &seen);
+            let bars = missing_bars(bars, &seen);
             let fetched = trades.len() as u64;
             let repair = window.missing(trades);
             let duplicates = repair.duplicates as u64;
@@ -1669,9 +1677,8 @@ mod tests {
         // The 10:02 bar arrived live after the reconnect; the history repeats 10:01.
         let bar = |t: i64| HistoryBar { t, o: 1.0, h: 1.0, l: 1.0, c: 1.0, v: 100.0, vw: None, n: None };
         let history = vec![bar(m0 + 120_000), bar(m0 + 60_000), bar(m0), bar(m0 + 60_000)];
-        let (missing, left_out) = missing_bars(history, &HashSet::from([m0 + 120_000]));
-        assert_eq!(missing.iter().map(|b| b.t).collect::<Vec<_>>(), vec![m0, m0 + 60_000]);
-        assert_eq!(left_out, 2);
+        let missing = missing_bars(history, &HashSet::from([m0 + 120_000]));
+        assert_eq!(missing.iter().map(|b| b.t).collect::<Vec<_>>(), vec![m0, m0 + 60_000], "2 of 4 left out");
     }
 
     #[test]

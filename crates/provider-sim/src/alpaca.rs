@@ -289,22 +289,10 @@ fn trade_json(sym: Option<&str>, tr: &TapeTrade, crypto: bool) -> Value {
 /// The trades of the subscribed symbols that happened since the last frame, in time order, as
 /// one frame (`None` when there are none).
 fn tape_frame(t: &Tape, next: &mut HashMap<String, u64>, crypto: bool) -> Option<String> {
-    const MAX_EVENTS: u64 = 5000;
-    let now = now_ns();
-    let mut trades: Vec<(String, TapeTrade)> = Vec::new();
-    for (s, n) in next.iter_mut() {
-        let upto = t.count_at(s, now).min(*n + MAX_EVENTS - 1);
-        while *n <= upto {
-            if let Some(tr) = t.trade(s, *n) {
-                trades.push((s.clone(), tr));
-            }
-            *n += 1;
-        }
-    }
+    let trades = t.due_trades(next, now_ns());
     if trades.is_empty() {
         return None;
     }
-    trades.sort_by_key(|(_, tr)| tr.sip_ns);
     let events: Vec<Value> = trades.iter().map(|(s, tr)| trade_json(Some(s), tr, crypto)).collect();
     Some(Value::Array(events).to_string())
 }

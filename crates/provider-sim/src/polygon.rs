@@ -39,7 +39,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::Scheme;
-use crate::tape::{self, Tape, TapeQuote, TapeTrade};
+use crate::tape::{self, Tape, TapeTrade};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -441,20 +441,10 @@ fn subscribe_quotes(t: &Tape, param: &str, next: &mut HashMap<String, u64>) {
 /// The quotes of the subscribed symbols that happened since the last frame, in time order, as
 /// one frame of `Q` events (`None` when there are none).
 fn quotes_frame(t: &Tape, next: &mut HashMap<String, u64>) -> Option<String> {
-    const MAX_EVENTS: u64 = 5000;
-    let now = now_ns();
-    let mut quotes: Vec<(String, TapeQuote)> = Vec::new();
-    for (s, n) in next.iter_mut() {
-        let upto = t.quotes_at(s, now).min(*n + MAX_EVENTS - 1);
-        while *n <= upto {
-            quotes.extend(t.quote(s, *n).map(|q| (s.clone(), q)));
-            *n += 1;
-        }
-    }
+    let quotes = t.due_quotes(next, now_ns());
     if quotes.is_empty() {
         return None;
     }
-    quotes.sort_by_key(|(_, q)| q.sip_ns);
     let events: Vec<serde_json::Value> = quotes
         .iter()
         .map(|(s, q)| {
@@ -507,22 +497,10 @@ fn subscribe_all_again(t: &Tape, next: &mut HashMap<String, u64>) {
 /// The trades of the subscribed symbols that happened since the last frame, in time order, as
 /// one frame of `T` events (`None` when there are none).
 fn tape_frame(t: &Tape, next: &mut HashMap<String, u64>, crypto: bool) -> Option<String> {
-    const MAX_EVENTS: u64 = 5000;
-    let now = now_ns();
-    let mut trades: Vec<(String, TapeTrade)> = Vec::new();
-    for (s, n) in next.iter_mut() {
-        let upto = t.count_at(s, now).min(*n + MAX_EVENTS - 1);
-        while *n <= upto {
-            if let Some(tr) = t.trade(s, *n) {
-                trades.push((s.clone(), tr));
-            }
-            *n += 1;
-        }
-    }
+    let trades = t.due_trades(next, now_ns());
     if trades.is_empty() {
         return None;
     }
-    trades.sort_by_key(|(_, tr)| tr.sip_ns);
     let events: Vec<serde_json::Value> = trades
         .iter()
         .map(|(s, tr)| {
@@ -624,6 +602,15 @@ fn not_entitled() -> Response {
 /// The tape and the parameters of a request that passed [`gate`].
 type Passed = (Option<Arc<Tape>>, HashMap<String, String>);
 
+/// The `limit` parameter (1 to 50,000; `default` without it), or the 400 Polygon answers.
+fn limit(q: &HashMap<String, String>, default: u64) -> Result<u64, Box<Response>> {
+    match q.get("limit").map(|l| l.parse::<u64>()) {
+        None => Ok(default),
+        Some(Ok(l)) if (1..=50_000).contains(&l) => Ok(l),
+        Some(_) => Err(Box::new(rest_error(StatusCode::BAD_REQUEST, "ERROR", "limit must be between 1 and 50000"))),
+    }
+}
+
 /// A next page's URL: `path` on the host the request came to, with `params` in its cursor.
 fn next_url(headers: &HeaderMap, scheme: Option<Extension<Scheme>>, path: &str, mut params: Vec<String>) -> String {
     params.sort();
@@ -682,10 +669,9 @@ fn ticks(
         Some("asc") => false,
         Some(_) => return rest_error(StatusCode::BAD_REQUEST, "ERROR", "order must be asc or desc"),
     };
-    let limit = match q.get("limit").map(|l| l.parse::<u64>()) {
-        None => 1000,
-        Some(Ok(l)) if (1..=50_000).contains(&l) => l,
-        Some(_) => return rest_error(StatusCode::BAD_REQUEST, "ERROR", "limit must be between 1 and 50000"),
+    let limit = match limit(&q, 1000) {
+        Ok(l) => l,
+        Err(refused) => return *refused,
     };
     let mut lo = Bound::Unbounded;
     let mut hi = Bound::Unbounded;
@@ -856,10 +842,9 @@ async fn aggregates(
         Some("desc") => true,
         Some(_) => return rest_error(StatusCode::BAD_REQUEST, "ERROR", "sort must be asc or desc"),
     };
-    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => 5000,
-        Some(Ok(l)) if (1..=50_000).contains(&l) => l,
-        Some(_) => return rest_error(StatusCode::BAD_REQUEST, "ERROR", "limit must be between 1 and 50000"),
+    let limit = match limit(&q, 5000) {
+        Ok(l) => usize::try_from(l).unwrap_or(usize::MAX),
+        Err(refused) => return *refused,
     };
     let now = now_ns();
     let first_minute = from.div_euclid(60_000) * 60_000 + if from.rem_euclid(60_000) == 0 { 0 } else { 60_000 };

@@ -12,7 +12,11 @@
 //! Quote `n` comes half a period after trade `n`, with its own sequence number; a minute bar
 //! aggregates the trades of its minute (a minute without trades has none).
 
+use std::collections::HashMap;
 use std::ops::Bound;
+
+/// At most this many of one symbol's trades (or quotes) are sent in one frame.
+pub const MAX_DUE: u64 = 5000;
 
 /// One trade of the tape.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +228,39 @@ impl Tape {
             Bound::Unbounded => Bound::Unbounded,
         };
         self.range(sym, shift(lo), shift(hi), now_ns - half)
+    }
+
+    /// The trades that happened by `now_ns` of each symbol followed in `next` (its next `n` to
+    /// send), at most [`MAX_DUE`] of each, in time order; `next` moves past them.
+    pub fn due_trades(&self, next: &mut HashMap<String, u64>, now_ns: i64) -> Vec<(String, TapeTrade)> {
+        let mut due = self.due(next, now_ns, Self::count_at, Self::trade);
+        due.sort_by_key(|(_, t)| t.sip_ns);
+        due
+    }
+
+    /// The same of the quotes.
+    pub fn due_quotes(&self, next: &mut HashMap<String, u64>, now_ns: i64) -> Vec<(String, TapeQuote)> {
+        let mut due = self.due(next, now_ns, Self::quotes_at, Self::quote);
+        due.sort_by_key(|(_, q)| q.sip_ns);
+        due
+    }
+
+    fn due<T>(
+        &self,
+        next: &mut HashMap<String, u64>,
+        now_ns: i64,
+        happened: fn(&Self, &str, i64) -> u64,
+        get: fn(&Self, &str, u64) -> Option<T>,
+    ) -> Vec<(String, T)> {
+        let mut out = Vec::new();
+        for (s, n) in next.iter_mut() {
+            let upto = happened(self, s, now_ns).min(*n + MAX_DUE - 1);
+            while *n <= upto {
+                out.extend(get(self, s, *n).map(|t| (s.clone(), t)));
+                *n += 1;
+            }
+        }
+        out
     }
 
     /// The minute bar of `sym` starting at `start_ms`, once that minute has ended by `now_ns`;

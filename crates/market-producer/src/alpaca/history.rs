@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::exchanges;
-use crate::history::{HistoryError, HistoryTrade, Pages, exchange_code};
+use crate::history::{HistoryError, HistoryTrade, Pages, backfill_tick, exchange_code};
 use crate::repair::TradeHistory;
 
 /// Which of Alpaca's histories.
@@ -227,13 +227,7 @@ impl TradeHistory for History {
         received_at: DateTime<Utc>,
     ) -> Option<MarketTick<'a>> {
         let at = DateTime::from_timestamp_nanos(t.sip_timestamp);
-        let mut tick = MarketTick::new(
-            Cow::Borrowed(symbol),
-            TickType::Trade,
-            at,
-            Cow::Borrowed(super::normalize::PROVIDER),
-            received_at,
-        );
+        let mut tick = backfill_tick(symbol, TickType::Trade, at, super::normalize::PROVIDER, received_at);
         tick.price = t.price;
         tick.volume = t.size;
         if let Some(x) = letter(t.exchange) {
@@ -244,7 +238,6 @@ impl TradeHistory for History {
         }
         tick.conditions = conditions;
         tick.trade_id = t.id.parse::<i64>().ok().map(Code::Int);
-        tick.backfill = true;
         Some(tick)
     }
 }

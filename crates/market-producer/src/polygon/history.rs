@@ -26,8 +26,8 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::exchanges;
-use crate::history::Pages;
 pub(crate) use crate::history::{HistoryBar, HistoryError, HistoryQuote, HistoryTrade};
+use crate::history::{Pages, backfill_tick};
 use crate::repair::TradeHistory;
 
 #[derive(Debug, Deserialize)]
@@ -238,13 +238,7 @@ impl TradeHistory for History {
         received_at: DateTime<Utc>,
     ) -> Option<MarketTick<'a>> {
         let at = DateTime::from_timestamp_millis(t.sip_timestamp.div_euclid(1_000_000))?;
-        let mut tick = MarketTick::new(
-            Cow::Borrowed(symbol),
-            TickType::Trade,
-            at,
-            Cow::Borrowed(super::normalize::PROVIDER),
-            received_at,
-        );
+        let mut tick = backfill_tick(symbol, TickType::Trade, at, super::normalize::PROVIDER, received_at);
         tick.price = t.price;
         tick.volume = t.size;
         tick.exchange_code = Some(Code::Int(t.exchange));
@@ -257,7 +251,6 @@ impl TradeHistory for History {
         tick.conditions = conditions;
         tick.trade_id = Some(Code::Str(Cow::Borrowed(&t.id)));
         tick.trf_id = t.trf_id.filter(|&f| f != 0);
-        tick.backfill = true;
         Some(tick)
     }
 
@@ -290,19 +283,12 @@ impl TradeHistory for History {
     ) -> Option<MarketTick<'a>> {
         let at = DateTime::from_timestamp_millis(q.sip_timestamp.div_euclid(1_000_000))?;
         let (bid, ask) = (q.bid_price?, q.ask_price?);
-        let mut tick = MarketTick::new(
-            Cow::Borrowed(symbol),
-            TickType::Quote,
-            at,
-            Cow::Borrowed(super::normalize::PROVIDER),
-            received_at,
-        );
+        let mut tick = backfill_tick(symbol, TickType::Quote, at, super::normalize::PROVIDER, received_at);
         tick.price = (bid + ask) / 2.0;
         (tick.bid_price, tick.ask_price) = (Some(bid), Some(ask));
         (tick.bid_size, tick.ask_size) =
             (Some(q.bid_size * super::normalize::ROUND_LOT), Some(q.ask_size * super::normalize::ROUND_LOT));
         tick.sequence = Some(q.sequence_number);
-        tick.backfill = true;
         Some(tick)
     }
 
@@ -324,19 +310,12 @@ impl TradeHistory for History {
     /// close as its price, the minute as its window), marked `backfill`.
     fn bar_tick<'a>(&self, symbol: &'a str, b: &'a HistoryBar, received_at: DateTime<Utc>) -> Option<MarketTick<'a>> {
         let start = DateTime::from_timestamp_millis(b.t)?;
-        let mut tick = MarketTick::new(
-            Cow::Borrowed(symbol),
-            TickType::Bar,
-            start,
-            Cow::Borrowed(super::normalize::PROVIDER),
-            received_at,
-        );
+        let mut tick = backfill_tick(symbol, TickType::Bar, start, super::normalize::PROVIDER, received_at);
         tick.price = b.c;
         tick.volume = b.v;
         (tick.open, tick.high, tick.low, tick.vwap) = (Some(b.o), Some(b.h), Some(b.l), b.vw);
         tick.window_start = Some(start);
         tick.window_end = Some(start + chrono::Duration::minutes(1));
-        tick.backfill = true;
         Some(tick)
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use ingest_core::record::{EventKind, IngestEvent};
+use ingest_core::record::{EventKind, IngestEvent, RepairCounts};
 use ingest_core::testkit::{self, ProducerProcess};
 use provider_sim::Sim;
 use provider_sim::alpaca::{AlpacaConfig, AlpacaHandle};
@@ -162,6 +162,21 @@ fn assert_exactly_once(got: &BTreeMap<String, Vec<(u64, bool)>>, symbols: &[&str
     repaired
 }
 
+/// Every gap event's answer, each a `gap_repaired` whose fetched trades are those published and
+/// those already received: their counts, in the order of the gaps.
+fn repairs(evs: &[IngestEvent]) -> Vec<&RepairCounts> {
+    evs.iter()
+        .filter(|e| e.kind == EventKind::Gap)
+        .map(|gap| {
+            let r = repair_of(evs, gap);
+            assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
+            let c = r.repair.as_ref().unwrap();
+            assert_eq!(c.fetched, c.published + c.duplicates, "{r:?}");
+            c
+        })
+        .collect()
+}
+
 /// Each gap event is answered by a repair event of the same window and connection.
 fn repair_of<'a>(evs: &'a [IngestEvent], gap: &IngestEvent) -> &'a IngestEvent {
     evs.iter()
@@ -193,18 +208,13 @@ async fn dropped_connections_are_repaired_with_exactly_the_missing_trades() {
 
     let got = tape_done(&s.topics.topic, &SYMBOLS, total).await;
     let repaired = assert_exactly_once(&got, &SYMBOLS, total);
-    let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
-    assert_eq!(gaps.len(), 2, "{evs:#?}");
-    let mut published = 0;
-    for gap in gaps {
-        let r = repair_of(&evs, gap);
-        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
-        let counts = r.repair.as_ref().unwrap();
-        assert_eq!((counts.symbols, counts.symbols_failed), (2, 0), "{r:?}");
-        assert_eq!(counts.fetched, counts.published + counts.duplicates, "{r:?}");
-        assert!(counts.duplicates > 0, "the edges' live trades were recognised: {r:?}");
-        published += counts.published;
+    let repairs = repairs(&evs);
+    assert_eq!(repairs.len(), 2, "{evs:#?}");
+    for c in &repairs {
+        assert_eq!((c.symbols, c.symbols_failed), (2, 0), "{c:?}");
+        assert!(c.duplicates > 0, "the edges' live trades were recognised: {c:?}");
     }
+    let published: u64 = repairs.iter().map(|c| c.published).sum();
     assert!(repaired > 0, "some trades came from the history");
     assert_eq!(repaired, published, "the topic holds what the events say was published");
 
@@ -254,14 +264,13 @@ async fn quotes_are_repaired_with_trades_exactly_once_when_configured() {
     })
     .await;
     let repaired = assert_exactly_once(&quotes, &SYMBOLS, total);
-    let (mut published, mut fetched) = (0, 0);
-    for gap in evs.iter().filter(|e| e.kind == EventKind::Gap) {
-        let r = repair_of(&evs, gap);
-        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
-        let c = r.repair.as_ref().unwrap();
-        assert!(c.quotes_fetched > c.quotes_published, "the edges' live quotes were recognised: {r:?}");
-        (published, fetched) = (published + c.quotes_published, fetched + c.quotes_fetched);
-    }
+    let repairs = repairs(&evs);
+    assert!(
+        repairs.iter().all(|c| c.quotes_fetched > c.quotes_published),
+        "the edges' live quotes were recognised: {repairs:?}"
+    );
+    let published: u64 = repairs.iter().map(|c| c.quotes_published).sum();
+    let fetched: u64 = repairs.iter().map(|c| c.quotes_fetched).sum();
     assert!(repaired > 0, "some quotes came from the history");
     assert_eq!(repaired, published, "the topic holds the quotes the events say were published ({fetched} fetched)");
     let requests = s.sim.log.to_path("/v3/quotes/MSFT");
@@ -344,14 +353,12 @@ async fn crypto_gaps_are_repaired_exactly_once_though_trades_arrive_out_of_excha
     })
     .await;
     let repaired = assert_exactly_once(&got, &pairs, total);
-    let mut published = 0;
-    for gap in evs.iter().filter(|e| e.kind == EventKind::Gap) {
-        let r = repair_of(&evs, gap);
-        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
-        let c = r.repair.as_ref().unwrap();
-        assert!(c.duplicates > 0, "trades received live around the window were recognised: {r:?}");
-        published += c.published;
-    }
+    let repairs = repairs(&evs);
+    assert!(
+        repairs.iter().all(|c| c.duplicates > 0),
+        "trades received live around the window were recognised: {repairs:?}"
+    );
+    let published: u64 = repairs.iter().map(|c| c.published).sum();
     assert!(repaired > 0, "some trades came from the history");
     assert_eq!(repaired, published, "the topic holds what the events say was published");
     let requests = sim.log.to_path("/v3/trades/X:BTC-USD");
@@ -448,9 +455,7 @@ async fn a_stalled_feed_is_reconnected_and_what_the_stall_lost_is_repaired() {
     .await;
     let repaired = assert_exactly_once(&got, &SYMBOLS, total);
     assert!(repaired > 0, "the stall's trades came from the history");
-    for gap in evs.iter().filter(|e| e.kind == EventKind::Gap) {
-        assert_eq!(repair_of(&evs, gap).kind, EventKind::GapRepaired, "{gap:?}");
-    }
+    repairs(&evs);
 }
 
 /// Per symbol, every minute bar in the topic: its start (ms), whether it was repaired, the record.
@@ -536,12 +541,7 @@ async fn a_minute_bar_lost_in_a_stall_is_repaired_once_and_the_live_bars_are_not
         (gaps > 0 && answers >= gaps).then_some(evs)
     })
     .await;
-    let mut bars_published = 0;
-    for gap in evs.iter().filter(|e| e.kind == EventKind::Gap) {
-        let r = repair_of(&evs, gap);
-        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
-        bars_published += r.repair.as_ref().unwrap().bars_published;
-    }
+    let bars_published: u64 = repairs(&evs).iter().map(|c| c.bars_published).sum();
     assert_eq!(bars_published, 2, "the events count the repaired bars: {evs:#?}");
     let requests: Vec<_> = s.sim.log.all().into_iter().filter(|r| r.path.starts_with("/v2/aggs/ticker/")).collect();
     assert!(
@@ -587,14 +587,7 @@ async fn a_repair_pending_when_the_producer_is_killed_is_done_once_by_the_next_p
     let evs = events_until(&s.topics.events, EventKind::GapRepaired, 2).await;
     let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
     assert_eq!(gaps.len(), 2, "the reconnect's gap and the restart's: {evs:#?}");
-    let mut published = 0;
-    for gap in &gaps {
-        let r = repair_of(&evs, gap);
-        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
-        let counts = r.repair.as_ref().unwrap();
-        assert_eq!(counts.fetched, counts.published + counts.duplicates, "{r:?}");
-        published += counts.published;
-    }
+    let published: u64 = repairs(&evs).iter().map(|c| c.published).sum();
     let got = tape_done(&s.topics.topic, &SYMBOLS, total).await;
     let repaired = assert_exactly_once(&got, &SYMBOLS, total);
     assert!(repaired > 0, "the gaps' trades came from the history");
@@ -708,14 +701,7 @@ async fn chaos_disconnects_a_stall_and_a_sigkill_under_a_firehose_leave_every_tr
     let repaired = assert_exactly_once(&got, &CHAOS, total);
     let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
     assert!(gaps.len() >= 4, "a disconnect, the stall's, the restart's and a disconnect: {gaps:#?}");
-    let mut published = 0;
-    for gap in &gaps {
-        let r = repair_of(&evs, gap);
-        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
-        let counts = r.repair.as_ref().unwrap();
-        assert_eq!(counts.fetched, counts.published + counts.duplicates, "{r:?}");
-        published += counts.published;
-    }
+    let published: u64 = repairs(&evs).iter().map(|c| c.published).sum();
     assert!(repaired > 0);
     assert_eq!(repaired, published, "the topic holds what the events say was published");
 }
@@ -788,17 +774,10 @@ async fn alpaca_gaps_are_repaired_from_its_historical_trades_exactly_once() {
     })
     .await;
     let repaired = assert_exactly_once(&got, &SYMBOLS, total);
-    let gaps: Vec<&IngestEvent> = evs.iter().filter(|e| e.kind == EventKind::Gap).collect();
-    assert_eq!(gaps.len(), 2, "{evs:#?}");
-    let mut published = 0;
-    for gap in gaps {
-        let r = repair_of(&evs, gap);
-        assert_eq!(r.kind, EventKind::GapRepaired, "{r:?}");
-        let counts = r.repair.as_ref().unwrap();
-        assert_eq!(counts.fetched, counts.published + counts.duplicates, "{r:?}");
-        assert!(counts.duplicates > 0, "the edges' live trades were recognised: {r:?}");
-        published += counts.published;
-    }
+    let repairs = repairs(&evs);
+    assert_eq!(repairs.len(), 2, "{evs:#?}");
+    assert!(repairs.iter().all(|c| c.duplicates > 0), "the edges' live trades were recognised: {repairs:?}");
+    let published: u64 = repairs.iter().map(|c| c.published).sum();
     assert!(repaired > 0, "some trades came from the history");
     assert_eq!(repaired, published, "the topic holds what the events say was published");
     let requests = sim.log.to_path("/v2/stocks/trades");
